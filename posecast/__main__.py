@@ -1,0 +1,3 @@
+from posecast.cli import main
+
+main()

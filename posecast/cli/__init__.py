@@ -1,0 +1,61 @@
+"""The `posecast` command line: a thin Typer layer over the library.
+
+Known failures (PosecastError) print one line, `error: …`, and exit 1 (2 for usage errors);
+a traceback is shown only with `--debug` or POSECAST_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from posecast import __version__
+from posecast.cli import keypoints
+from posecast.cli.ui import err_console
+from posecast.errors import PosecastError
+
+app = typer.Typer(
+    name="posecast",
+    help="Turn one portrait and a speech recording into a talking, gesturing video.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode="rich",
+)
+app.command(name="keypoints")(keypoints.keypoints_command)
+
+_debug = {"on": os.environ.get("POSECAST_DEBUG", "") not in ("", "0")}
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"posecast {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors "
+                                        "(or set POSECAST_DEBUG=1).")] = False,
+) -> None:
+    """Turn one portrait and a speech recording into a talking, gesturing video."""
+    if debug:
+        _debug["on"] = True
+
+
+def main() -> None:
+    try:
+        app()
+    except PosecastError as error:
+        if _debug["on"]:
+            raise
+        err_console.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("error: interrupted", markup=False, highlight=False)
+        sys.exit(130)

@@ -1,0 +1,30 @@
+"""Console output: results on stdout, progress and messages on stderr (pipes stay clean)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def progress_bar(unit: str = "") -> Progress:
+    """A progress bar on stderr; it disappears when finished and hides itself when not a TTY."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    )

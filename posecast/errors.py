@@ -1,0 +1,27 @@
+"""The error hierarchy. The CLI prints each as one line and exits with its `exit_code`."""
+
+from __future__ import annotations
+
+
+class PosecastError(Exception):
+    """A known failure with a message written for the user (what went wrong and the fix)."""
+
+    exit_code = 1
+
+
+class UsageError(PosecastError):
+    """The command line itself is wrong: a missing input, an output that exists, a bad option."""
+
+    exit_code = 2
+
+
+class InputError(PosecastError):
+    """An input file exists but its content cannot be used (empty, corrupt, nothing detected)."""
+
+
+class MediaError(PosecastError):
+    """ffmpeg or an encoder/decoder failed; the message carries the tail of its stderr."""
+
+
+class DetectionError(InputError):
+    """A person, face or hand that the command needs was not found in the input."""

@@ -1,0 +1,276 @@
+"""Every ffmpeg call of posecast: probing and decoding videos, decoding audio, writing MP4.
+
+Commands are built with ffmpeg-python and run from argument lists (never shell strings). The
+binary is imageio-ffmpeg's static build unless POSECAST_FFMPEG names another. That build ships
+no ffprobe, so `probe_video` reads the stream header ffmpeg prints for `-i`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import ffmpeg
+import numpy as np
+
+from posecast.errors import InputError, MediaError
+from posecast.paths import atomic_output
+
+FFMPEG_ENV = "POSECAST_FFMPEG"
+_STDERR_TAIL = 600  # characters of ffmpeg's stderr carried into error messages
+
+
+def ffmpeg_executable() -> str:
+    """The ffmpeg binary: $POSECAST_FFMPEG, else the one bundled by imageio-ffmpeg."""
+    override = os.environ.get(FFMPEG_ENV)
+    if override:
+        return override
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _tail(stderr: bytes | str) -> str:
+    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
+    text = " | ".join(line.strip() for line in text.strip().splitlines() if line.strip())
+    return text[-_STDERR_TAIL:] or "(ffmpeg printed nothing)"
+
+
+def _compile(stream) -> list[str]:
+    return stream.global_args("-hide_banner", "-nostdin").compile(cmd=ffmpeg_executable())
+
+
+def _popen(args: list[str], **kwargs) -> subprocess.Popen:
+    try:
+        return subprocess.Popen(args, **kwargs)
+    except OSError as error:
+        raise MediaError(
+            f"cannot run ffmpeg at {args[0]} ({error}); reinstall imageio-ffmpeg or set "
+            f"{FFMPEG_ENV} to a working ffmpeg"
+        ) from None
+
+
+class _StderrTail:
+    """Drains a process's stderr on a thread (a full pipe would stall ffmpeg), keeping the end."""
+
+    def __init__(self, pipe) -> None:
+        self._chunks: list[bytes] = []
+        self._thread = threading.Thread(target=self._drain, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _drain(self, pipe) -> None:
+        for chunk in iter(lambda: pipe.read(4096), b""):
+            self._chunks.append(chunk)
+            if len(self._chunks) > 16:
+                del self._chunks[:-16]
+
+    def text(self) -> str:
+        self._thread.join(timeout=5)
+        return _tail(b"".join(self._chunks))
+
+
+# ----------------------------------------------------------------------------------------- probe
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video's header says. `duration` is in seconds (0 when the header gives none)."""
+
+    width: int
+    height: int
+    fps: float
+    duration: float
+    has_audio: bool
+
+
+_VIDEO_STREAM = re.compile(r"Stream #\S+.*?: Video: .*?(\d{2,5})x(\d{2,5})")
+_FPS = re.compile(r"(\d+(?:\.\d+)?)\s*(?:fps|tbr)")
+_DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
+_ROTATION = re.compile(r"rotat\w* of (-?\d+(?:\.\d+)?) degrees|rotate\s*:\s*(-?\d+)")
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Size (as displayed, rotation applied), frame rate, duration and audio presence."""
+    path = Path(path)
+    result = subprocess.run(
+        [ffmpeg_executable(), "-hide_banner", "-nostdin", "-i", str(path)],
+        capture_output=True,
+        check=False,
+    )
+    header = result.stderr.decode("utf-8", "replace")
+    video_lines = [line for line in header.splitlines() if ": Video: " in line]
+    match = _VIDEO_STREAM.search(video_lines[0]) if video_lines else None
+    if match is None:
+        raise InputError(f"{path}: no video stream could be read ({_tail(header)})")
+    width, height = int(match.group(1)), int(match.group(2))
+    fps_match = _FPS.search(video_lines[0])
+    fps = float(fps_match.group(1)) if fps_match else 25.0
+    rotation = _ROTATION.search(header)
+    if rotation is not None:
+        degrees = float(rotation.group(1) or rotation.group(2))
+        if round(abs(degrees)) % 180 == 90:  # ffmpeg auto-rotates when decoding
+            width, height = height, width
+    duration_match = _DURATION.search(header)
+    duration = 0.0
+    if duration_match:
+        hours, minutes, seconds = duration_match.groups()
+        duration = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    has_audio = any(": Audio: " in line for line in header.splitlines())
+    return VideoInfo(width, height, fps, duration, has_audio)
+
+
+# ---------------------------------------------------------------------------------------- decode
+
+
+def iter_video_frames(path: str | os.PathLike,
+                      info: VideoInfo | None = None) -> Iterator[np.ndarray]:
+    """Yield a video's frames as (H, W, 3) uint8 RGB arrays, one at a time (memory stays flat)."""
+    path = Path(path)
+    info = info or probe_video(path)
+    args = _compile(
+        ffmpeg.input(str(path)).output("pipe:", format="rawvideo", pix_fmt="rgb24")
+        .global_args("-loglevel", "error")
+    )
+    process = _popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    stderr = _StderrTail(process.stderr)
+    frame_bytes = info.width * info.height * 3
+    try:
+        while True:
+            buffer = process.stdout.read(frame_bytes)
+            if len(buffer) < frame_bytes:
+                break
+            yield np.frombuffer(buffer, np.uint8).reshape(info.height, info.width, 3)
+    finally:
+        process.stdout.close()
+        if process.poll() is None:
+            process.kill()
+        returncode = process.wait()
+    if returncode != 0:
+        raise MediaError(f"{path}: ffmpeg could not decode the video ({stderr.text()})")
+
+
+def decode_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
+    """Decode the first audio stream of any container ffmpeg reads to mono float32 (N,)."""
+    path = Path(path)
+    args = _compile(
+        ffmpeg.input(str(path))
+        .output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=sample_rate, vn=None)
+        .global_args("-loglevel", "error")
+    )
+    result = subprocess.run(args, capture_output=True, stdin=subprocess.DEVNULL, check=False)
+    if result.returncode != 0:
+        raise InputError(f"{path}: no readable audio ({_tail(result.stderr)})")
+    return np.frombuffer(result.stdout, np.float32).copy()
+
+
+# ---------------------------------------------------------------------------------------- encode
+
+
+class Mp4Stream:
+    """An ffmpeg process encoding RGB frames to H.264 (yuv420p) + AAC; made by `write_mp4`."""
+
+    def __init__(self, name: Path, tmp_path: Path, workdir: Path, fps: float, audio, crf: int,
+                 preset: str) -> None:
+        self.name = name  # the user's output path, for messages
+        self.fps = float(fps)
+        self.frames_written = 0
+        # With audio the video is ceil(audio seconds × fps) frames (at least one).
+        self.target_frames = (
+            max(1, math.ceil(round(audio.duration * self.fps, 6))) if audio is not None else None
+        )
+        self._tmp_path, self._workdir, self._audio = tmp_path, workdir, audio
+        self._crf, self._preset = crf, preset
+        self._last_frame: np.ndarray | None = None
+        self._process: subprocess.Popen | None = None
+
+    def _start(self, height: int, width: int) -> None:
+        video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}",
+                             framerate=self.fps)
+        streams = [video.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")]
+        options = dict(vcodec="libx264", pix_fmt="yuv420p", crf=self._crf, preset=self._preset,
+                       movflags="+faststart", r=self.fps)
+        if self._audio is not None:
+            wav = self._workdir / "audio.wav"
+            self._audio.save_wav(wav)
+            # apad + an explicit -t: the audio is padded with silence up to the last frame.
+            streams.append(ffmpeg.input(str(wav)).audio.filter("apad"))
+            options.update(acodec="aac", audio_bitrate="128k",
+                           t=f"{self.target_frames / self.fps:.6f}")
+        args = _compile(ffmpeg.output(*streams, str(self._tmp_path), format="mp4", **options)
+                        .global_args("-loglevel", "error", "-y"))
+        self._process = _popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+        self._stderr = _StderrTail(self._process.stderr)
+        self._shape = (height, width, 3)
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one (H, W, 3) uint8 RGB frame; every frame has the first frame's size."""
+        frame = np.ascontiguousarray(frame, dtype=np.uint8)
+        if frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"expected an (H, W, 3) frame, got shape {frame.shape}")
+        if self._process is None:
+            self._start(frame.shape[0], frame.shape[1])
+        elif frame.shape != self._shape:
+            raise ValueError(f"frame size changed from {self._shape} to {frame.shape}")
+        self._last_frame = frame
+        if self.target_frames is None or self.frames_written < self.target_frames:
+            self._send(frame)
+
+    def _send(self, frame: np.ndarray) -> None:
+        try:
+            self._process.stdin.write(frame.tobytes())
+        except OSError:  # BrokenPipeError: ffmpeg died; its stderr says why
+            self._process.wait()
+            raise MediaError(
+                f"{self.name}: ffmpeg stopped while encoding ({self._stderr.text()})"
+            ) from None
+        self.frames_written += 1
+
+    def finish(self) -> None:
+        """Pad to the audio's length, close the pipe and wait for ffmpeg."""
+        if self._process is None:
+            raise MediaError(f"{self.name}: no frames were produced, so no video was written")
+        while self.target_frames is not None and self.frames_written < self.target_frames:
+            self._send(self._last_frame)
+        self._process.stdin.close()
+        if self._process.wait() != 0:
+            raise MediaError(f"{self.name}: ffmpeg failed to write the MP4 ({self._stderr.text()})")
+
+    def kill(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
+
+@contextlib.contextmanager
+def write_mp4(path: str | os.PathLike, fps: float, audio=None, crf: int = 18,
+              preset: str = "veryfast") -> Iterator[Mp4Stream]:
+    """Stream frames into an MP4 at `path`, which appears only when the file is complete.
+
+    Frames go to ffmpeg as they are written, so memory does not grow with length. With `audio`
+    (an AudioClip) the video is exactly ceil(audio seconds × fps) frames: missing frames repeat
+    the last one, extra frames are dropped, and the audio is padded with silence to the last
+    frame, so the file lasts as long as the audio within one frame. Odd sizes get one black
+    pixel row/column (yuv420p needs even sizes).
+
+        with write_mp4("talk.mp4", fps=25, audio=clip) as mp4:
+            for frame in frames:
+                mp4.write(frame)
+    """
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="posecast-") as workdir, \
+            atomic_output(path) as tmp_path:
+        stream = Mp4Stream(path, tmp_path, Path(workdir), fps, audio, crf, preset)
+        try:
+            yield stream
+            stream.finish()
+        finally:
+            stream.kill()

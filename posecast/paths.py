@@ -1,0 +1,85 @@
+"""Checks on input and output paths, and atomic writes (nothing half-written is left behind)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from posecast.errors import UsageError
+
+# Files we create get the permissions of an ordinary open(): 0666 less the process umask.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus")
+
+
+def require_file(path: str | os.PathLike, kind: str,
+                 extensions: Iterable[str] | None = None) -> Path:
+    """Return `path` as a Path if it names an existing, non-directory file of an allowed type.
+
+    `kind` names the file in messages ("portrait", "audio"). Emptiness and content are checked by
+    the readers, which know the format.
+    """
+    path = Path(path)
+    if extensions is not None:
+        extensions = tuple(extensions)
+        if path.suffix.lower() not in extensions:
+            raise UsageError(
+                f"{path}: unsupported {kind} type '{path.suffix or '(none)'}'; "
+                f"use one of {', '.join(extensions)}"
+            )
+    if not path.exists():
+        raise UsageError(f"{path}: no such {kind} file; check the path")
+    if path.is_dir():
+        raise UsageError(f"{path}: is a folder, but a {kind} file is expected")
+    return path
+
+
+def require_output(
+    path: str | os.PathLike,
+    overwrite: bool,
+    extensions: Iterable[str] | None = None,
+) -> Path:
+    """Check an output path before any work is done: its folder exists, it is not taken."""
+    path = Path(path)
+    if extensions is not None:
+        extensions = tuple(extensions)
+        if path.suffix.lower() not in extensions:
+            raise UsageError(
+                f"{path}: unsupported output type '{path.suffix or '(none)'}'; "
+                f"use one of {', '.join(extensions)}"
+            )
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(f"{path}: the output folder {parent} does not exist; create it first")
+    if path.is_dir():
+        raise UsageError(f"{path}: is a folder; give a file name for the output")
+    if path.exists() and not overwrite:
+        raise UsageError(f"{path}: already exists; pass --overwrite to replace it")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` on success, delete on failure.
+
+    The temporary name keeps the suffix, so writers that pick a format by extension still work.
+    """
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}",
+                                    dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

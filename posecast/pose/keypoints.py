@@ -1,0 +1,128 @@
+"""The keypoint schema shared by extraction, motion, pose maps, regions and attention masks.
+
+Every part is (T, N, 3): x and y in pixels of a `width` × `height` frame, and a confidence in
+[0, 1] that is 0 where nothing was detected. Left and right are the person's own (mediapipe's
+convention), so the left hand usually appears on the image's right side.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from posecast.errors import InputError
+from posecast.paths import require_file
+
+PART_SIZES = {"body": 33, "face": 478, "left_hand": 21, "right_hand": 21}
+PARTS = tuple(PART_SIZES)
+
+# Indices into the 33 mediapipe body points used here.
+NOSE = 0
+LEFT_EYE, RIGHT_EYE = 2, 5
+LEFT_EAR, RIGHT_EAR = 7, 8
+LEFT_SHOULDER, RIGHT_SHOULDER = 11, 12
+LEFT_ELBOW, RIGHT_ELBOW = 13, 14
+LEFT_WRIST, RIGHT_WRIST = 15, 16
+LEFT_HIP, RIGHT_HIP = 23, 24
+# The upper-body joints that frame similarity aligns (METHOD.md's B).
+UPPER_BODY = (NOSE, LEFT_EYE, RIGHT_EYE, LEFT_EAR, RIGHT_EAR, LEFT_SHOULDER, RIGHT_SHOULDER,
+              LEFT_ELBOW, RIGHT_ELBOW, LEFT_WRIST, RIGHT_WRIST, LEFT_HIP, RIGHT_HIP)
+
+
+@dataclass(frozen=True)
+class Keypoints:
+    """A keypoint sequence of T frames (T = 1 for an image)."""
+
+    body: np.ndarray  # (T, 33, 3) float32
+    face: np.ndarray  # (T, 478, 3) float32
+    left_hand: np.ndarray  # (T, 21, 3) float32
+    right_hand: np.ndarray  # (T, 21, 3) float32
+    fps: float
+    width: int
+    height: int
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        for part, size in PART_SIZES.items():
+            array = np.asarray(getattr(self, part), dtype=np.float32)
+            object.__setattr__(self, part, array)
+            if array.ndim != 3 or array.shape[1:] != (size, 3):
+                raise ValueError(
+                    f"keypoints part '{part}' must be (T, {size}, 3), got {array.shape}"
+                )
+            if array.shape[0] != self.body.shape[0]:
+                raise ValueError(f"keypoints part '{part}' has {array.shape[0]} frames, "
+                                 f"body has {self.body.shape[0]}")
+            if not np.isfinite(array).all():
+                raise ValueError(f"keypoints part '{part}' holds NaN or infinite values")
+            confidence = array[..., 2]
+            if confidence.min(initial=0.0) < 0.0 or confidence.max(initial=0.0) > 1.0:
+                raise ValueError(f"keypoints part '{part}' has confidences outside [0, 1]")
+        if self.width <= 0 or self.height <= 0 or self.fps <= 0:
+            raise ValueError(f"keypoints need a positive size and fps, got "
+                             f"{self.width}x{self.height} at {self.fps} fps")
+
+    @classmethod
+    def empty(cls, frames: int, width: int, height: int, fps: float = 25.0,
+              source: str = "") -> Keypoints:
+        """All-zero keypoints (nothing detected) for `frames` frames."""
+        parts = {part: np.zeros((frames, size, 3), np.float32) for part, size in PART_SIZES.items()}
+        return cls(**parts, fps=fps, width=width, height=height, source=source)
+
+    def __len__(self) -> int:
+        return self.body.shape[0]
+
+    def __getitem__(self, index: int | slice) -> Keypoints:
+        """Frames `index` (an int keeps a frame axis of length 1)."""
+        if isinstance(index, int):
+            index = slice(index, index + 1 if index != -1 else None)
+        return replace(self, **{part: getattr(self, part)[index] for part in PARTS})
+
+    def detected(self, part: str) -> np.ndarray:
+        """(T,) bool: whether `part` was found in each frame."""
+        return (getattr(self, part)[..., 2] > 0).any(axis=1)
+
+    def detection_rates(self) -> dict[str, float]:
+        """The fraction of frames in which each part was found."""
+        return {part: float(self.detected(part).mean()) if len(self) else 0.0 for part in PARTS}
+
+    @staticmethod
+    def concatenate(sequences: list[Keypoints]) -> Keypoints:
+        first = sequences[0]
+        parts = {part: np.concatenate([getattr(s, part) for s in sequences]) for part in PARTS}
+        return replace(first, **parts)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the `.npz` layout of DESIGN.md (no pickled objects)."""
+        np.savez_compressed(
+            Path(path),
+            **{part: getattr(self, part) for part in PARTS},
+            fps=np.float64(self.fps),
+            width=np.int64(self.width),
+            height=np.int64(self.height),
+            source=np.str_(self.source),
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Keypoints:
+        path = require_file(path, "keypoint", (".npz",))
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                missing = [key for key in (*PARTS, "fps", "width", "height") if key not in data]
+                if missing:
+                    raise InputError(f"{path}: not a posecast keypoint file "
+                                     f"(missing {', '.join(missing)})")
+                return cls(
+                    **{part: data[part] for part in PARTS},
+                    fps=float(data["fps"]),
+                    width=int(data["width"]),
+                    height=int(data["height"]),
+                    source=str(data["source"]) if "source" in data else "",
+                )
+        except InputError:
+            raise
+        except (OSError, ValueError, KeyError) as error:
+            raise InputError(f"{path}: not a readable keypoint file ({error})") from None

@@ -1,0 +1,98 @@
+"""mediapipe 0.10.21's Holistic solution behind a small interface, with its C++ logging muted.
+
+mediapipe's C++ side writes TF Lite / absl log lines straight to file descriptor 2; no
+environment variable silences them, so fd 2 is pointed at /dev/null around import and calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+
+import numpy as np
+
+from posecast.pose.keypoints import PART_SIZES
+
+
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the duration (C++ libraries write there)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def import_mediapipe():
+    """Import mediapipe quietly (the import can print from C++)."""
+    with quiet_stderr():
+        import mediapipe
+
+    return mediapipe
+
+
+class HolisticDetector:
+    """Face (478 points with irises), body (33) and both hands (21 each) for RGB frames.
+
+    `video=True` tracks landmarks from frame to frame (faster, steadier); `video=False` detects
+    every image from scratch. Pose uses model_complexity=1, the size bundled in the wheel.
+    """
+
+    def __init__(self, video: bool = False) -> None:
+        mediapipe = import_mediapipe()
+        with quiet_stderr():
+            self._holistic = mediapipe.solutions.holistic.Holistic(
+                static_image_mode=not video,
+                model_complexity=1,
+                smooth_landmarks=video,
+                refine_face_landmarks=True,
+            )
+
+    def __enter__(self) -> HolisticDetector:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with quiet_stderr():
+            self._holistic.close()
+
+    def detect(self, rgb: np.ndarray) -> dict[str, np.ndarray]:
+        """One (H, W, 3) uint8 frame → {part: (N, 3) float32} in pixels, zeros where absent.
+
+        Body confidence is mediapipe's per-point visibility. Face and hand landmarks carry no
+        per-point confidence, so their points get 1.0 when the part was detected.
+        """
+        height, width = rgb.shape[:2]
+        with quiet_stderr():
+            result = self._holistic.process(np.ascontiguousarray(rgb))
+        found = {
+            "body": result.pose_landmarks,
+            "face": result.face_landmarks,
+            "left_hand": result.left_hand_landmarks,
+            "right_hand": result.right_hand_landmarks,
+        }
+        parts = {}
+        for part, size in PART_SIZES.items():
+            array = np.zeros((size, 3), np.float32)
+            landmarks = found[part]
+            if landmarks is not None and len(landmarks.landmark) >= size:
+                points = landmarks.landmark[:size]
+                array[:, 0] = [p.x * width for p in points]
+                array[:, 1] = [p.y * height for p in points]
+                if part == "body":
+                    array[:, 2] = np.clip([p.visibility for p in points], 0.0, 1.0)
+                else:
+                    array[:, 2] = 1.0
+            parts[part] = array
+        return parts

@@ -1,0 +1,70 @@
+"""Shared fixtures: the bundled examples, small generated media, and an in-process CLI runner."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture(scope="session")
+def portrait_path() -> Path:
+    return EXAMPLES / "astronaut.png"
+
+
+@pytest.fixture(scope="session")
+def speech_path() -> Path:
+    return EXAMPLES / "speech.wav"
+
+
+@pytest.fixture(scope="session")
+def portrait_keypoints(portrait_path):
+    from posecast.pose.extract import extract_image
+
+    return extract_image(portrait_path)
+
+
+@pytest.fixture(scope="session")
+def talking_video(tmp_path_factory, portrait_path) -> Path:
+    """A 12-frame, 25 fps clip of the portrait sliding sideways, with a 440 Hz tone."""
+    from posecast.media import AudioClip, load_image, write_mp4
+
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    image = load_image(portrait_path)[::2, ::2]  # 256 x 256
+    tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(int(0.48 * 16000)) / 16000)).astype(
+        np.float32)
+    with write_mp4(path, fps=25, audio=AudioClip(tone, 16000)) as mp4:
+        for t in range(12):
+            mp4.write(np.roll(image, 2 * t, axis=1))
+    return path
+
+
+class CliResult:
+    def __init__(self, code: int, stdout: str, stderr: str) -> None:
+        self.code, self.stdout, self.stderr = code, stdout, stderr
+
+
+@pytest.fixture
+def run_cli(capsys, monkeypatch):
+    """Run `posecast ARGS…` in this process through the real entry point (`main`)."""
+    from posecast import cli
+
+    def run(*args: str | os.PathLike) -> CliResult:
+        monkeypatch.setattr(sys, "argv", ["posecast", *map(str, args)])
+        monkeypatch.setitem(cli._debug, "on", False)
+        code = 0
+        try:
+            cli.main()
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run

@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from posecast import __version__
+from posecast.errors import PosecastError
+from posecast.pose import Keypoints
+
+
+def test_help_and_version(run_cli):
+    result = run_cli("--help")
+    assert result.code == 0 and "keypoints" in result.stdout
+    result = run_cli("keypoints", "--help")
+    assert result.code == 0 and "--preview" in result.stdout and "Examples" in result.stdout
+    result = run_cli("--version")
+    assert result.code == 0 and result.stdout.strip() == f"posecast {__version__}"
+
+
+def test_console_script_runs_as_its_own_process(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "posecast", "keypoints",
+                             str(tmp_path / "nobody.png"), "-o", str(tmp_path / "kp.npz")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {tmp_path / 'nobody.png'}: no such image file; " \
+                                    "check the path"
+
+
+def test_keypoints_of_the_example_with_preview(run_cli, tmp_path, portrait_path):
+    result = run_cli("keypoints", portrait_path, "-o", tmp_path / "kp.npz", "--preview",
+                     tmp_path / "kp.png")
+    assert result.code == 0, result.stderr
+    assert "face (478 points) in 100%" in result.stdout
+    assert "body (33 points) in 100%" in result.stdout
+    kp = Keypoints.load(tmp_path / "kp.npz")
+    assert kp.face[0, :, 2].min() == 1.0 and kp.body[0, :13, 2].min() > 0.5
+    preview = np.asarray(Image.open(tmp_path / "kp.png"))
+    original = np.asarray(Image.open(portrait_path).convert("RGB"))
+    assert preview.shape == original.shape and (preview != original).any()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kp.npz", "kp.png"]
+
+
+def test_keypoints_of_a_video_with_a_preview_video(run_cli, tmp_path, talking_video):
+    from posecast.media import probe_video
+
+    result = run_cli("keypoints", talking_video, "-o", tmp_path / "v.npz", "--smooth",
+                     "--preview", tmp_path / "v.mp4")
+    assert result.code == 0, result.stderr
+    assert len(Keypoints.load(tmp_path / "v.npz")) == 12
+    assert probe_video(tmp_path / "v.mp4").has_audio
+
+
+def test_keypoints_of_a_folder(run_cli, tmp_path, talking_video):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    shutil.copy(talking_video, clips / "one.mp4")
+    result = run_cli("keypoints", clips, "-o", tmp_path / "cache")
+    assert result.code == 0 and "1 extracted" in result.stdout
+    result = run_cli("keypoints", clips, "-o", tmp_path / "cache")
+    assert result.code == 0 and "1 already cached" in result.stdout
+
+
+def _bad_inputs(tmp_path, portrait_path):
+    """name → (input path, expected exit code, words the message must contain)."""
+    cases = {"missing file": (tmp_path / "missing.png", 2, "no such image file")}
+    folder = tmp_path / "folder.png"
+    folder.mkdir()
+    cases["folder for a file"] = (folder, 2, "is a folder")
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    cases["0-byte file"] = (empty, 1, "empty (0 bytes)")
+    text = tmp_path / "notes.png"
+    text.write_text("just some text\n")
+    cases["text named .png"] = (text, 1, "not a readable image")
+    truncated = tmp_path / "truncated.jpg"
+    Image.open(portrait_path).convert("RGB").save(truncated, quality=90)
+    truncated.write_bytes(truncated.read_bytes()[:4000])
+    cases["truncated JPEG"] = (truncated, 1, "damaged or truncated")
+    gif = tmp_path / "portrait.gif"
+    gif.write_bytes(b"GIF89a")
+    cases["unsupported extension"] = (gif, 2, "unsupported input type '.gif'")
+    no_frames = tmp_path / "voice_memo.mp4"
+    wav = tmp_path / "memo.wav"
+    from posecast.media import AudioClip
+    from posecast.media.ffmpeg import ffmpeg_executable
+
+    AudioClip(np.zeros(8000, np.float32), 16000).save_wav(wav)
+    subprocess.run([ffmpeg_executable(), "-loglevel", "error", "-i", str(wav), str(no_frames)],
+                   check=True)
+    wav.unlink()
+    cases["video with no frames"] = (no_frames, 1, "no video stream")
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((200, 300, 3), 200, np.uint8)).save(blank)
+    cases["no person"] = (blank, 1, "no face and no person (body) found")
+    return cases
+
+
+def test_each_bad_input_gives_one_line_and_leaves_nothing(run_cli, tmp_path, portrait_path):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, (path, code, words) in _bad_inputs(inputs, portrait_path).items():
+        before = sorted(inputs.iterdir())
+        preview = out / ("kp.mp4" if path.suffix == ".mp4" else "kp.png")
+        result = run_cli("keypoints", path, "-o", out / "kp.npz", "--preview", preview)
+        lines = result.stderr.strip().splitlines()
+        assert result.code == code, (name, result.stderr)
+        assert len(lines) == 1 and lines[0].startswith("error: "), (name, result.stderr)
+        assert words in lines[0] and str(path) in lines[0], (name, lines[0])
+        assert "Traceback" not in result.stderr + result.stdout, name
+        assert list(out.iterdir()) == [] and sorted(inputs.iterdir()) == before, name
+
+
+def test_output_checks(run_cli, tmp_path, portrait_path):
+    result = run_cli("keypoints", portrait_path, "-o", tmp_path / "nowhere" / "kp.npz")
+    assert result.code == 2 and "does not exist; create it first" in result.stderr
+    taken = tmp_path / "kp.npz"
+    taken.write_bytes(b"old")
+    result = run_cli("keypoints", portrait_path, "-o", taken)
+    assert result.code == 2 and "already exists; pass --overwrite" in result.stderr
+    assert taken.read_bytes() == b"old"
+    result = run_cli("keypoints", portrait_path, "-o", taken, "--overwrite")
+    assert result.code == 0 and len(Keypoints.load(taken)) == 1
+    result = run_cli("keypoints", portrait_path, "-o", tmp_path / "kp.txt")
+    assert result.code == 2 and "use one of .npz" in result.stderr
+
+
+def test_allow_missing_writes_zeros(run_cli, tmp_path):
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((200, 300, 3), 200, np.uint8)).save(blank)
+    result = run_cli("keypoints", blank, "-o", tmp_path / "kp.npz", "--allow-missing")
+    assert result.code == 0, result.stderr
+    kp = Keypoints.load(tmp_path / "kp.npz")
+    assert (kp.width, kp.height) == (300, 200) and not kp.face.any() and not kp.body.any()
+
+
+def test_debug_shows_the_traceback(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["posecast", "--debug", "keypoints",
+                                      str(tmp_path / "x.png"), "-o", str(tmp_path / "k.npz")])
+    from posecast import cli
+
+    with pytest.raises(PosecastError, match="no such image"):
+        cli.main()
+    result = subprocess.run([sys.executable, "-m", "posecast", "keypoints",
+                             str(tmp_path / "x.png"), "-o", str(tmp_path / "k.npz")],
+                            capture_output=True, text=True, env={"POSECAST_DEBUG": "1",
+                                                                 "PATH": ""})
+    assert "Traceback" in result.stderr and result.returncode == 1

@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from posecast.errors import DetectionError, InputError
+from posecast.pose import Keypoints
+from posecast.pose.draw import COLOURS, render_pose_maps
+from posecast.pose.extract import extract_folder, extract_image, extract_video
+from posecast.pose.smoothing import smooth_keypoints
+
+
+def test_example_portrait_has_full_face_and_body(portrait_keypoints):
+    kp = portrait_keypoints
+    assert len(kp) == 1 and (kp.width, kp.height) == (512, 512)
+    assert kp.face.shape == (1, 478, 3) and kp.body.shape == (1, 33, 3)
+    assert (kp.face[0, :, 2] == 1.0).all()
+    assert 0.9 < kp.body[0, 0, 2] <= 1.0  # the nose is clearly visible
+    # the face lies in the upper middle of the astronaut photo
+    centre = kp.face[0, :, :2].mean(0)
+    assert 150 < centre[0] < 300 and 60 < centre[1] < 180
+
+
+def test_save_load_round_trip(tmp_path, portrait_keypoints):
+    path = tmp_path / "kp.npz"
+    portrait_keypoints.save(path)
+    loaded = Keypoints.load(path)
+    for part in ("body", "face", "left_hand", "right_hand"):
+        np.testing.assert_array_equal(getattr(loaded, part), getattr(portrait_keypoints, part))
+    assert (loaded.fps, loaded.width, loaded.height, loaded.source) == (
+        portrait_keypoints.fps, 512, 512, portrait_keypoints.source)
+    with np.load(path, allow_pickle=False) as data:  # the DESIGN.md layout, no pickles
+        assert set(data.files) == {"body", "face", "left_hand", "right_hand", "fps", "width",
+                                   "height", "source"}
+
+
+def test_schema_validation():
+    good = Keypoints.empty(2, 64, 48)
+    with pytest.raises(ValueError, match="face"):
+        Keypoints(good.body, good.face[:, :468], good.left_hand, good.right_hand, 25, 64, 48)
+    with pytest.raises(ValueError, match="frames"):
+        Keypoints(good.body[:1], good.face, good.left_hand, good.right_hand, 25, 64, 48)
+    bad = good.body.copy()
+    bad[0, 0, 2] = 1.5
+    with pytest.raises(ValueError, match="confidences"):
+        Keypoints(bad, good.face, good.left_hand, good.right_hand, 25, 64, 48)
+    with pytest.raises(ValueError, match="positive size"):
+        Keypoints(good.body, good.face, good.left_hand, good.right_hand, 25, 0, 48)
+
+
+def test_load_refuses_other_npz(tmp_path):
+    path = tmp_path / "other.npz"
+    np.savez(path, weights=np.zeros(3))
+    with pytest.raises(InputError, match="missing body"):
+        Keypoints.load(path)
+
+
+def test_blank_image_has_no_person(tmp_path):
+    blank = np.full((240, 320, 3), 180, np.uint8)
+    with pytest.raises(DetectionError, match="no face and no person"):
+        extract_image(blank, source="blank.png")
+    kp = extract_image(blank, allow_missing=True, source="blank.png")
+    assert not kp.face.any() and not kp.body.any()
+
+
+def test_video_extraction_tracks_every_frame(talking_video):
+    progress = []
+    kp = extract_video(talking_video, on_frame=lambda done, total: progress.append(done))
+    assert len(kp) == 12 and progress[-1] == 12
+    assert kp.fps == 25 and (kp.width, kp.height) == (256, 256)
+    assert kp.detection_rates()["face"] == 1.0
+    # the clip slides 2 px right per frame; the tracked face follows
+    shift = kp.face[-1, :, 0].mean() - kp.face[0, :, 0].mean()
+    assert 15 < shift < 30
+
+
+def test_one_euro_smoothing_removes_jitter_but_keeps_motion():
+    rng = np.random.default_rng(0)
+    kp = Keypoints.empty(100, 500, 500, fps=25)
+    body = kp.body.copy()
+    body[..., 2] = 1.0
+    body[:, :, 0] = 250 + rng.normal(0, 1.0, (100, 33))  # still, with detector jitter
+    body[60:, :, 1] = (100 + 8 * np.arange(40))[:, None]  # then a gesture at 8 px per frame
+    smoothed = smooth_keypoints(Keypoints(body, kp.face, kp.left_hand, kp.right_hand, 25, 500,
+                                          500))
+    jitter_before = np.diff(body[10:60, :, 0], axis=0).std()
+    jitter_after = np.diff(smoothed.body[10:60, :, 0], axis=0).std()
+    assert jitter_after < 0.5 * jitter_before
+    lag = np.abs(smoothed.body[70:, :, 1] - body[70:, :, 1]).mean()
+    assert lag < 8.0  # the motion is followed within one frame
+
+
+def test_folder_extraction_caches_and_skips(tmp_path, talking_video):
+    import shutil
+
+    folder = tmp_path / "clips"
+    (folder / "nested").mkdir(parents=True)
+    shutil.copy(talking_video, folder / "a.mp4")
+    shutil.copy(talking_video, folder / "nested" / "b.mp4")
+    (folder / "broken.mp4").write_text("not a video")
+    cache = tmp_path / "cache"
+    first = {r.clip.name: r.status for r in extract_folder(folder, cache)}
+    assert first == {"a.mp4": "done", "b.mp4": "done", "broken.mp4": "failed"}
+    assert (cache / "nested" / "b.npz").exists()
+    assert len(Keypoints.load(cache / "a.npz")) == 12
+    second = {r.clip.name: r.status for r in extract_folder(folder, cache)}
+    assert second == {"a.mp4": "skipped", "b.mp4": "skipped", "broken.mp4": "failed"}
+    assert sorted(p.name for p in cache.rglob("*") if p.is_file()) == ["a.npz", "b.npz"]
+
+
+def test_pose_maps_draw_each_part_in_its_colour(portrait_keypoints):
+    maps = render_pose_maps(portrait_keypoints, 128, 128)
+    assert maps.shape == (1, 128, 128, 3) and maps.dtype == np.uint8
+    pixels = {tuple(p) for p in maps[0].reshape(-1, 3)}
+    for part in ("lips", "face_oval", "eyes", "torso"):
+        assert COLOURS[part] in pixels, part
+    # the lips are drawn where the mouth is: inside the face's bounding box
+    lips = np.argwhere((maps[0] == COLOURS["lips"]).all(-1))
+    face = portrait_keypoints.face[0, :, :2] / 4
+    assert (lips[:, 1].min() >= face[:, 0].min()) and (lips[:, 1].max() <= face[:, 0].max())
