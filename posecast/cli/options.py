@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,5 +14,3 @@ AllowMissing = Annotated[
         help="Write zeros for a face or body that is not found instead of stopping.",
     ),
 ]
-OutputFile = Annotated[Path, typer.Option("--output", "-o", help="Where to write the result.",
-                                          dir_okay=True, resolve_path=False)]
