@@ -68,3 +68,28 @@ def run_cli(capsys, monkeypatch):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory) -> Path:
+    """Six generated 32×32 clips of 12 frames with their keypoint cache."""
+    from posecast.data.synthetic import make_synthetic_clips
+
+    folder = tmp_path_factory.mktemp("dataset")
+    make_synthetic_clips(folder, clips=6, size=32, frames=12, seed=0)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory, synthetic_dataset):
+    """A `tiny` teacher trained for 80 steps, and its per-step losses."""
+    from posecast.config import preset
+    from posecast.train.teacher import TrainConfig, train_teacher
+
+    out = tmp_path_factory.mktemp("teacher") / "tiny"
+    losses = []
+    train_teacher(synthetic_dataset, out, preset("tiny"),
+                  TrainConfig(max_steps=80, batch_size=4, learning_rate=2e-3,
+                              checkpoint_every=40, seed=0),
+                  device="cpu", on_step=lambda report: losses.append(report.loss))
+    return out, losses

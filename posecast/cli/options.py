@@ -14,3 +14,13 @@ AllowMissing = Annotated[
         help="Write zeros for a face or body that is not found instead of stopping.",
     ),
 ]
+Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu, or cuda[:N].")]
+Seed = Annotated[int, typer.Option(help="Random seed; the same seed gives the same output.")]
+ModelOption = Annotated[str, typer.Option(
+    "--model", help="A model folder, or a Hugging Face repo id (owner/name).")]
+Steps = Annotated[int | None, typer.Option(help="Denoising steps (default: the model's).")]
+Cfg = Annotated[float | None, typer.Option(
+    help="Classifier-free guidance scale over pose + reference; 1 = off (default: the "
+    "model's).")]
+Size = Annotated[str | None, typer.Option(
+    help="Output WxH in pixels (default: the model's native size).")]

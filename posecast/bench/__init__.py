@@ -1,0 +1,1 @@
+"""Speed benchmarks (random weights are fine for speed); each prints a table."""

@@ -1,0 +1,131 @@
+"""`posecast teacher`: the many-step teacher renders a portrait driven by a pose sequence."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from posecast.cli.devices import parse_size, pick_device
+from posecast.cli.options import (
+    AllowMissing,
+    Cfg,
+    Device,
+    ModelOption,
+    Overwrite,
+    Seed,
+    Size,
+    Steps,
+)
+from posecast.cli.ui import console, progress_bar
+from posecast.errors import UsageError
+from posecast.paths import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, require_file, require_output
+
+
+def resample_poses(poses, fps: float, frames: int):
+    """Pick the pose nearest in time for each of `frames` output frames at `fps`; the last pose
+    is held when the output is longer than the poses."""
+    from dataclasses import replace
+
+    source = np.minimum(np.round(np.arange(frames) * poses.fps / fps).astype(int),
+                        len(poses) - 1)
+    parts = {part: getattr(poses, part)[source] for part in ("body", "face", "left_hand",
+                                                             "right_hand")}
+    return replace(poses, **parts, fps=fps)
+
+
+def teacher_command(
+    portrait: Annotated[Path, typer.Argument(help="The person to animate (PNG, JPEG, WebP).",
+                                             show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The MP4 to write.",
+                                         show_default=False)],
+    model: ModelOption,
+    poses: Annotated[Path | None, typer.Option(help="A keypoint file (.npz) to follow.")] = None,
+    driving_video: Annotated[Path | None, typer.Option(
+        help="A video whose person's motion to follow.")] = None,
+    audio: Annotated[Path | None, typer.Option(
+        help="Audio to mux; the video then lasts exactly as long as it.")] = None,
+    steps: Steps = None,
+    cfg: Cfg = None,
+    fps: Annotated[float | None, typer.Option(help="Output frame rate (default: the poses').")]
+    = None,
+    size: Size = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    allow_missing: AllowMissing = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """Render PORTRAIT moving like a pose sequence, with the slow, high-quality teacher.
+
+    The driving poses are moved and scaled onto the portrait's person (from the upper-body
+    joints both show), then the portrait and poses are fitted to the model's frame (the largest
+    centred crop of its aspect ratio).
+
+    [bold]Examples[/bold]
+
+      posecast teacher me.png --poses talk.npz -o me_talking.mp4 --model teacher/
+
+      posecast teacher me.png --driving-video talk.mp4 --audio talk.mp4 -o out.mp4 --model teacher/
+    """
+    from posecast.media import load_audio, load_image, write_mp4
+    from posecast.pose.extract import extract_image, extract_video
+    from posecast.pose.framing import retarget
+    from posecast.pose.keypoints import Keypoints
+
+    if (poses is None) == (driving_video is None):
+        raise UsageError("give exactly one of --poses POSES.npz or --driving-video VIDEO")
+    require_output(output, overwrite, (".mp4",))
+    torch_device = pick_device(device)
+    if poses is not None:
+        driving = Keypoints.load(poses)
+    else:
+        driving = extract_video(require_file(driving_video, "video", VIDEO_EXTENSIONS),
+                                smooth=True, allow_missing=allow_missing)
+    clip = None
+    if audio is not None:
+        clip = load_audio(require_file(audio, "audio", AUDIO_EXTENSIONS + VIDEO_EXTENSIONS))
+    image = load_image(portrait, kind="portrait")
+    portrait_keypoints = extract_image(image, allow_missing=allow_missing, source=str(portrait))
+
+    from posecast.generate import (
+        decode_frames,
+        model_evaluations,
+        prepare_conditions,
+        sample_latents,
+    )
+    from posecast.models.codecs import make_codec
+    from posecast.models.pretrained import from_pretrained
+
+    network = from_pretrained(model, device=torch_device)
+    config = network.config
+    if size is not None:
+        height, width = parse_size(size, config.codec.downsample * config.patch_size)
+        config = config.replace(height=height, width=width)
+        network.config = config
+    fps = fps or driving.fps
+    frames = math.ceil(round(clip.duration * fps, 6)) if clip is not None else \
+        max(1, round(len(driving) * fps / driving.fps))
+    driving = resample_poses(retarget(driving, portrait_keypoints), fps, frames)
+    conditions = prepare_conditions(image, driving, config.height, config.width)
+    steps = steps or config.sampler.steps
+    cfg = config.sampler.cfg if cfg is None else cfg
+    codec = make_codec(config.codec, torch_device)
+    started = time.perf_counter()
+    total = model_evaluations(frames, steps, cfg, config.sampler.method, config.window,
+                              config.overlap)
+    with progress_bar("model calls") as bar:
+        task = bar.add_task("denoising", total=total)
+        latents = sample_latents(network, codec, conditions, steps, cfg, seed,
+                                 config.sampler.method, on_evaluation=lambda: bar.advance(task))
+    with write_mp4(output, fps=fps, audio=clip) as mp4:
+        for frame in decode_frames(codec, latents):
+            mp4.write(frame)
+    elapsed = time.perf_counter() - started
+    console.print(f"wrote {output}: {frames} frames ({frames / fps:.2f} s) at "
+                  f"{config.width}x{config.height}, {steps} steps, CFG {cfg:g}, in "
+                  f"{elapsed:.1f} s ({frames / elapsed:.2f} frames/s)", highlight=False,
+                  soft_wrap=True)

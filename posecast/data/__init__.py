@@ -1,0 +1,1 @@
+"""Training data: folders of clips with a keypoint cache, and generated test clips."""

@@ -1,0 +1,1 @@
+"""Flow matching: schedule, samplers (plain functions of one signature), guidance, windows."""

@@ -1,0 +1,57 @@
+"""Every weight lookup: a local folder, else the Hugging Face cache, else a download.
+
+`HF_HUB_OFFLINE=1` (read at call time) restricts lookups to the cache; `HF_TOKEN` is used by
+huggingface_hub for gated or private repos. Hub failures become one line that says what to do.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from posecast.errors import PosecastError, UsageError
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def resolve_folder(path_or_repo: str | os.PathLike, revision: str | None = None,
+                   allow_patterns: list[str] | None = None, kind: str = "model") -> Path:
+    """A local folder holding the files of `path_or_repo` (a folder path or a Hub repo id)."""
+    local = Path(path_or_repo).expanduser()
+    if local.is_dir():
+        return local
+    text = str(path_or_repo)
+    looks_like_path = text.startswith((".", "/", "~")) or text.count("/") != 1 or local.exists()
+    if looks_like_path:
+        raise UsageError(f"{text}: no such {kind} folder, and it is not a Hub repo id "
+                         "(owner/name); check the path")
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    offline = _offline()
+    try:
+        folder = huggingface_hub.snapshot_download(
+            repo_id=text, revision=revision, allow_patterns=allow_patterns,
+            local_files_only=offline, cache_dir=os.environ.get("HF_HUB_CACHE"),
+        )
+    except errors.GatedRepoError:
+        raise PosecastError(f"{text}: this Hub repo is gated; accept its terms on its Hub page, "
+                            "then set HF_TOKEN to a token of that account") from None
+    except errors.RepositoryNotFoundError:
+        raise UsageError(f"{text}: no such {kind} on the Hugging Face Hub (or it is private: set "
+                         "HF_TOKEN); check the repo id or give a local folder") from None
+    except errors.RevisionNotFoundError:
+        raise UsageError(f"{text}: revision '{revision}' does not exist on the Hub") from None
+    except errors.LocalEntryNotFoundError:
+        if offline:
+            raise PosecastError(f"{text}: not in the local Hugging Face cache and HF_HUB_OFFLINE "
+                                "is set; download it on a connected machine (`hf download "
+                                f"{text}`) or give a local folder") from None
+        raise PosecastError(f"{text}: the Hugging Face Hub cannot be reached and the {kind} is "
+                            "not cached; connect, or give a local folder") from None
+    except (OSError, errors.HfHubHTTPError) as error:
+        raise PosecastError(f"{text}: download failed ({error}); check the network or give a "
+                            "local folder") from None
+    return Path(folder)

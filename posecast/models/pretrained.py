@@ -1,0 +1,77 @@
+"""Model folders: `config.json` + `model.safetensors` + `README.md` (a short model card)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from posecast import __version__
+from posecast.config import DenoiserConfig
+from posecast.errors import InputError
+from posecast.hub import resolve_folder
+from posecast.models.denoiser import Denoiser
+from posecast.paths import atomic_output
+
+CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
+
+
+def save_pretrained(model: Denoiser, folder: str | os.PathLike, card: str = "") -> Path:
+    """Write (or replace) the model files in `folder`, each atomically, the config last."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.detach().contiguous().cpu()
+             for name, tensor in model.state_dict().items()}
+    with atomic_output(folder / WEIGHTS_NAME) as tmp:
+        save_file(state, tmp, metadata={"format": "pt", "posecast": __version__})
+    with atomic_output(folder / CARD_NAME) as tmp:
+        tmp.write_text(card or model_card(model.config))
+    with atomic_output(folder / CONFIG_NAME) as tmp:
+        model.config.save(tmp)
+    return folder
+
+
+def model_card(config: DenoiserConfig, extra: str = "") -> str:
+    rows, cols = config.token_grid
+    return (
+        "---\nlibrary_name: posecast\ntags: [video-generation, co-speech, pose-conditioned]\n---\n"
+        f"# posecast video denoiser\n\n{config.width}x{config.height} frames, "
+        f"{config.codec.kind} codec, {rows}x{cols} tokens per frame, {config.depth} blocks of "
+        f"{config.hidden_size} ({config.heads} heads), attention `{config.attention}`, "
+        f"windows of {config.window} frames. Sampler defaults: {config.sampler.method}, "
+        f"{config.sampler.steps} steps, CFG {config.sampler.cfg}.\n\n"
+        "Load with `posecast.models.pretrained.from_pretrained(folder_or_repo)`.\n"
+        + (f"\n{extra}\n" if extra else "")
+    )
+
+
+def from_pretrained(path_or_repo: str | os.PathLike, revision: str | None = None,
+                    device: torch.device | str = "cpu", **config_changes) -> Denoiser:
+    """Load a model folder (local, or a Hub repo id resolved through the HF cache).
+
+    `config_changes` override config fields that do not change the weights' shapes (for
+    example attention="input_aware").
+    """
+    folder = resolve_folder(path_or_repo, revision, [CONFIG_NAME, WEIGHTS_NAME, CARD_NAME])
+    config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    if not config_path.is_file() or not weights_path.is_file():
+        raise InputError(f"{path_or_repo}: not a posecast model folder (needs {CONFIG_NAME} and "
+                         f"{WEIGHTS_NAME})")
+    try:
+        config = DenoiserConfig.load(config_path)
+    except (ValueError, TypeError, json.JSONDecodeError) as error:
+        raise InputError(f"{config_path}: not a posecast model config ({error})") from None
+    if config_changes:
+        config = config.replace(**config_changes)
+    model = Denoiser(config)
+    try:
+        state = load_file(weights_path, device=str(device))
+        model.load_state_dict(state)
+    except (RuntimeError, OSError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise InputError(f"{weights_path}: weights do not match the config ({first_line})"
+                         ) from None
+    return model.to(device).eval()

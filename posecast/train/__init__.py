@@ -1,0 +1,1 @@
+"""Training: the teacher trainer, checkpoints, and torchrun (DDP) set-up."""

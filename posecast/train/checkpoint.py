@@ -1,0 +1,71 @@
+"""Training checkpoints in safetensors (no pickle): modules, optimizers, step, settings.
+
+Layout of a checkpoint folder: `state.safetensors` (every tensor, keyed
+`<module>.<param>` and `optim.<name>.<param index>.<key>`) and `state.json` (the step, the
+optimizers' param groups, and whatever the trainer adds). It is written to a temporary folder
+and renamed, so a kill mid-write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+
+def save_checkpoint(folder: str | os.PathLike, step: int, modules: dict[str, nn.Module],
+                    optimizers: dict[str, torch.optim.Optimizer],
+                    extra: dict[str, Any] | None = None) -> None:
+    folder = Path(folder)
+    tensors: dict[str, torch.Tensor] = {}
+    for name, module in modules.items():
+        for key, tensor in module.state_dict().items():
+            tensors[f"{name}.{key}"] = tensor.detach().cpu().contiguous()
+    groups = {}
+    for name, optimizer in optimizers.items():
+        state = optimizer.state_dict()
+        for index, values in state["state"].items():
+            for key, value in values.items():
+                tensors[f"optim.{name}.{index}.{key}"] = torch.as_tensor(value).cpu().contiguous()
+        groups[name] = state["param_groups"]
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        save_file(tensors, tmp / "state.safetensors")
+        (tmp / "state.json").write_text(json.dumps(
+            {"step": step, "param_groups": groups, **(extra or {})}, indent=2))
+        old = folder.with_name(folder.name + ".old")
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_checkpoint(folder: str | os.PathLike, modules: dict[str, nn.Module],
+                    optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:
+    """Restore modules and optimizers in place; returns state.json (with "step")."""
+    folder = Path(folder)
+    meta = json.loads((folder / "state.json").read_text())
+    tensors = load_file(folder / "state.safetensors")
+    for name, module in modules.items():
+        prefix = f"{name}."
+        module.load_state_dict({key[len(prefix):]: value for key, value in tensors.items()
+                                if key.startswith(prefix)})
+    for name, optimizer in optimizers.items():
+        prefix = f"optim.{name}."
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith(prefix):
+                index, field = key[len(prefix):].split(".", 1)
+                state.setdefault(int(index), {})[field] = value
+        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"][name]})
+    return meta

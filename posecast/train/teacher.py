@@ -1,0 +1,147 @@
+"""Fitting the teacher: flow matching on random windows of a clip folder.
+
+One code path for CPU, one GPU, and torchrun (DDP). Each step draws its data, noise and times
+from a generator seeded by (seed, step, rank), so a resumed run repeats exactly what an
+uninterrupted one would have done, with no RNG state to carry.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from posecast.config import DenoiserConfig
+from posecast.data.clips import ClipDataset
+from posecast.diffusion.flow import add_noise, sample_training_times
+from posecast.errors import UsageError
+from posecast.models.codecs import make_codec
+from posecast.models.denoiser import Denoiser
+from posecast.models.pretrained import save_pretrained
+from posecast.train import distributed
+from posecast.train.checkpoint import load_checkpoint, save_checkpoint
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_steps: int = 2000
+    batch_size: int = 4  # windows per process per step
+    learning_rate: float = 3e-4
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    checkpoint_every: int = 250
+    gradient_checkpointing: bool = False
+    grad_clip: float = 1.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class StepReport:
+    step: int
+    max_steps: int
+    loss: float
+    clips_per_second: float
+
+
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    return torch.Generator().manual_seed(hash((seed, step, rank)) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for ema_param, param in zip(ema.parameters(), model.parameters(), strict=True):
+            ema_param.lerp_(param.detach().to(ema_param.dtype), 1 - decay)
+
+
+def flow_matching_loss(model, codec, batch: dict[str, torch.Tensor], config: DenoiserConfig,
+                       generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    frames = batch["frames"].to(device)  # (B, W, 3, H, W) in [-1, 1]
+    size, window = frames.shape[0], frames.shape[1]
+    latents = codec.encode(frames.flatten(0, 1)).unflatten(0, (size, window))
+    reference = codec.encode(batch["reference"].to(device))
+    noise = torch.randn(latents.shape, generator=generator).to(device, latents.dtype)
+    t = sample_training_times(size, config.sampler.shift, generator, device)
+    keep = (torch.rand(size, generator=generator) >= config.condition_dropout).to(device)
+    with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
+        velocity = model(add_noise(latents, noise, t), t, reference,
+                         batch["pose_maps"].to(device), keep)
+    return F.mse_loss(velocity.float(), (noise - latents).float())
+
+
+def train_teacher(dataset: str | os.PathLike, out: str | os.PathLike, config: DenoiserConfig,
+                  train: TrainConfig, resume: bool = False, device: str = "auto",
+                  on_step: Callable[[StepReport], None] | None = None,
+                  on_message: Callable[[str], None] | None = None) -> Path:
+    """Train, checkpointing into `out/checkpoint`; the EMA weights go to `out` as a model
+    folder at each checkpoint and at the end. Returns `out`."""
+    out = Path(out)
+    env = distributed.setup(device)
+    try:
+        checkpoint_dir = out / CHECKPOINT_DIR
+        if resume and not checkpoint_dir.is_dir():
+            raise UsageError(f"{out}: no checkpoint to resume from ({checkpoint_dir} is missing)")
+        if resume:
+            saved = json.loads((checkpoint_dir / "state.json").read_text())
+            config = DenoiserConfig.from_dict(saved["model_config"])
+            train = dataclasses.replace(TrainConfig(**saved["train_config"]),
+                                        max_steps=train.max_steps)
+        torch.manual_seed(train.seed)  # identical initial weights on every rank
+        model = Denoiser(config).to(env.device)
+        model.gradient_checkpointing = train.gradient_checkpointing
+        ema = copy.deepcopy(model).eval().requires_grad_(False)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=train.learning_rate,
+                                      weight_decay=train.weight_decay)
+        step = 0
+        if resume:
+            step = load_checkpoint(checkpoint_dir, {"model": model, "ema": ema},
+                                   {"model": optimizer})["step"]
+        codec = make_codec(config.codec, env.device)
+        data = ClipDataset(dataset, config.height, config.width, on_clip=on_message)
+        trained = model
+        if env.world_size > 1:
+            trained = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+        if env.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+        log = (out / "train_log.jsonl").open("a") if env.is_main else None
+        model.train()
+        while step < train.max_steps:
+            started = time.perf_counter()
+            generator = step_generator(train.seed, step, env.rank)
+            batch = data.sample(train.batch_size, config.window, generator)
+            loss = flow_matching_loss(trained, codec, batch, config, generator, env.device)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+            optimizer.step()
+            step += 1
+            ema_update(ema, model, min(train.ema_decay, (1 + step) / (10 + step)))
+            report = StepReport(step, train.max_steps, loss.item(),
+                                train.batch_size * env.world_size
+                                / (time.perf_counter() - started))
+            if env.is_main:
+                log.write(json.dumps(dataclasses.asdict(report)) + "\n")
+                if on_step is not None:
+                    on_step(report)
+                if step % train.checkpoint_every == 0 or step == train.max_steps:
+                    save_checkpoint(checkpoint_dir, step, {"model": model, "ema": ema},
+                                    {"model": optimizer},
+                                    {"model_config": config.to_dict(),
+                                     "train_config": dataclasses.asdict(train)})
+                    save_pretrained(ema, out)
+        if log is not None:
+            log.close()
+        return out
+    finally:
+        distributed.cleanup()
+

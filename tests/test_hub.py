@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from posecast.config import CodecConfig, preset
+from posecast.errors import InputError, PosecastError, UsageError
+from posecast.hub import resolve_folder
+from posecast.models.denoiser import Denoiser
+from posecast.models.pretrained import from_pretrained, save_pretrained
+
+
+def _hf_cache(root, repo_id: str, files: dict[str, bytes], revision: str = "a" * 40):
+    """Lay out `files` the way huggingface_hub caches a snapshot of `repo_id`."""
+    repo = root / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    for name, data in files.items():
+        (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+        (snapshot / name).write_bytes(data)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    return snapshot
+
+
+@pytest.fixture
+def offline_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cache
+
+
+def test_save_load_round_trip_is_bit_exact(tmp_path):
+    torch.manual_seed(0)
+    model = Denoiser(preset("tiny", reference_frame=True))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    folder = save_pretrained(model, tmp_path / "model")
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json",
+                                                         "model.safetensors"]
+    loaded = from_pretrained(folder)
+    assert loaded.config == model.config
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(),
+                                 strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_loads_offline_from_the_hf_cache(tmp_path, offline_cache):
+    model = Denoiser(preset("tiny"))
+    folder = save_pretrained(model, tmp_path / "model")
+    files = {p.name: p.read_bytes() for p in folder.iterdir()}
+    _hf_cache(offline_cache, "posecast/tiny-test", files)
+    loaded = from_pretrained("posecast/tiny-test")
+    assert loaded.config == model.config
+
+
+def test_hub_errors_are_one_line(tmp_path, offline_cache, monkeypatch):
+    with pytest.raises(PosecastError, match="not in the local Hugging Face cache") as caught:
+        from_pretrained("posecast/does-not-exist")
+    assert "\n" not in str(caught.value) and "HF_HUB_OFFLINE" in str(caught.value)
+    with pytest.raises(UsageError, match="no such model folder"):
+        from_pretrained(tmp_path / "missing" / "folder")
+
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    for error, words in ((errors.RepositoryNotFoundError, "no such model on the Hugging Face"),
+                         (errors.GatedRepoError, "gated")):
+        def fail(*args, error=error, **kwargs):
+            simulated = error.__new__(error)  # as the Hub client raises it, minus an HTTP reply
+            Exception.__init__(simulated, "simulated")
+            raise simulated
+
+        monkeypatch.setattr(huggingface_hub, "snapshot_download", fail)
+        with pytest.raises(PosecastError, match=words) as caught:
+            resolve_folder("someone/missing-model")
+        assert "\n" not in str(caught.value)
+
+
+def test_a_folder_that_is_not_a_model(tmp_path):
+    (tmp_path / "config.json").write_text('{"height": 32, "favourite": 1}')
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(InputError, match="not a posecast model config"):
+        from_pretrained(tmp_path)
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(InputError, match="not a posecast model folder"):
+        from_pretrained(tmp_path)
+
+
+def test_vae_codec_from_the_hf_cache(tmp_path, offline_cache):
+    from diffusers import AutoencoderKL, AutoencoderTiny
+
+    from posecast.models.codecs import make_codec
+
+    vae = AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4,
+                        norm_num_groups=4, layers_per_block=1)
+    vae.save_pretrained(tmp_path / "vae", safe_serialization=True)
+    tiny = AutoencoderTiny(encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8),
+                           num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1),
+                           latent_channels=4, upsampling_scaling_factor=2)
+    tiny.save_pretrained(tmp_path / "taesd", safe_serialization=True)
+    _hf_cache(offline_cache, "test/vae", {f"vae/{p.name}": p.read_bytes()
+                                          for p in (tmp_path / "vae").iterdir()})
+    codec_config = CodecConfig(kind="vae", repo="test/vae", subfolder="vae", latent_channels=4,
+                               downsample=2, scaling_factor=0.5,
+                               fast_decoder_repo=str(tmp_path / "taesd"))
+    frames = torch.rand(3, 3, 16, 16) * 2 - 1
+    for fast in (False, True):
+        codec = make_codec(codec_config, fast_decode=fast)
+        latents = codec.encode(frames)
+        assert latents.shape == (3, 4, 8, 8)
+        decoded = codec.decode(latents)
+        assert decoded.shape == frames.shape and decoded.abs().max() <= 1
+    config = preset("tiny", codec=codec_config, height=16, width=16, patch_size=2,
+                    pose_guider_channels=(8, 8))
+    out = Denoiser(config)(latents[None], torch.rand(1), latents[0:1], torch.rand(1, 3, 3, 16, 16))
+    assert out.shape == (1, 3, 4, 8, 8)
