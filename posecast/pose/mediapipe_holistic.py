@@ -1,12 +1,15 @@
 """mediapipe 0.10.21's Holistic solution behind a small interface, with its C++ logging muted.
 
-mediapipe's C++ side writes TF Lite / absl log lines straight to file descriptor 2; no
-environment variable silences them, so fd 2 is pointed at /dev/null around import and calls.
+mediapipe's C++ side writes TF Lite / absl log lines straight to file descriptor 2, also from
+its worker threads; no environment variable silences them. So while a detector is open, fd 2
+points at /dev/null and Python's `sys.stderr` (progress bars, messages) writes to a duplicate
+of the real stderr instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 from collections.abc import Iterator
@@ -16,17 +19,35 @@ import numpy as np
 from posecast.pose.keypoints import PART_SIZES
 
 
+def _writes_to_fd2(stream) -> bool:
+    try:
+        return stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # e.g. pytest's capture buffers
+        return False
+
+
 @contextlib.contextmanager
 def quiet_stderr() -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null for the duration (C++ libraries write there)."""
-    sys.stderr.flush()
+    """Send file descriptor 2 to /dev/null for the duration (C++ libraries write there),
+    keeping Python's own stderr output visible."""
+    python_stderr = sys.stderr
+    python_stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
+    replacement = None
     try:
         os.dup2(devnull, 2)
+        if _writes_to_fd2(python_stderr):
+            replacement = io.TextIOWrapper(io.FileIO(os.dup(saved), "w"), line_buffering=True,
+                                           encoding=python_stderr.encoding,
+                                           errors="backslashreplace")
+            sys.stderr = replacement
         yield
     finally:
-        sys.stderr.flush()
+        if replacement is not None:
+            replacement.flush()
+            sys.stderr = python_stderr
+            replacement.close()
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
@@ -49,13 +70,14 @@ class HolisticDetector:
 
     def __init__(self, video: bool = False) -> None:
         mediapipe = import_mediapipe()
-        with quiet_stderr():
-            self._holistic = mediapipe.solutions.holistic.Holistic(
-                static_image_mode=not video,
-                model_complexity=1,
-                smooth_landmarks=video,
-                refine_face_landmarks=True,
-            )
+        self._quiet = contextlib.ExitStack()
+        self._quiet.enter_context(quiet_stderr())  # until close(): worker threads log too
+        self._holistic = mediapipe.solutions.holistic.Holistic(
+            static_image_mode=not video,
+            model_complexity=1,
+            smooth_landmarks=video,
+            refine_face_landmarks=True,
+        )
 
     def __enter__(self) -> HolisticDetector:
         return self
@@ -64,8 +86,10 @@ class HolisticDetector:
         self.close()
 
     def close(self) -> None:
-        with quiet_stderr():
+        try:
             self._holistic.close()
+        finally:
+            self._quiet.close()
 
     def detect(self, rgb: np.ndarray) -> dict[str, np.ndarray]:
         """One (H, W, 3) uint8 frame → {part: (N, 3) float32} in pixels, zeros where absent.
@@ -74,8 +98,7 @@ class HolisticDetector:
         per-point confidence, so their points get 1.0 when the part was detected.
         """
         height, width = rgb.shape[:2]
-        with quiet_stderr():
-            result = self._holistic.process(np.ascontiguousarray(rgb))
+        result = self._holistic.process(np.ascontiguousarray(rgb))
         found = {
             "body": result.pose_landmarks,
             "face": result.face_landmarks,
