@@ -59,7 +59,12 @@ class DenoiserConfig:
     mlp_ratio: float = 4.0
     pose_guider_channels: tuple[int, ...] = (16, 32)
     reference_frame: bool = False  # also prepend the reference as a frame tokens attend to
-    attention: str = "dense"
+    attention: str = "dense"  # "dense" | "input_aware"
+    attention_backend: str = "auto"  # input_aware: auto | dense | gather | flex
+    k_frames: int = 3  # input_aware: pose-similar past frames each frame attends to (K)
+    block_size: int = 128  # input_aware: tokens per block in the flex layout (64 or 128)
+    region_dilation: int = 1  # input_aware: grow token regions by this many tokens
+    background_reach: int = 0  # input_aware: past frames background tokens see (paper: 0)
     window: int = 4  # frames per attention window
     overlap: int = 1  # frames shared by neighbouring windows in long videos
     fps: float = 25.0
@@ -80,6 +85,8 @@ class DenoiserConfig:
         if 2 ** len(self.pose_guider_channels) != factor:
             raise ValueError(f"the pose guider needs log2({factor}) stride-2 layers, one per "
                              f"entry of pose_guider_channels")
+        if self.attention not in ("dense", "input_aware"):
+            raise ValueError(f"attention must be dense or input_aware, not {self.attention}")
         if not 0 <= self.overlap < self.window:
             raise ValueError("overlap must be at least 0 and smaller than window")
 

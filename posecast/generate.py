@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from posecast.attention.mask import mask_for_window
 from posecast.diffusion.flow import SAMPLERS, guided, sampling_timesteps
 from posecast.diffusion.windows import windowed_velocity
 from posecast.models.denoiser import Denoiser
@@ -29,17 +30,21 @@ class Conditions:
     reference: torch.Tensor  # (1, 3, H, W) in [-1, 1]
     pose_maps: torch.Tensor  # (T, 3, H, W) uint8, kept on the CPU (T may be large)
     poses: Keypoints  # the pose sequence in model-frame coordinates
+    reference_keypoints: Keypoints | None = None  # the portrait's, in model-frame coordinates
 
 
-def prepare_conditions(portrait: np.ndarray, poses: Keypoints, height: int,
-                       width: int) -> Conditions:
+def prepare_conditions(portrait: np.ndarray, poses: Keypoints, height: int, width: int,
+                       portrait_keypoints: Keypoints | None = None) -> Conditions:
     """Fit the portrait (H₀, W₀, 3) uint8 and poses given in its pixel coordinates to the
     model's frame: the largest centred crop of the model's aspect ratio, resized."""
     box = fit_box(portrait.shape[1], portrait.shape[0], width, height)
     reference = torch.from_numpy(crop_resize(portrait, box)).permute(2, 0, 1)[None]
     fitted = fit_keypoints(poses, box)
     maps = torch.from_numpy(render_pose_maps(fitted, height, width)).permute(0, 3, 1, 2)
-    return Conditions(reference.float() / 127.5 - 1.0, maps.contiguous(), fitted)
+    reference_keypoints = None if portrait_keypoints is None else \
+        fit_keypoints(portrait_keypoints, box)
+    return Conditions(reference.float() / 127.5 - 1.0, maps.contiguous(), fitted,
+                      reference_keypoints)
 
 
 def autocast(device: torch.device):
@@ -62,11 +67,17 @@ def sample_latents(model: Denoiser, codec, conditions: Conditions, steps: int, c
         noise = torch.randn((1, frames, config.codec.latent_channels, latent_h, latent_w),
                             generator=torch.Generator().manual_seed(seed)).to(device)
 
+        masks: dict[int, list] = {}  # window start → its input-aware mask (same every step)
+
         def window_velocity(x, t, start, end, conditional):
             maps = conditions.pose_maps[start:end].to(device).float()[None] / 255.0
             keep = torch.tensor([conditional], device=device)
+            if config.attention == "input_aware" and start not in masks:
+                masks[start] = [mask_for_window(conditions.poses[start:end], config,
+                                                conditions.reference_keypoints)]
             with autocast(device):
-                v = model(x, torch.full((1,), t, device=device), reference, maps, keep)
+                v = model(x, torch.full((1,), t, device=device), reference, maps, keep,
+                          layout=masks.get(start))
             if on_evaluation is not None:
                 on_evaluation()
             return v.float()

@@ -110,7 +110,8 @@ def teacher_command(
     frames = math.ceil(round(clip.duration * fps, 6)) if clip is not None else \
         max(1, round(len(driving) * fps / driving.fps))
     driving = resample_poses(retarget(driving, portrait_keypoints), fps, frames)
-    conditions = prepare_conditions(image, driving, config.height, config.width)
+    conditions = prepare_conditions(image, driving, config.height, config.width,
+                                    portrait_keypoints)
     steps = steps or config.sampler.steps
     cfg = config.sampler.cfg if cfg is None else cfg
     codec = make_codec(config.codec, torch_device)

@@ -26,6 +26,13 @@ def train_command(
     gradient_checkpointing: Annotated[bool, typer.Option(
         help="Recompute activations in the backward pass (less memory, ~30 % slower).")] = False,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint exactly.")] = False,
+    attention: Annotated[str, typer.Option(
+        help="dense, or input_aware (pose-guided sparse attention, METHOD.md).")] = "dense",
+    k_frames: Annotated[int, typer.Option(
+        help="input_aware: pose-similar past frames each frame attends to.")] = 3,
+    init_from: Annotated[str | None, typer.Option(
+        help="Start from a trained model (folder or repo id), e.g. to fine-tune a dense "
+        "teacher with --attention input_aware.")] = None,
     seed: Seed = 0,
     device: Device = "auto",
     overwrite: Overwrite = False,
@@ -38,11 +45,21 @@ def train_command(
     [bold]Example[/bold]
 
       posecast train clips/ --preset small --out teacher/ --max-steps 2000
+
+      posecast train clips/ --init-from teacher/ --attention input_aware --out teacher_sparse/
     """
     from posecast.config import preset as make_preset
     from posecast.train.teacher import TrainConfig, train_teacher
 
-    config = make_preset(preset)
+    if attention not in ("dense", "input_aware"):
+        raise UsageError(f"--attention {attention}: use dense or input_aware")
+    if init_from is not None:
+        from posecast.models.pretrained import from_pretrained
+
+        config = from_pretrained(init_from).config.replace(attention=attention,
+                                                             k_frames=k_frames)
+    else:
+        config = make_preset(preset, attention=attention, k_frames=k_frames)
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not resume:
@@ -68,7 +85,7 @@ def train_command(
                        "clips/s")
 
         train_teacher(dataset, out, config, train, resume=resume, device=device,
-                      on_step=on_step,
+                      init_from=init_from, on_step=on_step,
                       on_message=lambda text: err_console.print(text, markup=False))
     console.print(f"model written to {out} (EMA weights; resume state in {out}/checkpoint)",
                   highlight=False, soft_wrap=True)

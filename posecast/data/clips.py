@@ -74,8 +74,9 @@ class ClipDataset:
     def sample(self, batch: int, window: int,
                generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Random windows: frames (B, W, 3, H, W) and reference (B, 3, H, W) in [-1, 1],
-        pose_maps (B, W, 3, H, W) in [0, 1]. Short clips repeat their last frame."""
-        frames, references, maps = [], [], []
+        pose_maps (B, W, 3, H, W) in [0, 1], and the windows' and references' Keypoints
+        (lists of B, for input-aware masks). Short clips repeat their last frame."""
+        frames, references, maps, poses, reference_poses = [], [], [], [], []
         for _ in range(batch):
             clip = self.clips[int(torch.randint(len(self.clips), (1,), generator=generator))]
             length = clip.frames.shape[0]
@@ -85,6 +86,9 @@ class ClipDataset:
             frames.append(clip.frames[index])
             maps.append(clip.pose_maps[index])
             references.append(clip.frames[reference])
+            poses.append(Keypoints.concatenate([clip.keypoints[i] for i in index.tolist()]))
+            reference_poses.append(clip.keypoints[reference])
         to_unit = lambda x: torch.stack(x).float() / 127.5 - 1.0  # noqa: E731
         return {"frames": to_unit(frames), "reference": to_unit(references),
-                "pose_maps": torch.stack(maps).float() / 255.0}
+                "pose_maps": torch.stack(maps).float() / 255.0, "poses": poses,
+                "reference_poses": reference_poses}

@@ -56,9 +56,9 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, dim: int, heads: int, mode: str) -> None:
+    def __init__(self, dim: int, heads: int, config: DenoiserConfig) -> None:
         super().__init__()
-        self.heads, self.mode = heads, mode
+        self.heads, self.config = heads, config
         self.qkv = nn.Linear(dim, 3 * dim)
         self.q_norm = nn.RMSNorm(dim // heads, eps=1e-6)
         self.k_norm = nn.RMSNorm(dim // heads, eps=1e-6)
@@ -69,7 +69,8 @@ class SelfAttention(nn.Module):
         batch, tokens, dim = x.shape
         q, k, v = self.qkv(x).view(batch, tokens, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         q, k = apply_rope(self.q_norm(q), *rope), apply_rope(self.k_norm(k), *rope)
-        out = attend(q, k, v, self.mode, layout)  # (B, heads, N, d)
+        out = attend(q, k, v, self.config.attention, layout, self.config.attention_backend,
+                     self.config.block_size)  # (B, heads, N, d)
         return self.out(out.transpose(1, 2).reshape(batch, tokens, dim))
 
 
@@ -80,10 +81,10 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 class Block(nn.Module):
     """adaLN-Zero transformer block: every branch starts as the identity."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, mode: str) -> None:
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, config: DenoiserConfig) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.attn = SelfAttention(dim, heads, mode)
+        self.attn = SelfAttention(dim, heads, config)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"),
@@ -127,7 +128,7 @@ class Denoiser(nn.Module):
         self.patch_embed = nn.Conv2d(2 * channels, dim, patch, stride=patch)
         self.pose_guider = PoseGuider(config.pose_guider_channels, dim)
         self.time_embed = nn.Sequential(nn.Linear(256, dim), nn.SiLU(), nn.Linear(dim, dim))
-        self.blocks = nn.ModuleList(Block(dim, config.heads, config.mlp_ratio, config.attention)
+        self.blocks = nn.ModuleList(Block(dim, config.heads, config.mlp_ratio, config)
                                     for _ in range(config.depth))
         self.final_norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.final_modulation = nn.Linear(dim, 2 * dim)
@@ -142,7 +143,9 @@ class Denoiser(nn.Module):
                 layout=None) -> torch.Tensor:
         """noisy (B, T, C, h, w); timestep (B,) in [0, 1] (1 = pure noise); reference
         (B, C, h, w); pose_maps (B, T, 3, H, W) in [0, 1]; keep_condition (B,) bool, False
-        drops pose and reference together (the unconditional branch of CFG)."""
+        drops pose and reference together (the unconditional branch of CFG); layout: for
+        dense attention an optional boolean mask, for input_aware one InputAwareMask per batch
+        element (attention.mask.mask_for_window)."""
         batch, frames, channels, height, width = noisy.shape
         patch, rows, cols = self.config.patch_size, height // self.config.patch_size, \
             width // self.config.patch_size

@@ -19,13 +19,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from posecast.attention.mask import mask_for_window
 from posecast.config import DenoiserConfig
 from posecast.data.clips import ClipDataset
 from posecast.diffusion.flow import add_noise, sample_training_times
 from posecast.errors import UsageError
 from posecast.models.codecs import make_codec
 from posecast.models.denoiser import Denoiser
-from posecast.models.pretrained import save_pretrained
+from posecast.models.pretrained import from_pretrained, save_pretrained
 from posecast.train import distributed
 from posecast.train.checkpoint import load_checkpoint, save_checkpoint
 
@@ -72,18 +73,27 @@ def flow_matching_loss(model, codec, batch: dict[str, torch.Tensor], config: Den
     noise = torch.randn(latents.shape, generator=generator).to(device, latents.dtype)
     t = sample_training_times(size, config.sampler.shift, generator, device)
     keep = (torch.rand(size, generator=generator) >= config.condition_dropout).to(device)
+    masks = None
+    if config.attention == "input_aware":
+        masks = [mask_for_window(poses, config, reference_poses) for poses, reference_poses
+                 in zip(batch["poses"], batch["reference_poses"], strict=True)]
     with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
         velocity = model(add_noise(latents, noise, t), t, reference,
-                         batch["pose_maps"].to(device), keep)
+                         batch["pose_maps"].to(device), keep, layout=masks)
     return F.mse_loss(velocity.float(), (noise - latents).float())
 
 
 def train_teacher(dataset: str | os.PathLike, out: str | os.PathLike, config: DenoiserConfig,
                   train: TrainConfig, resume: bool = False, device: str = "auto",
+                  init_from: str | None = None,
                   on_step: Callable[[StepReport], None] | None = None,
                   on_message: Callable[[str], None] | None = None) -> Path:
     """Train, checkpointing into `out/checkpoint`; the EMA weights go to `out` as a model
-    folder at each checkpoint and at the end. Returns `out`."""
+    folder at each checkpoint and at the end. Returns `out`.
+
+    `init_from` (a model folder or repo id) starts from trained weights: the paper's stage 1
+    fine-tunes a dense teacher with `config.attention = "input_aware"`. Its architecture must
+    match `config` (attention settings may differ)."""
     out = Path(out)
     env = distributed.setup(device)
     try:
@@ -97,6 +107,8 @@ def train_teacher(dataset: str | os.PathLike, out: str | os.PathLike, config: De
                                         max_steps=train.max_steps)
         torch.manual_seed(train.seed)  # identical initial weights on every rank
         model = Denoiser(config).to(env.device)
+        if init_from is not None and not resume:
+            model.load_state_dict(from_pretrained(init_from).state_dict())
         model.gradient_checkpointing = train.gradient_checkpointing
         ema = copy.deepcopy(model).eval().requires_grad_(False)
         optimizer = torch.optim.AdamW(model.parameters(), lr=train.learning_rate,
