@@ -178,3 +178,12 @@ def test_teacher_fine_tunes_and_samples_with_input_aware_attention(tmp_path, tra
                              prepare_conditions(video[0], poses, 32, 32), steps=2, cfg=2.0,
                              seed=0)
     assert latents.shape == (1, 9, 3, 32, 32) and torch.isfinite(latents).all()
+
+
+def test_bench_attention_prints_a_table(run_cli):
+    result = run_cli("bench", "attention", "--frames", "4", "--grids", "8", "--k-frames", "1,2",
+                     "--heads", "2", "--head-dim", "16", "--repeats", "1", "--block-size", "16",
+                     "--device", "cpu")
+    assert result.code == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.strip().startswith("│")]
+    assert len(rows) == 2 and "256" in rows[0]  # 4 frames × 8 × 8 tokens

@@ -52,3 +52,53 @@ def bench_teacher(
                   f"{timing.fps:.3f}",
                   "-" if timing.peak_memory_gb is None else f"{timing.peak_memory_gb:.1f}")
     console.print(table)
+
+
+@bench_app.command("attention")
+def bench_attention(
+    poses: Annotated[str | None, typer.Option(
+        help="Keypoints (.npz) the masks come from (default: the bundled example's).")] = None,
+    frames: Annotated[int, typer.Option(help="Frames per window.")] = 16,
+    grids: Annotated[str, typer.Option(
+        help="Token grid sides, comma-separated (32 → 1,024 tokens per frame).")] = "32,48,96",
+    k_frames: Annotated[str, typer.Option(help="K values, comma-separated.")] = "1,2,4,8",
+    heads: Annotated[int, typer.Option(help="Attention heads.")] = 12,
+    head_dim: Annotated[int, typer.Option(help="Channels per head.")] = 128,
+    block_size: Annotated[int, typer.Option(help="Layout block size (64 or 128).")] = 128,
+    repeats: Annotated[int, typer.Option(help="Timed repetitions after one warm-up.")] = 10,
+    backward: Annotated[bool, typer.Option(help="Also time forward + backward.")] = True,
+    device: Device = "auto",
+) -> None:
+    """Dense SDPA against input-aware sparse attention (flex on CUDA, gather on CPU).
+
+    [bold]Example[/bold] (on a GPU)
+
+      posecast bench attention --grids 32,48,96 --k-frames 1,2,4,8
+    """
+    from pathlib import Path
+
+    from posecast.bench.attention import time_attention
+    from posecast.pose.keypoints import Keypoints
+
+    source = Path(poses) if poses else Path(__file__).resolve().parents[2] / "examples" / \
+        "astronaut_poses.npz"
+    keypoints = Keypoints.load(source)
+    torch_device = pick_device(device)
+    table = Table(title=f"attention · {frames} frames · {heads}×{head_dim} · blocks of "
+                  f"{block_size} · {torch_device}")
+    for column in ("tokens", "K", "density", "blocks kept", "dense fwd ms", "sparse fwd ms",
+                   "fwd ×", "dense f+b ms", "sparse f+b ms", "f+b ×", "max err"):
+        table.add_column(column, justify="right")
+    for grid in (int(g) for g in grids.split(",")):
+        for k in (int(k) for k in k_frames.split(",")):
+            t = time_attention(keypoints, frames, grid, k, heads, head_dim, torch_device,
+                               block_size, repeats, backward)
+            table.add_row(
+                str(t.tokens), str(k), f"{t.density:.3f}", f"{t.block_density:.3f}",
+                f"{t.dense_forward_ms:.2f}", f"{t.sparse_forward_ms:.2f}",
+                f"{t.dense_forward_ms / t.sparse_forward_ms:.2f}",
+                "-" if t.dense_backward_ms is None else f"{t.dense_backward_ms:.2f}",
+                "-" if t.sparse_backward_ms is None else f"{t.sparse_backward_ms:.2f}",
+                "-" if t.sparse_backward_ms is None else
+                f"{t.dense_backward_ms / t.sparse_backward_ms:.2f}", f"{t.max_error:.1e}")
+    console.print(table)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -12,7 +14,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console()
+# Piped or redirected output (logs, batch jobs) gets wide lines instead of rich's 80 columns.
+console = Console() if sys.stdout.isatty() else Console(width=240)
 err_console = Console(stderr=True)
 
 
