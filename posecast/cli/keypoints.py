@@ -137,7 +137,7 @@ def _extract_folder(folder: Path, cache: Path, smooth: bool, allow_missing: bool
             counts[result.status] += 1
             if result.status == "failed":
                 err_console.print(f"skipped {result.clip}: {result.message}", markup=False,
-                                  highlight=False)
+                                  highlight=False, soft_wrap=True)
             bar.advance(task)
     console.print(f"{counts['done']} extracted, {counts['skipped']} already cached, "
                   f"{counts['failed']} failed in {time.perf_counter() - started:.1f} s → {cache}",

@@ -86,6 +86,7 @@ def train_command(
 
         train_teacher(dataset, out, config, train, resume=resume, device=device,
                       init_from=init_from, on_step=on_step,
-                      on_message=lambda text: err_console.print(text, markup=False))
+                      on_message=lambda text: err_console.print(text, markup=False,
+                                                                highlight=False, soft_wrap=True))
     console.print(f"model written to {out} (EMA weights; resume state in {out}/checkpoint)",
                   highlight=False, soft_wrap=True)
