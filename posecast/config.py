@@ -85,6 +85,10 @@ class DenoiserConfig:
         if 2 ** len(self.pose_guider_channels) != factor:
             raise ValueError(f"the pose guider needs log2({factor}) stride-2 layers, one per "
                              f"entry of pose_guider_channels")
+        if self.codec.kind not in ("pixel", "vae"):
+            raise ValueError(f"codec kind must be pixel or vae, not {self.codec.kind}")
+        if self.sampler.method not in ("euler", "heun"):
+            raise ValueError(f"sampler method must be euler or heun, not {self.sampler.method}")
         if self.attention not in ("dense", "input_aware"):
             raise ValueError(f"attention must be dense or input_aware, not {self.attention}")
         if not 0 <= self.overlap < self.window:

@@ -36,6 +36,8 @@ def resolve_folder(path_or_repo: str | os.PathLike, revision: str | None = None,
             repo_id=text, revision=revision, allow_patterns=allow_patterns,
             local_files_only=offline, cache_dir=os.environ.get("HF_HUB_CACHE"),
         )
+    except errors.HFValidationError:
+        raise UsageError(f"{text}: not a valid Hub repo id (owner/name) nor a folder") from None
     except errors.GatedRepoError:
         raise PosecastError(f"{text}: this Hub repo is gated; accept its terms on its Hub page, "
                             "then set HF_TOKEN to a token of that account") from None

@@ -58,6 +58,8 @@ def require_output(
     parent = path.parent
     if not parent.is_dir():
         raise UsageError(f"{path}: the output folder {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{path}: the output folder {parent} is not writable")
     if path.is_dir():
         raise UsageError(f"{path}: is a folder; give a file name for the output")
     if path.exists() and not overwrite:
@@ -72,8 +74,12 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     The temporary name keeps the suffix, so writers that pick a format by extension still work.
     """
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}",
-                                    dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}",
+                                        dir=path.parent)
+    except OSError as error:
+        raise UsageError(f"{path}: cannot create a file in {path.parent} "
+                         f"({error.strerror or error})") from None
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files

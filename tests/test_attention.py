@@ -187,3 +187,17 @@ def test_bench_attention_prints_a_table(run_cli):
     assert result.code == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.strip().startswith("│")]
     assert len(rows) == 2 and "256" in rows[0]  # 4 frames × 8 × 8 tokens
+
+
+def test_xformers_backend_names_its_extra_when_missing():
+    from posecast.attention.backends import resolve_backend
+    from posecast.errors import PosecastError
+
+    try:
+        import xformers  # noqa: F401
+
+        pytest.skip("xformers is installed here; the message is for machines without it")
+    except ImportError:
+        pass
+    with pytest.raises(PosecastError, match=r"posecast\[xformers\]"):
+        resolve_backend("xformers", torch.device("cpu"))

@@ -152,3 +152,8 @@ def test_debug_shows_the_traceback(run_cli, tmp_path, monkeypatch):
                             capture_output=True, text=True, env={"POSECAST_DEBUG": "1",
                                                                  "PATH": ""})
     assert "Traceback" in result.stderr and result.returncode == 1
+
+
+def test_messages_print_file_names_as_typed(run_cli, tmp_path):
+    result = run_cli("keypoints", tmp_path / "clip:smile:.png", "-o", tmp_path / "k.npz")
+    assert result.code == 2 and "clip:smile:.png" in result.stderr

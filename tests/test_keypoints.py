@@ -118,3 +118,18 @@ def test_pose_maps_draw_each_part_in_its_colour(portrait_keypoints):
     lips = np.argwhere((maps[0] == COLOURS["lips"]).all(-1))
     face = portrait_keypoints.face[0, :, :2] / 4
     assert (lips[:, 1].min() >= face[:, 0].min()) and (lips[:, 1].max() <= face[:, 0].max())
+
+
+def test_damaged_keypoint_files_give_one_line_errors(tmp_path, portrait_keypoints):
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    truncated = tmp_path / "cut.npz"
+    portrait_keypoints.save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    no_frames = tmp_path / "none.npz"
+    portrait_keypoints[0:0].save(no_frames)
+    for path, words in ((empty, "not a readable"), (truncated, "not a readable"),
+                        (no_frames, "no frames")):
+        with pytest.raises(InputError, match=words) as caught:
+            Keypoints.load(path)
+        assert "\n" not in str(caught.value)

@@ -75,3 +75,32 @@ def test_torchrun_ddp_two_processes(tmp_path, synthetic_dataset):
     assert len(log) == 3  # only rank 0 logs
     model = from_pretrained(out)
     assert torch.isfinite(torch.cat([p.flatten() for p in model.parameters()])).all()
+
+
+def test_output_inside_the_dataset_is_refused_and_nothing_is_deleted(run_cli, tmp_path,
+                                                                      synthetic_dataset):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_dataset, data)
+    before = sorted(p.name for p in data.iterdir())
+    for out in (data, data / "model"):
+        result = run_cli("train", data, "--out", out, "--overwrite", "--device", "cpu")
+        assert result.code == 2 and "outside the dataset" in result.stderr
+    assert sorted(p.name for p in data.iterdir()) == before
+    result = run_cli("train", data, "--out", tmp_path / "m", "--max-steps", "0")
+    assert result.code == 2
+
+
+def test_resume_survives_a_kill_between_checkpoint_renames(tmp_path, synthetic_dataset):
+    import os
+
+    out = tmp_path / "run"
+    settings = dict(batch_size=2, checkpoint_every=2, seed=1)
+    train_teacher(synthetic_dataset, out, preset("tiny"), TrainConfig(max_steps=2, **settings),
+                  device="cpu")
+    os.replace(out / "checkpoint", out / "checkpoint.old")  # as if killed mid-swap
+    train_teacher(synthetic_dataset, out, preset("tiny"), TrainConfig(max_steps=4, **settings),
+                  resume=True, device="cpu")
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 4
+    assert not (out / "checkpoint.old").exists()

@@ -5,6 +5,7 @@ dense  SDPA with the boolean token mask: the oracle (memory grows as N²; small 
 gather per group, gather the allowed keys and run SDPA: exact, memory-light, autograd
        backward; the CPU path.
 flex   FlexAttention over the block layout (layout.py), compiled once; the CUDA path.
+xformers  the gather plan with xformers' memory-efficient kernel (optional extra, CUDA only).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def resolve_backend(name: str, device: torch.device) -> str:
         except ImportError:
             raise PosecastError("the xformers attention backend needs the optional extra: "
                                 "pip install 'posecast[xformers]' (CUDA only)") from None
-        raise PosecastError("the xformers backend is not implemented yet; use flex on CUDA")
+        if device.type != "cuda":
+            raise PosecastError("the xformers attention backend runs on CUDA only; use gather")
     if name not in BACKENDS:
         raise PosecastError(f"unknown attention backend '{name}'; choose one of "
                             f"{', '.join(BACKENDS)}")
@@ -41,14 +43,23 @@ def dense_attention(q, k, v, mask: InputAwareMask) -> torch.Tensor:
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.token_mask().to(q.device))
 
 
-def gather_attention(q, k, v, mask: InputAwareMask) -> torch.Tensor:
+def _xformers_kernel(q, k, v) -> torch.Tensor:
+    import xformers.ops
+
+    # xformers takes (B, N, heads, d)
+    out = xformers.ops.memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2),
+                                                  v.transpose(1, 2))
+    return out.transpose(1, 2)
+
+
+def gather_attention(q, k, v, mask: InputAwareMask,
+                     kernel=F.scaled_dot_product_attention) -> torch.Tensor:
     plan, inverse = mask.gather_plan
     outputs = []
     for query_index, key_index in plan:
         query_index, key_index = query_index.to(q.device), key_index.to(q.device)
-        outputs.append(F.scaled_dot_product_attention(
-            q.index_select(2, query_index), k.index_select(2, key_index),
-            v.index_select(2, key_index)))
+        outputs.append(kernel(q.index_select(2, query_index), k.index_select(2, key_index),
+                              v.index_select(2, key_index)))
     return torch.cat(outputs, dim=2).index_select(2, inverse.to(q.device))
 
 
@@ -99,6 +110,8 @@ def input_aware_attention(q, k, v, masks: list[InputAwareMask], backend: str = "
             outputs.append(dense_attention(qi, ki, vi, mask))
         elif backend == "gather":
             outputs.append(gather_attention(qi, ki, vi, mask))
+        elif backend == "xformers":
+            outputs.append(gather_attention(qi, ki, vi, mask, kernel=_xformers_kernel))
         else:
             outputs.append(flex_attention_layout(qi, ki, vi, build_layout(mask, block_size)))
     return torch.cat(outputs)

@@ -25,7 +25,7 @@ def bench_teacher(
     = 2.0,
     fast_decode: Annotated[bool, typer.Option(
         help="Decode with the tiny fast decoder instead of the full VAE.")] = False,
-    repeats: Annotated[int, typer.Option(help="Timed repetitions after one warm-up.")] = 3,
+    repeats: Annotated[int, typer.Option(help="Timed repetitions after one warm-up.", min=1)] = 3,
     device: Device = "auto",
 ) -> None:
     """Time the teacher: ms per denoising step, decode ms per frame, FPS.
@@ -65,7 +65,8 @@ def bench_attention(
     heads: Annotated[int, typer.Option(help="Attention heads.")] = 12,
     head_dim: Annotated[int, typer.Option(help="Channels per head.")] = 128,
     block_size: Annotated[int, typer.Option(help="Layout block size (64 or 128).")] = 128,
-    repeats: Annotated[int, typer.Option(help="Timed repetitions after one warm-up.")] = 10,
+    repeats: Annotated[int, typer.Option(help="Timed repetitions after one warm-up.", min=1)]
+    = 10,
     backward: Annotated[bool, typer.Option(help="Also time forward + backward.")] = True,
     device: Device = "auto",
 ) -> None:

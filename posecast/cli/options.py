@@ -18,9 +18,10 @@ Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu, or c
 Seed = Annotated[int, typer.Option(help="Random seed; the same seed gives the same output.")]
 ModelOption = Annotated[str, typer.Option(
     "--model", help="A model folder, or a Hugging Face repo id (owner/name).")]
-Steps = Annotated[int | None, typer.Option(help="Denoising steps (default: the model's).")]
+Steps = Annotated[int | None, typer.Option(help="Denoising steps (default: the model's).",
+                                            min=1)]
 Cfg = Annotated[float | None, typer.Option(
     help="Classifier-free guidance scale over pose + reference; 1 = off (default: the "
-    "model's).")]
+    "model's).", min=0.0, max=100.0)]
 Size = Annotated[str | None, typer.Option(
     help="Output WxH in pixels (default: the model's native size).")]

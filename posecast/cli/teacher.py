@@ -51,8 +51,8 @@ def teacher_command(
         help="Audio to mux; the video then lasts exactly as long as it.")] = None,
     steps: Steps = None,
     cfg: Cfg = None,
-    fps: Annotated[float | None, typer.Option(help="Output frame rate (default: the poses').")]
-    = None,
+    fps: Annotated[float | None, typer.Option(help="Output frame rate (default: the poses').",
+                                              min=1.0, max=240.0)] = None,
     size: Size = None,
     seed: Seed = 0,
     device: Device = "auto",

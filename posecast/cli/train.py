@@ -19,10 +19,11 @@ def train_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output model folder (also holds the "
                                       "checkpoint and train_log.jsonl).", show_default=False)],
     preset: Annotated[str, typer.Option(help="Model size: tiny, small or base.")] = "small",
-    max_steps: Annotated[int, typer.Option(help="Total optimiser steps.")] = 2000,
-    batch_size: Annotated[int, typer.Option(help="Windows per process per step.")] = 4,
+    max_steps: Annotated[int, typer.Option(help="Total optimiser steps.", min=1)] = 2000,
+    batch_size: Annotated[int, typer.Option(help="Windows per process per step.", min=1)] = 4,
     learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = 3e-4,
-    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 250,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.", min=1)]
+    = 250,
     gradient_checkpointing: Annotated[bool, typer.Option(
         help="Recompute activations in the backward pass (less memory, ~30 % slower).")] = False,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint exactly.")] = False,
@@ -48,9 +49,18 @@ def train_command(
 
       posecast train clips/ --init-from teacher/ --attention input_aware --out teacher_sparse/
     """
+    from posecast.cli.devices import pick_device
     from posecast.config import preset as make_preset
     from posecast.train.teacher import TrainConfig, train_teacher
 
+    pick_device(device)  # a clear error for an unknown or absent device, before any work
+    if not dataset.is_dir():
+        raise UsageError(f"{dataset}: no such dataset folder")
+    resolved_out, resolved_data = out.resolve(), dataset.resolve()
+    if resolved_out == resolved_data or resolved_out in resolved_data.parents \
+            or resolved_data in resolved_out.parents:
+        raise UsageError(f"{out}: the output folder must lie outside the dataset {dataset} "
+                         "(and not contain it)")
     if attention not in ("dense", "input_aware"):
         raise UsageError(f"--attention {attention}: use dense or input_aware")
     if init_from is not None:

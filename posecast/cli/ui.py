@@ -15,8 +15,9 @@ from rich.progress import (
 )
 
 # Piped or redirected output (logs, batch jobs) gets wide lines instead of rich's 80 columns.
-console = Console() if sys.stdout.isatty() else Console(width=240)
-err_console = Console(stderr=True)
+# emoji=False: ":smile:" in a file name must print as typed.
+console = Console(emoji=False) if sys.stdout.isatty() else Console(width=240, emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 
 def progress_bar(unit: str = "") -> Progress:

@@ -240,7 +240,8 @@ class Mp4Stream:
             raise MediaError(f"{self.name}: no frames were produced, so no video was written")
         while self.target_frames is not None and self.frames_written < self.target_frames:
             self._send(self._last_frame)
-        self._process.stdin.close()
+        with contextlib.suppress(OSError):  # ffmpeg died with frames buffered: see its exit code
+            self._process.stdin.close()
         if self._process.wait() != 0:
             raise MediaError(f"{self.name}: ffmpeg failed to write the MP4 ({self._stderr.text()})")
 

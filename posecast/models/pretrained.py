@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from posecast import __version__
@@ -70,7 +71,7 @@ def from_pretrained(path_or_repo: str | os.PathLike, revision: str | None = None
     try:
         state = load_file(weights_path, device=str(device))
         model.load_state_dict(state)
-    except (RuntimeError, OSError) as error:
+    except (RuntimeError, OSError, SafetensorError) as error:
         first_line = str(error).strip().splitlines()[0]
         raise InputError(f"{weights_path}: weights do not match the config ({first_line})"
                          ) from None

@@ -8,6 +8,7 @@ convention), so the left hand usually appears on the image's right side.
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -112,6 +113,8 @@ class Keypoints:
         try:
             with np.load(path, allow_pickle=False) as data:
                 missing = [key for key in (*PARTS, "fps", "width", "height") if key not in data]
+                if not missing and len(data["body"]) == 0:
+                    raise InputError(f"{path}: the keypoint file holds no frames")
                 if missing:
                     raise InputError(f"{path}: not a posecast keypoint file "
                                      f"(missing {', '.join(missing)})")
@@ -124,5 +127,6 @@ class Keypoints:
                 )
         except InputError:
             raise
-        except (OSError, ValueError, KeyError) as error:
-            raise InputError(f"{path}: not a readable keypoint file ({error})") from None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            raise InputError(f"{path}: not a readable keypoint file ({error or 'empty'})"
+                             ) from None

@@ -40,7 +40,8 @@ def save_checkpoint(folder: str | os.PathLike, step: int, modules: dict[str, nn.
         save_file(tensors, tmp / "state.safetensors")
         (tmp / "state.json").write_text(json.dumps(
             {"step": step, "param_groups": groups, **(extra or {})}, indent=2))
-        old = folder.with_name(folder.name + ".old")
+        old = previous_path(folder)
+        shutil.rmtree(old, ignore_errors=True)  # a stale one from an interrupted swap
         if folder.exists():
             os.replace(folder, old)
         os.replace(tmp, folder)
@@ -48,6 +49,20 @@ def save_checkpoint(folder: str | os.PathLike, step: int, modules: dict[str, nn.
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def previous_path(folder: Path) -> Path:
+    """Where the previous checkpoint waits while a new one is swapped in."""
+    return folder.with_name(folder.name + ".old")
+
+
+def find_checkpoint(folder: str | os.PathLike) -> Path | None:
+    """`folder`, or the previous checkpoint if a kill hit between the two renames of a save."""
+    folder = Path(folder)
+    for candidate in (folder, previous_path(folder)):
+        if (candidate / "state.json").is_file():
+            return candidate
+    return None
 
 
 def load_checkpoint(folder: str | os.PathLike, modules: dict[str, nn.Module],
