@@ -65,6 +65,7 @@ class DenoiserConfig:
     block_size: int = 128  # input_aware: tokens per block in the flex layout (64 or 128)
     region_dilation: int = 1  # input_aware: grow token regions by this many tokens
     background_reach: int = 0  # input_aware: past frames background tokens see (paper: 0)
+    chunk: int = 0  # input_aware: > 0 makes attention block-causal over chunks of frames (student)
     window: int = 4  # frames per attention window
     overlap: int = 1  # frames shared by neighbouring windows in long videos
     fps: float = 25.0

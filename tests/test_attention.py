@@ -26,9 +26,9 @@ def _random_mask(frames, rows, cols, k, chunk, reference, seed):
 def _pose_mask(frames, grid, k, chunk, reference, seed):
     _, poses = synthetic_clip(64, frames, 25.0, np.random.default_rng(seed))
     config = preset("tiny", height=64, width=64, patch_size=64 // grid, k_frames=k,
-                    reference_frame=reference,
+                    reference_frame=reference, chunk=chunk,
                     pose_guider_channels=(8,) * int(np.log2(64 // grid)))
-    return mask_for_window(poses, config, chunk=chunk)
+    return mask_for_window(poses, config)
 
 
 SETTINGS = [(3, 4, 5, 1, 0, False), (6, 8, 8, 2, 0, True), (8, 6, 6, 3, 2, False),
@@ -201,3 +201,29 @@ def test_xformers_backend_names_its_extra_when_missing():
         pass
     with pytest.raises(PosecastError, match=r"posecast\[xformers\]"):
         resolve_backend("xformers", torch.device("cpu"))
+
+
+def test_a_block_causal_student_never_sees_later_chunks():
+    """The student's configuration (input-aware + chunks of 2 frames): changing the noisy
+    input of chunk 1 leaves chunk 0's output untouched, and changes chunk 1's."""
+    from posecast.models.denoiser import Denoiser
+
+    config = preset("tiny", attention="input_aware", chunk=2, k_frames=2)
+    torch.manual_seed(0)
+    model = Denoiser(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel()))
+                    * 0.1)
+    _, poses = synthetic_clip(32, 4, 25.0, np.random.default_rng(3))
+    masks = [mask_for_window(poses, config)]
+    g = torch.Generator().manual_seed(1)
+    noisy = torch.randn(1, 4, 3, 32, 32, generator=g)
+    args = (torch.rand(1, generator=g), torch.randn(1, 3, 32, 32, generator=g),
+            torch.rand(1, 4, 3, 32, 32, generator=g))
+    changed = noisy.clone()
+    changed[:, 2:] += 1.0  # frames of chunk 1
+    with torch.no_grad():
+        before, after = model(noisy, *args, layout=masks), model(changed, *args, layout=masks)
+    torch.testing.assert_close(before[:, :2], after[:, :2], atol=0, rtol=0)
+    assert not torch.allclose(before[:, 2:], after[:, 2:])

@@ -63,3 +63,19 @@ def test_bench_teacher_prints_a_table(run_cli):
                      "--device", "cpu")
     assert result.code == 0, result.stderr
     assert "ms / step" in result.stdout and "FPS" in result.stdout
+
+
+def test_teacher_bad_audio_gives_one_line(run_cli, tmp_path, trained_tiny, portrait_path,
+                                          driving_poses):
+    from posecast.media import AudioClip
+
+    silent = tmp_path / "zero.wav"
+    AudioClip(np.zeros(0, np.float32), 16000).save_wav(silent)
+    text = tmp_path / "notes.wav"
+    text.write_text("not audio\n" * 10)
+    for audio, words in ((silent, "no samples"), (text, "no readable audio")):
+        result = run_cli("teacher", portrait_path, "--poses", driving_poses, "-o",
+                         tmp_path / "x.mp4", "--model", trained_tiny[0], "--audio", audio)
+        lines = result.stderr.strip().splitlines()
+        assert result.code == 1 and len(lines) == 1 and words in lines[0], result.stderr
+    assert not (tmp_path / "x.mp4").exists()

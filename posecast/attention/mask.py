@@ -110,10 +110,11 @@ def build_mask(token_regions: np.ndarray, past_frames: np.ndarray,
                           torch.from_numpy(allowed.reshape(slots * REGION_COUNT, -1)))
 
 
-def mask_for_window(poses, config, reference_keypoints=None, chunk: int = 0) -> InputAwareMask:
+def mask_for_window(poses, config, reference_keypoints=None) -> InputAwareMask:
     """The mask of one window from its poses (Keypoints in model-frame pixels).
 
-    `config` (a DenoiserConfig) gives the token grid, K, dilation and background reach; with
+    `config` (a DenoiserConfig) gives the token grid, K, dilation, background reach and
+    block-causal chunk size; with
     `config.reference_frame`, the reference frame's regions come from `reference_keypoints`
     (the portrait's), else from the window's first pose.
     """
@@ -127,4 +128,4 @@ def mask_for_window(poses, config, reference_keypoints=None, chunk: int = 0) -> 
     if config.reference_frame:
         source = reference_keypoints if reference_keypoints is not None else poses[0]
         reference = token_regions(source, rows, cols, dilate_tokens=config.region_dilation)[0]
-    return build_mask(regions, past, reference, chunk, config.background_reach)
+    return build_mask(regions, past, reference, config.chunk, config.background_reach)
