@@ -64,10 +64,9 @@ def train_command(
     if attention not in ("dense", "input_aware"):
         raise UsageError(f"--attention {attention}: use dense or input_aware")
     if init_from is not None:
-        from posecast.models.pretrained import from_pretrained
+        from posecast.models.pretrained import load_config
 
-        config = from_pretrained(init_from).config.replace(attention=attention,
-                                                             k_frames=k_frames)
+        config = load_config(init_from).replace(attention=attention, k_frames=k_frames)
     else:
         config = make_preset(preset, attention=attention, k_frames=k_frames)
     if out.exists() and not out.is_dir():

@@ -68,9 +68,6 @@ class ClipDataset:
         maps = torch.from_numpy(render_pose_maps(fitted, height, width)).permute(0, 3, 1, 2)
         return Clip(video, maps.contiguous(), fitted, path)
 
-    def __len__(self) -> int:
-        return len(self.clips)
-
     def sample(self, batch: int, window: int,
                generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Random windows: frames (B, W, 3, H, W) and reference (B, 3, H, W) in [-1, 1],

@@ -49,6 +49,24 @@ def model_card(config: DenoiserConfig, extra: str = "") -> str:
     )
 
 
+def _resolve_model(path_or_repo: str | os.PathLike,
+                   revision: str | None) -> tuple[Path, DenoiserConfig]:
+    folder = resolve_folder(path_or_repo, revision, [CONFIG_NAME, WEIGHTS_NAME, CARD_NAME])
+    config_path = folder / CONFIG_NAME
+    if not config_path.is_file() or not (folder / WEIGHTS_NAME).is_file():
+        raise InputError(f"{path_or_repo}: not a posecast model folder (needs {CONFIG_NAME} and "
+                         f"{WEIGHTS_NAME})")
+    try:
+        return folder, DenoiserConfig.load(config_path)
+    except (ValueError, TypeError, json.JSONDecodeError) as error:
+        raise InputError(f"{config_path}: not a posecast model config ({error})") from None
+
+
+def load_config(path_or_repo: str | os.PathLike, revision: str | None = None) -> DenoiserConfig:
+    """A model folder's config alone (no weights are read)."""
+    return _resolve_model(path_or_repo, revision)[1]
+
+
 def from_pretrained(path_or_repo: str | os.PathLike, revision: str | None = None,
                     device: torch.device | str = "cpu", **config_changes) -> Denoiser:
     """Load a model folder (local, or a Hub repo id resolved through the HF cache).
@@ -56,15 +74,8 @@ def from_pretrained(path_or_repo: str | os.PathLike, revision: str | None = None
     `config_changes` override config fields that do not change the weights' shapes (for
     example attention="input_aware").
     """
-    folder = resolve_folder(path_or_repo, revision, [CONFIG_NAME, WEIGHTS_NAME, CARD_NAME])
-    config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-    if not config_path.is_file() or not weights_path.is_file():
-        raise InputError(f"{path_or_repo}: not a posecast model folder (needs {CONFIG_NAME} and "
-                         f"{WEIGHTS_NAME})")
-    try:
-        config = DenoiserConfig.load(config_path)
-    except (ValueError, TypeError, json.JSONDecodeError) as error:
-        raise InputError(f"{config_path}: not a posecast model config ({error})") from None
+    folder, config = _resolve_model(path_or_repo, revision)
+    weights_path = folder / WEIGHTS_NAME
     if config_changes:
         config = config.replace(**config_changes)
     model = Denoiser(config)
