@@ -65,7 +65,7 @@ class DenoiserConfig:
     block_size: int = 128  # input_aware: tokens per block in the flex layout (64 or 128)
     region_dilation: int = 1  # input_aware: grow token regions by this many tokens
     background_reach: int = 0  # input_aware: past frames background tokens see (paper: 0)
-    chunk: int = 0  # input_aware: > 0 makes attention block-causal over chunks of frames (student)
+    chunk: int = 0  # > 0: a causal student generating chunks of this many frames (block-causal)
     window: int = 4  # frames per attention window
     overlap: int = 1  # frames shared by neighbouring windows in long videos
     fps: float = 25.0
@@ -94,6 +94,22 @@ class DenoiserConfig:
             raise ValueError(f"attention must be dense or input_aware, not {self.attention}")
         if not 0 <= self.overlap < self.window:
             raise ValueError("overlap must be at least 0 and smaller than window")
+        if self.chunk and self.window % self.chunk:
+            raise ValueError(f"a student's window ({self.window}) must be a whole number of "
+                             f"chunks ({self.chunk})")
+        if self.chunk and self.reference_frame:
+            raise ValueError("a causal student takes the reference by channels only "
+                             "(reference_frame must be false)")
+
+    @property
+    def is_student(self) -> bool:
+        """A causal few-step student (distilled), rather than a bidirectional teacher."""
+        return self.chunk > 0
+
+    @property
+    def context_frames(self) -> int:
+        """Student: past frames held in the KV cache while a chunk is generated."""
+        return self.window - self.chunk
 
     @property
     def latent_size(self) -> tuple[int, int]:

@@ -4,7 +4,8 @@ mask per batch element, and returns (B, heads, N, d) in token order.
 dense  SDPA with the boolean token mask: the oracle (memory grows as N²; small sizes).
 gather per group, gather the allowed keys and run SDPA: exact, memory-light, autograd
        backward; the CPU path.
-flex   FlexAttention over the block layout (layout.py), compiled once; the CUDA path.
+flex   FlexAttention over the block layout (layout.py), compiled once; the CUDA path. A mask
+       whose queries are a subset (a student's chunk against its KV cache) runs by gather.
 xformers  the gather plan with xformers' memory-efficient kernel (optional extra, CUDA only).
 """
 
@@ -112,6 +113,8 @@ def input_aware_attention(q, k, v, masks: list[InputAwareMask], backend: str = "
             outputs.append(gather_attention(qi, ki, vi, mask))
         elif backend == "xformers":
             outputs.append(gather_attention(qi, ki, vi, mask, kernel=_xformers_kernel))
+        elif mask.query_start:
+            outputs.append(gather_attention(qi, ki, vi, mask))
         else:
             outputs.append(flex_attention_layout(qi, ki, vi, build_layout(mask, block_size)))
     return torch.cat(outputs)

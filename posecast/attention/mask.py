@@ -34,18 +34,27 @@ class InputAwareMask:
     Groups are numbered frame slot × REGION_COUNT + region, where frame slot 0 is the
     reference frame when there is one, so sorting tokens by group gives the frame-major,
     region-sorted order the block layout uses.
+
+    query_start > 0: only tokens from there on are queries (a student's chunk), the ones
+    before are keys only (its KV cache of past frames); see `for_queries_from`.
     """
 
     token_groups: torch.Tensor
     allowed: torch.Tensor
+    query_start: int = 0
+
+    def for_queries_from(self, start: int) -> InputAwareMask:
+        """The same mask with queries restricted to tokens [start:] (keys stay all tokens)."""
+        return InputAwareMask(self.token_groups, self.allowed, start)
 
     @property
     def tokens(self) -> int:
         return self.token_groups.numel()
 
     def token_mask(self) -> torch.Tensor:
-        """(N, N) bool: True where the query (row) may attend the key (column)."""
-        return self.allowed[self.token_groups[:, None], self.token_groups[None, :]]
+        """(N − query_start, N) bool: True where the query (row) may attend the key (column)."""
+        queries = self.token_groups[self.query_start:]
+        return self.allowed[queries[:, None], self.token_groups[None, :]]
 
     def density(self) -> float:
         """The fraction of (query, key) token pairs that are attended."""
@@ -54,14 +63,16 @@ class InputAwareMask:
 
     @functools.cached_property
     def gather_plan(self) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
-        """Per group present: (its query token indices, the key token indices it may see);
-        and the permutation that puts the groups' concatenated outputs back in token order."""
+        """Per group with queries: (its query indices, counted from query_start; the key token
+        indices it may see); and the permutation that puts the groups' concatenated outputs
+        back in query order."""
         groups = self.token_groups.cpu()
         present = torch.unique(groups).tolist()
         members = {g: torch.nonzero(groups == g).flatten() for g in present}
+        queries = torch.unique(groups[self.query_start:]).tolist()
         allowed = self.allowed.cpu()
-        plan = [(members[g], torch.cat([members[h] for h in present if allowed[g, h]]))
-                for g in present]
+        plan = [(members[g][members[g] >= self.query_start] - self.query_start,
+                 torch.cat([members[h] for h in present if allowed[g, h]])) for g in queries]
         return plan, torch.argsort(torch.cat([query for query, _ in plan]))
 
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from posecast.cli.options import Device, Overwrite, Seed
+from posecast.cli.run_folder import prepare_run_folder
 from posecast.cli.ui import console, err_console, progress_bar
 from posecast.errors import UsageError
 
@@ -54,13 +55,6 @@ def train_command(
     from posecast.train.teacher import TrainConfig, train_teacher
 
     pick_device(device)  # a clear error for an unknown or absent device, before any work
-    if not dataset.is_dir():
-        raise UsageError(f"{dataset}: no such dataset folder")
-    resolved_out, resolved_data = out.resolve(), dataset.resolve()
-    if resolved_out == resolved_data or resolved_out in resolved_data.parents \
-            or resolved_data in resolved_out.parents:
-        raise UsageError(f"{out}: the output folder must lie outside the dataset {dataset} "
-                         "(and not contain it)")
     if attention not in ("dense", "input_aware"):
         raise UsageError(f"--attention {attention}: use dense or input_aware")
     if init_from is not None:
@@ -69,19 +63,7 @@ def train_command(
         config = load_config(init_from).replace(attention=attention, k_frames=k_frames)
     else:
         config = make_preset(preset, attention=attention, k_frames=k_frames)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not resume:
-        if not overwrite:
-            raise UsageError(f"{out}: already holds files; pass --resume to continue training "
-                             "or --overwrite to start again")
-        import os
-        import shutil
-
-        if os.environ.get("RANK", "0") == "0":  # under torchrun, one process clears it
-            shutil.rmtree(out)
-    if not out.parent.is_dir():
-        raise UsageError(f"{out}: the parent folder {out.parent} does not exist")
+    prepare_run_folder(out, dataset, resume, overwrite)
     train = TrainConfig(max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
                         checkpoint_every=checkpoint_every,
                         gradient_checkpointing=gradient_checkpointing, seed=seed)

@@ -20,7 +20,7 @@ class PixelCodec:
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         return frames
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, differentiable: bool = False) -> torch.Tensor:
         return latents.clamp(-1, 1)
 
 
@@ -50,7 +50,12 @@ class VaeCodec:
             posterior = self.vae.encode(frames.to(self.vae.dtype)).latent_dist
         return posterior.mean * self.config.scaling_factor
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, differentiable: bool = False) -> torch.Tensor:
+        """Frames from latents; `differentiable` keeps the graph (training losses on frames)
+        and always uses the full decoder."""
+        if differentiable:
+            scaled = latents.to(self.vae.dtype) / self.config.scaling_factor
+            return self.vae.decode(scaled).sample.clamp(-1, 1)
         with torch.no_grad():
             if self.fast_decoder is not None:  # TAESD decodes scaled latents directly
                 fast = self.fast_decoder.decode(latents.to(self.fast_decoder.dtype)).sample

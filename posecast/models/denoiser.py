@@ -7,6 +7,9 @@ A DiT over a window of frames:
   → adaLN + linear head → velocity (B, T, C, h, w).
 n = tokens per frame. With `reference_frame`, the reference is also prepended as a frame
 (time position -1) that every token may attend to; its outputs are discarded.
+
+A causal student (config.chunk > 0) runs one chunk at a time against a KVCache of past clean
+frames (models/kv_cache.py); `first_frame` is the chunk's position in the video.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from torch.utils.checkpoint import checkpoint
 
 from posecast.attention import attend
 from posecast.config import DenoiserConfig
+from posecast.models.kv_cache import KVCache
 
 
 def timestep_embedding(t: torch.Tensor, dim: int = 256) -> torch.Tensor:
@@ -56,19 +60,27 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, dim: int, heads: int, config: DenoiserConfig) -> None:
+    def __init__(self, dim: int, heads: int, config: DenoiserConfig, index: int) -> None:
         super().__init__()
-        self.heads, self.config = heads, config
+        self.heads, self.config, self.index = heads, config, index
         self.qkv = nn.Linear(dim, 3 * dim)
         self.q_norm = nn.RMSNorm(dim // heads, eps=1e-6)
         self.k_norm = nn.RMSNorm(dim // heads, eps=1e-6)
         self.out = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-                layout=None) -> torch.Tensor:
+                layout=None, cache: KVCache | None = None, commit_frames: int = 0
+                ) -> torch.Tensor:
         batch, tokens, dim = x.shape
         q, k, v = self.qkv(x).view(batch, tokens, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         q, k = apply_rope(self.q_norm(q), *rope), apply_rope(self.k_norm(k), *rope)
+        if cache is not None:
+            if commit_frames:  # the clean chunk joins the cache (read below sees the old one)
+                cache_before = cache.read(self.index, k, v)
+                cache.store(self.index, k, v, commit_frames)
+                k, v = cache_before
+            else:
+                k, v = cache.read(self.index, k, v)
         out = attend(q, k, v, self.config.attention, layout, self.config.attention_backend,
                      self.config.block_size)  # (B, heads, N, d)
         return self.out(out.transpose(1, 2).reshape(batch, tokens, dim))
@@ -81,10 +93,11 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 class Block(nn.Module):
     """adaLN-Zero transformer block: every branch starts as the identity."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, config: DenoiserConfig) -> None:
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, config: DenoiserConfig,
+                 index: int) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.attn = SelfAttention(dim, heads, config)
+        self.attn = SelfAttention(dim, heads, config, index)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"),
@@ -93,9 +106,10 @@ class Block(nn.Module):
         nn.init.zeros_(self.modulation.weight)
         nn.init.zeros_(self.modulation.bias)
 
-    def forward(self, x, c, rope, layout=None):
+    def forward(self, x, c, rope, layout=None, cache=None, commit_frames=0):
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(F.silu(c)).chunk(6, -1)
-        x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1), rope, layout)
+        x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1), rope, layout,
+                                           cache, commit_frames)
         return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
@@ -128,8 +142,8 @@ class Denoiser(nn.Module):
         self.patch_embed = nn.Conv2d(2 * channels, dim, patch, stride=patch)
         self.pose_guider = PoseGuider(config.pose_guider_channels, dim)
         self.time_embed = nn.Sequential(nn.Linear(256, dim), nn.SiLU(), nn.Linear(dim, dim))
-        self.blocks = nn.ModuleList(Block(dim, config.heads, config.mlp_ratio, config)
-                                    for _ in range(config.depth))
+        self.blocks = nn.ModuleList(Block(dim, config.heads, config.mlp_ratio, config, index)
+                                    for index in range(config.depth))
         self.final_norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.final_modulation = nn.Linear(dim, 2 * dim)
         self.head = nn.Linear(dim, patch * patch * channels)
@@ -140,12 +154,18 @@ class Denoiser(nn.Module):
 
     def forward(self, noisy: torch.Tensor, timestep: torch.Tensor, reference: torch.Tensor,
                 pose_maps: torch.Tensor, keep_condition: torch.Tensor | None = None,
-                layout=None) -> torch.Tensor:
+                layout=None, cache: KVCache | None = None, commit: bool = False,
+                first_frame: int = 0) -> torch.Tensor:
         """noisy (B, T, C, h, w); timestep (B,) in [0, 1] (1 = pure noise); reference
         (B, C, h, w); pose_maps (B, T, 3, H, W) in [0, 1]; keep_condition (B,) bool, False
         drops pose and reference together (the unconditional branch of CFG); layout: for
         dense attention an optional boolean mask, for input_aware one InputAwareMask per batch
-        element (attention.mask.mask_for_window)."""
+        element (attention.mask.mask_for_window), for a chunk against a cache with queries
+        from the chunk on (InputAwareMask.for_queries_from).
+
+        Student chunks: `cache` holds past frames' keys and values; `commit` also appends
+        this chunk's (call it on the clean chunk at t = 0); `first_frame` is the chunk's frame
+        position."""
         batch, frames, channels, height, width = noisy.shape
         patch, rows, cols = self.config.patch_size, height // self.config.patch_size, \
             width // self.config.patch_size
@@ -157,7 +177,7 @@ class Denoiser(nn.Module):
         x = torch.cat([noisy, reference_per_frame], dim=2).flatten(0, 1)  # (B·T, 2C, h, w)
         tokens = self.patch_embed(x) + self.pose_guider(pose_maps.flatten(0, 1).to(x.dtype))
         tokens = tokens.flatten(2).transpose(1, 2).reshape(batch, frames * rows * cols, -1)
-        positions = torch.arange(frames, device=noisy.device)
+        positions = torch.arange(first_frame, first_frame + frames, device=noisy.device)
         if self.config.reference_frame:
             reference_tokens = self.patch_embed(torch.cat([reference, reference], dim=1))
             reference_tokens = reference_tokens.flatten(2).transpose(1, 2)  # (B, n, D)
@@ -167,10 +187,12 @@ class Denoiser(nn.Module):
         rope = rope_3d(positions, rows, cols, head_dim, noisy.device)
         c = self.time_embed(timestep_embedding(timestep).to(tokens.dtype))
         for block in self.blocks:
-            if self.gradient_checkpointing and self.training:
-                tokens = checkpoint(block, tokens, c, rope, layout, use_reentrant=False)
+            if self.gradient_checkpointing and self.training and not commit:
+                tokens = checkpoint(block, tokens, c, rope, layout, cache, use_reentrant=False)
             else:
-                tokens = block(tokens, c, rope, layout)
+                tokens = block(tokens, c, rope, layout, cache, frames if commit else 0)
+        if cache is not None and commit:
+            cache.advance(frames)
         if self.config.reference_frame:
             tokens = tokens[:, rows * cols:]
         shift, scale = self.final_modulation(F.silu(c)).chunk(2, -1)

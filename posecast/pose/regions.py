@@ -43,7 +43,7 @@ HAND_POINTS_IN_BODY = {"left_hand": (15, 17, 19, 21), "right_hand": (16, 18, 20,
 _HAND_REGION = {"left_hand": Region.LEFT_HAND, "right_hand": Region.RIGHT_HAND}
 
 
-def _hull_mask(mask: np.ndarray, points: np.ndarray, grow: float) -> None:
+def fill_hull(mask: np.ndarray, points: np.ndarray, grow: float) -> None:
     """Fill the convex hull of (N, 2) `points`, grown by `grow` pixels, into `mask` (in place).
 
     Fewer than two points outline nothing (a lone wrist says nothing about the hand's extent).
@@ -78,19 +78,19 @@ def region_masks(keypoints: Keypoints, frame: int, height: int, width: int,
 
     face = keypoints.face[frame]
     if (face[:, 2] > 0).any():
-        _hull_mask(masks[Region.FACE], face[face[:, 2] > 0, :2] * scale, grow)
+        fill_hull(masks[Region.FACE], face[face[:, 2] > 0, :2] * scale, grow)
     else:
         head = body_xy[list(HEAD_POINTS)][body_ok[list(HEAD_POINTS)]]
-        _hull_mask(masks[Region.FACE], head, grow + 0.5 * _span(head))
+        fill_hull(masks[Region.FACE], head, grow + 0.5 * _span(head))
 
     for part, region in _HAND_REGION.items():
         hand = getattr(keypoints, part)[frame]
         if (hand[:, 2] > 0).any():
-            _hull_mask(masks[region], hand[hand[:, 2] > 0, :2] * scale, grow)
+            fill_hull(masks[region], hand[hand[:, 2] > 0, :2] * scale, grow)
         else:
             index = list(HAND_POINTS_IN_BODY[part])
             points = body_xy[index][body_ok[index]]
-            _hull_mask(masks[region], points, grow + 0.5 * _span(points))
+            fill_hull(masks[region], points, grow + 0.5 * _span(points))
 
     shoulders_ok = body_ok[LEFT_SHOULDER] and body_ok[RIGHT_SHOULDER]
     shoulder_width = (float(np.linalg.norm(body_xy[LEFT_SHOULDER] - body_xy[RIGHT_SHOULDER]))
@@ -110,7 +110,7 @@ def region_masks(keypoints: Keypoints, frame: int, height: int, width: int,
                          np.array([body_xy[shoulder][0], height - 1], np.float32))
         if body_ok[NOSE]:  # covers the neck; the face region wins over the head itself
             torso.append(body_xy[NOSE])
-        _hull_mask(masks[Region.BODY], np.stack(torso), grow)
+        fill_hull(masks[Region.BODY], np.stack(torso), grow)
     return {region: mask.astype(bool) for region, mask in masks.items()}
 
 

@@ -1,0 +1,172 @@
+"""`posecast distill`: a few-step causal student from a teacher (DMD + the region loss)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from posecast.cli.options import Device, Overwrite
+from posecast.cli.run_folder import prepare_run_folder
+from posecast.cli.ui import console, err_console, progress_bar
+from posecast.errors import UsageError
+
+
+def distill_command(
+    dataset: Annotated[Path, typer.Argument(help="Folder of clips (the teacher's training data "
+                                            "or like it).", show_default=False)],
+    teacher: Annotated[str, typer.Option(help="The teacher: a model folder or Hub repo id.",
+                                         show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output student model folder (also "
+                                      "holds checkpoint/, ode_pairs/, train_log.jsonl).",
+                                      show_default=False)],
+    config: Annotated[Path | None, typer.Option(
+        help="JSON file of settings (DistillConfig field names); flags override it.")] = None,
+    student_steps: Annotated[int | None, typer.Option(
+        help="Denoising steps of the student, 1-8 [default: 4].", min=1, max=8,
+        show_default=False)] = None,
+    chunk: Annotated[int | None, typer.Option(
+        help="Frames generated together; attention is causal across chunks [default: 4].",
+        min=1, show_default=False)] = None,
+    window: Annotated[int | None, typer.Option(
+        help="Frames per training rollout = KV-cache context + one chunk; a multiple of "
+        "--chunk [default: the teacher's window].", min=1, show_default=False)] = None,
+    k_frames: Annotated[int | None, typer.Option(
+        help="Pose-similar past frames each frame attends to [default: 3].", min=0,
+        show_default=False)] = None,
+    attention: Annotated[str | None, typer.Option(
+        help="input_aware (the method) or dense (the ablation) [default: input_aware].",
+        show_default=False)] = None,
+    max_steps: Annotated[int | None, typer.Option(
+        help="DMD generator steps, after the initialisation steps [default: 1000].", min=1,
+        show_default=False)] = None,
+    init_steps: Annotated[int | None, typer.Option(
+        help="ODE-pair regression steps before DMD; 0 skips the initialisation "
+        "[default: 200].", min=0, show_default=False)] = None,
+    ode_pairs: Annotated[int | None, typer.Option(
+        help="Teacher trajectory shards (of --batch-size windows) to regress on [default: 32].",
+        min=1, show_default=False)] = None,
+    critic_updates: Annotated[int | None, typer.Option(
+        help="Critic steps per generator step [default: 5].", min=1,
+        show_default=False)] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Windows per process per micro-batch [default: 2].", min=1,
+        show_default=False)] = None,
+    grad_accumulation: Annotated[int | None, typer.Option(
+        help="Micro-batches per optimiser step [default: 1].", min=1,
+        show_default=False)] = None,
+    learning_rate: Annotated[float | None, typer.Option(
+        help="Student learning rate in the DMD stage [default: 2e-5].",
+        show_default=False)] = None,
+    teacher_cfg: Annotated[float | None, typer.Option(
+        help="CFG of the teacher's score [default: the teacher's own].", min=0.0,
+        show_default=False)] = None,
+    region_loss_weight: Annotated[float | None, typer.Option(
+        help="Weight of the masked L1 + SSIM loss on decoded frames; 0 turns it off "
+        "[default: 0.25].", min=0.0, show_default=False)] = None,
+    region_alpha: Annotated[list[str] | None, typer.Option(
+        help="Region weight in w = 1 + Σ α_r·m_r, as REGION=ALPHA (face, lips, hands, arms; "
+        "defaults 1, 1, 2, 0.5); repeat the option for several.", show_default=False)] = None,
+    perceptual: Annotated[list[str] | None, typer.Option(
+        help="A perceptual plug-in, NAME=FOLDER_OR_REPO[:WEIGHT] (lpips); skipped with a "
+        "warning when its weights are unavailable.", show_default=False)] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(
+        help="Steps between checkpoints [default: 100].", min=1, show_default=False)] = None,
+    sample_every: Annotated[int | None, typer.Option(
+        help="Write OUT/samples/step-N.mp4 (real | student) every N steps; 0 never "
+        "[default: 0].", min=0, show_default=False)] = None,
+    gradient_checkpointing: Annotated[bool | None, typer.Option(
+        "--gradient-checkpointing/--no-gradient-checkpointing",
+        help="Recompute activations in the backward pass (less memory).",
+        show_default=False)] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint exactly.")] = False,
+    seed: Annotated[int | None, typer.Option(help="Random seed [default: 0].",
+                                             show_default=False)] = None,
+    device: Device = "auto",
+    overwrite: Overwrite = False,
+) -> None:
+    """Distil a teacher into a causal few-step student: ODE-pair initialisation, then DMD
+    with the input-aware region loss. The output is a model folder `posecast render` loads.
+
+    The same command runs on many GPUs (gradients averaged across processes):
+    torchrun --nproc-per-node 8 -m posecast distill clips/ --teacher teacher/ --out student/
+
+    [bold]Example[/bold]
+
+      posecast distill clips/ --teacher teacher/ --out student/ --student-steps 4 --chunk 4
+    """
+    from posecast.cli.devices import pick_device
+    from posecast.train.distill import DistillConfig, distill, student_config
+    from posecast.train.region_loss import RegionWeights
+
+    pick_device(device)
+    # every flag defaults to None ("not given"), so the config file's value stands unless a flag
+    # names another one
+    settings = _read_config_file(config) if config is not None else {}
+    flags = dict(student_steps=student_steps, chunk=chunk, window=window, k_frames=k_frames,
+                 attention=attention, max_steps=max_steps, init_steps=init_steps,
+                 ode_pairs=ode_pairs, critic_updates=critic_updates, batch_size=batch_size,
+                 grad_accumulation=grad_accumulation, learning_rate=learning_rate,
+                 teacher_cfg=teacher_cfg, region_loss_weight=region_loss_weight,
+                 checkpoint_every=checkpoint_every, sample_every=sample_every,
+                 gradient_checkpointing=gradient_checkpointing, seed=seed)
+    settings.update({name: value for name, value in flags.items() if value is not None})
+    if perceptual:
+        settings["perceptual"] = tuple(perceptual)
+    if region_alpha:
+        alphas = dict(settings.get("region_weights", {}))
+        alphas.update(_parse_alphas(region_alpha))
+        settings["region_weights"] = RegionWeights(**alphas)
+    settings = DistillConfig.from_dict(settings)
+    if not resume:  # fail on a bad teacher or student shape before touching the output
+        from posecast.models.pretrained import load_config
+
+        student_config(load_config(teacher), settings)
+    prepare_run_folder(out, dataset, resume, overwrite)
+
+    with progress_bar("steps") as bar:
+        pairs = bar.add_task("teacher ODE pairs", total=None, visible=False)
+        task = bar.add_task("distilling", total=settings.total_steps)
+
+        def on_pairs(done: int, total: int) -> None:
+            bar.update(pairs, completed=done, total=total, visible=done < total)
+
+        def on_step(report) -> None:
+            losses = " ".join(f"{name} {value:.4g}" for name, value in report.losses.items())
+            bar.update(task, completed=report.step, description=f"{report.phase}: {losses} · "
+                       f"{report.samples_per_second:.2f} samples/s")
+
+        distill(dataset, teacher, out, settings, resume=resume, device=device, on_step=on_step,
+                on_message=lambda text: err_console.print(text, markup=False, highlight=False,
+                                                          soft_wrap=True),
+                on_pairs=on_pairs)
+    console.print(f"student written to {out} (render it with `posecast render --model {out}`; "
+                  f"resume state in {out}/checkpoint)", highlight=False, soft_wrap=True)
+
+
+def _read_config_file(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as error:
+        raise UsageError(f"{path}: cannot read the config file ({error.strerror})") from None
+    except json.JSONDecodeError as error:
+        raise UsageError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: the config file must hold a JSON object of settings")
+    return data
+
+
+def _parse_alphas(values: list[str]) -> dict[str, float]:
+    alphas = {}
+    for value in values:
+        name, _, number = value.partition("=")
+        if name not in ("face", "lips", "hands", "arms"):
+            raise UsageError(f"--region-alpha {value}: the region must be face, lips, hands or "
+                             "arms")
+        try:
+            alphas[name] = float(number)
+        except ValueError:
+            raise UsageError(f"--region-alpha {value}: write REGION=NUMBER") from None
+    return alphas

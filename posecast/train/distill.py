@@ -1,0 +1,601 @@
+"""Distilling the teacher into a few-step causal student (METHOD.md, "Distillation").
+
+Stages, one step counter:
+  1. ODE-pair initialisation (steps [0, init_steps)): teacher trajectories under the clips'
+     conditions are stored as safetensors shards (`ode_pairs/`); the student, fed the
+     trajectory's state at each of its timesteps with the teacher's end point as the past
+     chunks' context, regresses onto the teacher's end point.
+  2. DMD (the next max_steps steps): per step the critic ("fake score", a copy of the teacher)
+     takes `critic_updates` denoising steps on fresh student samples, then the student takes
+     one step on  L = L_DMD + λ_region·L_region (+ perceptual plug-ins).
+     The DMD gradient at a student sample x is (x̂₀_critic − x̂₀_teacher) of the re-noised x,
+     normalised by mean |x − x̂₀_teacher| (DMD) and scaled per latent pixel by the region
+     weight map w (region_loss.py); the teacher uses CFG.
+Student samples come from CausalRollout, the code inference uses, stopping each chunk at a
+random step (backward simulation).
+
+Every step draws its data, noise and step choices from a generator seeded by
+(seed, step, rank), so the checkpoint (student, critic, both optimisers, step, counters)
+determines the rest of the run: a resumed run repeats an uninterrupted one. Under torchrun
+the gradients are averaged across processes after each backward pass (see `sync_gradients`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from posecast.attention.mask import mask_for_window
+from posecast.config import DenoiserConfig, SamplerConfig
+from posecast.data.clips import ClipDataset
+from posecast.diffusion.flow import add_noise, sample_training_times, shift_time
+from posecast.errors import InputError, UsageError
+from posecast.models.codecs import make_codec
+from posecast.models.denoiser import Denoiser
+from posecast.models.pretrained import from_pretrained, model_card, save_pretrained
+from posecast.paths import atomic_output
+from posecast.pose.keypoints import Keypoints
+from posecast.student import CausalRollout, autocast, student_timesteps
+from posecast.train import distributed
+from posecast.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from posecast.train.perceptual import PerceptualTerm, load_perceptual_terms
+from posecast.train.region_loss import (
+    RegionWeights,
+    batch_weight_maps,
+    region_reconstruction_loss,
+    to_latent_grid,
+)
+from posecast.train.teacher import CHECKPOINT_DIR, step_generator
+
+PAIRS_DIR = "ode_pairs"
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Every setting of a distillation run (`posecast distill --config FILE` takes these
+    names in JSON; flags override the file)."""
+
+    # the student
+    student_steps: int = 4  # k denoising steps per chunk (1–8)
+    chunk: int = 4  # frames generated together (block-causal)
+    window: int | None = None  # frames per training rollout (context + chunk); None: teacher's
+    k_frames: int = 3  # input-aware: pose-similar past frames per frame
+    attention: str = "input_aware"  # "input_aware" | "dense"
+    # optimisation
+    max_steps: int = 1000  # DMD generator steps (after the init steps)
+    batch_size: int = 2  # windows per process per micro-batch
+    grad_accumulation: int = 1
+    learning_rate: float = 2e-5
+    critic_learning_rate: float = 2e-5
+    critic_updates: int = 5  # critic steps per generator step (r)
+    grad_clip: float = 1.0
+    gradient_checkpointing: bool = False
+    # ODE-pair initialisation (init_steps = 0 turns it off)
+    init_steps: int = 200
+    init_learning_rate: float = 1e-4
+    ode_pairs: int = 32  # shards of batch_size windows each
+    ode_steps: int = 24  # teacher Euler steps per trajectory (rounded up to a multiple of k)
+    # DMD
+    teacher_cfg: float | None = None  # None: the teacher's own sampler setting
+    dmd_min_time: float = 0.02
+    dmd_max_time: float = 0.98
+    # input-aware region loss
+    region_weights: RegionWeights = field(default_factory=RegionWeights)
+    region_loss_weight: float = 0.25  # λ_region on the decoded-frame loss (0 turns it off)
+    ssim_weight: float = 0.5  # inside the region loss: L1 + ssim_weight · (1 − SSIM)
+    perceptual: tuple[str, ...] = ()  # plug-ins, "name=folder_or_repo[:weight]" (perceptual.py)
+    # bookkeeping
+    checkpoint_every: int = 100
+    sample_every: int = 0  # write samples/step-N.mp4 every N steps (0: never)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [(1 <= self.student_steps <= 8, "student steps must be 1 to 8"),
+                  (self.chunk >= 1, "chunk must be at least 1 frame"),
+                  (self.attention in ("input_aware", "dense"),
+                   "attention must be input_aware or dense"),
+                  (self.critic_updates >= 1, "critic updates must be at least 1"),
+                  (self.batch_size >= 1 and self.grad_accumulation >= 1,
+                   "batch size and gradient accumulation must be at least 1"),
+                  (self.init_steps == 0 or self.ode_pairs >= 1,
+                   "ODE initialisation needs at least one pair shard"),
+                  (0 < self.dmd_min_time < self.dmd_max_time <= 1,
+                   "DMD times must satisfy 0 < min < max <= 1")]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
+
+    @property
+    def total_steps(self) -> int:
+        return self.init_steps + self.max_steps
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DistillConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise UsageError(f"unknown distillation settings: {', '.join(sorted(unknown))}; "
+                             f"known: {', '.join(sorted(known))}")
+        data = dict(data)
+        if isinstance(data.get("region_weights"), dict):
+            data["region_weights"] = RegionWeights(**data["region_weights"])
+        if "perceptual" in data:
+            data["perceptual"] = tuple(data["perceptual"])
+        try:
+            return cls(**data)
+        except TypeError as error:  # e.g. a string where a number belongs
+            raise UsageError(f"distillation settings: {error}") from None
+
+
+def student_config(teacher: DenoiserConfig, settings: DistillConfig) -> DenoiserConfig:
+    """The teacher's architecture as a causal student with its own sampler defaults."""
+    if teacher.is_student:
+        raise UsageError("the teacher is itself a causal student; give a teacher model folder")
+    try:
+        return teacher.replace(
+            chunk=settings.chunk, window=settings.window or teacher.window,
+            k_frames=settings.k_frames, attention=settings.attention, reference_frame=False,
+            overlap=0, condition_dropout=0.0,
+            sampler=SamplerConfig(method="euler", steps=settings.student_steps, cfg=1.0,
+                                  shift=teacher.sampler.shift))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+@dataclass
+class Window:
+    """A training batch on the device: what every model is conditioned on."""
+
+    frames: torch.Tensor  # (B, W, 3, H, W) real frames in [-1, 1]
+    reference: torch.Tensor  # (B, C, h, w) the portrait latent
+    pose_maps: torch.Tensor  # (B, W, 3, H, W) in [0, 1]
+    poses: list[Keypoints]  # one per batch element
+    teacher_layout: list | None  # the bidirectional models' input-aware masks, if any
+
+    @property
+    def size(self) -> int:
+        return self.frames.shape[0]
+
+
+def prepare_window(batch: dict, codec, teacher_config: DenoiserConfig,
+                   device: torch.device) -> Window:
+    layout = None
+    if teacher_config.attention == "input_aware":
+        layout = [mask_for_window(poses, teacher_config, reference)
+                  for poses, reference in zip(batch["poses"], batch["reference_poses"],
+                                              strict=True)]
+    return Window(batch["frames"].to(device), codec.encode(batch["reference"].to(device)),
+                  batch["pose_maps"].to(device), batch["poses"], layout)
+
+
+def teacher_velocity(model: Denoiser, x: torch.Tensor, t: torch.Tensor, window: Window,
+                     cfg: float) -> torch.Tensor:
+    """A bidirectional model's velocity over whole windows (B, W, C, h, w); cfg ≠ 1 runs the
+    conditional and unconditional branches as one batch."""
+    batch = x.shape[0]
+    with autocast(x.device):
+        if cfg == 1.0:
+            return model(x, t, window.reference, window.pose_maps,
+                         layout=window.teacher_layout).float()
+        keep = torch.arange(2 * batch, device=x.device) < batch
+        layout = None if window.teacher_layout is None else window.teacher_layout * 2
+        both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([window.reference] * 2),
+                     torch.cat([window.pose_maps] * 2), keep, layout=layout).float()
+    conditional, unconditional = both.chunk(2)
+    return unconditional + cfg * (conditional - unconditional)
+
+
+def _rollout(student: Denoiser, window: Window, timesteps: list[float]) -> CausalRollout:
+    return CausalRollout(student, window.reference, lambda s, e: window.pose_maps[:, s:e],
+                         lambda s, e: [poses[s:e] for poses in window.poses], timesteps)
+
+
+def student_sample(student: Denoiser, window: Window, timesteps: list[float],
+                   generator: torch.Generator, noise: torch.Tensor | None = None,
+                   exit_steps: list[int] | None = None) -> torch.Tensor:
+    """The student's video of every window (B, W, C, h, w), chunk by chunk. `exit_steps`
+    (one per chunk) stops chunks early with gradients on that step (training); None runs all
+    steps. Noise comes from `generator` (CPU) unless given."""
+    config, device = student.config, window.frames.device
+    shape = (window.size, window.pose_maps.shape[1], config.codec.latent_channels,
+             *config.latent_size)
+    if noise is None:
+        noise = torch.randn(shape, generator=generator).to(device)
+    chunk_shape = (shape[0], config.chunk, *shape[2:])
+    rollout = _rollout(student, window, timesteps)
+    chunks = []
+    for index, start in enumerate(range(0, shape[1], config.chunk)):
+        chunks.append(rollout.chunk(
+            noise[:, start:start + config.chunk],
+            lambda: torch.randn(chunk_shape, generator=generator).to(device),
+            None if exit_steps is None else exit_steps[index],
+            commit=start + config.chunk < shape[1]))
+    return torch.cat(chunks, dim=1)
+
+
+# ---------------------------------------------------------------------------- ODE pairs
+
+
+def teacher_trajectory(teacher: Denoiser, window: Window, noise: torch.Tensor,
+                       timesteps: list[float], ode_steps: int, cfg: float
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Euler-integrate the teacher from `noise` (B, W, C, h, w); returns its states at the
+    student's times t_0…t_{k−1} (k, B, W, C, h, w) and its end point (B, W, C, h, w)."""
+    k = len(timesteps) - 1
+    per_interval = max(1, math.ceil(ode_steps / k))
+    x, states = noise, []
+    with torch.no_grad():
+        for i in range(k):
+            states.append(x)
+            grid = torch.linspace(timesteps[i], timesteps[i + 1], per_interval + 1).tolist()
+            for t, t_next in zip(grid[:-1], grid[1:], strict=True):
+                times = torch.full((x.shape[0],), t, device=x.device)
+                x = x + (t_next - t) * teacher_velocity(teacher, x, times, window, cfg)
+    return torch.stack(states), x
+
+
+def pair_generator(seed: int, index: int) -> torch.Generator:
+    """The data of ODE-pair shard `index` (negative step numbers: never a training step's)."""
+    return step_generator(seed, -1 - index, 0)
+
+
+def make_ode_pairs(folder: Path, teacher: Denoiser, codec, data: ClipDataset,
+                   settings: DistillConfig, window_frames: int, timesteps: list[float],
+                   cfg: float, env: distributed.Distributed,
+                   on_progress: Callable[[int, int], None] | None = None) -> None:
+    """Write the missing shards `shard-NNNNN.safetensors` (states, end point); each rank makes
+    every world_size-th one. A shard's windows are re-drawn from its seed when used."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(settings.ode_pairs):
+        path = folder / f"shard-{index:05d}.safetensors"
+        if index % env.world_size == env.rank and not path.exists():
+            generator = pair_generator(settings.seed, index)
+            window = prepare_window(data.sample(settings.batch_size, window_frames, generator),
+                                    codec, teacher.config, env.device)
+            shape = (window.size, window_frames, teacher.config.codec.latent_channels,
+                     *teacher.config.latent_size)
+            noise = torch.randn(shape, generator=generator).to(env.device)
+            states, end = teacher_trajectory(teacher, window, noise, timesteps,
+                                             settings.ode_steps, cfg)
+            with atomic_output(path) as tmp:
+                save_file({"states": states.cpu().contiguous(), "end": end.cpu().contiguous()},
+                          tmp, metadata={"timesteps": json.dumps(timesteps)})
+        if on_progress is not None:
+            on_progress(index + 1, settings.ode_pairs)
+    if env.world_size > 1:
+        dist.barrier()
+
+
+def load_ode_pair(folder: Path, index: int, timesteps: list[float]) -> dict[str, torch.Tensor]:
+    path = folder / f"shard-{index:05d}.safetensors"
+    try:
+        pair = load_file(path)
+    except (OSError, SafetensorError) as error:
+        raise InputError(f"{path}: unreadable ODE pair ({error}); delete {folder} to make the "
+                         "pairs again") from None
+    if pair["states"].shape[0] != len(timesteps) - 1:
+        raise InputError(f"{path}: made for another number of student steps; delete {folder} "
+                         "to make the pairs again")
+    return pair
+
+
+def ode_regression_loss(student: Denoiser, window: Window, states: torch.Tensor,
+                        end: torch.Tensor, timesteps: list[float],
+                        generator: torch.Generator) -> torch.Tensor:
+    """Mean over chunks of ‖student(x_{t_i}) − teacher end point‖², with i drawn per chunk
+    and the teacher's end point as the past chunks' context (teacher forcing)."""
+    chunk, frames = student.config.chunk, end.shape[1]
+    rollout = _rollout(student, window, timesteps)
+    losses = []
+    for start in range(0, frames, chunk):
+        i = int(torch.randint(len(timesteps) - 1, (1,), generator=generator))
+        target = end[:, start:start + chunk]
+        prediction = rollout.regress_chunk(states[i][:, start:start + chunk], timesteps[i],
+                                           target)
+        losses.append(F.mse_loss(prediction, target))
+    return torch.stack(losses).mean()
+
+
+# ------------------------------------------------------------------------------- DMD
+
+
+def dmd_gradient(x: torch.Tensor, teacher: Denoiser, critic: Denoiser, window: Window,
+                 generator: torch.Generator, settings: DistillConfig, cfg: float,
+                 weights: torch.Tensor | None) -> torch.Tensor:
+    """The DMD gradient at student samples x (B, W, C, h, w), region-weighted by `weights`
+    (B, W, 1, h, w) or not (None)."""
+    batch = x.shape[0]
+    shift = teacher.config.sampler.shift
+    uniform = torch.rand(batch, generator=generator, dtype=torch.float64)
+    t = shift_time(settings.dmd_min_time + (settings.dmd_max_time - settings.dmd_min_time)
+                   * uniform, shift).float().to(x.device)
+    noise = torch.randn(x.shape, generator=generator).to(x.device)
+    with torch.no_grad():
+        noisy = add_noise(x.detach(), noise, t)
+        scale = t.view(-1, 1, 1, 1, 1)
+        real = noisy - scale * teacher_velocity(teacher, noisy, t, window, cfg)
+        fake = noisy - scale * teacher_velocity(critic, noisy, t, window, 1.0)
+        normaliser = (x.detach() - real).abs().mean(dim=(1, 2, 3, 4), keepdim=True)
+        gradient = (fake - real) / normaliser.clamp_min(1e-6)
+        if weights is not None:
+            gradient = gradient * weights.to(gradient)
+    return torch.nan_to_num(gradient)
+
+
+def dmd_loss(x: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+    """A loss whose gradient with respect to x is `gradient` / x.numel()."""
+    return 0.5 * F.mse_loss(x.float(), (x - gradient).detach().float())
+
+
+def critic_loss(critic: Denoiser, sample: torch.Tensor, window: Window,
+                generator: torch.Generator) -> torch.Tensor:
+    """Flow matching of the critic on detached student samples (B, W, C, h, w)."""
+    t = sample_training_times(sample.shape[0], critic.config.sampler.shift, generator,
+                              sample.device)
+    noise = torch.randn(sample.shape, generator=generator).to(sample.device)
+    velocity = teacher_velocity(critic, add_noise(sample, noise, t), t, window, 1.0)
+    return F.mse_loss(velocity, noise - sample)
+
+
+def random_exit_steps(chunks: int, steps: int, generator: torch.Generator) -> list[int]:
+    return torch.randint(steps, (chunks,), generator=generator).tolist()
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+@dataclass(frozen=True)
+class DistillReport:
+    step: int
+    total_steps: int
+    phase: str  # "init" | "dmd"
+    losses: dict[str, float]
+    critic_updates: int  # totals so far
+    generator_updates: int
+    samples_per_second: float
+
+
+def sync_gradients(module: torch.nn.Module, world_size: int) -> None:
+    """Average gradients across torchrun processes (the student is called many times per
+    backward pass, which DDP's hooks do not support, so the reduction is explicit)."""
+    if world_size == 1:
+        return
+    for param in module.parameters():
+        if param.requires_grad:
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+            dist.all_reduce(param.grad)
+            param.grad /= world_size
+
+
+def _optimiser_step(module, optimizer, world_size, clip):
+    sync_gradients(module, world_size)
+    torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _damaged(found: Path, error: Exception) -> InputError:
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+    return InputError(f"{found}: damaged checkpoint ({first_line}); start again with --overwrite")
+
+
+def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathLike,
+            settings: DistillConfig, resume: bool = False, device: str = "auto",
+            on_step: Callable[[DistillReport], None] | None = None,
+            on_message: Callable[[str], None] | None = None,
+            on_pairs: Callable[[int, int], None] | None = None) -> Path:
+    """Distil the teacher at `teacher_source` into a student model folder `out` (also holding
+    checkpoint/, ode_pairs/, train_log.jsonl and samples/). Returns `out`."""
+    out = Path(out)
+    env = distributed.setup(device)
+    try:
+        checkpoint_dir = out / CHECKPOINT_DIR
+        found = find_checkpoint(checkpoint_dir) if resume else None
+        if resume and found is None:
+            raise UsageError(f"{out}: no checkpoint to resume from ({checkpoint_dir} is missing)")
+        saved = {}
+        if resume:
+            try:
+                saved = json.loads((found / "state.json").read_text())
+                settings = dataclasses.replace(
+                    DistillConfig.from_dict(saved["distill_config"]),
+                    max_steps=settings.max_steps)
+            except (ValueError, KeyError, TypeError, UsageError) as error:
+                raise _damaged(found, error) from None
+        teacher = from_pretrained(teacher_source, device=env.device).requires_grad_(False)
+        config = student_config(teacher.config, settings)
+        torch.manual_seed(settings.seed)
+        student = Denoiser(config).to(env.device)
+        student.load_state_dict(teacher.state_dict())
+        critic = Denoiser(teacher.config).to(env.device)
+        critic.load_state_dict(teacher.state_dict())
+        for model in (student, critic):
+            model.gradient_checkpointing = settings.gradient_checkpointing
+            model.train()
+        student_optimizer = torch.optim.AdamW(student.parameters(), lr=settings.learning_rate,
+                                              betas=(0.0, 0.999), weight_decay=0.0)
+        critic_optimizer = torch.optim.AdamW(critic.parameters(),
+                                             lr=settings.critic_learning_rate,
+                                             betas=(0.0, 0.999), weight_decay=0.0)
+        init_optimizer = torch.optim.AdamW(student.parameters(),
+                                           lr=settings.init_learning_rate, weight_decay=0.0)
+        modules = {"student": student, "critic": critic}
+        optimizers = {"student": student_optimizer, "critic": critic_optimizer,
+                      "init": init_optimizer}
+        step, counters = 0, {"critic_updates": 0, "generator_updates": 0}
+        if resume:
+            try:
+                meta = load_checkpoint(found, modules, optimizers)
+            except (OSError, RuntimeError, ValueError, KeyError, SafetensorError) as error:
+                raise _damaged(found, error) from None
+            step, counters = meta["step"], meta["counters"]
+
+        codec = make_codec(config.codec, env.device)
+        data = ClipDataset(dataset, config.height, config.width, on_clip=on_message)
+        timesteps = student_timesteps(student)
+        cfg = teacher.config.sampler.cfg if settings.teacher_cfg is None else settings.teacher_cfg
+        perceptual = load_perceptual_terms(settings.perceptual, env.device, on_message)
+        if env.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+        if env.world_size > 1:
+            dist.barrier()
+        pairs_dir = out / PAIRS_DIR
+        if settings.init_steps and step < settings.init_steps:
+            make_ode_pairs(pairs_dir, teacher, codec, data, settings, config.window,
+                           timesteps, cfg, env, on_pairs)
+
+        log = (out / "train_log.jsonl").open("a") if env.is_main else None
+        fixed_sample = data.sample(1, config.window, torch.Generator().manual_seed(settings.seed))
+        while step < settings.total_steps:
+            started = time.perf_counter()
+            generator = step_generator(settings.seed, step, env.rank)
+            if step < settings.init_steps:
+                phase, losses = "init", _init_step(student, init_optimizer, codec, data, teacher,
+                                                   settings, timesteps, pairs_dir, generator,
+                                                   env)
+            else:
+                phase, losses = "dmd", _dmd_step(student, critic, teacher, student_optimizer,
+                                                 critic_optimizer, codec, data, settings,
+                                                 timesteps, cfg, perceptual, generator, env)
+                counters["critic_updates"] += settings.critic_updates
+                counters["generator_updates"] += 1
+            step += 1
+            windows = settings.batch_size * settings.grad_accumulation * env.world_size
+            report = DistillReport(step, settings.total_steps, phase, losses,
+                                   counters["critic_updates"], counters["generator_updates"],
+                                   windows / (time.perf_counter() - started))
+            if env.is_main:
+                log.write(json.dumps(dataclasses.asdict(report)) + "\n")
+                log.flush()
+                if on_step is not None:
+                    on_step(report)
+                if settings.sample_every and step % settings.sample_every == 0:
+                    write_sample(out / "samples" / f"step-{step:06d}.mp4", student, codec,
+                                 teacher.config, fixed_sample, timesteps, settings.seed,
+                                 env.device)
+                if step % settings.checkpoint_every == 0 or step == settings.total_steps:
+                    save_checkpoint(checkpoint_dir, step, modules, optimizers,
+                                    {"distill_config": settings.to_dict(),
+                                     "student_config": config.to_dict(),
+                                     "teacher": str(teacher_source), "counters": counters})
+                    save_pretrained(student, out, student_card(config, settings,
+                                                               teacher_source, step))
+        if log is not None:
+            log.close()
+        return out
+    finally:
+        distributed.cleanup()
+
+
+def _init_step(student, optimizer, codec, data, teacher, settings, timesteps, pairs_dir,
+               generator, env) -> dict[str, float]:
+    total = 0.0
+    for _ in range(settings.grad_accumulation):
+        index = int(torch.randint(settings.ode_pairs, (1,), generator=generator))
+        pair = load_ode_pair(pairs_dir, index, timesteps)
+        window = prepare_window(data.sample(settings.batch_size, pair["end"].shape[1],
+                                            pair_generator(settings.seed, index)),
+                                codec, teacher.config, env.device)
+        loss = ode_regression_loss(student, window, pair["states"].to(env.device),
+                                   pair["end"].to(env.device), timesteps, generator)
+        (loss / settings.grad_accumulation).backward()
+        total += loss.item() / settings.grad_accumulation
+    _optimiser_step(student, optimizer, env.world_size, settings.grad_clip)
+    return {"ode": total}
+
+
+def _dmd_step(student, critic, teacher, student_optimizer, critic_optimizer, codec, data,
+              settings, timesteps, cfg, perceptual: list[PerceptualTerm], generator,
+              env) -> dict[str, float]:
+    config = student.config
+    chunks = config.window // config.chunk
+    steps = len(timesteps) - 1
+    # logged: the critic's loss, the mean |DMD gradient|, the region loss (and plug-ins')
+    losses = {"critic": 0.0, "dmd": 0.0, "region": 0.0}
+    for _ in range(settings.critic_updates):
+        for _ in range(settings.grad_accumulation):
+            window = prepare_window(data.sample(settings.batch_size, config.window, generator),
+                                    codec, teacher.config, env.device)
+            with torch.no_grad():
+                sample = student_sample(student, window, timesteps, generator,
+                                        exit_steps=random_exit_steps(chunks, steps, generator))
+            loss = critic_loss(critic, sample, window, generator) / settings.grad_accumulation
+            loss.backward()
+            losses["critic"] += loss.item() / settings.critic_updates
+        _optimiser_step(critic, critic_optimizer, env.world_size, settings.grad_clip)
+
+    for term in perceptual:
+        losses[term.name] = 0.0
+    for _ in range(settings.grad_accumulation):
+        batch = data.sample(settings.batch_size, config.window, generator)
+        window = prepare_window(batch, codec, teacher.config, env.device)
+        sample = student_sample(student, window, timesteps, generator,
+                                exit_steps=random_exit_steps(chunks, steps, generator))
+        pixel_weights = batch_weight_maps(window.poses, config.height, config.width,
+                                          settings.region_weights).to(env.device)
+        gradient = dmd_gradient(sample, teacher, critic, window, generator, settings, cfg,
+                                to_latent_grid(pixel_weights, config.latent_size))
+        loss = dmd_loss(sample, gradient)
+        losses["dmd"] += gradient.abs().mean().item() / settings.grad_accumulation
+        if settings.region_loss_weight or perceptual:
+            frames = codec.decode(sample.flatten(0, 1), differentiable=True)
+            target = window.frames.flatten(0, 1)
+            weights = pixel_weights.flatten(0, 1)
+            if settings.region_loss_weight:
+                region = region_reconstruction_loss(frames, target, weights,
+                                                    settings.ssim_weight)
+                loss = loss + settings.region_loss_weight * region
+                losses["region"] += region.item() / settings.grad_accumulation
+            for term in perceptual:
+                value = term(frames, target, window.poses)
+                loss = loss + term.weight * value
+                losses[term.name] += value.item() / settings.grad_accumulation
+        (loss / settings.grad_accumulation).backward()
+    _optimiser_step(student, student_optimizer, env.world_size, settings.grad_clip)
+    return losses
+
+
+def student_card(config: DenoiserConfig, settings: DistillConfig, teacher: str,
+                 step: int) -> str:
+    recipe = json.dumps(settings.to_dict(), indent=2)
+    return model_card(config, (
+        f"## Distilled student\n\nA causal {config.sampler.steps}-step student generating "
+        f"{config.chunk}-frame chunks with {config.context_frames} frames of KV cache, "
+        f"distilled from `{teacher}` for {step} steps (`posecast distill`). Render with "
+        f"`posecast render`.\n\nSettings:\n\n```json\n{recipe}\n```"))
+
+
+def write_sample(path: Path, student: Denoiser, codec, teacher_config: DenoiserConfig,
+                 batch: dict, timesteps: list[float], seed: int, device: torch.device) -> None:
+    """The real window beside the student's rendering of it (same poses and reference)."""
+    from posecast.media import write_mp4
+
+    window = prepare_window(batch, codec, teacher_config, device)
+    was_training = student.training
+    student.eval()
+    with torch.no_grad():
+        latents = student_sample(student, window, timesteps, torch.Generator().manual_seed(seed))
+        frames = codec.decode(latents[0])
+    student.train(was_training)
+    side_by_side = torch.cat([window.frames[0], frames], dim=-1)  # (W, 3, H, 2W)
+    pixels = ((side_by_side + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with write_mp4(path, fps=student.config.fps) as mp4:
+        for frame in pixels.permute(0, 2, 3, 1).cpu().numpy():
+            mp4.write(frame)

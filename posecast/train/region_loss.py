@@ -1,0 +1,121 @@
+"""The input-aware region loss: where the keypoints say the face, lips, hands and arms are,
+errors count more.
+
+w = 1 + α_face·m_face + α_lips·m_lips + α_hands·m_hands + α_arms·m_arms, with m_r the
+region's pixel mask from the frame's keypoints (pose/regions.py; lips: the hull of the face
+mesh's lip landmarks). w scales the DMD gradient per latent pixel and weights a reconstruction
+loss on decoded frames against the real clip: masked L1 + λ_ssim·(1 − SSIM).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from posecast.pose.keypoints import Keypoints
+from posecast.pose.regions import Region, fill_hull, region_masks
+
+# Face-mesh landmarks on the outer lip line (mediapipe's 468/478-point topology).
+LIP_OUTLINE = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37,
+               39, 40, 185)
+
+
+@dataclass(frozen=True)
+class RegionWeights:
+    """α per region (0 turns a region off); defaults favour the hands and the mouth, where
+    the paper's teacher and student fail first."""
+
+    face: float = 1.0
+    lips: float = 1.0
+    hands: float = 2.0
+    arms: float = 0.5
+
+    @property
+    def active(self) -> bool:
+        return any((self.face, self.lips, self.hands, self.arms))
+
+
+def lip_mask(keypoints: Keypoints, frame: int, height: int, width: int) -> np.ndarray:
+    """(height, width) bool hull of the outer lip landmarks (empty without a face mesh)."""
+    mask = np.zeros((height, width), np.uint8)
+    face = keypoints.face[frame, list(LIP_OUTLINE)]
+    if (face[:, 2] > 0).all():
+        scale = np.array([width / keypoints.width, height / keypoints.height], np.float32)
+        fill_hull(mask, face[:, :2] * scale, grow=0.01 * max(height, width))
+    return mask.astype(bool)
+
+
+def weight_map(keypoints: Keypoints, height: int, width: int,
+               alphas: RegionWeights) -> torch.Tensor:
+    """(T, 1, height, width) float32 weights ≥ 1 for every frame of `keypoints`."""
+    maps = np.ones((len(keypoints), 1, height, width), np.float32)
+    if not alphas.active:
+        return torch.from_numpy(maps)
+    for t in range(len(keypoints)):
+        masks = region_masks(keypoints, t, height, width)
+        hands = masks[Region.LEFT_HAND] | masks[Region.RIGHT_HAND]
+        maps[t, 0] += (alphas.face * masks[Region.FACE] + alphas.hands * hands
+                       + alphas.arms * masks[Region.ARMS])
+        if alphas.lips:
+            maps[t, 0] += alphas.lips * lip_mask(keypoints, t, height, width)
+    return torch.from_numpy(maps)
+
+
+def batch_weight_maps(poses: list[Keypoints], height: int, width: int,
+                      alphas: RegionWeights) -> torch.Tensor:
+    """(B, T, 1, height, width) for a batch of windows."""
+    return torch.stack([weight_map(window, height, width, alphas) for window in poses])
+
+
+def to_latent_grid(weights: torch.Tensor, latent_size: tuple[int, int]) -> torch.Tensor:
+    """Pixel weights (B, T, 1, H, W) → (B, T, 1, h, w), averaged over each latent pixel's
+    footprint (identity for the pixel codec)."""
+    if weights.shape[-2:] == latent_size:
+        return weights
+    pooled = F.adaptive_avg_pool2d(weights.flatten(0, 1), latent_size)
+    return pooled.unflatten(0, weights.shape[:2])
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    g = torch.exp(-x**2 / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]  # (1, 1, size, size)
+
+
+def ssim_map(x: torch.Tensor, y: torch.Tensor, window: int = 11) -> torch.Tensor:
+    """Per-pixel SSIM of images (N, 3, H, W) in [-1, 1] (data range 2), averaged over
+    channels: (N, 1, H, W). Gaussian window (σ 1.5), edges reflected."""
+    channels = x.shape[1]
+    kernel = _gaussian_window(min(window, x.shape[-1], x.shape[-2]) // 2 * 2 + 1)
+    kernel = kernel.to(x).expand(channels, 1, -1, -1)
+    pad = kernel.shape[-1] // 2
+
+    def blur(image):
+        return F.conv2d(F.pad(image, (pad,) * 4, mode="reflect"), kernel, groups=channels)
+
+    c1, c2 = (0.01 * 2) ** 2, (0.03 * 2) ** 2
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    covariance = blur(x * y) - mu_x * mu_y
+    ssim = ((2 * mu_x * mu_y + c1) * (2 * covariance + c2)) / \
+        ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return ssim.mean(1, keepdim=True)
+
+
+def region_reconstruction_loss(frames: torch.Tensor, target: torch.Tensor,
+                               weights: torch.Tensor, ssim_weight: float = 0.5
+                               ) -> torch.Tensor:
+    """Weighted L1 + ssim_weight · weighted (1 − SSIM) of frames (N, 3, H, W) against the
+    real ones, weights (N, 1, H, W); both terms are weighted means (0 for a perfect match)."""
+    weights = weights.to(frames)
+    total = weights.sum()
+    l1 = (weights * (frames - target).abs().mean(1, keepdim=True)).sum() / total
+    if not ssim_weight:
+        return l1
+    dissimilarity = (weights * (1 - ssim_map(frames, target))).sum() / total
+    return l1 + ssim_weight * dissimilarity

@@ -1,0 +1,274 @@
+"""Distillation on CPU: a tiny trained teacher into a 2-step causal student."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from posecast.config import preset
+from posecast.data.clips import ClipDataset
+from posecast.models.codecs import make_codec
+from posecast.models.pretrained import from_pretrained, load_config
+from posecast.pose.regions import Region, region_masks
+from posecast.train.distill import (
+    DistillConfig,
+    distill,
+    dmd_gradient,
+    dmd_loss,
+    prepare_window,
+    student_config,
+)
+from posecast.train.region_loss import RegionWeights, batch_weight_maps, region_reconstruction_loss
+
+QUICK = dict(student_steps=2, chunk=2, window=4, init_steps=6, ode_pairs=2, ode_steps=4,
+             max_steps=6, critic_updates=3, batch_size=2, learning_rate=1e-4,
+             critic_learning_rate=1e-4, init_learning_rate=1e-3, checkpoint_every=4, seed=3)
+
+
+def _log(folder):
+    return [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_distillation_trains_both_models_in_the_configured_ratio(tmp_path, synthetic_dataset,
+                                                                 trained_tiny):
+    teacher, _ = trained_tiny
+    out = distill(synthetic_dataset, str(teacher), tmp_path / "student",
+                  DistillConfig(**QUICK), device="cpu")
+    log = _log(out)
+    assert [line["phase"] for line in log] == ["init"] * 6 + ["dmd"] * 6
+    for line in log:
+        assert all(math.isfinite(value) for value in line["losses"].values()), line
+    assert log[0]["losses"]["ode"] > 0  # a trained teacher's end points are not the noise
+    for line in log[6:]:
+        assert line["critic_updates"] == 3 * line["generator_updates"]
+    # the optimisers' own step counts: 3 critic steps per generator step
+    state = load_file(out / "checkpoint" / "state.safetensors")
+    assert state["optim.critic.0.step"].item() == 18
+    assert state["optim.student.0.step"].item() == 6
+    assert state["optim.init.0.step"].item() == 6
+    config = load_config(out)  # a model folder `render` can load, with the student's sampler
+    assert config.is_student and config.chunk == 2 and config.sampler.steps == 2
+    assert config.sampler.cfg == 1.0 and config.attention == "input_aware"
+    student = from_pretrained(out)
+    assert torch.isfinite(torch.cat([p.flatten() for p in student.parameters()])).all()
+
+
+def test_a_run_killed_after_a_checkpoint_resumes_exactly(tmp_path, synthetic_dataset,
+                                                         trained_tiny):
+    teacher, _ = trained_tiny
+    settings = DistillConfig(**{**QUICK, "init_steps": 2, "max_steps": 5, "checkpoint_every": 3})
+    straight = distill(synthetic_dataset, str(teacher), tmp_path / "straight", settings,
+                       device="cpu")
+
+    def kill_after_step_4(report):
+        if report.step == 4:  # the checkpoint of step 3 is on disk, step 4's work is lost
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        distill(synthetic_dataset, str(teacher), tmp_path / "split", settings, device="cpu",
+                on_step=kill_after_step_4)
+    split = distill(synthetic_dataset, str(teacher), tmp_path / "split", settings,
+                    resume=True, device="cpu")
+    a, b = _log(straight), _log(split)
+    assert b[4] == {**a[3], "samples_per_second": b[4]["samples_per_second"]}  # step 4 again
+    assert [line["losses"] for line in b[4:]] == [line["losses"] for line in a[3:]]
+    first, second = (load_file(folder / "checkpoint" / "state.safetensors")
+                     for folder in (straight, split))
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key  # students, critics, optimisers
+
+
+def _window(dataset, config, seed=0, teacher_config=None):
+    """A batch of two windows of `config.window` frames, with masks for `teacher_config`."""
+    data = ClipDataset(dataset, config.height, config.width)
+    batch = data.sample(2, config.window, torch.Generator().manual_seed(seed))
+    return prepare_window(batch, make_codec(config.codec), teacher_config or preset("tiny"),
+                          torch.device("cpu"))
+
+
+def test_region_weights_change_the_dmd_gradient_exactly_inside_the_masks(synthetic_dataset,
+                                                                         trained_tiny):
+    teacher = from_pretrained(trained_tiny[0])
+    critic = from_pretrained(trained_tiny[0])
+    with torch.no_grad():  # a critic that differs from the teacher, as after training
+        for p in critic.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    settings = DistillConfig(**QUICK)
+    config = student_config(teacher.config, settings)
+    window = _window(synthetic_dataset, config, teacher_config=teacher.config)
+    sample = torch.randn(2, 4, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    weights = batch_weight_maps(window.poses, 32, 32, RegionWeights())
+    masks_on = weights > 1
+    assert masks_on.any() and (~masks_on).any()
+    gradients = []
+    for w in (None, weights):
+        x = sample.clone().requires_grad_(True)
+        g = dmd_gradient(x, teacher, critic, window, torch.Generator().manual_seed(9), settings,
+                         2.0, w)
+        dmd_loss(x, g).backward()
+        gradients.append(x.grad)
+    plain, weighted = gradients
+    changed = (weighted != plain).any(dim=2, keepdim=True)  # per pixel, over channels
+    assert torch.equal(changed, masks_on & (plain != 0).any(dim=2, keepdim=True))
+    torch.testing.assert_close(weighted, plain * weights)
+
+
+def test_region_weights_reweight_the_reconstruction_loss_inside_the_masks(synthetic_dataset):
+    config = preset("tiny", chunk=2)
+    window = _window(synthetic_dataset, config, seed=1)
+    weights = batch_weight_maps(window.poses, 32, 32, RegionWeights()).flatten(0, 1)
+    target = window.frames.flatten(0, 1)
+    frames = (target + 0.3 * torch.randn(target.shape, generator=torch.Generator()
+                                         .manual_seed(2))).requires_grad_(True)
+    region_reconstruction_loss(frames, target, weights, ssim_weight=0.0).backward()
+    weighted = frames.grad.abs()
+    frames.grad = None
+    region_reconstruction_loss(frames, target, torch.ones_like(weights), 0.0).backward()
+    ratio = weighted / frames.grad.abs()  # w · Σ1 / Σw per pixel
+    inside = (weights > 1).expand_as(ratio)
+    torch.testing.assert_close(ratio[~inside], torch.full_like(ratio[~inside],
+                                                               ratio[~inside][0].item()))
+    assert (ratio[inside] > ratio[~inside][0] * 1.4).all()
+
+
+def test_the_weight_map_covers_face_and_hands(synthetic_dataset):
+    config = preset("tiny", chunk=2)
+    window = _window(synthetic_dataset, config)
+    poses = window.poses[0]
+    weights = batch_weight_maps([poses], 32, 32, RegionWeights(face=1, lips=0, hands=2,
+                                                                arms=0))[0, 0, 0]
+    masks = region_masks(poses, 0, 32, 32)
+    hands = torch.from_numpy(masks[Region.LEFT_HAND] | masks[Region.RIGHT_HAND])
+    face = torch.from_numpy(masks[Region.FACE])
+    expected = 1 + face.float() + 2 * hands.float()
+    torch.testing.assert_close(weights, expected)
+
+
+def test_the_cli_distils_from_a_config_file_with_flags_on_top(run_cli, tmp_path,
+                                                              synthetic_dataset, trained_tiny):
+    settings = tmp_path / "distill.json"
+    settings.write_text(json.dumps({**QUICK, "max_steps": 50, "init_steps": 1,
+                                    "region_weights": {"hands": 3.0}}))
+    out = tmp_path / "student"
+    args = ["distill", synthetic_dataset, "--teacher", trained_tiny[0], "--out", out,
+            "--config", settings, "--device", "cpu"]
+    result = run_cli(*args, "--max-steps", "1", "--region-alpha", "face=0.5")
+    assert result.code == 0, result.stderr
+    saved = json.loads((out / "checkpoint" / "state.json").read_text())["distill_config"]
+    assert saved["max_steps"] == 1 and saved["init_steps"] == 1 and saved["chunk"] == 2
+    assert saved["region_weights"] == {"face": 0.5, "lips": 1.0, "hands": 3.0, "arms": 0.5}
+    assert len(_log(out)) == 2
+    assert run_cli(*args, "--max-steps", "1").code == 2  # used folder, no --resume
+    result = run_cli(*args, "--max-steps", "2", "--resume")
+    assert result.code == 0, result.stderr
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 3
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--student-steps", "9"], "student-steps"),
+    (["--chunk", "3"], "whole number of chunks"),
+    (["--region-alpha", "feet=2"], "face, lips, hands or arms"),
+    (["--perceptual", "clip=x"], "name among lpips"),
+    (["--attention", "sparse"], "input_aware or dense"),
+])
+def test_bad_distill_options_are_one_line_errors(run_cli, tmp_path, synthetic_dataset,
+                                                 trained_tiny, extra, message):
+    out = tmp_path / "student"
+    result = run_cli("distill", synthetic_dataset, "--teacher", trained_tiny[0], "--out", out,
+                     "--device", "cpu", *extra)
+    assert result.code == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()
+
+
+def test_a_student_is_not_accepted_as_a_teacher(run_cli, tmp_path, synthetic_dataset,
+                                                trained_tiny):
+    student = distill(synthetic_dataset, str(trained_tiny[0]), tmp_path / "student",
+                      DistillConfig(**{**QUICK, "init_steps": 0, "max_steps": 1}), device="cpu")
+    result = run_cli("distill", synthetic_dataset, "--teacher", student, "--out",
+                     tmp_path / "again", "--device", "cpu")
+    assert result.code == 2 and "itself a causal student" in result.stderr
+
+
+def test_an_unavailable_perceptual_plugin_is_skipped_with_a_warning(run_cli, tmp_path,
+                                                                     synthetic_dataset,
+                                                                     trained_tiny):
+    out = tmp_path / "student"
+    result = run_cli("distill", synthetic_dataset, "--teacher", trained_tiny[0], "--out", out,
+                     "--device", "cpu", "--student-steps", "2", "--chunk", "2", "--init-steps",
+                     "0", "--max-steps", "1", "--critic-updates", "1", "--perceptual",
+                     "lpips=someone/lpips-weights:0.5")
+    assert result.code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning:" in line]
+    assert len(warnings) == 1 and "lpips skipped" in warnings[0]
+
+
+def test_the_lpips_plugin_loads_safetensors_and_measures_inside_the_body(tmp_path,
+                                                                         synthetic_dataset):
+    from safetensors.torch import save_file
+
+    from posecast.train.perceptual import LPIPS_FILE, LpipsNetwork, load_perceptual_terms
+
+    torch.manual_seed(0)
+    folder = tmp_path / "lpips"
+    folder.mkdir()
+    save_file(LpipsNetwork().state_dict(), folder / LPIPS_FILE)
+    heads = {key: value.abs() for key, value in LpipsNetwork().state_dict().items()}
+    save_file({**load_file(folder / LPIPS_FILE), **{k: v for k, v in heads.items()
+                                                   if k.startswith("heads")}},
+              folder / LPIPS_FILE)  # non-negative heads, as trained LPIPS heads are
+    (term,) = load_perceptual_terms((f"lpips={folder}:0.5",), torch.device("cpu"))
+    assert term.weight == 0.5
+    window = _window(synthetic_dataset, preset("tiny", chunk=2))
+    frames = window.frames.flatten(0, 1)
+    assert term(frames, frames, window.poses).item() == 0
+    assert term(frames, frames.flip(-1), window.poses).item() > 0
+
+
+def _region_error(sample, reference, poses):
+    """Mean squared error inside the face and hands of every frame."""
+    masks = []
+    for window in poses:
+        for t in range(len(window)):
+            regions = region_masks(window, t, 32, 32)
+            masks.append(torch.from_numpy(regions[Region.FACE] | regions[Region.LEFT_HAND]
+                                          | regions[Region.RIGHT_HAND]))
+    mask = torch.stack(masks).view(sample.shape[0], sample.shape[1], 1, 32, 32).float()
+    return float(((sample - reference) ** 2 * mask).sum() / (mask.sum() * 3))
+
+
+@pytest.mark.slow
+def test_distillation_brings_the_student_closer_to_the_teacher_in_face_and_hands(
+        tmp_path, synthetic_dataset, trained_tiny):
+    """The student's 2-step samples against the teacher's 25-step CFG samples from the same
+    noise and conditions, before distillation (teacher weights in the causal student) and
+    after (ODE init + DMD with the region loss)."""
+    from posecast.models.denoiser import Denoiser
+    from posecast.student import student_timesteps
+    from posecast.train.distill import student_sample, teacher_trajectory
+
+    teacher = from_pretrained(trained_tiny[0])
+    settings = DistillConfig(**{**QUICK, "init_steps": 150, "ode_pairs": 8, "ode_steps": 24,
+                                "max_steps": 20, "checkpoint_every": 1000})
+    before = Denoiser(student_config(teacher.config, settings)).eval()
+    before.load_state_dict(teacher.state_dict())
+    after = from_pretrained(distill(synthetic_dataset, str(trained_tiny[0]),
+                                    tmp_path / "student", settings, device="cpu"))
+    errors = {"before": [], "after": []}
+    for seed in range(100, 104):  # windows and noise never used in training
+        window = _window(synthetic_dataset, before.config, seed, teacher.config)
+        noise = torch.randn(2, 4, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+        _, reference = teacher_trajectory(teacher, window, noise, [1.0, 0.0], 25, 2.0)
+        for name, student in (("before", before), ("after", after)):
+            with torch.no_grad():
+                sample = student_sample(student, window, student_timesteps(student),
+                                        torch.Generator().manual_seed(seed), noise=noise)
+            errors[name].append(_region_error(sample, reference, window.poses))
+    mean = {name: sum(values) / len(values) for name, values in errors.items()}
+    print(f"face+hands MSE to the teacher: before {mean['before']:.4f}, "
+          f"after {mean['after']:.4f}")
+    assert mean["after"] < 0.8 * mean["before"]
