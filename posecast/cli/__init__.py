@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from posecast import __version__
-from posecast.cli import distill, keypoints, teacher, train
+from posecast.cli import distill, keypoints, motion, render, teacher, train
 from posecast.cli.bench import bench_app
 from posecast.cli.ui import err_console
 from posecast.errors import PosecastError
@@ -30,6 +30,8 @@ app.command(name="keypoints")(keypoints.keypoints_command)
 app.command(name="train")(train.train_command)
 app.command(name="teacher")(teacher.teacher_command)
 app.command(name="distill")(distill.distill_command)
+app.command(name="motion")(motion.motion_command)
+app.command(name="render")(render.render_command)
 app.add_typer(bench_app, name="bench")
 
 _debug = {"on": os.environ.get("POSECAST_DEBUG", "") not in ("", "0")}

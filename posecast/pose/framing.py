@@ -87,3 +87,29 @@ def retarget(driving: Keypoints, portrait: Keypoints, min_confidence: float = 0.
     offset = target_centre - scale * source_centre
     return transform_keypoints(driving, scale, (float(offset[0]), float(offset[1])),
                                portrait.width, portrait.height)
+
+
+def portrait_box(keypoints: Keypoints, width: int, height: int, out_width: int,
+                 out_height: int, face_heights: float = 3.2, face_at: float = 0.38) -> Box:
+    """A crop of a portrait that keeps the face and upper body centred, for rendering.
+
+    The crop is `face_heights` face heights tall (head, shoulders, upper chest), with the face
+    centred horizontally and its centre `face_at` of the way down; it is shrunk to fit the
+    image and shifted inside it, keeping the output's aspect ratio. Without a face mesh, the
+    largest centred crop (fit_box).
+    """
+    face = keypoints.face[0]
+    present = face[:, 2] > 0
+    if present.sum() < 3:
+        return fit_box(width, height, out_width, out_height)
+    xy = face[present, :2]
+    centre = (xy.min(0) + xy.max(0)) / 2
+    face_height = float(np.ptp(xy[:, 1]))
+    aspect = out_width / out_height
+    crop_h = face_heights * face_height
+    crop_h = min(crop_h, height, width / aspect)
+    crop_w = crop_h * aspect
+    x = int(round(np.clip(centre[0] - crop_w / 2, 0, width - crop_w)))
+    y = int(round(np.clip(centre[1] - face_at * crop_h, 0, height - crop_h)))
+    crop_w, crop_h = int(round(crop_w)), int(round(crop_h))
+    return Box(x, y, min(crop_w, width - x), min(crop_h, height - y), out_width, out_height)

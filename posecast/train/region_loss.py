@@ -15,12 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from posecast.pose.face_mesh import LIP_OUTLINE
 from posecast.pose.keypoints import Keypoints
 from posecast.pose.regions import Region, fill_hull, region_masks
-
-# Face-mesh landmarks on the outer lip line (mediapipe's 468/478-point topology).
-LIP_OUTLINE = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37,
-               39, 40, 185)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,180 @@
+"""Speech + portrait → MP4 with the distilled student, streamed chunk by chunk.
+
+  audio ──features──▶ motion model ──▶ pose sequence (the portrait's keypoints, moving)
+  portrait ──crop (face and upper body centred)──▶ reference frame ──codec──▶ latent
+  for each chunk of c frames: pose maps → student (k steps, KV cache of past frames)
+                              → decode → ffmpeg (with the audio), as soon as it is ready
+Only one chunk's pose maps, latents and frames exist at a time and the KV cache holds a fixed
+number of frames, so memory does not grow with the length of the audio. The video has exactly
+ceil(audio seconds × fps) frames.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from posecast.errors import DetectionError, UsageError
+from posecast.media import AudioClip, load_audio, load_image, write_mp4
+from posecast.models.codecs import make_codec
+from posecast.models.denoiser import Denoiser
+from posecast.models.pretrained import from_pretrained
+from posecast.motion import frame_count, load_motion, speech_features
+from posecast.paths import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, require_file
+from posecast.pose.draw import render_pose_maps
+from posecast.pose.extract import extract_image
+from posecast.pose.framing import Box, crop_resize, fit_keypoints, portrait_box, retarget
+from posecast.pose.keypoints import PARTS, Keypoints
+from posecast.student import CausalRollout, student_timesteps
+
+DEFAULT_WARN_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    output: Path
+    frames: int
+    seconds: float  # of video
+    elapsed: float  # wall time of the whole job, I/O included
+    first_frame: float  # wall seconds until the first frame went to the encoder
+
+    @property
+    def realtime_factor(self) -> float:
+        """Seconds of video made per second of wall time (> 1 is faster than real time)."""
+        return self.seconds / self.elapsed
+
+
+def portrait_keypoints(image: np.ndarray, path: Path) -> Keypoints:
+    try:
+        return extract_image(image, source=str(path))
+    except DetectionError:
+        raise DetectionError(f"{path}: no face found in the portrait; use a photo in which one "
+                             "person's face is clearly visible, front-facing and at least about "
+                             "100 pixels tall") from None
+
+
+def hold_to_length(poses: Keypoints, frames: int) -> Keypoints:
+    """Exactly `frames` frames: cut, or the last pose held."""
+    index = np.minimum(np.arange(frames), len(poses) - 1)
+    return replace(poses, **{part: getattr(poses, part)[index] for part in PARTS})
+
+
+def resample(poses: Keypoints, fps: float, frames: int) -> Keypoints:
+    """The pose nearest in time for each of `frames` frames at `fps` (last one held)."""
+    index = np.minimum(np.round(np.arange(frames) * poses.fps / fps).astype(int),
+                       len(poses) - 1)
+    return replace(poses, **{part: getattr(poses, part)[index] for part in PARTS}, fps=fps)
+
+
+class Renderer:
+    """A loaded student and codec, reused across jobs (a batch loads the model once)."""
+
+    def __init__(self, model: str | os.PathLike, device: torch.device,
+                 size: tuple[int, int] | None = None, steps: int | None = None) -> None:
+        self.source = str(model)
+        network = from_pretrained(model, device=device)
+        if not network.config.is_student:
+            raise UsageError(f"{model}: this model is a teacher (bidirectional, many steps), not "
+                             "a distilled student; make one with `posecast distill`, or render "
+                             "with `posecast teacher`")
+        if size is not None:
+            network.config = network.config.replace(height=size[0], width=size[1])
+        self.model: Denoiser = network
+        self.device = device
+        self.codec = make_codec(network.config.codec, device, fast_decode=True)
+        self.timesteps = student_timesteps(network, steps)
+        with torch.no_grad():  # warm-up: first-call costs are not the user's first frame
+            self._warm_up()
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def _warm_up(self) -> None:
+        config = self.config
+        latent = torch.zeros(1, config.codec.latent_channels, *config.latent_size,
+                             device=self.device)
+        if config.attention == "input_aware":
+            return  # its masks need real poses; the first chunk builds them
+        maps = torch.zeros(1, config.chunk, 3, config.height, config.width, device=self.device)
+        rollout = CausalRollout(self.model, latent, lambda s, e: maps, None, self.timesteps)
+        rollout.chunk(torch.zeros(1, config.chunk, *latent.shape[1:], device=self.device),
+                      lambda: torch.zeros(1, config.chunk, *latent.shape[1:],
+                                          device=self.device), commit=False)
+
+    def frame(self, image: np.ndarray, keypoints: Keypoints) -> Box:
+        return portrait_box(keypoints, image.shape[1], image.shape[0], self.config.width,
+                            self.config.height)
+
+    def render(self, audio: str | os.PathLike, portrait: str | os.PathLike,
+               output: str | os.PathLike, motion=None, poses: str | os.PathLike | None = None,
+               fps: float = 25.0, seed: int = 0,
+               on_progress: Callable[[float, float], None] | None = None,
+               on_warning: Callable[[str], None] | None = None,
+               warn_seconds: float = DEFAULT_WARN_SECONDS) -> RenderResult:
+        """Render one job; on_progress(seconds of video done, total seconds)."""
+        started = time.perf_counter()
+        clip = load_audio(require_file(audio, "audio", AUDIO_EXTENSIONS + VIDEO_EXTENSIONS))
+        if clip.duration > warn_seconds and on_warning is not None:
+            on_warning(f"warning: {audio} lasts {clip.duration / 60:.1f} min (over "
+                       f"{warn_seconds / 60:.0f} min); rendering it anyway")
+        image = load_image(portrait, kind="portrait")
+        keypoints = portrait_keypoints(image, Path(portrait))
+        frames = frame_count(clip.duration, fps)
+        if poses is not None:
+            driving = Keypoints.load(poses)
+            sequence = resample(retarget(driving, keypoints), fps, frames)
+        else:
+            motion = motion if motion is not None else load_motion()
+            sequence = motion.generate(speech_features(clip, fps, frames), keypoints, seed)
+        box = self.frame(image, keypoints)
+        return self._generate(clip, crop_resize(image, box), fit_keypoints(sequence, box),
+                              Path(output), fps, seed, started, on_progress)
+
+    def _generate(self, clip: AudioClip, reference: np.ndarray, poses: Keypoints,
+                  output: Path, fps: float, seed: int, started: float,
+                  on_progress) -> RenderResult:
+        config, device = self.config, self.device
+        frames, chunk = len(poses), config.chunk
+        padded = hold_to_length(poses, math.ceil(frames / chunk) * chunk)
+        reference_tensor = torch.from_numpy(reference).permute(2, 0, 1)[None].float()
+        with torch.no_grad():
+            latent = self.codec.encode((reference_tensor / 127.5 - 1).to(device))
+        maps_cache: dict[tuple[int, int], torch.Tensor] = {}
+
+        def pose_maps(start: int, end: int) -> torch.Tensor:  # (1, n, 3, H, W) in [0, 1]
+            if (start, end) not in maps_cache:
+                maps_cache.clear()  # one chunk at a time
+                drawn = render_pose_maps(padded[start:end], config.height, config.width)
+                maps_cache[start, end] = (torch.from_numpy(drawn).permute(0, 3, 1, 2)[None]
+                                          .to(device).float() / 255.0)
+            return maps_cache[start, end]
+
+        rollout = CausalRollout(self.model, latent, pose_maps, lambda s, e: [padded[s:e]],
+                                self.timesteps)
+        generator = torch.Generator().manual_seed(seed)
+        shape = (1, chunk, config.codec.latent_channels, *config.latent_size)
+        first_frame = None
+        with write_mp4(output, fps=fps, audio=clip) as mp4, torch.no_grad():
+            for start in range(0, len(padded), chunk):
+                noise = torch.randn(shape, generator=generator).to(device)
+                latents = rollout.chunk(noise, lambda: torch.randn(shape, generator=generator)
+                                        .to(device), commit=start + chunk < len(padded))
+                images = self.codec.decode(latents[0])  # (c, 3, H, W) in [-1, 1]
+                pixels = ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+                for frame in pixels.permute(0, 2, 3, 1).cpu().numpy()[:frames - start]:
+                    mp4.write(frame)
+                if first_frame is None:
+                    first_frame = time.perf_counter() - started
+                if on_progress is not None:
+                    on_progress(min(start + chunk, frames) / fps, frames / fps)
+        return RenderResult(output, frames, frames / fps, time.perf_counter() - started,
+                            first_frame or 0.0)
+
