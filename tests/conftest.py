@@ -93,3 +93,24 @@ def trained_tiny(tmp_path_factory, synthetic_dataset):
                               checkpoint_every=40, seed=0),
                   device="cpu", on_step=lambda report: losses.append(report.loss))
     return out, losses
+
+
+@pytest.fixture(scope="session")
+def tiny_student(tmp_path_factory, synthetic_dataset, trained_tiny):
+    """A 2-step causal student (chunks of 2 frames, 2 frames of cache) distilled briefly
+    from the tiny teacher: enough to exercise rendering, not to look good."""
+    from posecast.train.distill import DistillConfig, distill
+
+    out = tmp_path_factory.mktemp("student") / "tiny"
+    return distill(synthetic_dataset, str(trained_tiny[0]), out,
+                   DistillConfig(student_steps=2, chunk=2, window=4, init_steps=8, ode_pairs=2,
+                                 ode_steps=4, max_steps=2, critic_updates=2, batch_size=2),
+                   device="cpu")
+
+
+def syllables(seconds: float, sample_rate: int = 16_000, rate: float = 4.0) -> np.ndarray:
+    """Speech-like audio: a 150 Hz buzz with harmonics, loud `rate` times a second."""
+    t = np.arange(int(round(seconds * sample_rate))) / sample_rate
+    buzz = sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 8))
+    envelope = np.clip(np.sin(2 * np.pi * rate * t), 0, None) ** 2
+    return (0.2 * buzz * envelope).astype(np.float32)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
+import numpy as np
+import torch
 import typer
 from rich.table import Table
 
@@ -103,3 +106,102 @@ def bench_attention(
                 "-" if t.sparse_backward_ms is None else
                 f"{t.dense_backward_ms / t.sparse_backward_ms:.2f}", f"{t.max_error:.1e}")
     console.print(table)
+
+
+@bench_app.command("render")
+def bench_render(
+    model: Annotated[str | None, typer.Option(
+        help="A student model folder or repo id (default: random weights of --preset).")]
+    = None,
+    teacher: Annotated[str | None, typer.Option(
+        help="The teacher to compare (default: random weights of the student's architecture "
+        "as a teacher).")] = None,
+    preset: Annotated[str, typer.Option(
+        help="With random weights: tiny, small or base.")] = "base",
+    seconds: Annotated[float, typer.Option(help="Seconds of video.", min=0.1)] = 8.0,
+    fps: Annotated[float, typer.Option(help="Frames per second.", min=1.0)] = 25.0,
+    steps: Annotated[int | None, typer.Option(help="Student steps (default: the model's).")]
+    = None,
+    teacher_steps: Annotated[int, typer.Option(help="Teacher steps.")] = 25,
+    cfg: Annotated[float, typer.Option(help="Teacher guidance scale.")] = 2.0,
+    skip_teacher: Annotated[bool, typer.Option(help="Time the student only.")] = False,
+    device: Device = "auto",
+) -> None:
+    """The teacher and the student on the same portrait, poses and audio: FPS of denoising,
+    decoding and in total (I/O excluded and included), their ratio, the student's time to
+    first frame. The student decodes with the fast decoder when its codec has one.
+
+    [bold]Examples[/bold]
+
+      posecast bench render --preset base --seconds 8           (random weights, a GPU)
+
+      posecast bench render --model student/ --teacher teacher/ --seconds 8
+    """
+    from posecast.bench.render import bench_codec, time_student_render, time_teacher_render
+    from posecast.config import preset as make_preset
+    from posecast.errors import UsageError
+    from posecast.media import AudioClip, load_audio, load_image
+    from posecast.models.denoiser import Denoiser
+    from posecast.models.pretrained import from_pretrained
+    from posecast.motion import frame_count, motion_from_speech
+    from posecast.pose.framing import crop_resize, fit_keypoints, portrait_box
+    from posecast.render import portrait_keypoints
+    from posecast.train.distill import DistillConfig, student_config
+
+    torch_device = pick_device(device)
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    if model is not None:
+        student = from_pretrained(model, device=torch_device)
+        if not student.config.is_student:
+            raise UsageError(f"{model}: not a distilled student")
+    else:
+        student = Denoiser(student_config(make_preset(preset), DistillConfig()))
+    if teacher is not None:
+        teacher_model = from_pretrained(teacher, device=torch_device)
+    else:
+        teacher_model = Denoiser(make_preset(preset) if model is None else
+                                 student.config.replace(chunk=0, attention="dense"))
+    dtype = torch.bfloat16 if torch_device.type == "cuda" else torch.float32
+    random = model is None
+    student = student.to(torch_device, dtype if random else torch.float32).eval()
+    teacher_model = teacher_model.to(torch_device, dtype if teacher is None else
+                                     torch.float32).eval()
+    config = student.config
+
+    speech = load_audio(examples / "speech.wav")
+    repeats = int(np.ceil(seconds / speech.duration))
+    clip = AudioClip(np.tile(speech.samples, repeats)[:int(seconds * speech.sample_rate)],
+                     speech.sample_rate)
+    image = load_image(examples / "astronaut.png")
+    keypoints = portrait_keypoints(image, examples / "astronaut.png")
+    poses = motion_from_speech(clip, keypoints, fps)[:frame_count(clip.duration, fps)]
+    box = portrait_box(keypoints, image.shape[1], image.shape[0], config.width, config.height)
+    fitted = fit_keypoints(poses, box)
+    reference = torch.from_numpy(crop_resize(image, box)).permute(2, 0, 1)[None].float()
+    reference = (reference / 127.5 - 1).to(torch_device)
+
+    rows = [time_student_render(student, bench_codec(student, torch_device, True, random),
+                                reference, fitted, clip, fps, steps)]
+    if not skip_teacher:
+        rows.insert(0, time_teacher_render(
+            teacher_model, bench_codec(teacher_model, torch_device, False, teacher is None),
+            reference, fitted, clip, fps, teacher_steps, cfg))
+    device_name = torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" \
+        else "cpu"
+    table = Table(title=f"render · {config.width}x{config.height} · {len(fitted)} frames "
+                  f"({clip.duration:.1f} s) · {device_name}")
+    for column in ("pipeline", "steps", "denoise FPS", "decode FPS", "FPS (no I/O)",
+                   "FPS (with I/O)", "first frame s"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        row_steps = f"{teacher_steps}, CFG {cfg:g}" if row.name == "teacher" else \
+            str(steps or config.sampler.steps)
+        table.add_row(row.name, row_steps, f"{row.fps(row.denoise_s):.2f}",
+                      f"{row.fps(row.decode_s):.1f}", f"{row.fps(row.total_s):.2f}",
+                      f"{row.fps(row.with_io_s):.2f}",
+                      "-" if row.first_frame_s is None else f"{row.first_frame_s:.3f}")
+    console.print(table)
+    if len(rows) == 2:
+        console.print(f"student / teacher (no I/O): "
+                      f"{rows[1].fps(rows[1].total_s) / rows[0].fps(rows[0].total_s):.1f}x",
+                      highlight=False)

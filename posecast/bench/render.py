@@ -1,0 +1,172 @@
+"""Render speed: the teacher and the student on the same portrait, poses and audio.
+
+Both pipelines run end to end in one process: pose maps, denoising, decoding, and (for "with
+I/O") MP4 encoding with the audio into a temporary file. Audio reading and keypoint
+extraction happen once before timing. Weights may be random (speed does not depend on them).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from posecast.bench.teacher import random_codec
+from posecast.generate import Conditions, decode_frames, sample_latents
+from posecast.media import AudioClip, write_mp4
+from posecast.models.codecs import PixelCodec
+from posecast.models.denoiser import Denoiser
+from posecast.pose.draw import render_pose_maps
+from posecast.pose.keypoints import Keypoints
+from posecast.render import hold_to_length
+from posecast.student import CausalRollout, student_timesteps
+
+
+@dataclass(frozen=True)
+class PipelineTiming:
+    name: str
+    frames: int
+    denoise_s: float
+    decode_s: float
+    total_s: float  # pose maps + denoise + decode, I/O excluded
+    with_io_s: float  # the same run again, streaming into an MP4 with audio
+    first_frame_s: float | None  # student: start → first decoded frame (I/O excluded)
+
+    def fps(self, seconds: float) -> float:
+        return self.frames / seconds
+
+
+class RandomVae:
+    """A codec with random weights in the configured VAE's shapes (timing only)."""
+
+    def __init__(self, config, device, dtype, fast_decode: bool) -> None:
+        _, self.decoder = random_codec(config, device, dtype, fast_decode)
+        self.config, self.dtype = config, dtype
+        self.fast = fast_decode
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        size = (frames.shape[-2] // self.config.codec.downsample,
+                frames.shape[-1] // self.config.codec.downsample)
+        return torch.zeros(frames.shape[0], self.config.codec.latent_channels, *size,
+                           device=frames.device)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.decoder.decode(latents.to(self.dtype)).sample.clamp(-1, 1)
+
+
+def bench_codec(model: Denoiser, device: torch.device, fast_decode: bool, random: bool):
+    from posecast.models.codecs import make_codec
+
+    config = model.config
+    if config.codec.kind == "pixel":
+        return PixelCodec(config.codec)
+    if random:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        return RandomVae(config, device, dtype, fast_decode)
+    return make_codec(config.codec, device, fast_decode=fast_decode)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _to_pixels(images: torch.Tensor):
+    pixels = ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def time_teacher_render(model: Denoiser, codec, reference: torch.Tensor, poses: Keypoints,
+                        clip: AudioClip, fps: float, steps: int, cfg: float) -> PipelineTiming:
+    config, device = model.config, next(model.parameters()).device
+
+    def run(sink: Callable | None) -> tuple[float, float, float]:
+        _sync(device)
+        started = time.perf_counter()
+        maps = torch.from_numpy(render_pose_maps(poses, config.height, config.width))
+        conditions = Conditions(reference, maps.permute(0, 3, 1, 2).contiguous(), poses)
+        latents = sample_latents(model, codec, conditions, steps, cfg, seed=0,
+                                 method=config.sampler.method)
+        _sync(device)
+        denoised = time.perf_counter()
+        for frame in decode_frames(codec, latents):
+            if sink is not None:
+                sink(frame)
+        _sync(device)
+        done = time.perf_counter()
+        return denoised - started, done - denoised, done - started
+
+    maps = torch.from_numpy(render_pose_maps(poses, config.height, config.width))
+    warm_up = Conditions(reference, maps.permute(0, 3, 1, 2).contiguous(), poses)
+    sample_latents(model, codec, warm_up, 2, cfg, seed=0)  # kernels, allocator, caches
+    denoise, decode, total = run(None)
+    with tempfile.TemporaryDirectory() as folder, \
+            write_mp4(Path(folder) / "teacher.mp4", fps=fps, audio=clip) as mp4:
+        started = time.perf_counter()
+        run(mp4.write)
+    with_io = time.perf_counter() - started
+    return PipelineTiming("teacher", len(poses), denoise, decode, total, with_io, None)
+
+
+def time_student_render(model: Denoiser, codec, reference: torch.Tensor, poses: Keypoints,
+                        clip: AudioClip, fps: float, steps: int | None, repeats: int = 3
+                        ) -> PipelineTiming:
+    """I/O excluded: the median of `repeats` runs (after a warm-up run)."""
+    config, device = model.config, next(model.parameters()).device
+    frames, chunk = len(poses), config.chunk
+    padded = hold_to_length(poses, math.ceil(frames / chunk) * chunk)
+    timesteps = student_timesteps(model, steps)
+    with torch.no_grad():
+        latent = codec.encode(reference.to(device))
+
+    def run(sink: Callable | None) -> tuple[float, float, float, float]:
+        maps_cache: dict[tuple[int, int], torch.Tensor] = {}
+
+        def pose_maps(start, end):
+            if (start, end) not in maps_cache:
+                maps_cache.clear()
+                drawn = render_pose_maps(padded[start:end], config.height, config.width)
+                maps_cache[start, end] = (torch.from_numpy(drawn).permute(0, 3, 1, 2)[None]
+                                          .to(device).float() / 255.0)
+            return maps_cache[start, end]
+
+        generator = torch.Generator().manual_seed(0)
+        shape = (1, chunk, config.codec.latent_channels, *config.latent_size)
+        rollout = CausalRollout(model, latent, pose_maps, lambda s, e: [padded[s:e]], timesteps)
+        denoise = decode = 0.0
+        first = None
+        _sync(device)
+        started = time.perf_counter()
+        with torch.no_grad():
+            for start in range(0, len(padded), chunk):
+                tick = time.perf_counter()
+                latents = rollout.chunk(torch.randn(shape, generator=generator).to(device),
+                                        lambda: torch.randn(shape, generator=generator)
+                                        .to(device), commit=start + chunk < len(padded))
+                _sync(device)
+                tock = time.perf_counter()
+                pixels = _to_pixels(codec.decode(latents[0]))[:frames - start]
+                decode += time.perf_counter() - tock
+                denoise += tock - tick
+                if first is None:
+                    first = time.perf_counter() - started
+                if sink is not None:
+                    for frame in pixels:
+                        sink(frame)
+        return denoise, decode, time.perf_counter() - started, first
+
+    run(None)  # warm-up: kernels, allocator, compiled attention
+    runs = sorted((run(None) for _ in range(repeats)), key=lambda timing: timing[2])
+    denoise, decode, total, first = runs[len(runs) // 2]
+    with tempfile.TemporaryDirectory() as folder, \
+            write_mp4(Path(folder) / "student.mp4", fps=fps, audio=clip) as mp4:
+        started = time.perf_counter()
+        run(mp4.write)
+    with_io = time.perf_counter() - started
+    return PipelineTiming("student", frames, denoise, decode, total, with_io, first)

@@ -1,0 +1,162 @@
+"""`posecast render`: exact durations, streamed output, batch jobs and their shards."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from conftest import syllables
+
+from posecast.cli.render import parse_shard, read_jobs
+from posecast.errors import UsageError
+from posecast.media import AudioClip, iter_video_frames, probe_video
+from posecast.media.ffmpeg import decode_audio
+
+
+def _speech(path, seconds):
+    AudioClip(syllables(seconds), 16_000).save_wav(path)
+    return path
+
+
+def _frames(path):
+    return sum(1 for _ in iter_video_frames(path, probe_video(path)))
+
+
+@pytest.mark.parametrize("seconds", [0.5, 7.0])
+def test_the_video_lasts_as_long_as_the_audio(run_cli, tmp_path, portrait_path, tiny_student,
+                                              seconds):
+    audio, out = _speech(tmp_path / "speech.wav", seconds), tmp_path / "talk.mp4"
+    result = run_cli("render", audio, portrait_path, "-o", out, "--model", tiny_student,
+                     "--device", "cpu")
+    assert result.code == 0, result.stderr
+    assert "real time" in result.stdout
+    assert abs(_frames(out) - math.ceil(seconds * 25)) <= 1
+    info = probe_video(out)
+    assert info.has_audio and (info.width, info.height) == (32, 32)
+    assert abs(len(decode_audio(out, 16_000)) / 16_000 - seconds) <= 1 / 25
+
+
+@pytest.mark.slow
+def test_a_65_second_render_has_every_frame(run_cli, tmp_path, portrait_path, tiny_student):
+    audio, out = _speech(tmp_path / "long.wav", 65.0), tmp_path / "long.mp4"
+    result = run_cli("render", audio, portrait_path, "-o", out, "--model", tiny_student,
+                     "--device", "cpu", "--fps", "25")
+    assert result.code == 0, result.stderr
+    assert abs(_frames(out) - 65 * 25) <= 1
+    assert abs(len(decode_audio(out, 16_000)) / 16_000 - 65.0) <= 1 / 25
+
+
+def test_frames_follow_the_seed(run_cli, tmp_path, portrait_path, tiny_student):
+    audio = _speech(tmp_path / "speech.wav", 0.4)
+    videos = {}
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        out = tmp_path / f"{name}.mp4"
+        assert run_cli("render", audio, portrait_path, "-o", out, "--model", tiny_student,
+                       "--seed", str(seed), "--device", "cpu").code == 0
+        videos[name] = np.stack(list(iter_video_frames(out, probe_video(out))))
+    assert np.array_equal(videos["a"], videos["b"])
+    assert not np.array_equal(videos["a"], videos["c"])
+
+
+def test_render_follows_a_poses_file_and_takes_a_size(run_cli, tmp_path, portrait_path,
+                                                      tiny_student):
+    audio, out = _speech(tmp_path / "speech.wav", 0.6), tmp_path / "posed.mp4"
+    poses = tmp_path / "poses.npz"
+    assert run_cli("motion", audio, portrait_path, "-o", poses).code == 0
+    result = run_cli("render", audio, portrait_path, "-o", out, "--model", tiny_student,
+                     "--poses", poses, "--size", "48x32", "--device", "cpu")
+    assert result.code == 0, result.stderr
+    info = probe_video(out)
+    assert (info.width, info.height) == (48, 32) and abs(_frames(out) - 15) <= 1
+
+
+def test_a_teacher_is_refused(run_cli, tmp_path, portrait_path, trained_tiny):
+    audio, out = _speech(tmp_path / "speech.wav", 0.5), tmp_path / "talk.mp4"
+    result = run_cli("render", audio, portrait_path, "-o", out, "--model", trained_tiny[0])
+    assert result.code == 2 and "not a distilled student" in result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()
+
+
+def test_a_portrait_without_a_face_says_how_to_fix_it(run_cli, tmp_path, tiny_student):
+    from posecast.media import save_image
+
+    blank = tmp_path / "wall.png"
+    save_image(blank, np.full((256, 256, 3), 180, np.uint8))
+    audio, out = _speech(tmp_path / "speech.wav", 0.5), tmp_path / "talk.mp4"
+    result = run_cli("render", audio, blank, "-o", out, "--model", tiny_student)
+    assert result.code == 1 and "no face found" in result.stderr
+    assert "front-facing" in result.stderr and not out.exists()
+
+
+def test_bad_requests_are_one_line_errors(run_cli, tmp_path, portrait_path, tiny_student):
+    audio = _speech(tmp_path / "speech.wav", 0.5)
+    cases = [
+        (["render", audio, portrait_path], "-o OUT.mp4"),
+        (["render", audio, portrait_path, "-o", tmp_path / "x.mp4", "--device", "cuda:3"],
+         "CUDA is not available"),
+        (["render", audio, portrait_path, "-o", tmp_path / "x.mp4", "--shard", "0/2"],
+         "--shard needs --batch"),
+        (["render", tmp_path / "none.wav", portrait_path, "-o", tmp_path / "x.mp4", "--model",
+          tiny_student], "no such audio file"),
+        (["render", audio, portrait_path, "-o", tmp_path / "x.mp4", "--model",
+          tmp_path / "nothing"], "no such model folder"),
+    ]
+    for args, message in cases:
+        result = run_cli(*args)
+        assert result.code in (1, 2) and message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_long_audio_warns_then_renders(run_cli, tmp_path, portrait_path, tiny_student):
+    audio, out = _speech(tmp_path / "speech.wav", 1.0), tmp_path / "talk.mp4"
+    result = run_cli("render", audio, portrait_path, "-o", out, "--model", tiny_student,
+                     "--warn-minutes", "0.01", "--device", "cpu")
+    assert result.code == 0 and "warning:" in result.stderr and out.exists()
+
+
+def test_a_failed_batch_job_does_not_stop_the_others(run_cli, tmp_path, portrait_path,
+                                                     tiny_student):
+    _speech(tmp_path / "a.wav", 0.4)
+    _speech(tmp_path / "c.wav", 0.6)
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text("audio,portrait,output,seed\n"
+                    f"a.wav,{portrait_path},out/a.mp4,1\n"
+                    f"missing.wav,{portrait_path},out/b.mp4,\n"
+                    f"c.wav,{portrait_path},out/c.mp4,3\n")
+    (tmp_path / "out").mkdir()
+    result = run_cli("render", "--batch", jobs, "--model", tiny_student, "--json",
+                     "--device", "cpu")
+    assert result.code == 1
+    summary = json.loads(result.stdout)
+    assert [job["status"] for job in summary["jobs"]] == ["ok", "failed", "ok"]
+    assert summary["ok"] == 2 and summary["failed"] == 1
+    assert "missing.wav" in summary["jobs"][1]["error"]
+    assert (tmp_path / "out" / "a.mp4").exists() and (tmp_path / "out" / "c.mp4").exists()
+    assert not (tmp_path / "out" / "b.mp4").exists()
+    assert abs(_frames(tmp_path / "out" / "c.mp4") - 15) <= 1
+    # a shard runs only its own jobs
+    result = run_cli("render", "--batch", jobs, "--model", tiny_student, "--json", "--shard",
+                     "1/2", "--overwrite", "--device", "cpu")
+    assert result.code == 1  # job 2 (missing audio) is in shard 1 of 2
+    assert [job["job"] for job in json.loads(result.stdout)["jobs"]] == [2]
+
+
+def test_shards_split_the_jobs_exactly(tmp_path):
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text("audio,portrait,output\n" + "".join(f"a{i}.wav,p.png,o{i}.mp4\n"
+                                                        for i in range(11)))
+    everything = read_jobs(jobs)
+    for count in (1, 2, 3, 4, 11, 12):
+        shards = [everything[index::count] for index in
+                  (parse_shard(f"{i}/{count}")[0] for i in range(count))]
+        taken = sorted(job.index for shard in shards for job in shard)
+        assert taken == list(range(1, 12))  # every job once, none twice
+    for bad in ("2/2", "-1/3", "1", "a/b", "0/0"):
+        with pytest.raises(UsageError):
+            parse_shard(bad)
+    (tmp_path / "bad.csv").write_text("audio,portrait\nx.wav,p.png\n")
+    with pytest.raises(UsageError, match="missing column"):
+        read_jobs(tmp_path / "bad.csv")
