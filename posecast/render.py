@@ -26,7 +26,7 @@ from posecast.media import AudioClip, load_audio, load_image, write_mp4
 from posecast.models.codecs import make_codec
 from posecast.models.denoiser import Denoiser
 from posecast.models.pretrained import from_pretrained
-from posecast.motion import frame_count, load_motion, speech_features
+from posecast.motion import frame_count, load_motion
 from posecast.paths import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, require_file
 from posecast.pose.draw import render_pose_maps
 from posecast.pose.extract import extract_image
@@ -133,14 +133,17 @@ class Renderer:
             sequence = resample(retarget(driving, keypoints), fps, frames)
         else:
             motion = motion if motion is not None else load_motion()
-            sequence = motion.generate(speech_features(clip, fps, frames), keypoints, seed)
+            sequence = motion.generate(clip, keypoints, fps, frames, seed)
         box = self.frame(image, keypoints)
-        return self._generate(clip, crop_resize(image, box), fit_keypoints(sequence, box),
+        return self.generate(clip, crop_resize(image, box), fit_keypoints(sequence, box),
                               Path(output), fps, seed, started, on_progress)
 
-    def _generate(self, clip: AudioClip, reference: np.ndarray, poses: Keypoints,
-                  output: Path, fps: float, seed: int, started: float,
-                  on_progress) -> RenderResult:
+    def generate(self, clip: AudioClip, reference: np.ndarray, poses: Keypoints,
+                 output: Path, fps: float, seed: int = 0, started: float | None = None,
+                 on_progress=None) -> RenderResult:
+        """The video of `poses` (Keypoints in model-frame pixels) for `reference` (H, W, 3)
+        uint8 at the model's size, streamed into `output` with `clip` muxed in."""
+        started = time.perf_counter() if started is None else started
         config, device = self.config, self.device
         frames, chunk = len(poses), config.chunk
         padded = hold_to_length(poses, math.ceil(frames / chunk) * chunk)

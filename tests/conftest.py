@@ -114,3 +114,13 @@ def syllables(seconds: float, sample_rate: int = 16_000, rate: float = 4.0) -> n
     buzz = sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 8))
     envelope = np.clip(np.sin(2 * np.pi * rate * t), 0, None) ** 2
     return (0.2 * buzz * envelope).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def cospeech_dataset(tmp_path_factory) -> Path:
+    """`posecast make-dataset` in small: 8 clips of 64×64 (2 photos, 4 drawn people)."""
+    from posecast.data.cospeech import make_cospeech_dataset
+
+    folder = tmp_path_factory.mktemp("cospeech") / "clips"
+    make_cospeech_dataset(folder, clips=8, seed=1, size=64, drawn_people=4, held_out_people=1)
+    return folder

@@ -72,3 +72,30 @@ def test_blinks_close_the_eyes_now_and_then(portrait_keypoints):
     closed = gap < 0.3 * gap.max()
     blinks = np.count_nonzero(np.diff(closed.astype(int)) == 1)
     assert 2 <= blinks <= 6  # every 2–6 s over 12 s
+
+
+def test_the_learned_model_trains_loads_and_moves_the_portrait(run_cli, tmp_path,
+                                                               cospeech_dataset,
+                                                               portrait_path):
+    import json
+
+    out = tmp_path / "motion"
+    result = run_cli("train-motion", cospeech_dataset / "train", "--out", out, "--max-steps",
+                     "60", "--batch-size", "4", "--window-seconds", "2", "--device", "cpu")
+    assert result.code == 0, result.stderr
+    log = [json.loads(line)["loss"] for line in (out / "train_log.jsonl").read_text()
+           .splitlines()]
+    assert len(log) == 60 and np.mean(log[-10:]) < 0.7 * np.mean(log[:10])
+    clip_path = tmp_path / "speech.wav"
+    AudioClip(syllables(1.2), 16_000).save_wav(clip_path)
+    poses = tmp_path / "poses.npz"
+    result = run_cli("motion", clip_path, portrait_path, "-o", poses, "--motion", out)
+    assert result.code == 0, result.stderr
+    from posecast.pose.keypoints import Keypoints
+
+    moved = Keypoints.load(poses)
+    assert len(moved) == 30
+    assert np.abs(moved.face[:, :, :2] - moved.face[:1, :, :2]).max() > 0  # it moves
+    result = run_cli("motion", clip_path, portrait_path, "-o", tmp_path / "p2.npz", "--motion",
+                     tmp_path)
+    assert result.code == 1 and "not a posecast motion model" in result.stderr

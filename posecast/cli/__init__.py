@@ -13,7 +13,17 @@ from typing import Annotated
 import typer
 
 from posecast import __version__
-from posecast.cli import distill, keypoints, motion, render, teacher, train
+from posecast.cli import (
+    distill,
+    evaluate,
+    keypoints,
+    make_dataset,
+    motion,
+    render,
+    teacher,
+    train,
+    train_motion,
+)
 from posecast.cli.bench import bench_app
 from posecast.cli.ui import err_console
 from posecast.errors import PosecastError
@@ -32,6 +42,9 @@ app.command(name="teacher")(teacher.teacher_command)
 app.command(name="distill")(distill.distill_command)
 app.command(name="motion")(motion.motion_command)
 app.command(name="render")(render.render_command)
+app.command(name="train-motion")(train_motion.train_motion_command)
+app.command(name="make-dataset")(make_dataset.make_dataset_command)
+app.command(name="eval")(evaluate.evaluate_command)
 app.add_typer(bench_app, name="bench")
 
 _debug = {"on": os.environ.get("POSECAST_DEBUG", "") not in ("", "0")}

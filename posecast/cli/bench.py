@@ -20,7 +20,7 @@ bench_app = typer.Typer(help="Speed benchmarks (random weights; I/O excluded).",
 
 @bench_app.command("teacher")
 def bench_teacher(
-    preset: Annotated[str, typer.Option(help="tiny, small or base.")] = "base",
+    preset: Annotated[str, typer.Option(help="tiny, mini, small or base.")] = "base",
     size: Annotated[str | None, typer.Option(help="WxH in pixels (default: the preset's).")]
     = None,
     steps: Annotated[int, typer.Option(help="Denoising steps per video.")] = 25,
@@ -117,7 +117,7 @@ def bench_render(
         help="The teacher to compare (default: random weights of the student's architecture "
         "as a teacher).")] = None,
     preset: Annotated[str, typer.Option(
-        help="With random weights: tiny, small or base.")] = "base",
+        help="With random weights: tiny, mini, small or base.")] = "base",
     seconds: Annotated[float, typer.Option(help="Seconds of video.", min=0.1)] = 8.0,
     fps: Annotated[float, typer.Option(help="Frames per second.", min=1.0)] = 25.0,
     steps: Annotated[int | None, typer.Option(help="Student steps (default: the model's).")]

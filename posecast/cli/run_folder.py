@@ -9,7 +9,8 @@ from pathlib import Path
 from posecast.errors import UsageError
 
 
-def prepare_run_folder(out: Path, dataset: Path, resume: bool, overwrite: bool) -> None:
+def prepare_run_folder(out: Path, dataset: Path, resume: bool, overwrite: bool,
+                       can_resume: bool = True) -> None:
     """Refuse an output inside (or around) the dataset, a non-folder, or a used folder without
     --resume or --overwrite; with --overwrite, clear it (once, under torchrun)."""
     if not dataset.is_dir():
@@ -23,8 +24,8 @@ def prepare_run_folder(out: Path, dataset: Path, resume: bool, overwrite: bool) 
         raise UsageError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not resume:
         if not overwrite:
-            raise UsageError(f"{out}: already holds files; pass --resume to continue training "
-                             "or --overwrite to start again")
+            hint = "pass --resume to continue training or " if can_resume else "pass "
+            raise UsageError(f"{out}: already holds files; {hint}--overwrite to start again")
         if os.environ.get("RANK", "0") == "0":  # under torchrun, one process clears it
             shutil.rmtree(out)
     if not out.parent.is_dir():

@@ -1,6 +1,6 @@
 """Motion from speech: an audio track and a portrait's keypoints → a pose sequence.
 
-Two models share one interface, `generate(features, portrait, seed) → Keypoints`:
+Two models share one interface, `generate(clip, portrait, fps, frames, seed) → Keypoints`:
 the built-in weight-free `ProceduralMotion` (procedural.py) and a learned sequence model
 trained with `posecast train-motion` (learned.py), chosen by `load_motion`.
 """
@@ -39,5 +39,4 @@ def motion_from_speech(clip: AudioClip, portrait: Keypoints, fps: float = 25.0, 
                        model=None) -> Keypoints:
     """The portrait's keypoints moving with the speech, one frame per video frame."""
     model = model or ProceduralMotion()
-    features = speech_features(clip, fps, frame_count(clip.duration, fps))
-    return model.generate(features, portrait, seed)
+    return model.generate(clip, portrait, fps, frame_count(clip.duration, fps), seed)

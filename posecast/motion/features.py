@@ -35,7 +35,7 @@ class SpeechFeatures:
         return len(self.loudness)
 
 
-def _resample(clip: AudioClip) -> np.ndarray:
+def resample_audio(clip: AudioClip) -> np.ndarray:
     if clip.sample_rate == SAMPLE_RATE:
         return clip.samples.astype(np.float64)
     duration = clip.duration
@@ -44,7 +44,7 @@ def _resample(clip: AudioClip) -> np.ndarray:
     return np.interp(times, source, clip.samples.astype(np.float64))
 
 
-def _frames(samples: np.ndarray, size: int, hop: int) -> np.ndarray:
+def frame_windows(samples: np.ndarray, size: int, hop: int) -> np.ndarray:
     """(n, size) frames centred every `hop` samples (zero padded at the ends)."""
     padded = np.pad(samples, (size // 2, size // 2 + hop))
     count = max(1, int(np.ceil(len(samples) / hop)))
@@ -54,7 +54,7 @@ def _frames(samples: np.ndarray, size: int, hop: int) -> np.ndarray:
 
 def _pitch(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per 10 ms: f0 in Hz (autocorrelation over 40 ms, 70–400 Hz) and voicing in [0, 1]."""
-    frames = _frames(samples, 640, HOP) * np.hanning(640)
+    frames = frame_windows(samples, 640, HOP) * np.hanning(640)
     spectrum = np.fft.rfft(frames, n=1280)
     autocorrelation = np.fft.irfft(np.abs(spectrum) ** 2)[:, :640]
     energy = autocorrelation[:, :1] + 1e-12
@@ -71,8 +71,8 @@ def _at_frames(values: np.ndarray, fps: float, frames: int) -> np.ndarray:
 
 
 def speech_features(clip: AudioClip, fps: float, frames: int) -> SpeechFeatures:
-    samples = _resample(clip)
-    windowed = _frames(samples, WINDOW, HOP) * np.hanning(WINDOW)
+    samples = resample_audio(clip)
+    windowed = frame_windows(samples, WINDOW, HOP) * np.hanning(WINDOW)
     power = np.abs(np.fft.rfft(windowed, n=512)) ** 2  # (n, 257)
     energy = power.sum(1)
     decibels = 10 * np.log10(energy + 1e-12)

@@ -20,7 +20,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from posecast.motion.features import SpeechFeatures
+from posecast.media import AudioClip
+from posecast.motion.features import SpeechFeatures, speech_features
 from posecast.pose import face_mesh as fm
 from posecast.pose.keypoints import (
     LEFT_ELBOW,
@@ -111,15 +112,19 @@ class FaceFrame:
 
 
 class ProceduralMotion:
-    """`generate(features, portrait, seed)` → Keypoints with one frame per feature frame."""
+    """`generate(clip, portrait, fps, frames, seed)` → Keypoints of `frames` frames."""
 
     name = "procedural"
 
     def __init__(self, style: MotionStyle | None = None) -> None:
         self.style = style or MotionStyle()
 
-    def generate(self, features: SpeechFeatures, portrait: Keypoints, seed: int = 0
-                 ) -> Keypoints:
+    def generate(self, clip: AudioClip, portrait: Keypoints, fps: float, frames: int,
+                 seed: int = 0) -> Keypoints:
+        return self.from_features(speech_features(clip, fps, frames), portrait, seed)
+
+    def from_features(self, features: SpeechFeatures, portrait: Keypoints, seed: int = 0
+                      ) -> Keypoints:
         frames, fps = features.frames, features.fps
         rng = np.random.default_rng(seed)
         face = np.repeat(portrait.face[:1].astype(np.float64), frames, axis=0)

@@ -153,6 +153,7 @@ def train_teacher(dataset: str | os.PathLike, out: str | os.PathLike, config: De
                                 / (time.perf_counter() - started))
             if env.is_main:
                 log.write(json.dumps(dataclasses.asdict(report)) + "\n")
+                log.flush()
                 if on_step is not None:
                     on_step(report)
                 if step % train.checkpoint_every == 0 or step == train.max_steps:

@@ -1,0 +1,60 @@
+"""`posecast eval`: quality of rendered clips against references, as a table and JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from posecast.cli.options import Overwrite
+from posecast.cli.ui import console, progress_bar
+from posecast.paths import atomic_output, require_output
+
+COLUMNS = (("psnr", "PSNR", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
+           ("face_psnr", "face PSNR", "{:.2f}"), ("face_ssim", "face SSIM", "{:.3f}"),
+           ("hand_psnr", "hand PSNR", "{:.2f}"), ("hand_ssim", "hand SSIM", "{:.3f}"),
+           ("lip_sync_r", "lip-sync r", "{:.3f}"), ("lip_sync_lag", "lag", "{:+.1f}"),
+           ("hkc", "HKC", "{:.3f}"), ("fps", "FPS", "{:.1f}"))
+
+
+def evaluate_command(
+    outputs: Annotated[Path, typer.Argument(help="Folder of rendered .mp4 clips.",
+                                            show_default=False)],
+    references: Annotated[Path, typer.Option(
+        help="Folder of the real clips, same file names (e.g. a make-dataset heldout/).",
+        show_default=False)],
+    json_path: Annotated[Path | None, typer.Option(
+        "--json", help="Also write the scores (per clip and mean) to this JSON file.")] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Score rendered clips: PSNR and SSIM (frame, face, hands), lip sync (mouth opening vs
+    loudness: best r and its lag in frames), hand keypoint confidence (HKC), and FPS when
+    OUTPUTS/timings.json gives it. See posecast/evaluate.py for the exact definitions.
+
+    [bold]Example[/bold]
+
+      posecast eval renders/ --references clips/heldout --json scores.json
+    """
+    from posecast.evaluate import evaluate_folder
+
+    if json_path is not None:
+        require_output(json_path, overwrite, (".json",))
+    with progress_bar("clips") as bar:
+        task = bar.add_task("scoring", total=len(list(outputs.glob("*.mp4"))) or None)
+        report = evaluate_folder(outputs, references, on_clip=lambda _: bar.advance(task))
+    table = Table(title=f"{outputs} against {references}")
+    table.add_column("clip")
+    for _, title, _ in COLUMNS:
+        table.add_column(title, justify="right")
+    rows = [*report["clips"], {"name": "mean", **report["mean"]}]
+    for row in rows:
+        table.add_row(row["name"], *("-" if row[key] is None else style.format(row[key])
+                                     for key, _, style in COLUMNS))
+    console.print(table)
+    if json_path is not None:
+        with atomic_output(json_path) as tmp:
+            tmp.write_text(json.dumps(report, indent=2) + "\n")
+        console.print(f"wrote {json_path}", highlight=False)

@@ -1,0 +1,175 @@
+"""Quality metrics of rendered clips against their references (`posecast eval`).
+
+Pairs: OUTPUTS/<name>.mp4 with REFERENCES/<name>.mp4. References are cropped and resized to
+the output's size the way training fits clips (largest centred crop); their keypoints come
+from REFERENCES/.posecast-keypoints (extracted with mediapipe when missing) and give the
+face and hand masks.
+  PSNR, SSIM       whole frame, face region, hand region (pixels in the region only);
+  lip sync         mediapipe's mouth opening on the output (frames upscaled to 256 px) against
+                   the loudness envelope of the output's audio: the best Pearson r over lags of
+                   −5…5 frames, and that lag (positive: the mouth moves after the sound);
+  HKC              the share of frames in which mediapipe finds a hand on the output that the
+                   reference shows (mediapipe gives no per-point hand confidence; the paper's
+                   HKC averages DWPose confidences);
+  FPS              from OUTPUTS/timings.json ({name: frames per second}) when present.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from posecast.data.synthetic import KEYPOINT_CACHE
+from posecast.errors import UsageError
+from posecast.media import iter_video_frames, load_audio, probe_video
+from posecast.motion.features import speech_features
+from posecast.pose.extract import cache_path, extract_video
+from posecast.pose.face_mesh import mouth_opening
+from posecast.pose.framing import crop_resize, fit_box, fit_keypoints
+from posecast.pose.keypoints import Keypoints
+from posecast.pose.regions import Region, region_masks
+from posecast.train.region_loss import ssim_map
+
+LAGS = range(-5, 6)
+DETECTION_SIDE = 256
+
+
+@dataclass(frozen=True)
+class ClipScores:
+    name: str
+    frames: int
+    psnr: float
+    ssim: float
+    face_psnr: float
+    face_ssim: float
+    hand_psnr: float | None  # None: no hand in the reference
+    hand_ssim: float | None
+    lip_sync_r: float | None  # None: no face found on the output, or silent audio
+    lip_sync_lag: int | None
+    hkc: float | None
+    fps: float | None
+
+
+def _reference_keypoints(references: Path, path: Path) -> Keypoints:
+    cached = cache_path(references, path, references / KEYPOINT_CACHE)
+    if cached.exists():
+        return Keypoints.load(cached)
+    keypoints = extract_video(path, smooth=True, allow_missing=True)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    keypoints.save(cached)
+    return keypoints
+
+
+def lip_sync(openings: np.ndarray, loudness: np.ndarray) -> tuple[float | None, int | None]:
+    """Best correlation of mouth opening with loudness over LAGS, and its lag in frames."""
+    if openings.std() < 1e-6 or loudness.std() < 1e-6:
+        return None, None
+    best = (-2.0, 0)
+    for lag in LAGS:
+        a = openings[max(lag, 0):len(openings) + min(lag, 0)]
+        b = loudness[max(-lag, 0):len(loudness) + min(-lag, 0)]
+        if len(a) > 3 and a.std() > 1e-6 and b.std() > 1e-6:
+            best = max(best, (float(np.corrcoef(a, b)[0, 1]), lag))
+    return best if best[0] > -2 else (None, None)
+
+
+def score_clip(output: Path, reference: Path, references: Path, fps: float | None = None
+               ) -> ClipScores:
+    from posecast.pose.mediapipe_holistic import HolisticDetector
+
+    info = probe_video(output)
+    frames = list(iter_video_frames(output, info))
+    reference_info = probe_video(reference)
+    box = fit_box(reference_info.width, reference_info.height, info.width, info.height)
+    targets = [crop_resize(frame, box) for frame in iter_video_frames(reference,
+                                                                      reference_info)]
+    count = min(len(frames), len(targets))
+    keypoints = fit_keypoints(_reference_keypoints(references, reference), box)
+    count = min(count, len(keypoints))
+    # per region: summed squared error, summed SSIM and pixel count over all frames
+    squared_sum = dict.fromkeys(("all", "face", "hand"), 0.0)
+    ssim_sum, pixels = dict(squared_sum), dict(squared_sum)
+    hands_expected = hands_found = 0
+    openings = []
+    scale = DETECTION_SIDE / max(info.width, info.height)
+    with HolisticDetector(video=True) as detector:
+        for t in range(count):
+            output_frame, target = frames[t], targets[t]
+            masks = region_masks(keypoints, t, info.height, info.width)
+            regions = {"all": np.ones((info.height, info.width), bool),
+                       "face": masks[Region.FACE],
+                       "hand": masks[Region.LEFT_HAND] | masks[Region.RIGHT_HAND]}
+            squared = ((output_frame.astype(np.float64) - target) ** 2).mean(-1)
+            structure = ssim_map(*(torch.from_numpy(x).permute(2, 0, 1)[None].float()
+                                   / 127.5 - 1 for x in (output_frame, target)))[0, 0].numpy()
+            for name, mask in regions.items():
+                squared_sum[name] += float((squared * mask).sum())
+                ssim_sum[name] += float((structure * mask).sum())
+                pixels[name] += float(mask.sum())
+            large = cv2.resize(output_frame, None, fx=scale, fy=scale,
+                               interpolation=cv2.INTER_CUBIC)
+            found = detector.detect(large)
+            openings.append(mouth_opening(found["face"]) if found["face"][:, 2].any()
+                            else np.nan)
+            for part in ("left_hand", "right_hand"):
+                if getattr(keypoints, part)[t, :, 2].any():
+                    hands_expected += 1
+                    hands_found += bool(found[part][:, 2].any())
+
+    def psnr(name):
+        if pixels[name] == 0:
+            return None
+        return float(10 * np.log10(255.0**2 / max(squared_sum[name] / pixels[name], 1e-10)))
+
+    def ssim(name):
+        return None if pixels[name] == 0 else ssim_sum[name] / pixels[name]
+
+    openings = np.array(openings)
+    r = lag = None
+    if np.isfinite(openings).mean() > 0.8:
+        filled = np.where(np.isfinite(openings), openings, np.nanmedian(openings))
+        if info.has_audio:
+            clip = load_audio(output)
+            loudness = speech_features(clip, info.fps, count).loudness
+            r, lag = lip_sync(filled, loudness)
+    return ClipScores(output.stem, count, psnr("all"), ssim("all"), psnr("face"), ssim("face"),
+                      psnr("hand"), ssim("hand"), r, lag,
+                      hands_found / hands_expected if hands_expected else None, fps)
+
+
+def evaluate_folder(outputs: str | os.PathLike, references: str | os.PathLike,
+                    on_clip: Callable[[ClipScores], None] | None = None) -> dict:
+    """Scores per clip and their means (over clips where a score exists)."""
+    outputs, references = Path(outputs), Path(references)
+    for folder, what in ((outputs, "outputs"), (references, "references")):
+        if not folder.is_dir():
+            raise UsageError(f"{folder}: no such {what} folder")
+    timings_path = outputs / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    pairs = [(path, references / path.name) for path in sorted(outputs.glob("*.mp4"))]
+    missing = [path.name for path, reference in pairs if not reference.exists()]
+    if missing:
+        raise UsageError(f"{references}: no reference for {', '.join(missing[:3])}"
+                         + (" …" if len(missing) > 3 else ""))
+    if not pairs:
+        raise UsageError(f"{outputs}: no .mp4 outputs to evaluate")
+    clips = []
+    for output, reference in pairs:
+        scores = score_clip(output, reference, references, timings.get(output.stem))
+        clips.append(scores)
+        if on_clip is not None:
+            on_clip(scores)
+    fields = [name for name in ClipScores.__dataclass_fields__ if name not in ("name",
+                                                                                "frames")]
+    means = {}
+    for field in fields:
+        values = [getattr(clip, field) for clip in clips if getattr(clip, field) is not None]
+        means[field] = float(np.mean(values)) if values else None
+    return {"clips": [asdict(clip) for clip in clips], "mean": means}

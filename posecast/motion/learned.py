@@ -1,0 +1,274 @@
+"""A learned motion model: log-mel audio → keypoint offsets from the portrait's keypoints.
+
+Input per video frame: 40 log-mel bands (25 ms windows every 10 ms) sampled at 4 instants
+inside the frame, normalised per clip (mean and variance), so (T, 160). A small temporal
+convolution network (kernel 5, then dilated residual blocks reaching ±0.5 s at 25 fps) maps
+it to (T, 553 × 2) offsets of every keypoint (33 body, 478 face, 2 × 21 hand points) in the
+portrait's face frame (x along the eyes, y down the face), in face heights. Offsets are
+learned against each training clip's most closed-mouthed frame, the stand-in for a portrait.
+
+Trained by `posecast train-motion` on clips with audio and keypoints; saved as a folder with
+`config.json` (kind "posecast-motion") and `model.safetensors`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from posecast.errors import InputError, UsageError
+from posecast.hub import resolve_folder
+from posecast.media import AudioClip, load_audio
+from posecast.motion.features import HOP, SAMPLE_RATE, WINDOW, frame_windows, resample_audio
+from posecast.motion.procedural import FaceFrame
+from posecast.paths import atomic_output
+from posecast.pose.face_mesh import mouth_opening
+from posecast.pose.keypoints import PART_SIZES, PARTS, Keypoints
+
+KIND = "posecast-motion"
+POINTS = sum(PART_SIZES.values())  # 553, in PARTS order
+
+
+@dataclass(frozen=True)
+class MotionConfig:
+    mels: int = 40
+    substeps: int = 4  # mel samples per video frame
+    hidden: int = 128
+    dilations: tuple[int, ...] = (1, 2, 4, 8)
+    fps: float = 25.0  # of the training clips; other rates are resampled to it
+
+
+def mel_filterbank(bands: int, size: int = 512) -> np.ndarray:
+    """(bands, size // 2 + 1) triangular filters, 60–7,600 Hz on the mel scale."""
+    def to_mel(hz):
+        return 2595 * np.log10(1 + hz / 700)
+
+    edges = 700 * (10 ** (np.linspace(to_mel(60), to_mel(7600), bands + 2) / 2595) - 1)
+    frequencies = np.fft.rfftfreq(size, 1 / SAMPLE_RATE)
+    rising = (frequencies[None] - edges[:-2, None]) / (edges[1:-1, None] - edges[:-2, None])
+    falling = (edges[2:, None] - frequencies[None]) / (edges[2:, None] - edges[1:-1, None])
+    return np.clip(np.minimum(rising, falling), 0, None)
+
+
+def audio_inputs(clip: AudioClip, fps: float, frames: int, config: MotionConfig) -> np.ndarray:
+    """(frames, mels × substeps) float32, normalised over the clip."""
+    samples = resample_audio(clip)
+    windows = frame_windows(samples, WINDOW, HOP) * np.hanning(WINDOW)
+    power = np.abs(np.fft.rfft(windows, n=512)) ** 2
+    log_mel = np.log(power @ mel_filterbank(config.mels).T + 1e-6)  # (n, mels), 100 per second
+    times = (np.arange(frames)[:, None] + (np.arange(config.substeps) + 0.5)[None]
+             / config.substeps) / fps
+    positions = np.clip(times * SAMPLE_RATE / HOP, 0, len(log_mel) - 1)
+    low = np.floor(positions).astype(int)
+    high = np.minimum(low + 1, len(log_mel) - 1)
+    weight = (positions - low)[..., None]
+    sampled = log_mel[low] * (1 - weight) + log_mel[high] * weight  # (frames, substeps, mels)
+    sampled = (sampled - log_mel.mean(0)) / (log_mel.std(0) + 1e-3)
+    return sampled.reshape(frames, -1).astype(np.float32)
+
+
+def stacked_points(keypoints: Keypoints) -> np.ndarray:
+    """(T, 553, 3) all parts in PARTS order."""
+    return np.concatenate([getattr(keypoints, part) for part in PARTS], axis=1)
+
+
+def to_face_frame(points: np.ndarray, reference: FaceFrame) -> np.ndarray:
+    """Pixel offsets (..., 2) → (along the eyes, down the face) in face heights."""
+    return np.stack([points @ reference.right, points @ reference.down], -1) \
+        / reference.face_height
+
+
+class MotionNetwork(nn.Module):
+    def __init__(self, config: MotionConfig) -> None:
+        super().__init__()
+        width = config.hidden
+        self.input = nn.Conv1d(config.mels * config.substeps, width, 5, padding=2)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.GELU(), nn.Conv1d(width, width, 3, padding=d, dilation=d),
+                          nn.GELU(), nn.Conv1d(width, width, 1)) for d in config.dilations)
+        self.head = nn.Conv1d(width, POINTS * 2, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        """audio (B, T, mels × substeps) → offsets (B, T, 553, 2)."""
+        x = self.input(audio.transpose(1, 2))
+        for block in self.blocks:
+            x = x + block(x)
+        out = self.head(F.gelu(x)).transpose(1, 2)
+        return out.reshape(*out.shape[:2], POINTS, 2)
+
+
+class LearnedMotion:
+    name = "learned"
+
+    def __init__(self, network: MotionNetwork, config: MotionConfig,
+                 device: str | torch.device = "cpu") -> None:
+        self.network, self.config, self.device = network.to(device).eval(), config, device
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo: str | os.PathLike,
+                        device: str | torch.device = "cpu") -> LearnedMotion:
+        folder = resolve_folder(path_or_repo, kind="motion model")
+        config_path, weights = folder / "config.json", folder / "model.safetensors"
+        try:
+            data = json.loads(config_path.read_text())
+            if data.pop("kind", None) != KIND:
+                raise ValueError("not a motion model")
+            data["dilations"] = tuple(data["dilations"])
+            config = MotionConfig(**data)
+            network = MotionNetwork(config)
+            network.load_state_dict(load_file(weights))
+        except (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError) as error:
+            raise InputError(f"{path_or_repo}: not a posecast motion model folder (config.json "
+                             f"of kind {KIND} + model.safetensors): "
+                             f"{str(error).splitlines()[0]}") from None
+        return cls(network, config, device)
+
+    def save(self, folder: str | os.PathLike) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
+        with atomic_output(folder / "model.safetensors") as tmp:
+            save_file(state, tmp)
+        with atomic_output(folder / "config.json") as tmp:
+            tmp.write_text(json.dumps({"kind": KIND, **dataclasses.asdict(self.config)},
+                                      indent=2) + "\n")
+
+    def generate(self, clip: AudioClip, portrait: Keypoints, fps: float, frames: int,
+                 seed: int = 0) -> Keypoints:
+        """The portrait's keypoints plus the predicted offsets (deterministic; `seed` is
+        accepted for the common interface)."""
+        if not (portrait.face[0, :468, 2] > 0).all():
+            raise InputError("the learned motion model needs the portrait's face mesh")
+        inputs = torch.from_numpy(audio_inputs(clip, fps, frames, self.config))[None]
+        with torch.no_grad():
+            offsets = self.network(inputs.to(self.device))[0].cpu().numpy()  # (T, 553, 2)
+        geometry = FaceFrame.of(portrait.face[0])
+        pixels = (offsets[..., :1] * geometry.right + offsets[..., 1:] * geometry.down) \
+            * geometry.face_height
+        base = stacked_points(portrait)[:1]  # (1, 553, 3)
+        moved = np.repeat(base, frames, axis=0).astype(np.float64)
+        present = base[0, :, 2] > 0
+        moved[:, present, :2] += pixels[:, present]
+        parts, start = {}, 0
+        for part in PARTS:
+            parts[part] = moved[:, start:start + PART_SIZES[part]].astype(np.float32)
+            start += PART_SIZES[part]
+        return replace(portrait, **parts, fps=fps)
+
+
+@dataclass
+class MotionClip:
+    inputs: np.ndarray  # (T, features)
+    targets: np.ndarray  # (T, 553, 2) face-frame offsets from the neutral frame
+    valid: np.ndarray  # (T, 553) bool
+
+
+def load_motion_clips(folder: str | os.PathLike, config: MotionConfig,
+                      on_message: Callable[[str], None] | None = None) -> list[MotionClip]:
+    """Every clip of a dataset folder with its audio and a face mesh in every frame."""
+    from posecast.data.synthetic import KEYPOINT_CACHE
+    from posecast.pose.extract import cache_path, extract_folder, find_clips
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: no such dataset folder")
+    cache = folder / KEYPOINT_CACHE
+    for result in extract_folder(folder, cache, smooth=True):
+        if result.status == "failed" and on_message is not None:
+            on_message(f"skipped {result.clip}: {result.message}")
+    clips = []
+    for path in find_clips(folder):
+        keypoint_file = cache_path(folder, path, cache)
+        if not keypoint_file.exists():
+            continue
+        keypoints = Keypoints.load(keypoint_file)
+        if not (keypoints.face[:, :468, 2] > 0).all():
+            if on_message is not None:
+                on_message(f"skipped {path.name}: the face is not found in every frame")
+            continue
+        try:
+            clip = load_audio(path)
+        except InputError as error:
+            if on_message is not None:
+                on_message(f"skipped {path.name}: {error}")
+            continue
+        frames = min(len(keypoints), int(clip.duration * keypoints.fps))
+        if keypoints.fps != config.fps:
+            from posecast.render import resample
+
+            keypoints = resample(keypoints, config.fps,
+                                 int(len(keypoints) * config.fps / keypoints.fps))
+            frames = min(len(keypoints), int(clip.duration * config.fps))
+        keypoints = keypoints[:frames]
+        neutral = int(np.argmin([mouth_opening(face) for face in keypoints.face]))
+        geometry = FaceFrame.of(keypoints.face[neutral])
+        points = stacked_points(keypoints)
+        valid = (points[..., 2] > 0) & (points[neutral:neutral + 1, :, 2] > 0)
+        targets = to_face_frame(points[..., :2] - points[neutral:neutral + 1, :, :2], geometry)
+        clips.append(MotionClip(audio_inputs(clip, config.fps, frames, config),
+                                np.where(valid[..., None], targets, 0).astype(np.float32),
+                                valid))
+    if not clips:
+        raise InputError(f"{folder}: no clip with audio and a face in every frame")
+    return clips
+
+
+def train_motion(dataset: str | os.PathLike, out: str | os.PathLike, max_steps: int = 2000,
+                 batch_size: int = 8, window: int = 100, learning_rate: float = 1e-3,
+                 seed: int = 0, device: str | torch.device = "cpu",
+                 on_step: Callable[[int, float], None] | None = None,
+                 on_message: Callable[[str], None] | None = None,
+                 config: MotionConfig | None = None) -> Path:
+    """Fit the network on random `window`-frame stretches; writes the model folder `out`
+    and `out/train_log.jsonl`."""
+    config = config or MotionConfig()
+    clips = load_motion_clips(dataset, config, on_message)
+    torch.manual_seed(seed)
+    network = MotionNetwork(config).to(device)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=learning_rate)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max_steps)
+    generator = np.random.default_rng(seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "train_log.jsonl").open("w") as log:
+        for step in range(1, max_steps + 1):
+            started = time.perf_counter()
+            inputs, targets, valid = [], [], []
+            for _ in range(batch_size):
+                clip = clips[generator.integers(len(clips))]
+                length = min(window, len(clip.inputs))
+                start = generator.integers(len(clip.inputs) - length + 1)
+                pad = window - length
+                inputs.append(np.pad(clip.inputs[start:start + length], ((0, pad), (0, 0))))
+                targets.append(np.pad(clip.targets[start:start + length],
+                                      ((0, pad), (0, 0), (0, 0))))
+                valid.append(np.pad(clip.valid[start:start + length], ((0, pad), (0, 0))))
+            inputs, targets, valid = (torch.from_numpy(np.stack(x)).to(device)
+                                      for x in (inputs, targets, valid))
+            prediction = network(inputs)
+            weight = valid[..., None].float()
+            loss = ((prediction - targets) ** 2 * weight).sum() / weight.sum().clamp_min(1)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            log.write(json.dumps({"step": step, "loss": loss.item(), "seconds":
+                                  time.perf_counter() - started}) + "\n")
+            if on_step is not None:
+                on_step(step, loss.item())
+    LearnedMotion(network.cpu(), config).save(out)
+    return out

@@ -1,0 +1,153 @@
+"""The miniature of the paper's ablation (issue 7): every variant re-renders the held-out clips
+of a `posecast make-dataset` folder from their own first frame, poses and audio, and
+`posecast eval` scores them against the real clips.
+
+Rows: teacher | teacher + input-aware attention | plain DMD student | DMD + region loss (the
+method) | causal student with dense attention. Columns: FPS (generation + MP4 encoding, on
+this machine, one clip at a time), PSNR, face PSNR, hand PSNR, lip-sync r and lag, HKC.
+
+    python scripts/ablation.py --data runs/cospeech --teacher runs/teacher \
+        --teacher-sparse runs/teacher_sparse --method runs/student \
+        --plain-dmd runs/student_plain --dense-student runs/student_dense \
+        --out runs/ablation --markdown docs/ABLATION.md
+
+Any row whose model is not given is left out. The teacher rows use the teacher's own sampler
+settings (steps, CFG) unless --teacher-steps / --teacher-cfg say otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from posecast.data.synthetic import KEYPOINT_CACHE
+from posecast.evaluate import evaluate_folder
+from posecast.generate import decode_frames, prepare_conditions, sample_latents
+from posecast.media import iter_video_frames, load_audio, probe_video, write_mp4
+from posecast.models.codecs import make_codec
+from posecast.models.pretrained import from_pretrained
+from posecast.pose.framing import crop_resize, fit_box, fit_keypoints
+from posecast.pose.keypoints import Keypoints
+from posecast.render import Renderer
+
+ROWS = (("teacher", "teacher"), ("teacher_sparse", "teacher + input-aware attention"),
+        ("plain_dmd", "plain DMD student"), ("method", "DMD + region loss (the method)"),
+        ("dense_student", "causal student, dense attention"))
+
+
+def held_out_clips(data: Path) -> list[tuple[Path, Keypoints]]:
+    folder = data / "heldout"
+    return [(path, Keypoints.load(folder / KEYPOINT_CACHE / (path.stem + ".npz")))
+            for path in sorted(folder.glob("*.mp4"))]
+
+
+def first_frame(path: Path) -> np.ndarray:
+    return next(iter_video_frames(path, probe_video(path)))
+
+
+def render_teacher(model_path: str, clips, out: Path, steps: int | None, cfg: float | None,
+                   attention: str | None) -> dict[str, float]:
+    changes = {"attention": attention} if attention else {}
+    model = from_pretrained(model_path, **changes)
+    config = model.config
+    codec = make_codec(config.codec, "cpu")
+    steps, cfg = steps or config.sampler.steps, config.sampler.cfg if cfg is None else cfg
+    timings = {}
+    for path, poses in clips:
+        audio = load_audio(path)
+        portrait = first_frame(path)
+        started = time.perf_counter()
+        conditions = prepare_conditions(portrait, poses, config.height, config.width, poses[0])
+        latents = sample_latents(model, codec, conditions, steps, cfg, seed=0)
+        with write_mp4(out / path.name, fps=poses.fps, audio=audio) as mp4:
+            for frame in decode_frames(codec, latents):
+                mp4.write(frame)
+        timings[path.stem] = len(poses) / (time.perf_counter() - started)
+    return timings
+
+
+def render_student(model_path: str, clips, out: Path) -> dict[str, float]:
+    renderer = Renderer(model_path, torch.device("cpu"))
+    config = renderer.config
+    timings = {}
+    for path, poses in clips:
+        audio = load_audio(path)
+        portrait = first_frame(path)
+        box = fit_box(portrait.shape[1], portrait.shape[0], config.width, config.height)
+        result = renderer.generate(audio, crop_resize(portrait, box), fit_keypoints(poses, box),
+                                   out / path.name, poses.fps)
+        timings[path.stem] = result.frames / result.elapsed
+    return timings
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="a make-dataset folder")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--teacher")
+    parser.add_argument("--teacher-sparse", help="an input-aware teacher; default: the teacher "
+                        "with input-aware attention switched on, without fine-tuning")
+    parser.add_argument("--plain-dmd")
+    parser.add_argument("--method")
+    parser.add_argument("--dense-student")
+    parser.add_argument("--teacher-steps", type=int)
+    parser.add_argument("--teacher-cfg", type=float)
+    parser.add_argument("--clips", type=int, default=0, help="use the first N held-out clips")
+    parser.add_argument("--markdown", type=Path, help="write the table here too")
+    args = parser.parse_args()
+
+    torch.set_grad_enabled(False)
+    clips = held_out_clips(args.data)
+    if args.clips:
+        clips = clips[:args.clips]
+    references = args.data / "heldout"
+    results = {}
+    for key, title in ROWS:
+        source = getattr(args, key, None)
+        attention = None
+        if key == "teacher_sparse" and source is None and args.teacher:
+            source, attention = args.teacher, "input_aware"
+        if source is None:
+            continue
+        folder = args.out / key
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        print(f"rendering {len(clips)} clips: {title}", file=sys.stderr)
+        if key.startswith("teacher"):
+            timings = render_teacher(source, clips, folder, args.teacher_steps,
+                                     args.teacher_cfg, attention)
+        else:
+            timings = render_student(source, clips, folder)
+        (folder / "timings.json").write_text(json.dumps(timings, indent=2))
+        report = evaluate_folder(folder, references)
+        (folder / "scores.json").write_text(json.dumps(report, indent=2))
+        results[key] = (title + (" (not fine-tuned)" if attention else ""), report["mean"])
+
+    header = ("| variant | FPS | PSNR | face PSNR | hand PSNR | lip-sync r | lag | HKC |\n"
+              "|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for title, mean in results.values():
+        def cell(key, style, mean=mean):
+            return "-" if mean[key] is None else style.format(mean[key])
+        lines.append(f"| {title} | {cell('fps', '{:.1f}')} | {cell('psnr', '{:.2f}')} | "
+                     f"{cell('face_psnr', '{:.2f}')} | {cell('hand_psnr', '{:.2f}')} | "
+                     f"{cell('lip_sync_r', '{:.3f}')} | {cell('lip_sync_lag', '{:+.1f}')} | "
+                     f"{cell('hkc', '{:.3f}')} |")
+    table = header + "\n".join(lines) + "\n"
+    print(table)
+    (args.out / "ablation.json").write_text(json.dumps(
+        {key: {"title": title, **mean} for key, (title, mean) in results.items()}, indent=2))
+    if args.markdown:
+        args.markdown.write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""`posecast eval`: a clip scored against itself is perfect, a damaged one is not, and the
+lip-sync score finds the speech in a real-photo clip."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+
+from posecast.evaluate import lip_sync
+from posecast.media import iter_video_frames, load_audio, probe_video, write_mp4
+
+
+def test_lip_sync_finds_the_lag():
+    rng = np.random.default_rng(0)
+    loudness = np.convolve(rng.random(200), np.ones(5) / 5, mode="same")
+    r, lag = lip_sync(np.roll(loudness, 2), loudness)
+    assert lag == 2 and r > 0.99
+    assert lip_sync(np.zeros(50), loudness[:50]) == (None, None)
+
+
+def test_scores_of_identical_and_damaged_clips(run_cli, tmp_path, cospeech_dataset):
+    references = cospeech_dataset / "train"  # any folder of real clips will do
+    photo = sorted(p for p in references.glob("*.mp4") if "drawn" not in p.name)
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    shutil.copy(photo[0], outputs / photo[0].name)
+    damaged = sorted(p for p in references.glob("*.mp4") if "drawn" in p.name)[0]
+    info = probe_video(damaged)
+    with write_mp4(outputs / damaged.name, fps=info.fps, audio=load_audio(damaged)) as mp4:
+        for frame in iter_video_frames(damaged, info):
+            mp4.write(np.clip(frame.astype(int) + 40, 0, 255).astype(np.uint8))
+    (outputs / "timings.json").write_text(json.dumps({photo[0].stem: 12.5}))
+    result = run_cli("eval", outputs, "--references", references, "--json",
+                     tmp_path / "scores.json")
+    assert result.code == 0, result.stderr
+    scores = {clip["name"]: clip for clip in
+              json.loads((tmp_path / "scores.json").read_text())["clips"]}
+    same, worse = scores[photo[0].stem], scores[damaged.stem]
+    assert same["psnr"] > 60 and same["face_psnr"] > 60 and same["ssim"] > 0.999
+    assert worse["psnr"] < 25 and worse["ssim"] < same["ssim"]
+    assert same["fps"] == 12.5 and worse["fps"] is None
+    assert same["lip_sync_r"] is not None and same["lip_sync_r"] > 0.3
+    assert abs(same["lip_sync_lag"]) <= 2
+    assert "mean" in result.stdout
+
+
+def test_eval_needs_matching_references(run_cli, tmp_path, cospeech_dataset):
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    (outputs / "nothing_like_it.mp4").write_bytes(b"")
+    result = run_cli("eval", outputs, "--references", cospeech_dataset / "heldout")
+    assert result.code == 2 and "no reference for nothing_like_it.mp4" in result.stderr
