@@ -272,3 +272,39 @@ def test_distillation_brings_the_student_closer_to_the_teacher_in_face_and_hands
     print(f"face+hands MSE to the teacher: before {mean['before']:.4f}, "
           f"after {mean['after']:.4f}")
     assert mean["after"] < 0.8 * mean["before"]
+
+
+def _torchrun(args, port):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node",
+                           "2", "--master-port", str(port), "-m", "posecast", "distill",
+                           *map(str, args)], capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+def test_torchrun_with_and_without_fsdp_trains_the_same_student(tmp_path, synthetic_dataset,
+                                                                trained_tiny):
+    """Two processes with averaged gradients, and the same with FSDP2 sharding, give the
+    same student (up to float rounding); the sharded run also resumes."""
+    common = [synthetic_dataset, "--teacher", trained_tiny[0], "--student-steps", "2",
+              "--chunk", "2", "--window", "4", "--init-steps", "1", "--ode-pairs", "2",
+              "--max-steps", "2", "--critic-updates", "1", "--batch-size", "1",
+              "--checkpoint-every", "2", "--device", "cpu"]
+    plain = _torchrun([*common, "--out", tmp_path / "plain"], 29531)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    sharded = _torchrun([*common, "--out", tmp_path / "fsdp", "--fsdp"], 29532)
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("plain", "fsdp"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
+    assert len(_log(tmp_path / "fsdp")) == 3  # one process logs
+    resumed = _torchrun([*common[:-6], "--max-steps", "3", "--checkpoint-every", "2",
+                         "--device", "cpu", "--out", tmp_path / "fsdp", "--fsdp", "--resume"],
+                        29533)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((tmp_path / "fsdp" / "checkpoint" / "state.json").read_text())["step"] == 4

@@ -81,6 +81,9 @@ def distill_command(
         "--gradient-checkpointing/--no-gradient-checkpointing",
         help="Recompute activations in the backward pass (less memory).",
         show_default=False)] = None,
+    fsdp: Annotated[bool | None, typer.Option(
+        "--fsdp/--no-fsdp", help="Under torchrun: shard the teacher, student and critic across "
+        "the processes (FSDP2) for models that do not fit one GPU.", show_default=False)] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint exactly.")] = False,
     seed: Annotated[int | None, typer.Option(help="Random seed [default: 0].",
                                              show_default=False)] = None,
@@ -111,7 +114,7 @@ def distill_command(
                  grad_accumulation=grad_accumulation, learning_rate=learning_rate,
                  teacher_cfg=teacher_cfg, region_loss_weight=region_loss_weight,
                  checkpoint_every=checkpoint_every, sample_every=sample_every,
-                 gradient_checkpointing=gradient_checkpointing, seed=seed)
+                 gradient_checkpointing=gradient_checkpointing, seed=seed, fsdp=fsdp)
     settings.update({name: value for name, value in flags.items() if value is not None})
     if perceptual:
         settings["perceptual"] = tuple(perceptual)

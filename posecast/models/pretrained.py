@@ -20,12 +20,14 @@ from posecast.paths import atomic_output
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
 
 
-def save_pretrained(model: Denoiser, folder: str | os.PathLike, card: str = "") -> Path:
-    """Write (or replace) the model files in `folder`, each atomically, the config last."""
+def save_pretrained(model: Denoiser, folder: str | os.PathLike, card: str = "",
+                    state: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write (or replace) the model files in `folder`, each atomically, the config last.
+    `state` replaces model.state_dict() (a sharded model's gathered weights)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().contiguous().cpu()
-             for name, tensor in model.state_dict().items()}
+             for name, tensor in (state or model.state_dict()).items()}
     with atomic_output(folder / WEIGHTS_NAME) as tmp:
         save_file(state, tmp, metadata={"format": "pt", "posecast": __version__})
     with atomic_output(folder / CARD_NAME) as tmp:

@@ -20,17 +20,21 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 
-def save_checkpoint(folder: str | os.PathLike, step: int, modules: dict[str, nn.Module],
-                    optimizers: dict[str, torch.optim.Optimizer],
+def save_checkpoint(folder: str | os.PathLike, step: int,
+                    modules: dict[str, nn.Module | dict[str, torch.Tensor]],
+                    optimizers: dict[str, torch.optim.Optimizer | dict[str, Any]],
                     extra: dict[str, Any] | None = None) -> None:
+    """Modules and optimizers, or their state dicts (optimizer states keyed by parameter
+    index, as `Optimizer.state_dict()` gives them; sharding.full_states makes such dicts)."""
     folder = Path(folder)
     tensors: dict[str, torch.Tensor] = {}
     for name, module in modules.items():
-        for key, tensor in module.state_dict().items():
+        state = module if isinstance(module, dict) else module.state_dict()
+        for key, tensor in state.items():
             tensors[f"{name}.{key}"] = tensor.detach().cpu().contiguous()
     groups = {}
     for name, optimizer in optimizers.items():
-        state = optimizer.state_dict()
+        state = optimizer if isinstance(optimizer, dict) else optimizer.state_dict()
         for index, values in state["state"].items():
             for key, value in values.items():
                 tensors[f"optim.{name}.{index}.{key}"] = torch.as_tensor(value).cpu().contiguous()
@@ -65,22 +69,36 @@ def find_checkpoint(folder: str | os.PathLike) -> Path | None:
     return None
 
 
-def load_checkpoint(folder: str | os.PathLike, modules: dict[str, nn.Module],
-                    optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:
-    """Restore modules and optimizers in place; returns state.json (with "step")."""
+def read_checkpoint(folder: str | os.PathLike, modules: list[str], optimizers: list[str]
+                    ) -> tuple[dict[str, Any], dict[str, dict], dict[str, dict]]:
+    """state.json, and the named modules' and optimizers' state dicts."""
     folder = Path(folder)
     meta = json.loads((folder / "state.json").read_text())
     tensors = load_file(folder / "state.safetensors")
-    for name, module in modules.items():
+    module_states = {}
+    for name in modules:
         prefix = f"{name}."
-        module.load_state_dict({key[len(prefix):]: value for key, value in tensors.items()
-                                if key.startswith(prefix)})
-    for name, optimizer in optimizers.items():
+        module_states[name] = {key[len(prefix):]: value for key, value in tensors.items()
+                               if key.startswith(prefix)}
+    optimizer_states = {}
+    for name in optimizers:
         prefix = f"optim.{name}."
         state: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in tensors.items():
             if key.startswith(prefix):
                 index, field = key[len(prefix):].split(".", 1)
                 state.setdefault(int(index), {})[field] = value
-        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"][name]})
+        optimizer_states[name] = {"state": state, "param_groups": meta["param_groups"][name]}
+    return meta, module_states, optimizer_states
+
+
+def load_checkpoint(folder: str | os.PathLike, modules: dict[str, nn.Module],
+                    optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:
+    """Restore modules and optimizers in place; returns state.json (with "step")."""
+    meta, module_states, optimizer_states = read_checkpoint(folder, list(modules),
+                                                            list(optimizers))
+    for name, module in modules.items():
+        module.load_state_dict(module_states[name])
+    for name, optimizer in optimizers.items():
+        optimizer.load_state_dict(optimizer_states[name])
     return meta

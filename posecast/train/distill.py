@@ -49,7 +49,12 @@ from posecast.paths import atomic_output
 from posecast.pose.keypoints import Keypoints
 from posecast.student import CausalRollout, autocast, student_timesteps
 from posecast.train import distributed
-from posecast.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from posecast.train.checkpoint import (
+    find_checkpoint,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from posecast.train.perceptual import PerceptualTerm, load_perceptual_terms
 from posecast.train.region_loss import (
     RegionWeights,
@@ -100,6 +105,7 @@ class DistillConfig:
     checkpoint_every: int = 100
     sample_every: int = 0  # write samples/step-N.mp4 every N steps (0: never)
     seed: int = 0
+    fsdp: bool = False  # under torchrun: shard teacher, student and critic (sharding.py)
 
     def __post_init__(self) -> None:
         checks = [(1 <= self.student_steps <= 8, "student steps must be 1 to 8"),
@@ -256,14 +262,21 @@ def pair_generator(seed: int, index: int) -> torch.Generator:
 
 def make_ode_pairs(folder: Path, teacher: Denoiser, codec, data: ClipDataset,
                    settings: DistillConfig, window_frames: int, timesteps: list[float],
-                   cfg: float, env: distributed.Distributed,
+                   cfg: float, env: distributed.Distributed, sharded: bool = False,
                    on_progress: Callable[[int, int], None] | None = None) -> None:
     """Write the missing shards `shard-NNNNN.safetensors` (states, end point); each rank makes
-    every world_size-th one. A shard's windows are re-drawn from its seed when used."""
+    every world_size-th one, or, with a sharded teacher (whose every call involves all ranks),
+    all ranks run every shard and rank 0 writes it. A shard's windows are re-drawn from its
+    seed when used."""
     folder.mkdir(parents=True, exist_ok=True)
+    missing = [index for index in range(settings.ode_pairs)
+               if not (folder / f"shard-{index:05d}.safetensors").exists()]
+    if env.world_size > 1:
+        dist.barrier()  # every rank has listed the missing shards before any is written
     for index in range(settings.ode_pairs):
         path = folder / f"shard-{index:05d}.safetensors"
-        if index % env.world_size == env.rank and not path.exists():
+        mine = sharded or index % env.world_size == env.rank
+        if index in missing and mine:
             generator = pair_generator(settings.seed, index)
             window = prepare_window(data.sample(settings.batch_size, window_frames, generator),
                                     codec, teacher.config, env.device)
@@ -272,9 +285,11 @@ def make_ode_pairs(folder: Path, teacher: Denoiser, codec, data: ClipDataset,
             noise = torch.randn(shape, generator=generator).to(env.device)
             states, end = teacher_trajectory(teacher, window, noise, timesteps,
                                              settings.ode_steps, cfg)
-            with atomic_output(path) as tmp:
-                save_file({"states": states.cpu().contiguous(), "end": end.cpu().contiguous()},
-                          tmp, metadata={"timesteps": json.dumps(timesteps)})
+            if env.is_main or not sharded:
+                with atomic_output(path) as tmp:
+                    save_file({"states": states.cpu().contiguous(),
+                               "end": end.cpu().contiguous()},
+                              tmp, metadata={"timesteps": json.dumps(timesteps)})
         if on_progress is not None:
             on_progress(index + 1, settings.ode_pairs)
     if env.world_size > 1:
@@ -384,7 +399,7 @@ def sync_gradients(module: torch.nn.Module, world_size: int) -> None:
 
 
 def _optimiser_step(module, optimizer, world_size, clip):
-    sync_gradients(module, world_size)
+    sync_gradients(module, world_size)  # world_size 1 (one process, or FSDP): nothing to do
     torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -428,6 +443,12 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
         for model in (student, critic):
             model.gradient_checkpointing = settings.gradient_checkpointing
             model.train()
+        sharded = settings.fsdp and env.world_size > 1
+        if sharded:
+            from posecast.train import sharding
+
+            for model in (teacher, student, critic):
+                sharding.shard(model)
         student_optimizer = torch.optim.AdamW(student.parameters(), lr=settings.learning_rate,
                                               betas=(0.0, 0.999), weight_decay=0.0)
         critic_optimizer = torch.optim.AdamW(critic.parameters(),
@@ -438,10 +459,18 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
         modules = {"student": student, "critic": critic}
         optimizers = {"student": student_optimizer, "critic": critic_optimizer,
                       "init": init_optimizer}
+        owners = {"student": student, "critic": critic, "init": student}
         step, counters = 0, {"critic_updates": 0, "generator_updates": 0}
         if resume:
             try:
-                meta = load_checkpoint(found, modules, optimizers)
+                if sharded:
+                    meta, module_states, optimizer_states = read_checkpoint(
+                        found, list(modules), list(optimizers))
+                    sharding.load_full_states(
+                        modules, {name: (owners[name], opt) for name, opt in optimizers.items()},
+                        module_states, optimizer_states)
+                else:
+                    meta = load_checkpoint(found, modules, optimizers)
             except (OSError, RuntimeError, ValueError, KeyError, SafetensorError) as error:
                 raise _damaged(found, error) from None
             step, counters = meta["step"], meta["counters"]
@@ -458,21 +487,26 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
         pairs_dir = out / PAIRS_DIR
         if settings.init_steps and step < settings.init_steps:
             make_ode_pairs(pairs_dir, teacher, codec, data, settings, config.window,
-                           timesteps, cfg, env, on_pairs)
+                           timesteps, cfg, env, sharded, on_pairs)
 
         log = (out / "train_log.jsonl").open("a") if env.is_main else None
         fixed_sample = data.sample(1, config.window, torch.Generator().manual_seed(settings.seed))
         while step < settings.total_steps:
             started = time.perf_counter()
             generator = step_generator(settings.seed, step, env.rank)
+            # the same on every rank: where each chunk's rollout stops (a sharded model needs
+            # every rank to make the same calls)
+            shared = step_generator(settings.seed, step, -1)
+            reduce = 1 if sharded else env.world_size  # FSDP reduces gradients itself
             if step < settings.init_steps:
                 phase, losses = "init", _init_step(student, init_optimizer, codec, data, teacher,
                                                    settings, timesteps, pairs_dir, generator,
-                                                   env)
+                                                   env, reduce)
             else:
                 phase, losses = "dmd", _dmd_step(student, critic, teacher, student_optimizer,
                                                  critic_optimizer, codec, data, settings,
-                                                 timesteps, cfg, perceptual, generator, env)
+                                                 timesteps, cfg, perceptual, generator,
+                                                 shared, env, reduce)
                 counters["critic_updates"] += settings.critic_updates
                 counters["generator_updates"] += 1
             step += 1
@@ -485,17 +519,24 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
                 log.flush()
                 if on_step is not None:
                     on_step(report)
-                if settings.sample_every and step % settings.sample_every == 0:
-                    write_sample(out / "samples" / f"step-{step:06d}.mp4", student, codec,
-                                 teacher.config, fixed_sample, timesteps, settings.seed,
-                                 env.device)
-                if step % settings.checkpoint_every == 0 or step == settings.total_steps:
-                    save_checkpoint(checkpoint_dir, step, modules, optimizers,
+            if settings.sample_every and step % settings.sample_every == 0 and \
+                    (env.is_main or sharded):  # a sharded forward needs every process
+                write_sample(out / "samples" / f"step-{step:06d}.mp4", student, codec,
+                             teacher.config, fixed_sample, timesteps, settings.seed,
+                             env.device, write=env.is_main)
+            if step % settings.checkpoint_every == 0 or step == settings.total_steps:
+                states, optimizer_states = modules, optimizers
+                if sharded:  # gathering is collective: every process takes part
+                    states, optimizer_states = sharding.full_states(
+                        modules, {name: (owners[name], opt) for name, opt in optimizers.items()})
+                if env.is_main:
+                    save_checkpoint(checkpoint_dir, step, states, optimizer_states,
                                     {"distill_config": settings.to_dict(),
                                      "student_config": config.to_dict(),
                                      "teacher": str(teacher_source), "counters": counters})
                     save_pretrained(student, out, student_card(config, settings,
-                                                               teacher_source, step))
+                                                               teacher_source, step),
+                                    state=states["student"] if sharded else None)
         if log is not None:
             log.close()
         return out
@@ -504,7 +545,7 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
 
 
 def _init_step(student, optimizer, codec, data, teacher, settings, timesteps, pairs_dir,
-               generator, env) -> dict[str, float]:
+               generator, env, reduce: int) -> dict[str, float]:
     total = 0.0
     for _ in range(settings.grad_accumulation):
         index = int(torch.randint(settings.ode_pairs, (1,), generator=generator))
@@ -516,13 +557,13 @@ def _init_step(student, optimizer, codec, data, teacher, settings, timesteps, pa
                                    pair["end"].to(env.device), timesteps, generator)
         (loss / settings.grad_accumulation).backward()
         total += loss.item() / settings.grad_accumulation
-    _optimiser_step(student, optimizer, env.world_size, settings.grad_clip)
+    _optimiser_step(student, optimizer, reduce, settings.grad_clip)
     return {"ode": total}
 
 
 def _dmd_step(student, critic, teacher, student_optimizer, critic_optimizer, codec, data,
               settings, timesteps, cfg, perceptual: list[PerceptualTerm], generator,
-              env) -> dict[str, float]:
+              shared, env, reduce: int) -> dict[str, float]:
     config = student.config
     chunks = config.window // config.chunk
     steps = len(timesteps) - 1
@@ -534,11 +575,11 @@ def _dmd_step(student, critic, teacher, student_optimizer, critic_optimizer, cod
                                     codec, teacher.config, env.device)
             with torch.no_grad():
                 sample = student_sample(student, window, timesteps, generator,
-                                        exit_steps=random_exit_steps(chunks, steps, generator))
+                                        exit_steps=random_exit_steps(chunks, steps, shared))
             loss = critic_loss(critic, sample, window, generator) / settings.grad_accumulation
             loss.backward()
             losses["critic"] += loss.item() / settings.critic_updates
-        _optimiser_step(critic, critic_optimizer, env.world_size, settings.grad_clip)
+        _optimiser_step(critic, critic_optimizer, reduce, settings.grad_clip)
 
     for term in perceptual:
         losses[term.name] = 0.0
@@ -546,7 +587,7 @@ def _dmd_step(student, critic, teacher, student_optimizer, critic_optimizer, cod
         batch = data.sample(settings.batch_size, config.window, generator)
         window = prepare_window(batch, codec, teacher.config, env.device)
         sample = student_sample(student, window, timesteps, generator,
-                                exit_steps=random_exit_steps(chunks, steps, generator))
+                                exit_steps=random_exit_steps(chunks, steps, shared))
         pixel_weights = batch_weight_maps(window.poses, config.height, config.width,
                                           settings.region_weights).to(env.device)
         gradient = dmd_gradient(sample, teacher, critic, window, generator, settings, cfg,
@@ -567,7 +608,7 @@ def _dmd_step(student, critic, teacher, student_optimizer, critic_optimizer, cod
                 loss = loss + term.weight * value
                 losses[term.name] += value.item() / settings.grad_accumulation
         (loss / settings.grad_accumulation).backward()
-    _optimiser_step(student, student_optimizer, env.world_size, settings.grad_clip)
+    _optimiser_step(student, student_optimizer, reduce, settings.grad_clip)
     return losses
 
 
@@ -582,8 +623,10 @@ def student_card(config: DenoiserConfig, settings: DistillConfig, teacher: str,
 
 
 def write_sample(path: Path, student: Denoiser, codec, teacher_config: DenoiserConfig,
-                 batch: dict, timesteps: list[float], seed: int, device: torch.device) -> None:
-    """The real window beside the student's rendering of it (same poses and reference)."""
+                 batch: dict, timesteps: list[float], seed: int, device: torch.device,
+                 write: bool = True) -> None:
+    """The real window beside the student's rendering of it (same poses and reference);
+    `write=False` generates without writing (the other processes of a sharded run)."""
     from posecast.media import write_mp4
 
     window = prepare_window(batch, codec, teacher_config, device)
@@ -593,6 +636,8 @@ def write_sample(path: Path, student: Denoiser, codec, teacher_config: DenoiserC
         latents = student_sample(student, window, timesteps, torch.Generator().manual_seed(seed))
         frames = codec.decode(latents[0])
     student.train(was_training)
+    if not write:
+        return
     side_by_side = torch.cat([window.frames[0], frames], dim=-1)  # (W, 3, H, 2W)
     pixels = ((side_by_side + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
