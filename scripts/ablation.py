@@ -99,14 +99,18 @@ def main() -> int:
     parser.add_argument("--dense-student")
     parser.add_argument("--teacher-steps", type=int)
     parser.add_argument("--teacher-cfg", type=float)
-    parser.add_argument("--clips", type=int, default=0, help="use the first N held-out clips")
+    parser.add_argument("--clips", type=int, default=0,
+                        help="use N held-out clips, photos and drawn people taking turns")
     parser.add_argument("--markdown", type=Path, help="write the table here too")
     args = parser.parse_args()
 
     torch.set_grad_enabled(False)
     clips = held_out_clips(args.data)
     if args.clips:
-        clips = clips[:args.clips]
+        photos = [clip for clip in clips if "drawn" not in clip[0].name]
+        drawn = [clip for clip in clips if "drawn" in clip[0].name]
+        mixed = [clip for pair in zip(photos, drawn, strict=False) for clip in pair]
+        clips = (mixed + photos[len(mixed) // 2:] + drawn[len(mixed) // 2:])[:args.clips]
     references = args.data / "heldout"
     results = {}
     for key, title in ROWS:

@@ -160,3 +160,26 @@ def test_shards_split_the_jobs_exactly(tmp_path):
     (tmp_path / "bad.csv").write_text("audio,portrait\nx.wav,p.png\n")
     with pytest.raises(UsageError, match="missing column"):
         read_jobs(tmp_path / "bad.csv")
+
+
+def test_the_bundled_starter_model_renders_by_default(run_cli, tmp_path, portrait_path):
+    from posecast.assets import starter_model
+    from posecast.models.pretrained import load_config
+
+    config = load_config(starter_model())
+    assert config.is_student and (config.width, config.height) == (64, 64)
+    size = sum(path.stat().st_size for path in starter_model().iterdir())
+    assert size < 50 * 2**20
+    audio, out = _speech(tmp_path / "speech.wav", 0.5), tmp_path / "talk.mp4"
+    result = run_cli("render", audio, portrait_path, "-o", out, "--device", "cpu")
+    assert result.code == 0, result.stderr
+    assert abs(_frames(out) - 13) <= 1 and probe_video(out).width == 64
+
+
+def test_a_missing_starter_model_says_what_to_do(run_cli, tmp_path, portrait_path, monkeypatch):
+    import posecast.assets
+
+    monkeypatch.setattr(posecast.assets, "STARTER", tmp_path / "gone")
+    audio = _speech(tmp_path / "speech.wav", 0.5)
+    result = run_cli("render", audio, portrait_path, "-o", tmp_path / "talk.mp4")
+    assert result.code == 1 and "--model" in result.stderr
