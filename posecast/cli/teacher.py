@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 
 from posecast.cli.devices import parse_size, pick_device
@@ -24,18 +23,6 @@ from posecast.cli.options import (
 from posecast.cli.ui import console, progress_bar
 from posecast.errors import UsageError
 from posecast.paths import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, require_file, require_output
-
-
-def resample_poses(poses, fps: float, frames: int):
-    """Pick the pose nearest in time for each of `frames` output frames at `fps`; the last pose
-    is held when the output is longer than the poses."""
-    from dataclasses import replace
-
-    source = np.minimum(np.round(np.arange(frames) * poses.fps / fps).astype(int),
-                        len(poses) - 1)
-    parts = {part: getattr(poses, part)[source] for part in ("body", "face", "left_hand",
-                                                             "right_hand")}
-    return replace(poses, **parts, fps=fps)
 
 
 def teacher_command(
@@ -75,6 +62,7 @@ def teacher_command(
     from posecast.pose.extract import extract_image, extract_video
     from posecast.pose.framing import retarget
     from posecast.pose.keypoints import Keypoints
+    from posecast.render import resample
 
     if (poses is None) == (driving_video is None):
         raise UsageError("give exactly one of --poses POSES.npz or --driving-video VIDEO")
@@ -109,7 +97,7 @@ def teacher_command(
     fps = fps or driving.fps
     frames = math.ceil(round(clip.duration * fps, 6)) if clip is not None else \
         max(1, round(len(driving) * fps / driving.fps))
-    driving = resample_poses(retarget(driving, portrait_keypoints), fps, frames)
+    driving = resample(retarget(driving, portrait_keypoints), fps, frames)
     conditions = prepare_conditions(image, driving, config.height, config.width,
                                     portrait_keypoints)
     steps = steps or config.sampler.steps
