@@ -107,7 +107,7 @@ def score_clip(output: Path, reference: Path, references: Path, fps: float | Non
                        "face": masks[Region.FACE],
                        "hand": masks[Region.LEFT_HAND] | masks[Region.RIGHT_HAND]}
             squared = ((output_frame.astype(np.float64) - target) ** 2).mean(-1)
-            structure = ssim_map(*(torch.from_numpy(x).permute(2, 0, 1)[None].float()
+            structure = ssim_map(*(torch.from_numpy(np.array(x)).permute(2, 0, 1)[None].float()
                                    / 127.5 - 1 for x in (output_frame, target)))[0, 0].numpy()
             for name, mask in regions.items():
                 squared_sum[name] += float((squared * mask).sum())

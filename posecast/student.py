@@ -20,6 +20,7 @@ import torch
 
 from posecast.attention.mask import mask_for_window
 from posecast.diffusion.flow import sampling_timesteps
+from posecast.generate import autocast
 from posecast.models.denoiser import Denoiser
 from posecast.models.kv_cache import KVCache
 from posecast.pose.keypoints import Keypoints
@@ -34,10 +35,6 @@ def student_timesteps(model: Denoiser, steps: int | None = None) -> list[float]:
     """(k + 1) times from 1 to 0; k = `steps` or the model's own."""
     sampler = model.config.sampler
     return sampling_timesteps(steps or sampler.steps, sampler.shift).tolist()
-
-
-def autocast(device: torch.device):
-    return torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda")
 
 
 class CausalRollout:

@@ -42,12 +42,13 @@ from posecast.config import DenoiserConfig, SamplerConfig
 from posecast.data.clips import ClipDataset
 from posecast.diffusion.flow import add_noise, sample_training_times, shift_time
 from posecast.errors import InputError, UsageError
+from posecast.generate import autocast
 from posecast.models.codecs import make_codec
 from posecast.models.denoiser import Denoiser
 from posecast.models.pretrained import from_pretrained, model_card, save_pretrained
 from posecast.paths import atomic_output
 from posecast.pose.keypoints import Keypoints
-from posecast.student import CausalRollout, autocast, student_timesteps
+from posecast.student import CausalRollout, student_timesteps
 from posecast.train import distributed
 from posecast.train.checkpoint import (
     find_checkpoint,
