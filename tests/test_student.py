@@ -81,3 +81,30 @@ def test_a_student_config_is_validated():
     with pytest.raises(ValueError, match="reference_frame"):
         preset("tiny", chunk=2, reference_frame=True)
     assert preset("tiny", chunk=2).is_student and not preset("tiny").is_student
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("attention", ["dense", "input_aware"])
+def test_a_cuda_rollout_equals_the_cpu_rollout(attention):
+    """Two chunks on CUDA (input-aware: the first chunk through the flex layout, the second
+    through the gather path) give the CPU's frames. Regression: the flex layout was once left
+    on the CPU while q, k, v were on the GPU."""
+    config = preset("tiny", attention=attention, chunk=2, window=4, k_frames=2)
+    model = _random_model(config)
+    _, poses = synthetic_clip(32, 4, 25.0, np.random.default_rng(0))
+    g = torch.Generator().manual_seed(1)
+    reference = torch.randn(1, 3, 32, 32, generator=g)
+    maps = torch.rand(1, 4, 3, 32, 32, generator=g)
+    noise = torch.randn(2, 1, 2, 3, 32, 32, generator=g)
+    frames = {}
+    for device in ("cpu", "cuda"):
+        rollout = CausalRollout(model.to(device), reference.to(device),
+                                lambda s, e, d=device: maps[:, s:e].to(d),
+                                lambda s, e: [poses[s:e]], student_timesteps(model, 2))
+        with torch.no_grad():
+            frames[device] = torch.cat([rollout.chunk(noise[i].to(device),
+                                                      lambda i=i, d=device: noise[1 - i].to(d),
+                                                      commit=i == 0).cpu() for i in range(2)],
+                                       dim=1)
+    torch.testing.assert_close(frames["cuda"], frames["cpu"], atol=2e-3, rtol=2e-3)

@@ -116,5 +116,6 @@ def input_aware_attention(q, k, v, masks: list[InputAwareMask], backend: str = "
         elif mask.query_start:
             outputs.append(gather_attention(qi, ki, vi, mask))
         else:
-            outputs.append(flex_attention_layout(qi, ki, vi, build_layout(mask, block_size)))
+            layout = build_layout(mask, block_size).to(q.device)
+            outputs.append(flex_attention_layout(qi, ki, vi, layout))
     return torch.cat(outputs)

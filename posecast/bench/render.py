@@ -115,9 +115,10 @@ def time_teacher_render(model: Denoiser, codec, reference: torch.Tensor, poses: 
 
 
 def time_student_render(model: Denoiser, codec, reference: torch.Tensor, poses: Keypoints,
-                        clip: AudioClip, fps: float, steps: int | None, repeats: int = 3
-                        ) -> PipelineTiming:
-    """I/O excluded: the median of `repeats` runs (after a warm-up run)."""
+                        clip: AudioClip, fps: float, steps: int | None, repeats: int = 3,
+                        profile: Path | None = None) -> PipelineTiming:
+    """I/O excluded: the median of `repeats` runs (after a warm-up run). `profile`: also run
+    once under torch.profiler and write its operator table (where the time goes) there."""
     config, device = model.config, next(model.parameters()).device
     frames, chunk = len(poses), config.chunk
     padded = hold_to_length(poses, math.ceil(frames / chunk) * chunk)
@@ -164,6 +165,14 @@ def time_student_render(model: Denoiser, codec, reference: torch.Tensor, poses: 
     run(None)  # warm-up: kernels, allocator, compiled attention
     runs = sorted((run(None) for _ in range(repeats)), key=lambda timing: timing[2])
     denoise, decode, total, first = runs[len(runs) // 2]
+    if profile is not None:
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        with torch.profiler.profile(activities=activities) as profiler:
+            run(None)
+        sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        profile.write_text(profiler.key_averages().table(sort_by=sort, row_limit=40) + "\n")
     with tempfile.TemporaryDirectory() as folder, \
             write_mp4(Path(folder) / "student.mp4", fps=fps, audio=clip) as mp4:
         started = time.perf_counter()

@@ -125,6 +125,16 @@ def bench_render(
     teacher_steps: Annotated[int, typer.Option(help="Teacher steps.")] = 25,
     cfg: Annotated[float, typer.Option(help="Teacher guidance scale.")] = 2.0,
     skip_teacher: Annotated[bool, typer.Option(help="Time the student only.")] = False,
+    student_attention: Annotated[str, typer.Option(
+        help="With random weights: the student's attention, input_aware or dense.")]
+    = "input_aware",
+    portrait_keypoints_file: Annotated[Path | None, typer.Option(
+        "--portrait-keypoints", help="The portrait's keypoints (.npz, one frame). Default: "
+        "examples/astronaut_keypoints.npz, extracted once with `posecast keypoints`, so the "
+        "bench needs no face detector.")] = None,
+    profile: Annotated[Path | None, typer.Option(
+        help="Also profile one student run and write the operator table (where the time "
+        "goes) to this text file.")] = None,
     device: Device = "auto",
 ) -> None:
     """The teacher and the student on the same portrait, poses and audio: FPS of denoising,
@@ -145,7 +155,7 @@ def bench_render(
     from posecast.models.pretrained import from_pretrained
     from posecast.motion import frame_count, motion_from_speech
     from posecast.pose.framing import crop_resize, fit_keypoints, portrait_box
-    from posecast.render import portrait_keypoints
+    from posecast.pose.keypoints import Keypoints
     from posecast.train.distill import DistillConfig, student_config
 
     torch_device = pick_device(device)
@@ -155,7 +165,8 @@ def bench_render(
         if not student.config.is_student:
             raise UsageError(f"{model}: not a distilled student")
     else:
-        student = Denoiser(student_config(make_preset(preset), DistillConfig()))
+        student = Denoiser(student_config(make_preset(preset),
+                                          DistillConfig(attention=student_attention)))
     if teacher is not None:
         teacher_model = from_pretrained(teacher, device=torch_device)
     else:
@@ -173,7 +184,7 @@ def bench_render(
     clip = AudioClip(np.tile(speech.samples, repeats)[:int(seconds * speech.sample_rate)],
                      speech.sample_rate)
     image = load_image(examples / "astronaut.png")
-    keypoints = portrait_keypoints(image, examples / "astronaut.png")
+    keypoints = Keypoints.load(portrait_keypoints_file or examples / "astronaut_keypoints.npz")
     poses = motion_from_speech(clip, keypoints, fps)[:frame_count(clip.duration, fps)]
     box = portrait_box(keypoints, image.shape[1], image.shape[0], config.width, config.height)
     fitted = fit_keypoints(poses, box)
@@ -181,7 +192,7 @@ def bench_render(
     reference = (reference / 127.5 - 1).to(torch_device)
 
     rows = [time_student_render(student, bench_codec(student, torch_device, True, random),
-                                reference, fitted, clip, fps, steps)]
+                                reference, fitted, clip, fps, steps, profile=profile)]
     if not skip_teacher:
         rows.insert(0, time_teacher_render(
             teacher_model, bench_codec(teacher_model, torch_device, False, teacher is None),
@@ -189,7 +200,8 @@ def bench_render(
     device_name = torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" \
         else "cpu"
     table = Table(title=f"render · {config.width}x{config.height} · {len(fitted)} frames "
-                  f"({clip.duration:.1f} s) · {device_name}")
+                  f"({clip.duration:.1f} s) · student attention {config.attention} · "
+                  f"{device_name}")
     for column in ("pipeline", "steps", "denoise FPS", "decode FPS", "FPS (no I/O)",
                    "FPS (with I/O)", "first frame s"):
         table.add_column(column, justify="right")

@@ -312,7 +312,7 @@ def _poly(canvas, points, colour, closed=True, thickness=None) -> None:
 
 def draw_person(style: DrawnStyle, keypoints: Keypoints, frame: int, rest_gap: float
                 ) -> np.ndarray:
-    from posecast.pose.draw import _mesh_topology
+    from posecast.pose.draw import mesh_topology
 
     size = keypoints.height
     top, bottom = style.background
@@ -320,7 +320,7 @@ def draw_person(style: DrawnStyle, keypoints: Keypoints, frame: int, rest_gap: f
     canvas = np.ascontiguousarray(np.broadcast_to(top * (1 - ramp) + bottom * ramp,
                                                   (size, size, 3)).astype(np.uint8))
     body, face = keypoints.body[frame], keypoints.face[frame]
-    oval = face[_chain(_mesh_topology()["face_oval"])]
+    oval = face[_chain(mesh_topology()["face_oval"])]
     face_height = np.linalg.norm(face[fm.CHIN, :2] - face[fm.FOREHEAD, :2])
     head_centre = oval[:, :2].mean(0)
     if style.long_hair:
@@ -366,7 +366,7 @@ def draw_person(style: DrawnStyle, keypoints: Keypoints, frame: int, rest_gap: f
                        tuple(float(c) for c in style.iris), -1, cv2.LINE_AA)
             canvas[mask > 0] = layer[mask > 0]
         _poly(canvas, face[list(upper)], style.hair * 0.6, False, max(1, int(0.02 * face_height)))
-    for a, b in _mesh_topology()["eyebrows"]:
+    for a, b in mesh_topology()["eyebrows"]:
         _poly(canvas, face[[a, b]], style.hair, False, max(1, int(0.03 * face_height)))
     _poly(canvas, face[[168, 6, 197, 195, 5, 4]], style.skin * 0.8, False, 1)
     _poly(canvas, face[list(fm.LIP_OUTLINE)], style.lips)

@@ -2,18 +2,20 @@
 
 Each part has its own colour so the pose guider can tell them apart: torso, each arm, legs,
 face outline, eyes, eyebrows, lips and each hand. Face and hand topologies are mediapipe's own
-connection tables; the body skeleton is posecast's (upper body first, per limb).
+connection tables, copied once into posecast/assets/mesh_topology.json (so drawing needs no
+mediapipe; a test checks the copy against mediapipe); the body skeleton is posecast's.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from posecast.pose.keypoints import Keypoints
-from posecast.pose.mediapipe_holistic import import_mediapipe
 
 # RGB colours, one per drawn part.
 COLOURS = {
@@ -38,21 +40,15 @@ BODY_LIMBS = {
 }
 
 
+MESH_TOPOLOGY_FILE = Path(__file__).resolve().parents[1] / "assets" / "mesh_topology.json"
+
+
 @functools.lru_cache(maxsize=1)
-def _mesh_topology() -> dict[str, list[tuple[int, int]]]:
-    """Face and hand edges from mediapipe's connection tables, grouped by drawn part."""
-    solutions = import_mediapipe().solutions
-    mesh = solutions.face_mesh_connections
-    hand = sorted(solutions.hands_connections.HAND_CONNECTIONS)
-    return {
-        "face_oval": sorted(mesh.FACEMESH_FACE_OVAL),
-        "eyes": sorted(mesh.FACEMESH_LEFT_EYE | mesh.FACEMESH_RIGHT_EYE | mesh.FACEMESH_IRISES),
-        "eyebrows": sorted(mesh.FACEMESH_LEFT_EYEBROW | mesh.FACEMESH_RIGHT_EYEBROW),
-        "nose": sorted(mesh.FACEMESH_NOSE),
-        "lips": sorted(mesh.FACEMESH_LIPS),
-        "left_hand": hand,
-        "right_hand": hand,
-    }
+def mesh_topology() -> dict[str, list[tuple[int, int]]]:
+    """Face and hand edges (point index pairs) per drawn part: face_oval, eyes (with irises),
+    eyebrows, nose, lips, left_hand, right_hand."""
+    table = json.loads(MESH_TOPOLOGY_FILE.read_text())
+    return {part: [tuple(edge) for edge in edges] for part, edges in table.items()}
 
 
 def _edges(canvas: np.ndarray, points: np.ndarray, edges, colour, thickness: int,
@@ -87,7 +83,7 @@ def draw_pose(canvas: np.ndarray, keypoints: Keypoints, frame: int = 0,
             if body[joint, 2] > min_confidence:
                 centre = (int(round(body[joint, 0])), int(round(body[joint, 1])))
                 cv2.circle(canvas, centre, thickness * 2, COLOURS[limb], -1, line_type)
-    topology = _mesh_topology()
+    topology = mesh_topology()
     face = keypoints.face[frame] * scale
     for part in ("face_oval", "eyes", "eyebrows", "nose", "lips"):
         _edges(canvas, face, topology[part], COLOURS[part], fine, 0.0, line_type)
