@@ -133,3 +133,33 @@ def test_damaged_keypoint_files_give_one_line_errors(tmp_path, portrait_keypoint
         with pytest.raises(InputError, match=words) as caught:
             Keypoints.load(path)
         assert "\n" not in str(caught.value)
+
+
+def test_the_bundled_drawing_topology_is_mediapipes():
+    """assets/mesh_topology.json (read by pose.draw so drawing needs no mediapipe) holds
+    exactly mediapipe's face-mesh and hand connection tables."""
+    from posecast.pose.draw import mesh_topology
+    from posecast.pose.mediapipe_holistic import import_mediapipe
+
+    solutions = import_mediapipe().solutions
+    mesh, hand = solutions.face_mesh_connections, set(solutions.hands_connections.HAND_CONNECTIONS)
+    expected = {
+        "face_oval": mesh.FACEMESH_FACE_OVAL,
+        "eyes": mesh.FACEMESH_LEFT_EYE | mesh.FACEMESH_RIGHT_EYE | mesh.FACEMESH_IRISES,
+        "eyebrows": mesh.FACEMESH_LEFT_EYEBROW | mesh.FACEMESH_RIGHT_EYEBROW,
+        "nose": mesh.FACEMESH_NOSE, "lips": mesh.FACEMESH_LIPS,
+        "left_hand": hand, "right_hand": hand,
+    }
+    assert {part: set(edges) for part, edges in mesh_topology().items()} == \
+        {part: set(edges) for part, edges in expected.items()}
+
+
+def test_the_examples_portrait_keypoints_are_a_fresh_extraction(portrait_keypoints):
+    """examples/astronaut_keypoints.npz (what `bench render` uses instead of mediapipe) is what
+    extracting astronaut.png gives now."""
+    from pathlib import Path
+
+    saved = Keypoints.load(Path(__file__).parents[1] / "examples" / "astronaut_keypoints.npz")
+    for part in ("face", "body", "left_hand", "right_hand"):
+        np.testing.assert_allclose(getattr(saved, part), getattr(portrait_keypoints, part),
+                                   atol=1e-3)
