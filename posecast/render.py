@@ -44,11 +44,18 @@ class RenderResult:
     seconds: float  # of video
     elapsed: float  # wall time of the whole job, I/O included
     first_frame: float  # wall seconds until the first frame went to the encoder
+    streaming: float  # wall seconds of the chunk loop alone (generate, decode, encode)
 
     @property
     def realtime_factor(self) -> float:
         """Seconds of video made per second of wall time (> 1 is faster than real time)."""
         return self.seconds / self.elapsed
+
+    @property
+    def streaming_factor(self) -> float:
+        """The same for the chunk loop alone, once audio, portrait and model are ready: the
+        steady speed of a long render."""
+        return self.seconds / self.streaming
 
 
 def portrait_keypoints(image: np.ndarray, path: Path) -> Keypoints:
@@ -165,6 +172,7 @@ class Renderer:
         generator = torch.Generator().manual_seed(seed)
         shape = (1, chunk, config.codec.latent_channels, *config.latent_size)
         first_frame = None
+        loop_started = time.perf_counter()
         with write_mp4(output, fps=fps, audio=clip) as mp4, torch.no_grad():
             for start in range(0, len(padded), chunk):
                 noise = torch.randn(shape, generator=generator).to(device)
@@ -178,6 +186,7 @@ class Renderer:
                     first_frame = time.perf_counter() - started
                 if on_progress is not None:
                     on_progress(min(start + chunk, frames) / fps, frames / fps)
-        return RenderResult(output, frames, frames / fps, time.perf_counter() - started,
-                            first_frame or 0.0)
+        finished = time.perf_counter()
+        return RenderResult(output, frames, frames / fps, finished - started,
+                            first_frame or 0.0, finished - loop_started)
 
