@@ -2,17 +2,21 @@
 of a `posecast make-dataset` folder from their own first frame, poses and audio, and
 `posecast eval` scores them against the real clips.
 
-Rows: teacher | teacher + input-aware attention | plain DMD student | DMD + region loss (the
-method) | causal student with dense attention. Columns: FPS (generation + MP4 encoding, on
+Rows: (with --real) the real clips themselves, each measure's ceiling | teacher | teacher +
+input-aware attention | plain DMD student | DMD + region loss (the method) | causal student
+with dense attention. Columns: FPS (generation + MP4 encoding, on
 this machine, one clip at a time), PSNR, face PSNR, hand PSNR, lip-sync r and lag, HKC.
 
-    python scripts/ablation.py --data runs/cospeech --teacher runs/teacher \
-        --teacher-sparse runs/teacher_sparse --method runs/student \
-        --plain-dmd runs/student_plain --dense-student runs/student_dense \
-        --out runs/ablation --markdown docs/ABLATION.md
+    python scripts/ablation.py --data runs/cospeech64 --teacher runs/teacher \
+        --method runs/student --plain-dmd runs/student_plain \
+        --dense-student runs/student_dense --real --clips 4 --frames 75 \
+        --out runs/ablation --markdown docs/ABLATION_TABLE.md
 
 Any row whose model is not given is left out. The teacher rows use the teacher's own sampler
-settings (steps, CFG) unless --teacher-steps / --teacher-cfg say otherwise.
+settings (steps, CFG) unless --teacher-steps / --teacher-cfg say otherwise. `--frames N` keeps
+the first N frames (and their audio) of each clip; `--reuse` keeps a row's earlier outputs and
+scores when its folder has them (rows can then be rendered in separate runs, e.g. the slow
+teacher rows beside a training run, and the last run writes the whole table).
 """
 
 from __future__ import annotations
@@ -30,22 +34,30 @@ import torch
 from posecast.data.synthetic import KEYPOINT_CACHE
 from posecast.evaluate import evaluate_folder
 from posecast.generate import decode_frames, prepare_conditions, sample_latents
-from posecast.media import iter_video_frames, load_audio, probe_video, write_mp4
+from posecast.media import AudioClip, iter_video_frames, load_audio, probe_video, write_mp4
 from posecast.models.codecs import make_codec
 from posecast.models.pretrained import from_pretrained
 from posecast.pose.framing import crop_resize, fit_box, fit_keypoints
 from posecast.pose.keypoints import Keypoints
 from posecast.render import Renderer
 
-ROWS = (("teacher", "teacher"), ("teacher_sparse", "teacher + input-aware attention"),
+ROWS = (("real", "the real clips (the measures' ceiling)"), ("teacher", "teacher"),
+        ("teacher_sparse", "teacher + input-aware attention"),
         ("plain_dmd", "plain DMD student"), ("method", "DMD + region loss (the method)"),
         ("dense_student", "causal student, dense attention"))
 
 
-def held_out_clips(data: Path) -> list[tuple[Path, Keypoints]]:
+def held_out_clips(data: Path, frames: int | None) -> list[tuple[Path, Keypoints]]:
     folder = data / "heldout"
-    return [(path, Keypoints.load(folder / KEYPOINT_CACHE / (path.stem + ".npz")))
+    return [(path, Keypoints.load(folder / KEYPOINT_CACHE / (path.stem + ".npz"))[:frames])
             for path in sorted(folder.glob("*.mp4"))]
+
+
+def clip_audio(path: Path, poses: Keypoints) -> AudioClip:
+    """The clip's audio, cut to the frames kept."""
+    audio = load_audio(path)
+    samples = round(len(poses) / poses.fps * audio.sample_rate)
+    return AudioClip(audio.samples[:samples], audio.sample_rate)
 
 
 def first_frame(path: Path) -> np.ndarray:
@@ -61,7 +73,7 @@ def render_teacher(model_path: str, clips, out: Path, steps: int | None, cfg: fl
     steps, cfg = steps or config.sampler.steps, config.sampler.cfg if cfg is None else cfg
     timings = {}
     for path, poses in clips:
-        audio = load_audio(path)
+        audio = clip_audio(path, poses)
         portrait = first_frame(path)
         started = time.perf_counter()
         conditions = prepare_conditions(portrait, poses, config.height, config.width, poses[0])
@@ -73,12 +85,23 @@ def render_teacher(model_path: str, clips, out: Path, steps: int | None, cfg: fl
     return timings
 
 
+def copy_real(clips, out: Path) -> dict[str, float]:
+    """The held-out clips themselves, cut like the others: what each measure gives a perfect
+    render (lip sync is bounded by how well the clips' mouths follow loudness)."""
+    for path, poses in clips:
+        with write_mp4(out / path.name, fps=poses.fps, audio=clip_audio(path, poses)) as mp4:
+            frames = iter_video_frames(path, probe_video(path))
+            for _, frame in zip(range(len(poses)), frames, strict=False):
+                mp4.write(frame)
+    return {}
+
+
 def render_student(model_path: str, clips, out: Path) -> dict[str, float]:
     renderer = Renderer(model_path, torch.device("cpu"))
     config = renderer.config
     timings = {}
     for path, poses in clips:
-        audio = load_audio(path)
+        audio = clip_audio(path, poses)
         portrait = first_frame(path)
         box = fit_box(portrait.shape[1], portrait.shape[0], config.width, config.height)
         result = renderer.generate(audio, crop_resize(portrait, box), fit_keypoints(poses, box),
@@ -101,11 +124,16 @@ def main() -> int:
     parser.add_argument("--teacher-cfg", type=float)
     parser.add_argument("--clips", type=int, default=0,
                         help="use N held-out clips, photos and drawn people taking turns")
+    parser.add_argument("--real", action="store_true",
+                        help="also score the real held-out clips (each measure's ceiling)")
+    parser.add_argument("--frames", type=int, help="keep the first N frames of each clip")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep a row's earlier outputs and scores where they exist")
     parser.add_argument("--markdown", type=Path, help="write the table here too")
     args = parser.parse_args()
 
     torch.set_grad_enabled(False)
-    clips = held_out_clips(args.data)
+    clips = held_out_clips(args.data, args.frames)
     if args.clips:
         photos = [clip for clip in clips if "drawn" not in clip[0].name]
         drawn = [clip for clip in clips if "drawn" in clip[0].name]
@@ -114,17 +142,23 @@ def main() -> int:
     references = args.data / "heldout"
     results = {}
     for key, title in ROWS:
-        source = getattr(args, key, None)
+        source = True if key == "real" and args.real else getattr(args, key, None)
         attention = None
         if key == "teacher_sparse" and source is None and args.teacher:
             source, attention = args.teacher, "input_aware"
         if source is None:
             continue
         folder = args.out / key
+        if args.reuse and (folder / "scores.json").exists():
+            report = json.loads((folder / "scores.json").read_text())
+            results[key] = (title + (" (not fine-tuned)" if attention else ""), report["mean"])
+            continue
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         print(f"rendering {len(clips)} clips: {title}", file=sys.stderr)
-        if key.startswith("teacher"):
+        if key == "real":
+            timings = copy_real(clips, folder)
+        elif key.startswith("teacher"):
             timings = render_teacher(source, clips, folder, args.teacher_steps,
                                      args.teacher_cfg, attention)
         else:

@@ -163,13 +163,15 @@ def test_shards_split_the_jobs_exactly(tmp_path):
 
 
 def test_the_bundled_starter_model_renders_by_default(run_cli, tmp_path, portrait_path):
-    from posecast.assets import starter_model
+    from posecast.assets import starter_model, starter_teacher
     from posecast.models.pretrained import load_config
 
     config = load_config(starter_model())
     assert config.is_student and (config.width, config.height) == (64, 64)
-    size = sum(path.stat().st_size for path in starter_model().iterdir())
-    assert size < 50 * 2**20
+    assert not load_config(starter_teacher()).is_student
+    size = sum(path.stat().st_size for folder in (starter_model(), starter_teacher())
+               for path in folder.iterdir())
+    assert size < 50 * 2**20  # both bundled models together
     audio, out = _speech(tmp_path / "speech.wav", 0.5), tmp_path / "talk.mp4"
     result = run_cli("render", audio, portrait_path, "-o", out, "--device", "cpu")
     assert result.code == 0, result.stderr

@@ -79,3 +79,13 @@ def test_teacher_bad_audio_gives_one_line(run_cli, tmp_path, trained_tiny, portr
         lines = result.stderr.strip().splitlines()
         assert result.code == 1 and len(lines) == 1 and words in lines[0], result.stderr
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_teacher_uses_the_bundled_teacher_by_default(run_cli, tmp_path, portrait_path,
+                                                     driving_poses):
+    out = tmp_path / "bundled.mp4"
+    result = run_cli("teacher", portrait_path, "--poses", driving_poses, "-o", out,
+                     "--steps", "1", "--device", "cpu")
+    assert result.code == 0, result.stderr
+    info = probe_video(out)
+    assert (info.width, info.height) == (64, 64)  # the starter teacher's native size

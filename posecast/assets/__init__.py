@@ -1,4 +1,6 @@
-"""Files shipped inside the package: the starter student model `render` uses by default."""
+"""Files shipped inside the package: the starter models (the student `render` uses by default
+and the teacher it was distilled from, which `teacher` uses by default), portraits and drawing
+tables for `make-dataset` and `pose.draw`."""
 
 from __future__ import annotations
 
@@ -7,11 +9,21 @@ from pathlib import Path
 from posecast.errors import PosecastError
 
 STARTER = Path(__file__).resolve().parent / "starter"
+STARTER_TEACHER = Path(__file__).resolve().parent / "starter_teacher"
+
+
+def _bundled(folder: Path) -> Path:
+    if not (folder / "config.json").is_file():
+        raise PosecastError(f"the bundled model {folder.name} is missing ({folder}); reinstall "
+                            "posecast or pass --model FOLDER_OR_REPO")
+    return folder
 
 
 def starter_model() -> Path:
     """The bundled starter student (a model folder); see its README.md for how it was made."""
-    if not (STARTER / "config.json").is_file():
-        raise PosecastError(f"the bundled starter model is missing ({STARTER}); reinstall "
-                            "posecast or pass --model FOLDER_OR_REPO")
-    return STARTER
+    return _bundled(STARTER)
+
+
+def starter_teacher() -> Path:
+    """The teacher the starter student was distilled from (a model folder)."""
+    return _bundled(STARTER_TEACHER)

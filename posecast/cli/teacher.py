@@ -14,7 +14,6 @@ from posecast.cli.options import (
     AllowMissing,
     Cfg,
     Device,
-    ModelOption,
     Overwrite,
     Seed,
     Size,
@@ -30,7 +29,10 @@ def teacher_command(
                                              show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="The MP4 to write.",
                                          show_default=False)],
-    model: ModelOption,
+    model: Annotated[str | None, typer.Option(
+        help="A teacher model folder or Hugging Face repo id (owner/name). Default: the "
+        "bundled starter teacher (64×64, the one the starter student was distilled from).")]
+    = None,
     poses: Annotated[Path | None, typer.Option(help="A keypoint file (.npz) to follow.")] = None,
     driving_video: Annotated[Path | None, typer.Option(
         help="A video whose person's motion to follow.")] = None,
@@ -88,6 +90,10 @@ def teacher_command(
     from posecast.models.codecs import make_codec
     from posecast.models.pretrained import from_pretrained
 
+    if model is None:
+        from posecast.assets import starter_teacher
+
+        model = str(starter_teacher())
     network = from_pretrained(model, device=torch_device)
     config = network.config
     if size is not None:
