@@ -92,6 +92,22 @@ def test_load_audio_resamples_to_mono(speech_path):
     assert np.abs(clip.samples).max() > 0.1
 
 
+def test_load_audio_averages_channels_and_keeps_a_tone(tmp_path):
+    """A stereo 44.1 kHz file: the channels are averaged and a 440 Hz tone survives the
+    resampling to 16 kHz with its amplitude and frequency."""
+    import soundfile
+
+    t = np.arange(44100) / 44100
+    tone = 0.5 * np.sin(2 * np.pi * 440 * t)
+    soundfile.write(tmp_path / "stereo.wav", np.stack([tone, np.zeros_like(tone)], 1), 44100)
+    clip = load_audio(tmp_path / "stereo.wav", 16000)
+    assert clip.sample_rate == 16000 and len(clip.samples) == 16000
+    middle = clip.samples[2000:14000]  # away from the resampler's edges
+    assert abs(np.abs(middle).max() - 0.25) < 0.01  # (0.5 + 0) / 2
+    spectrum = np.abs(np.fft.rfft(middle))
+    assert abs(np.argmax(spectrum) * 16000 / len(middle) - 440) < 2
+
+
 def test_load_audio_from_a_video_track(talking_video):
     clip = load_audio(talking_video, 16000)
     assert abs(clip.duration - 0.48) < 0.05
