@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# One lent-GPU session (about 10 minutes of one H100/H200): the render and attention
-# benchmarks on `base` with random weights, then the GPU recipe of the starter models
+# One lent-GPU session (about 10 minutes of one H100/H200): the GPU-only tests, the render and
+# attention benchmarks on `base` with random weights, then the GPU recipe of the starter models
 # (teacher, then a 1-step and a 2-step student side by side), each stage time-boxed so the
 # whole run ends inside its limit. Results land in $OUT (at most 8 files).
 #
-# Carried from the workstation (git-ignored): .whl/ (wheels of what the device image lacks:
-# diffusers, librosa and its needs, ffmpeg-python, typer, rich), .gpu/ffmpeg.xz (a static
-# ffmpeg) and .gpu/train/ (a `posecast make-dataset --size 64` training split with its
-# keypoint cache). Stage lengths scale with SCALE (1 = the real run; a CPU dry run uses less).
+# Carried from the workstation (git-ignored, named in the device tool's `carry`):
+#   .whl/  wheels of what the device image lacks, for CPython 3.12 manylinux x86-64
+#          (`pip download --no-deps --only-binary=:all: --python-version 3.12 …`): diffusers
+#          importlib_metadata lazy-importer zipp, soundfile cffi pycparser soxr,
+#          ffmpeg-python future, typer pydantic pydantic_core annotated-types
+#          typing-inspection typing_extensions shellingham rich (versions as in our venv)
+#   .gpu/ffmpeg.xz  a static ffmpeg (imageio-ffmpeg 0.5.1's binary, xz-compressed: 19 MB;
+#          newer imageio-ffmpeg wheels are too large to travel)
+#   .gpu/train/     a `posecast make-dataset --size 64` training split with its keypoint cache
+#          (as many clips as fit the 64 MiB the device tool carries)
+# Stage lengths scale with SCALE (1 = the real run; a CPU dry run uses less).
 set -u
 OUT=${OUT:-/tmp/gpu_out}
 SCALE=${SCALE:-1}

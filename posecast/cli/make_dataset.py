@@ -63,6 +63,6 @@ def make_dataset_command(
         raise
     held = sum(record.split == "heldout" for record in records)
     seconds = sum(record.seconds for record in records)
-    console.print(f"wrote {len(records)} clips ({seconds:.0f} s) to {out}: "
+    console.print(f"wrote {len(records)} clips ({seconds:.0f} s of speech) to {out}: "
                   f"{len(records) - held} in {out}/train, {held} in {out}/heldout",
                   highlight=False, soft_wrap=True)
