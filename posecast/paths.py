@@ -82,9 +82,11 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
                          f"({error.strerror or error})") from None
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files
     try:
         yield tmp
+        # mkstemp makes 0600 files, and some writers (safetensors) recreate the file as 0600:
+        # give the result the permissions an ordinary new file would have
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -41,6 +43,10 @@ def test_save_load_round_trip_is_bit_exact(tmp_path):
     folder = save_pretrained(model, tmp_path / "model")
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json",
                                                          "model.safetensors"]
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.iterdir():  # readable like any new file (safetensors writes 0600)
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path.name
     loaded = from_pretrained(folder)
     assert loaded.config == model.config
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(),
