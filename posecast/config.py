@@ -154,8 +154,9 @@ SD_VAE = CodecConfig(kind="vae", repo="stabilityai/sd-vae-ft-mse", latent_channe
 PRESETS: dict[str, DenoiserConfig] = {
     # Tests: seconds on a laptop CPU. 32×32 pixels, 8×8 = 64 tokens per frame.
     "tiny": DenoiserConfig(),
-    # The bundled starter model: trains in about an hour on a 2-core CPU; its 2-step student
-    # renders at about 18 frames per second there. 64×64 pixels, 16×16 = 256 tokens per frame.
+    # The bundled starter models: the teacher trains in minutes on one GPU, its 1-step student
+    # renders at about 30 frames per second on a 2-core CPU. 64×64 pixels, 16×16 = 256 tokens
+    # per frame.
     "mini": DenoiserConfig(height=64, width=64, patch_size=4, hidden_size=128, depth=4,
                            heads=4, pose_guider_channels=(16, 32), window=8, overlap=2),
     # One GPU in minutes, a CPU in about an hour: 128×128 pixels, 16×16 = 256 tokens per frame.

@@ -20,7 +20,7 @@ def train_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output model folder (also holds the "
                                       "checkpoint and train_log.jsonl).", show_default=False)],
     preset: Annotated[str, typer.Option(
-        help="Model size: tiny, mini (the CPU starter), small or base.")] = "small",
+        help="Model size: tiny, mini (the bundled starter), small or base.")] = "small",
     max_steps: Annotated[int, typer.Option(help="Total optimiser steps.", min=1)] = 2000,
     batch_size: Annotated[int, typer.Option(help="Windows per process per step.", min=1)] = 4,
     learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = 3e-4,
