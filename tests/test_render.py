@@ -185,3 +185,17 @@ def test_a_missing_starter_model_says_what_to_do(run_cli, tmp_path, portrait_pat
     audio = _speech(tmp_path / "speech.wav", 0.5)
     result = run_cli("render", audio, portrait_path, "-o", tmp_path / "talk.mp4")
     assert result.code == 1 and "--model" in result.stderr
+
+
+def test_bench_render_times_teacher_and_student_and_profiles(run_cli, tmp_path):
+    profile = tmp_path / "where.txt"
+    result = run_cli("bench", "render", "--preset", "tiny", "--seconds", "0.5", "--device",
+                     "cpu", "--teacher-steps", "2", "--profile", profile)
+    assert result.code == 0, result.stderr
+    assert "teacher" in result.stdout and "student" in result.stdout
+    assert "student / teacher (no I/O):" in result.stdout
+    assert "aten::" in profile.read_text()  # torch.profiler's operator table
+    result = run_cli("bench", "render", "--preset", "tiny", "--seconds", "0.5", "--device",
+                     "cpu", "--skip-teacher", "--student-attention", "dense")
+    assert result.code == 0, result.stderr
+    assert "student attention dense" in result.stdout and "teacher" not in result.stdout
