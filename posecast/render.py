@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -78,6 +78,39 @@ def resample(poses: Keypoints, fps: float, frames: int) -> Keypoints:
     index = np.minimum(np.round(np.arange(frames) * poses.fps / fps).astype(int),
                        len(poses) - 1)
     return replace(poses, **{part: getattr(poses, part)[index] for part in PARTS}, fps=fps)
+
+
+def chunk_latents(model: Denoiser, codec, reference: torch.Tensor, poses: Keypoints,
+                  timesteps: list[float], seed: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
+    """The student's video chunk by chunk, each as soon as it exists: (index of its first
+    frame, latents (1, c, C, h, w)). `reference` (1, 3, H, W) in [-1, 1] on the model's device;
+    `poses` in model-frame pixels. The last chunk is filled up by holding the last pose (callers
+    drop its frames past the end). Pose maps are drawn one chunk at a time, and the rollout's KV
+    cache holds a fixed number of frames."""
+    config, device = model.config, reference.device
+    chunk = config.chunk
+    padded = hold_to_length(poses, math.ceil(len(poses) / chunk) * chunk)
+    with torch.no_grad():
+        latent = codec.encode(reference)
+    maps_cache: dict[tuple[int, int], torch.Tensor] = {}
+
+    def pose_maps(start: int, end: int) -> torch.Tensor:  # (1, n, 3, H, W) in [0, 1]
+        if (start, end) not in maps_cache:
+            maps_cache.clear()  # one chunk at a time
+            drawn = render_pose_maps(padded[start:end], config.height, config.width)
+            maps_cache[start, end] = (torch.from_numpy(drawn).permute(0, 3, 1, 2)[None]
+                                      .to(device).float() / 255.0)
+        return maps_cache[start, end]
+
+    rollout = CausalRollout(model, latent, pose_maps, lambda s, e: [padded[s:e]], timesteps)
+    generator = torch.Generator().manual_seed(seed)
+    shape = (1, chunk, config.codec.latent_channels, *config.latent_size)
+    for start in range(0, len(padded), chunk):
+        noise = torch.randn(shape, generator=generator).to(device)
+        with torch.no_grad():  # not around the yield: the caller's grad mode stays its own
+            latents = rollout.chunk(noise, lambda: torch.randn(shape, generator=generator)
+                                    .to(device), commit=start + chunk < len(padded))
+        yield start, latents
 
 
 class Renderer:
@@ -152,40 +185,23 @@ class Renderer:
         uint8 at the model's size, streamed into `output` with `clip` muxed in."""
         started = time.perf_counter() if started is None else started
         config, device = self.config, self.device
-        frames, chunk = len(poses), config.chunk
-        padded = hold_to_length(poses, math.ceil(frames / chunk) * chunk)
+        frames = len(poses)
         reference_tensor = torch.from_numpy(reference).permute(2, 0, 1)[None].float()
-        with torch.no_grad():
-            latent = self.codec.encode((reference_tensor / 127.5 - 1).to(device))
-        maps_cache: dict[tuple[int, int], torch.Tensor] = {}
-
-        def pose_maps(start: int, end: int) -> torch.Tensor:  # (1, n, 3, H, W) in [0, 1]
-            if (start, end) not in maps_cache:
-                maps_cache.clear()  # one chunk at a time
-                drawn = render_pose_maps(padded[start:end], config.height, config.width)
-                maps_cache[start, end] = (torch.from_numpy(drawn).permute(0, 3, 1, 2)[None]
-                                          .to(device).float() / 255.0)
-            return maps_cache[start, end]
-
-        rollout = CausalRollout(self.model, latent, pose_maps, lambda s, e: [padded[s:e]],
-                                self.timesteps)
-        generator = torch.Generator().manual_seed(seed)
-        shape = (1, chunk, config.codec.latent_channels, *config.latent_size)
+        reference_tensor = (reference_tensor / 127.5 - 1).to(device)
         first_frame = None
         loop_started = time.perf_counter()
-        with write_mp4(output, fps=fps, audio=clip) as mp4, torch.no_grad():
-            for start in range(0, len(padded), chunk):
-                noise = torch.randn(shape, generator=generator).to(device)
-                latents = rollout.chunk(noise, lambda: torch.randn(shape, generator=generator)
-                                        .to(device), commit=start + chunk < len(padded))
-                images = self.codec.decode(latents[0])  # (c, 3, H, W) in [-1, 1]
+        with write_mp4(output, fps=fps, audio=clip) as mp4:
+            for start, latents in chunk_latents(self.model, self.codec, reference_tensor, poses,
+                                                self.timesteps, seed):
+                with torch.no_grad():
+                    images = self.codec.decode(latents[0])  # (c, 3, H, W) in [-1, 1]
                 pixels = ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
                 for frame in pixels.permute(0, 2, 3, 1).cpu().numpy()[:frames - start]:
                     mp4.write(frame)
                 if first_frame is None:
                     first_frame = time.perf_counter() - started
                 if on_progress is not None:
-                    on_progress(min(start + chunk, frames) / fps, frames / fps)
+                    on_progress(min(start + config.chunk, frames) / fps, frames / fps)
         finished = time.perf_counter()
         return RenderResult(output, frames, frames / fps, finished - started,
                             first_frame or 0.0, finished - loop_started)

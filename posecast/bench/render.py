@@ -7,7 +7,6 @@ extraction happen once before timing. Weights may be random (speed does not depe
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,8 +22,8 @@ from posecast.models.codecs import PixelCodec
 from posecast.models.denoiser import Denoiser
 from posecast.pose.draw import render_pose_maps
 from posecast.pose.keypoints import Keypoints
-from posecast.render import hold_to_length
-from posecast.student import CausalRollout, student_timesteps
+from posecast.render import chunk_latents
+from posecast.student import student_timesteps
 
 
 @dataclass(frozen=True)
@@ -119,47 +118,27 @@ def time_student_render(model: Denoiser, codec, reference: torch.Tensor, poses: 
                         profile: Path | None = None) -> PipelineTiming:
     """I/O excluded: the median of `repeats` runs (after a warm-up run). `profile`: also run
     once under torch.profiler and write its operator table (where the time goes) there."""
-    config, device = model.config, next(model.parameters()).device
-    frames, chunk = len(poses), config.chunk
-    padded = hold_to_length(poses, math.ceil(frames / chunk) * chunk)
-    timesteps = student_timesteps(model, steps)
-    with torch.no_grad():
-        latent = codec.encode(reference.to(device))
+    device = next(model.parameters()).device
+    frames, timesteps = len(poses), student_timesteps(model, steps)
 
     def run(sink: Callable | None) -> tuple[float, float, float, float]:
-        maps_cache: dict[tuple[int, int], torch.Tensor] = {}
-
-        def pose_maps(start, end):
-            if (start, end) not in maps_cache:
-                maps_cache.clear()
-                drawn = render_pose_maps(padded[start:end], config.height, config.width)
-                maps_cache[start, end] = (torch.from_numpy(drawn).permute(0, 3, 1, 2)[None]
-                                          .to(device).float() / 255.0)
-            return maps_cache[start, end]
-
-        generator = torch.Generator().manual_seed(0)
-        shape = (1, chunk, config.codec.latent_channels, *config.latent_size)
-        rollout = CausalRollout(model, latent, pose_maps, lambda s, e: [padded[s:e]], timesteps)
         denoise = decode = 0.0
         first = None
         _sync(device)
-        started = time.perf_counter()
-        with torch.no_grad():
-            for start in range(0, len(padded), chunk):
-                tick = time.perf_counter()
-                latents = rollout.chunk(torch.randn(shape, generator=generator).to(device),
-                                        lambda: torch.randn(shape, generator=generator)
-                                        .to(device), commit=start + chunk < len(padded))
-                _sync(device)
-                tock = time.perf_counter()
+        started = tick = time.perf_counter()
+        for start, latents in chunk_latents(model, codec, reference, poses, timesteps):
+            _sync(device)
+            tock = time.perf_counter()
+            with torch.no_grad():
                 pixels = _to_pixels(codec.decode(latents[0]))[:frames - start]
-                decode += time.perf_counter() - tock
-                denoise += tock - tick
-                if first is None:
-                    first = time.perf_counter() - started
-                if sink is not None:
-                    for frame in pixels:
-                        sink(frame)
+            denoise += tock - tick
+            decode += time.perf_counter() - tock
+            if first is None:
+                first = time.perf_counter() - started
+            if sink is not None:
+                for frame in pixels:
+                    sink(frame)
+            tick = time.perf_counter()
         return denoise, decode, time.perf_counter() - started, first
 
     run(None)  # warm-up: kernels, allocator, compiled attention
