@@ -142,7 +142,7 @@ def main() -> int:
     references = args.data / "heldout"
     results = {}
     for key, title in ROWS:
-        source = True if key == "real" and args.real else getattr(args, key, None)
+        source = (True if args.real else None) if key == "real" else getattr(args, key, None)
         attention = None
         if key == "teacher_sparse" and source is None and args.teacher:
             source, attention = args.teacher, "input_aware"
