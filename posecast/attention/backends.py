@@ -94,6 +94,7 @@ def block_mask_from_layout(layout: BlockLayout, device: torch.device):
 
 
 def flex_attention_layout(q, k, v, layout: BlockLayout, block_mask=None) -> torch.Tensor:
+    layout = layout.to(q.device)  # layouts are built on the CPU; the permutation runs beside q
     block_mask = block_mask or block_mask_from_layout(layout, q.device)
     out = _compiled_flex()(layout.permute(q), layout.permute(k), layout.permute(v),
                            block_mask=block_mask)
@@ -116,6 +117,5 @@ def input_aware_attention(q, k, v, masks: list[InputAwareMask], backend: str = "
         elif mask.query_start:
             outputs.append(gather_attention(qi, ki, vi, mask))
         else:
-            layout = build_layout(mask, block_size).to(q.device)
-            outputs.append(flex_attention_layout(qi, ki, vi, layout))
+            outputs.append(flex_attention_layout(qi, ki, vi, build_layout(mask, block_size)))
     return torch.cat(outputs)
