@@ -104,3 +104,22 @@ def test_resume_survives_a_kill_between_checkpoint_renames(tmp_path, synthetic_d
                   resume=True, device="cpu")
     assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 4
     assert not (out / "checkpoint.old").exists()
+
+
+def test_resume_without_a_usable_checkpoint_gives_one_line(run_cli, tmp_path,
+                                                           synthetic_dataset):
+    """Both trainers resume through train.checkpoint.open_for_resume: a missing checkpoint and
+    an unreadable state.json each give a one-line error that says what to do."""
+    out = tmp_path / "run"
+    out.mkdir()
+    result = run_cli("train", synthetic_dataset, "--out", out, "--preset", "tiny", "--resume",
+                     "--device", "cpu")
+    assert result.code == 2 and "no checkpoint to resume from" in result.stderr
+    (out / "checkpoint").mkdir()
+    (out / "checkpoint" / "state.json").write_text("{ not json")
+    for command in (["train", synthetic_dataset, "--preset", "tiny"],
+                    ["distill", synthetic_dataset, "--teacher", tmp_path / "unused"]):
+        result = run_cli(*command, "--out", out, "--resume", "--device", "cpu")
+        assert result.code == 1, result.stderr
+        assert "damaged checkpoint" in result.stderr and "--overwrite" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1

@@ -19,6 +19,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from posecast.errors import InputError, UsageError
+
+CHECKPOINT_DIR = "checkpoint"  # inside a training run's output folder
+
 
 def save_checkpoint(folder: str | os.PathLike, step: int,
                     modules: dict[str, nn.Module | dict[str, torch.Tensor]],
@@ -67,6 +71,25 @@ def find_checkpoint(folder: str | os.PathLike) -> Path | None:
         if (candidate / "state.json").is_file():
             return candidate
     return None
+
+
+def damaged(found: Path, error: BaseException) -> InputError:
+    """The one-line error for a checkpoint that cannot be read back."""
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return InputError(f"{found}: damaged checkpoint ({first_line}); start again with --overwrite")
+
+
+def open_for_resume(out: Path) -> tuple[Path, dict[str, Any]]:
+    """For --resume: the newest checkpoint in out/checkpoint and its state.json (one-line errors
+    when there is none or it cannot be read)."""
+    folder = out / CHECKPOINT_DIR
+    found = find_checkpoint(folder)
+    if found is None:
+        raise UsageError(f"{out}: no checkpoint to resume from ({folder} is missing)")
+    try:
+        return found, json.loads((found / "state.json").read_text())
+    except (OSError, ValueError) as error:
+        raise damaged(found, error) from None
 
 
 def read_checkpoint(folder: str | os.PathLike, modules: list[str], optimizers: list[str]

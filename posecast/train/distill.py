@@ -51,8 +51,10 @@ from posecast.pose.keypoints import Keypoints
 from posecast.student import CausalRollout, student_timesteps
 from posecast.train import distributed
 from posecast.train.checkpoint import (
-    find_checkpoint,
+    CHECKPOINT_DIR,
+    damaged,
     load_checkpoint,
+    open_for_resume,
     read_checkpoint,
     save_checkpoint,
 )
@@ -63,7 +65,7 @@ from posecast.train.region_loss import (
     region_reconstruction_loss,
     to_latent_grid,
 )
-from posecast.train.teacher import CHECKPOINT_DIR, step_generator
+from posecast.train.teacher import step_generator
 
 PAIRS_DIR = "ode_pairs"
 
@@ -406,11 +408,6 @@ def _optimiser_step(module, optimizer, world_size, clip):
     optimizer.zero_grad(set_to_none=True)
 
 
-def _damaged(found: Path, error: Exception) -> InputError:
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
-    return InputError(f"{found}: damaged checkpoint ({first_line}); start again with --overwrite")
-
-
 def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathLike,
             settings: DistillConfig, resume: bool = False, device: str = "auto",
             on_step: Callable[[DistillReport], None] | None = None,
@@ -422,18 +419,14 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
     env = distributed.setup(device)
     try:
         checkpoint_dir = out / CHECKPOINT_DIR
-        found = find_checkpoint(checkpoint_dir) if resume else None
-        if resume and found is None:
-            raise UsageError(f"{out}: no checkpoint to resume from ({checkpoint_dir} is missing)")
-        saved = {}
         if resume:
+            found, saved = open_for_resume(out)
             try:
-                saved = json.loads((found / "state.json").read_text())
                 settings = dataclasses.replace(
                     DistillConfig.from_dict(saved["distill_config"]),
                     max_steps=settings.max_steps)
             except (ValueError, KeyError, TypeError, UsageError) as error:
-                raise _damaged(found, error) from None
+                raise damaged(found, error) from None
         teacher = from_pretrained(teacher_source, device=env.device).requires_grad_(False)
         config = student_config(teacher.config, settings)
         torch.manual_seed(settings.seed)
@@ -473,7 +466,7 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
                 else:
                     meta = load_checkpoint(found, modules, optimizers)
             except (OSError, RuntimeError, ValueError, KeyError, SafetensorError) as error:
-                raise _damaged(found, error) from None
+                raise damaged(found, error) from None
             step, counters = meta["step"], meta["counters"]
 
         codec = make_codec(config.codec, env.device)

@@ -23,14 +23,17 @@ from posecast.attention.mask import mask_for_window
 from posecast.config import DenoiserConfig
 from posecast.data.clips import ClipDataset
 from posecast.diffusion.flow import add_noise, sample_training_times
-from posecast.errors import InputError, UsageError
 from posecast.models.codecs import make_codec
 from posecast.models.denoiser import Denoiser
 from posecast.models.pretrained import from_pretrained, save_pretrained
 from posecast.train import distributed
-from posecast.train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-
-CHECKPOINT_DIR = "checkpoint"
+from posecast.train.checkpoint import (
+    CHECKPOINT_DIR,
+    damaged,
+    load_checkpoint,
+    open_for_resume,
+    save_checkpoint,
+)
 
 
 @dataclass(frozen=True)
@@ -98,18 +101,14 @@ def train_teacher(dataset: str | os.PathLike, out: str | os.PathLike, config: De
     env = distributed.setup(device)
     try:
         checkpoint_dir = out / CHECKPOINT_DIR
-        found = find_checkpoint(checkpoint_dir) if resume else None
-        if resume and found is None:
-            raise UsageError(f"{out}: no checkpoint to resume from ({checkpoint_dir} is missing)")
         if resume:
+            found, saved = open_for_resume(out)
             try:
-                saved = json.loads((found / "state.json").read_text())
                 config = DenoiserConfig.from_dict(saved["model_config"])
                 train = dataclasses.replace(TrainConfig(**saved["train_config"]),
                                             max_steps=train.max_steps)
             except (ValueError, KeyError, TypeError) as error:
-                raise InputError(f"{found}: damaged checkpoint ({error}); start again with "
-                                 "--overwrite") from None
+                raise damaged(found, error) from None
         torch.manual_seed(train.seed)  # identical initial weights on every rank
         model = Denoiser(config).to(env.device)
         if init_from is not None and not resume:
@@ -124,9 +123,7 @@ def train_teacher(dataset: str | os.PathLike, out: str | os.PathLike, config: De
                 step = load_checkpoint(found, {"model": model, "ema": ema},
                                        {"model": optimizer})["step"]
             except (OSError, RuntimeError, ValueError, KeyError) as error:
-                first_line = str(error).strip().splitlines()[0]
-                raise InputError(f"{found}: damaged checkpoint ({first_line}); start again "
-                                 "with --overwrite") from None
+                raise damaged(found, error) from None
         codec = make_codec(config.codec, env.device)
         data = ClipDataset(dataset, config.height, config.width, on_clip=on_message)
         trained = model
