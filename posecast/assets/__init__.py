@@ -8,8 +8,12 @@ from pathlib import Path
 
 from posecast.errors import PosecastError
 
-STARTER = Path(__file__).resolve().parent / "starter"
-STARTER_TEACHER = Path(__file__).resolve().parent / "starter_teacher"
+ASSETS = Path(__file__).resolve().parent
+STARTER = ASSETS / "starter"
+STARTER_TEACHER = ASSETS / "starter_teacher"
+PORTRAIT_FOLDER = ASSETS / "portraits"  # make-dataset's public-domain photos
+FACE_TEMPLATE = ASSETS / "face_template.npy"  # make-dataset's drawn faces
+MESH_TOPOLOGY = ASSETS / "mesh_topology.json"  # mediapipe's face and hand edges, for drawing
 
 
 def _bundled(folder: Path) -> Path:

@@ -14,6 +14,8 @@ from posecast.cli.devices import parse_size, pick_device
 from posecast.cli.options import Device
 from posecast.cli.ui import console
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"  # the checkout's bundled inputs
+
 bench_app = typer.Typer(help="Speed benchmarks (random weights; I/O excluded).",
                         no_args_is_help=True)
 
@@ -84,8 +86,7 @@ def bench_attention(
     from posecast.bench.attention import time_attention
     from posecast.pose.keypoints import Keypoints
 
-    source = Path(poses) if poses else Path(__file__).resolve().parents[2] / "examples" / \
-        "astronaut_poses.npz"
+    source = Path(poses) if poses else EXAMPLES / "astronaut_poses.npz"
     keypoints = Keypoints.load(source)
     torch_device = pick_device(device)
     table = Table(title=f"attention · {frames} frames · {heads}×{head_dim} · blocks of "
@@ -159,7 +160,6 @@ def bench_render(
     from posecast.train.distill import DistillConfig, student_config
 
     torch_device = pick_device(device)
-    examples = Path(__file__).resolve().parents[2] / "examples"
     if model is not None:
         student = from_pretrained(model, device=torch_device)
         if not student.config.is_student:
@@ -179,12 +179,12 @@ def bench_render(
                                      torch.float32).eval()
     config = student.config
 
-    speech = load_audio(examples / "speech.wav")
+    speech = load_audio(EXAMPLES / "speech.wav")
     repeats = int(np.ceil(seconds / speech.duration))
     clip = AudioClip(np.tile(speech.samples, repeats)[:int(seconds * speech.sample_rate)],
                      speech.sample_rate)
-    image = load_image(examples / "astronaut.png")
-    keypoints = Keypoints.load(portrait_keypoints_file or examples / "astronaut_keypoints.npz")
+    image = load_image(EXAMPLES / "astronaut.png")
+    keypoints = Keypoints.load(portrait_keypoints_file or EXAMPLES / "astronaut_keypoints.npz")
     poses = motion_from_speech(clip, keypoints, fps)[:frame_count(clip.duration, fps)]
     box = portrait_box(keypoints, image.shape[1], image.shape[0], config.width, config.height)
     fitted = fit_keypoints(poses, box)

@@ -29,6 +29,7 @@ import numpy as np
 import soundfile
 from scipy.interpolate import LinearNDInterpolator
 
+from posecast.assets import FACE_TEMPLATE, PORTRAIT_FOLDER
 from posecast.data.synthetic import KEYPOINT_CACHE
 from posecast.media import AudioClip, load_image, write_mp4
 from posecast.motion import MotionStyle, ProceduralMotion, frame_count
@@ -47,7 +48,6 @@ from posecast.pose.keypoints import (
     Keypoints,
 )
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SENTENCES = (
     "The weather is lovely today, so we walked along the river.",
     "Please remember to bring your notes to the meeting tomorrow.",
@@ -235,7 +235,7 @@ def drawn_person(rng: np.random.Generator, size: int) -> tuple[DrawnStyle, Keypo
                        bool(rng.random() < 0.5))
     face_height = size / rng.uniform(3.0, 3.6)
     centre = np.array([size * rng.uniform(0.45, 0.55), size * 0.38])
-    template = np.load(ASSETS / "face_template.npy")
+    template = np.load(FACE_TEMPLATE)
     squash = np.array([rng.uniform(0.9, 1.1), 1.0])
     keypoints = Keypoints.empty(1, size, size, 25.0)
     face = keypoints.face.copy()
@@ -386,7 +386,7 @@ def make_cospeech_dataset(out: str | os.PathLike, clips: int = 48, seed: int = 0
     caches) and out/manifest.json. Returns the records."""
     out = Path(out)
     rng = np.random.default_rng(seed)
-    people = [("photo", name.split(".")[0], photo_person(ASSETS / "portraits" / name, size))
+    people = [("photo", name.split(".")[0], photo_person(PORTRAIT_FOLDER / name, size))
               for name in PORTRAITS]
     people += [("drawn", f"drawn{index:02d}", drawn_person(rng, size))
                for index in range(drawn_people)]

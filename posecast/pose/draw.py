@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import functools
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
 
+from posecast.assets import MESH_TOPOLOGY
 from posecast.pose.keypoints import Keypoints
 
 # RGB colours, one per drawn part.
@@ -40,14 +40,11 @@ BODY_LIMBS = {
 }
 
 
-MESH_TOPOLOGY_FILE = Path(__file__).resolve().parents[1] / "assets" / "mesh_topology.json"
-
-
 @functools.lru_cache(maxsize=1)
 def mesh_topology() -> dict[str, list[tuple[int, int]]]:
     """Face and hand edges (point index pairs) per drawn part: face_oval, eyes (with irises),
     eyebrows, nose, lips, left_hand, right_hand."""
-    table = json.loads(MESH_TOPOLOGY_FILE.read_text())
+    table = json.loads(MESH_TOPOLOGY.read_text())
     return {part: [tuple(edge) for edge in edges] for part, edges in table.items()}
 
 
