@@ -6,8 +6,11 @@ from REFERENCES/.posecast-keypoints (extracted with mediapipe when missing) and 
 face and hand masks.
   PSNR, SSIM       whole frame, face region, hand region (pixels in the region only);
   lip sync         mediapipe's mouth opening on the output (frames upscaled to 256 px) against
-                   the loudness envelope of the output's audio: the best Pearson r over lags of
-                   −5…5 frames, and that lag (positive: the mouth moves after the sound);
+                   the loudness envelope of the output's audio: Pearson r at each lag of −5…5
+                   frames (positive: the mouth moves after the sound), the best r and its lag.
+                   Over clips: the peak of the mean curve (clips weighted by frames) and its
+                   lag, not the mean of per-clip lags: on a 3-second clip with a weak mouth a
+                   flat curve can peak anywhere, while the mean curve keeps what clips share;
   HKC              the share of frames in which mediapipe finds a hand on the output that the
                    reference shows (mediapipe gives no per-point hand confidence; the paper's
                    HKC averages DWPose confidences);
@@ -53,6 +56,7 @@ class ClipScores:
     hand_ssim: float | None
     lip_sync_r: float | None  # None: no face found on the output, or silent audio
     lip_sync_lag: int | None
+    lip_sync_curve: list[float | None] | None  # r at each lag of LAGS (None: undefined)
     hkc: float | None
     fps: float | None
 
@@ -67,17 +71,29 @@ def _reference_keypoints(references: Path, path: Path) -> Keypoints:
     return keypoints
 
 
-def lip_sync(openings: np.ndarray, loudness: np.ndarray) -> tuple[float | None, int | None]:
-    """Best correlation of mouth opening with loudness over LAGS, and its lag in frames."""
-    if openings.std() < 1e-6 or loudness.std() < 1e-6:
-        return None, None
-    best = (-2.0, 0)
-    for lag in LAGS:
+def lip_sync_curve(openings: np.ndarray, loudness: np.ndarray) -> np.ndarray:
+    """Pearson r of mouth opening with loudness at each lag of LAGS, (len(LAGS),); NaN where a
+    shifted pair is too short or constant."""
+    curve = np.full(len(LAGS), np.nan)
+    for i, lag in enumerate(LAGS):
         a = openings[max(lag, 0):len(openings) + min(lag, 0)]
         b = loudness[max(-lag, 0):len(loudness) + min(-lag, 0)]
         if len(a) > 3 and a.std() > 1e-6 and b.std() > 1e-6:
-            best = max(best, (float(np.corrcoef(a, b)[0, 1]), lag))
-    return best if best[0] > -2 else (None, None)
+            curve[i] = np.corrcoef(a, b)[0, 1]
+    return curve
+
+
+def curve_peak(curve: np.ndarray) -> tuple[float | None, int | None]:
+    """The best r of a lag curve and its lag; (None, None) when it has no value."""
+    if not np.isfinite(curve).any():
+        return None, None
+    best = int(np.nanargmax(curve))
+    return float(curve[best]), LAGS[best]
+
+
+def lip_sync(openings: np.ndarray, loudness: np.ndarray) -> tuple[float | None, int | None]:
+    """Best correlation of mouth opening with loudness over LAGS, and its lag in frames."""
+    return curve_peak(lip_sync_curve(openings, loudness))
 
 
 def score_clip(output: Path, reference: Path, references: Path, fps: float | None = None
@@ -132,21 +148,22 @@ def score_clip(output: Path, reference: Path, references: Path, fps: float | Non
         return None if pixels[name] == 0 else ssim_sum[name] / pixels[name]
 
     openings = np.array(openings)
-    r = lag = None
-    if np.isfinite(openings).mean() > 0.8:
+    curve = None
+    if np.isfinite(openings).mean() > 0.8 and info.has_audio:
         filled = np.where(np.isfinite(openings), openings, np.nanmedian(openings))
-        if info.has_audio:
-            clip = load_audio(output)
-            loudness = speech_features(clip, info.fps, count).loudness
-            r, lag = lip_sync(filled, loudness)
+        loudness = speech_features(load_audio(output), info.fps, count).loudness
+        curve = lip_sync_curve(filled, loudness)
+    r, lag = (None, None) if curve is None else curve_peak(curve)
     return ClipScores(output.stem, count, psnr("all"), ssim("all"), psnr("face"), ssim("face"),
                       psnr("hand"), ssim("hand"), r, lag,
+                      None if r is None else as_list(curve),
                       hands_found / hands_expected if hands_expected else None, fps)
 
 
 def evaluate_folder(outputs: str | os.PathLike, references: str | os.PathLike,
                     on_clip: Callable[[ClipScores], None] | None = None) -> dict:
-    """Scores per clip and their means (over clips where a score exists)."""
+    """Scores per clip and their means (over clips where a score exists; lip sync: the peak
+    of the frame-weighted mean lag curve)."""
     outputs, references = Path(outputs), Path(references)
     for folder, what in ((outputs, "outputs"), (references, "references")):
         if not folder.is_dir():
@@ -166,10 +183,32 @@ def evaluate_folder(outputs: str | os.PathLike, references: str | os.PathLike,
         clips.append(scores)
         if on_clip is not None:
             on_clip(scores)
-    fields = [name for name in ClipScores.__dataclass_fields__ if name not in ("name",
-                                                                                "frames")]
+    averaged = [name for name in ClipScores.__dataclass_fields__
+                if name not in ("name", "frames") and not name.startswith("lip_sync")]
     means = {}
-    for field in fields:
+    for field in averaged:
         values = [getattr(clip, field) for clip in clips if getattr(clip, field) is not None]
         means[field] = float(np.mean(values)) if values else None
+    means["lip_sync_curve"] = mean_curve(clips)
+    means["lip_sync_r"], means["lip_sync_lag"] = (
+        (None, None) if means["lip_sync_curve"] is None
+        else curve_peak(np.array(means["lip_sync_curve"], float)))
     return {"clips": [asdict(clip) for clip in clips], "mean": means}
+
+
+def as_list(curve: np.ndarray) -> list[float | None]:
+    """A lag curve for JSON: NaN becomes None."""
+    return [float(r) if np.isfinite(r) else None for r in curve]
+
+
+def mean_curve(clips: list[ClipScores]) -> list[float | None] | None:
+    """The lag curves of the clips that have one, averaged with their frame counts as weights."""
+    scored = [clip for clip in clips if clip.lip_sync_curve is not None]
+    if not scored:
+        return None
+    curves = np.array([clip.lip_sync_curve for clip in scored], float)  # (clips, lags)
+    weights = np.array([clip.frames for clip in scored], float)[:, None] * np.isfinite(curves)
+    totals = weights.sum(0)
+    curve = np.where(totals > 0, (np.nan_to_num(curves) * weights).sum(0)
+                     / np.maximum(totals, 1), np.nan)
+    return as_list(curve)

@@ -16,7 +16,12 @@ Any row whose model is not given is left out. The teacher rows use the teacher's
 settings (steps, CFG) unless --teacher-steps / --teacher-cfg say otherwise. `--frames N` keeps
 the first N frames (and their audio) of each clip; `--reuse` keeps a row's earlier outputs and
 scores when its folder has them (rows can then be rendered in separate runs, e.g. the slow
-teacher rows beside a training run, and the last run writes the whole table).
+teacher rows beside a training run, and the last run writes the whole table); `--rescore` keeps
+the outputs but scores them again (after a change to `posecast eval`).
+
+A second table splits lip sync by what is new in a clip (from the dataset's manifest.json):
+clips of held-out sentences, those of them spoken by people seen in training, and clips of
+held-out people. Each cell is the peak of the group's mean lag curve and its lag.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import numpy as np
 import torch
 
 from posecast.data.synthetic import KEYPOINT_CACHE
-from posecast.evaluate import evaluate_folder
+from posecast.evaluate import ClipScores, curve_peak, evaluate_folder, mean_curve
 from posecast.generate import decode_frames, prepare_conditions, sample_latents
 from posecast.media import AudioClip, iter_video_frames, load_audio, probe_video, write_mp4
 from posecast.models.codecs import make_codec
@@ -129,7 +134,9 @@ def main() -> int:
     parser.add_argument("--frames", type=int, help="keep the first N frames of each clip")
     parser.add_argument("--reuse", action="store_true",
                         help="keep a row's earlier outputs and scores where they exist")
-    parser.add_argument("--markdown", type=Path, help="write the table here too")
+    parser.add_argument("--rescore", action="store_true",
+                        help="keep a row's earlier outputs but score them again")
+    parser.add_argument("--markdown", type=Path, help="write the tables here too")
     args = parser.parse_args()
 
     torch.set_grad_enabled(False)
@@ -149,9 +156,15 @@ def main() -> int:
         if source is None:
             continue
         folder = args.out / key
+        title += " (not fine-tuned)" if attention else ""
+        if args.rescore and (folder / "timings.json").exists():
+            print(f"scoring again: {title}", file=sys.stderr)
+            report = evaluate_folder(folder, references)
+            (folder / "scores.json").write_text(json.dumps(report, indent=2))
+            results[key] = (title, report)
+            continue
         if args.reuse and (folder / "scores.json").exists():
-            report = json.loads((folder / "scores.json").read_text())
-            results[key] = (title + (" (not fine-tuned)" if attention else ""), report["mean"])
+            results[key] = (title, json.loads((folder / "scores.json").read_text()))
             continue
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
@@ -166,25 +179,55 @@ def main() -> int:
         (folder / "timings.json").write_text(json.dumps(timings, indent=2))
         report = evaluate_folder(folder, references)
         (folder / "scores.json").write_text(json.dumps(report, indent=2))
-        results[key] = (title + (" (not fine-tuned)" if attention else ""), report["mean"])
+        results[key] = (title, report)
 
     header = ("| variant | FPS | PSNR | face PSNR | hand PSNR | lip-sync r | lag | HKC |\n"
               "|---|---|---|---|---|---|---|---|\n")
     lines = []
-    for title, mean in results.values():
+    for title, report in results.values():
+        mean = report["mean"]
+
         def cell(key, style, mean=mean):
             return "-" if mean[key] is None else style.format(mean[key])
         lines.append(f"| {title} | {cell('fps', '{:.1f}')} | {cell('psnr', '{:.2f}')} | "
                      f"{cell('face_psnr', '{:.2f}')} | {cell('hand_psnr', '{:.2f}')} | "
-                     f"{cell('lip_sync_r', '{:.3f}')} | {cell('lip_sync_lag', '{:+.1f}')} | "
+                     f"{cell('lip_sync_r', '{:.3f}')} | {cell('lip_sync_lag', '{:+d}')} | "
                      f"{cell('hkc', '{:.3f}')} |")
-    table = header + "\n".join(lines) + "\n"
+    table = header + "\n".join(lines) + "\n\n" + lip_sync_table(args.data, results)
     print(table)
     (args.out / "ablation.json").write_text(json.dumps(
-        {key: {"title": title, **mean} for key, (title, mean) in results.items()}, indent=2))
+        {key: {"title": title, **report["mean"]} for key, (title, report) in results.items()},
+        indent=2))
     if args.markdown:
         args.markdown.write_text(table)
     return 0
+
+
+def lip_sync_table(data: Path, results: dict[str, tuple[str, dict]]) -> str:
+    """Lip sync per row on clips of held-out sentences (all, and those spoken by people seen
+    in training) and clips of held-out people: 'r (lag)' at the peak of the mean curve."""
+    manifest = json.loads((data / "manifest.json").read_text())
+    clips = {Path(clip["file"]).stem: clip for clip in manifest["clips"]}
+    new_sentence = {name for name, clip in clips.items()
+                    if clip["sentence"] in manifest["held_out_sentences"]}
+    new_person = {name for name, clip in clips.items()
+                  if clip["person"] in manifest["held_out_people"]}
+    groups = {"held-out sentences": lambda name: name in new_sentence,
+              "held-out sentences, people seen in training":
+                  lambda name: name in new_sentence and name not in new_person,
+              "held-out people": lambda name: name in new_person}
+    lines = ["| lip sync: r (lag) | " + " | ".join(groups) + " |",
+             "|---" * (len(groups) + 1) + "|"]
+    for title, report in results.values():
+        scores = [ClipScores(**clip) for clip in report["clips"]]
+        cells = []
+        for belongs in groups.values():
+            members = [clip for clip in scores if belongs(clip.name)]
+            curve = mean_curve(members) if members else None
+            r, lag = (None, None) if curve is None else curve_peak(np.array(curve, float))
+            cells.append("-" if r is None else f"{r:.3f} ({lag:+d}), {len(members)} clips")
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 
-from posecast.evaluate import lip_sync
+from posecast.evaluate import LAGS, ClipScores, lip_sync, mean_curve
 from posecast.media import iter_video_frames, load_audio, probe_video, write_mp4
 
 
@@ -18,6 +18,20 @@ def test_lip_sync_finds_the_lag():
     r, lag = lip_sync(np.roll(loudness, 2), loudness)
     assert lag == 2 and r > 0.99
     assert lip_sync(np.zeros(50), loudness[:50]) == (None, None)
+
+
+def test_the_mean_lag_curve_weights_clips_by_frames_and_skips_gaps():
+    def clip(frames, curve):
+        return ClipScores("c", frames, *[0.0] * 4, None, None, None, None, curve, None, None)
+
+    peaked_at = {lag: [float(other == lag) for other in LAGS] for lag in (-5, 1)}
+    long_clip, short_clip = clip(300, peaked_at[1]), clip(100, peaked_at[-5])
+    gap = clip(100, [None] * len(LAGS))
+    gap.lip_sync_curve[LAGS.index(0)] = 1.0  # defined only at lag 0
+    curve = mean_curve([long_clip, short_clip, gap, clip(50, None)])
+    assert curve[LAGS.index(1)] == 0.75 and curve[LAGS.index(-5)] == 0.25
+    assert curve[LAGS.index(0)] == 100 / 500
+    assert mean_curve([clip(50, None)]) is None
 
 
 def test_scores_of_identical_and_damaged_clips(run_cli, tmp_path, cospeech_dataset):

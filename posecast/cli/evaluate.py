@@ -16,7 +16,7 @@ from posecast.paths import atomic_output, require_output
 COLUMNS = (("psnr", "PSNR", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
            ("face_psnr", "face PSNR", "{:.2f}"), ("face_ssim", "face SSIM", "{:.3f}"),
            ("hand_psnr", "hand PSNR", "{:.2f}"), ("hand_ssim", "hand SSIM", "{:.3f}"),
-           ("lip_sync_r", "lip-sync r", "{:.3f}"), ("lip_sync_lag", "lag", "{:+.1f}"),
+           ("lip_sync_r", "lip-sync r", "{:.3f}"), ("lip_sync_lag", "lag", "{:+d}"),
            ("hkc", "HKC", "{:.3f}"), ("fps", "FPS", "{:.1f}"))
 
 
@@ -31,7 +31,8 @@ def evaluate_command(
     overwrite: Overwrite = False,
 ) -> None:
     """Score rendered clips: PSNR and SSIM (frame, face, hands), lip sync (mouth opening vs
-    loudness: best r and its lag in frames), hand keypoint confidence (HKC), and FPS when
+    loudness: best r and its lag in frames; the mean row: the peak of the clips' mean lag
+    curve), hand keypoint confidence (HKC), and FPS when
     OUTPUTS/timings.json gives it. See posecast/evaluate.py for the exact definitions.
 
     [bold]Example[/bold]
