@@ -67,6 +67,17 @@ def require_output(
     return path
 
 
+def usual_permissions(path: Path) -> None:
+    """Give a file, or a folder and everything in it, the permissions ordinary new ones get
+    under the umask (temporary files and folders are made 0600 / 0700)."""
+    if path.is_dir():
+        for inner in path.rglob("*"):
+            os.chmod(inner, (0o777 if inner.is_dir() else 0o666) & ~_UMASK)
+        os.chmod(path, 0o777 & ~_UMASK)
+    else:
+        os.chmod(path, 0o666 & ~_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` on success, delete on failure.
@@ -84,9 +95,8 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        # mkstemp makes 0600 files, and some writers (safetensors) recreate the file as 0600:
-        # give the result the permissions an ordinary new file would have
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        # mkstemp makes 0600 files, and some writers (safetensors) recreate the file as 0600
+        usual_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -10,10 +10,18 @@ DEVICE=${DEVICE:-cuda}  # the teacher's device; the bundled one was trained on a
 #    espeak-ng sentences), 81 for training and 39 held out (people and sentences)
 posecast make-dataset "$RUNS/cospeech64" --clips 120 --size 64 --seed 0
 
-# 2. teacher: the `mini` preset (64x64, 256 tokens per frame), flow matching, 1,500 steps of
-#    16 windows (about 2.5 minutes on one H200; DEVICE=cpu works, far slower)
-posecast train "$RUNS/cospeech64/train" --preset mini --out "$RUNS/teacher" --max-steps 1500 \
-    --batch-size 16 --learning-rate 5e-4 --checkpoint-every 500 --device "$DEVICE"
+# 2. teacher: the `mini` preset (64x64, 256 tokens per frame), flow matching. On a GPU
+#    (the bundled one): 1,500 steps of 16 windows, about 2.5 minutes on one H200. DEVICE=cpu
+#    takes the CPU recipe instead: 1,000 steps of 4 windows, about 40 minutes on 2 cores (a
+#    weaker teacher; docs/BENCHMARKS.md has what it gives)
+if [ "$DEVICE" = cpu ]; then
+    posecast train "$RUNS/cospeech64/train" --preset mini --out "$RUNS/teacher" \
+        --max-steps 1000 --batch-size 4 --learning-rate 5e-4 --checkpoint-every 250 --device cpu
+else
+    posecast train "$RUNS/cospeech64/train" --preset mini --out "$RUNS/teacher" \
+        --max-steps 1500 --batch-size 16 --learning-rate 5e-4 --checkpoint-every 500 \
+        --device "$DEVICE"
+fi
 
 # 3. student, on the CPU: 1 step per 4-frame chunk with 4 frames of KV cache; 16 teacher
 #    ODE-pair shards, 300 regression steps, then 50 DMD steps with the input-aware region loss

@@ -4,6 +4,7 @@ held-out split, the same output for a seed."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 
@@ -67,3 +68,7 @@ def test_the_cli_refuses_a_used_folder_and_leaves_nothing_half_made(run_cli, tmp
     assert result.code == 0, result.stderr
     assert not (out / "mine.txt").exists() and (out / "manifest.json").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["clips"]  # no temporary folder left
+    umask = os.umask(0)
+    os.umask(umask)  # built in a temporary folder (0700), it ends up like any new folder
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert (out / "manifest.json").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -93,8 +93,6 @@ def test_output_inside_the_dataset_is_refused_and_nothing_is_deleted(run_cli, tm
 
 
 def test_resume_survives_a_kill_between_checkpoint_renames(tmp_path, synthetic_dataset):
-    import os
-
     out = tmp_path / "run"
     settings = dict(batch_size=2, checkpoint_every=2, seed=1)
     train_teacher(synthetic_dataset, out, preset("tiny"), TrainConfig(max_steps=2, **settings),
@@ -104,6 +102,10 @@ def test_resume_survives_a_kill_between_checkpoint_renames(tmp_path, synthetic_d
                   resume=True, device="cpu")
     assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 4
     assert not (out / "checkpoint.old").exists()
+    umask = os.umask(0)
+    os.umask(umask)  # made as a temporary folder (0700) with a 0600 safetensors file inside
+    assert (out / "checkpoint").stat().st_mode & 0o777 == 0o777 & ~umask
+    assert (out / "checkpoint" / "state.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_resume_without_a_usable_checkpoint_gives_one_line(run_cli, tmp_path,

@@ -12,6 +12,7 @@ import typer
 from posecast.cli.options import Overwrite, Seed
 from posecast.cli.ui import console, err_console, progress_bar
 from posecast.errors import UsageError
+from posecast.paths import usual_permissions
 
 
 def make_dataset_command(
@@ -55,6 +56,7 @@ def make_dataset_command(
             task = bar.add_task("making clips", total=clips)
             records = make_cospeech_dataset(building, clips, seed, size, fps, drawn_people,
                                             held_out_people, on_clip=lambda _: bar.advance(task))
+        usual_permissions(building)
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         building.rename(out)

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from posecast.errors import InputError, UsageError
+from posecast.paths import usual_permissions
 
 CHECKPOINT_DIR = "checkpoint"  # inside a training run's output folder
 
@@ -48,6 +49,7 @@ def save_checkpoint(folder: str | os.PathLike, step: int,
         save_file(tensors, tmp / "state.safetensors")
         (tmp / "state.json").write_text(json.dumps(
             {"step": step, "param_groups": groups, **(extra or {})}, indent=2))
+        usual_permissions(tmp)
         old = previous_path(folder)
         shutil.rmtree(old, ignore_errors=True)  # a stale one from an interrupted swap
         if folder.exists():
