@@ -189,11 +189,17 @@ def evaluate_folder(outputs: str | os.PathLike, references: str | os.PathLike,
     for field in averaged:
         values = [getattr(clip, field) for clip in clips if getattr(clip, field) is not None]
         means[field] = float(np.mean(values)) if values else None
-    means["lip_sync_curve"] = mean_curve(clips)
-    means["lip_sync_r"], means["lip_sync_lag"] = (
-        (None, None) if means["lip_sync_curve"] is None
-        else curve_peak(np.array(means["lip_sync_curve"], float)))
+    means["lip_sync_curve"], means["lip_sync_r"], means["lip_sync_lag"] = pooled_lip_sync(clips)
     return {"clips": [asdict(clip) for clip in clips], "mean": means}
+
+
+def pooled_lip_sync(clips: list[ClipScores]
+                    ) -> tuple[list[float | None] | None, float | None, int | None]:
+    """Lip sync of a group of clips: their mean lag curve, its peak r and the peak's lag."""
+    curve = mean_curve(clips)
+    if curve is None:
+        return None, None, None
+    return curve, *curve_peak(np.array(curve, float))
 
 
 def as_list(curve: np.ndarray) -> list[float | None]:

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from posecast.data.synthetic import KEYPOINT_CACHE
-from posecast.evaluate import ClipScores, curve_peak, evaluate_folder, mean_curve
+from posecast.evaluate import ClipScores, evaluate_folder, pooled_lip_sync
 from posecast.generate import decode_frames, prepare_conditions, sample_latents
 from posecast.media import AudioClip, iter_video_frames, load_audio, probe_video, write_mp4
 from posecast.models.codecs import make_codec
@@ -164,7 +164,10 @@ def main() -> int:
             results[key] = (title, report)
             continue
         if args.reuse and (folder / "scores.json").exists():
-            results[key] = (title, json.loads((folder / "scores.json").read_text()))
+            report = json.loads((folder / "scores.json").read_text())
+            if any("lip_sync_curve" not in clip for clip in report["clips"]):
+                sys.exit(f"{folder}: scores from an older posecast eval; use --rescore")
+            results[key] = (title, report)
             continue
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
@@ -223,8 +226,7 @@ def lip_sync_table(data: Path, results: dict[str, tuple[str, dict]]) -> str:
         cells = []
         for belongs in groups.values():
             members = [clip for clip in scores if belongs(clip.name)]
-            curve = mean_curve(members) if members else None
-            r, lag = (None, None) if curve is None else curve_peak(np.array(curve, float))
+            _, r, lag = pooled_lip_sync(members)
             cells.append("-" if r is None else f"{r:.3f} ({lag:+d}), {len(members)} clips")
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
