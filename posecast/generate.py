@@ -17,6 +17,7 @@ import torch
 from posecast.attention.mask import mask_for_window
 from posecast.diffusion.flow import SAMPLERS, guided, sampling_timesteps
 from posecast.diffusion.windows import windowed_velocity
+from posecast.models.codecs import to_uint8_frames
 from posecast.models.denoiser import Denoiser
 from posecast.pose.draw import render_pose_maps
 from posecast.pose.framing import crop_resize, fit_box, fit_keypoints
@@ -105,6 +106,4 @@ def model_evaluations(frames: int, steps: int, cfg: float, method: str, window: 
 def decode_frames(codec, latents: torch.Tensor, chunk: int = 8) -> Iterator[np.ndarray]:
     """Yield (H, W, 3) uint8 frames from latents (1, T, C, h, w), decoding `chunk` at a time."""
     for start in range(0, latents.shape[1], chunk):
-        images = codec.decode(latents[0, start:start + chunk])  # (n, 3, H, W) in [-1, 1]
-        pixels = ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-        yield from pixels.permute(0, 2, 3, 1).cpu().numpy()
+        yield from to_uint8_frames(codec.decode(latents[0, start:start + chunk]))

@@ -23,7 +23,7 @@ import torch
 
 from posecast.errors import DetectionError, UsageError
 from posecast.media import AudioClip, load_audio, load_image, write_mp4
-from posecast.models.codecs import make_codec
+from posecast.models.codecs import make_codec, to_uint8_frames
 from posecast.models.denoiser import Denoiser
 from posecast.models.pretrained import from_pretrained
 from posecast.motion import frame_count, load_motion
@@ -194,9 +194,8 @@ class Renderer:
             for start, latents in chunk_latents(self.model, self.codec, reference_tensor, poses,
                                                 self.timesteps, seed):
                 with torch.no_grad():
-                    images = self.codec.decode(latents[0])  # (c, 3, H, W) in [-1, 1]
-                pixels = ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-                for frame in pixels.permute(0, 2, 3, 1).cpu().numpy()[:frames - start]:
+                    pixels = to_uint8_frames(self.codec.decode(latents[0]))  # (c, H, W, 3)
+                for frame in pixels[:frames - start]:
                     mp4.write(frame)
                 if first_frame is None:
                     first_frame = time.perf_counter() - started

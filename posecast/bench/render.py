@@ -18,7 +18,7 @@ import torch
 from posecast.bench.teacher import random_codec
 from posecast.generate import Conditions, decode_frames, sample_latents
 from posecast.media import AudioClip, write_mp4
-from posecast.models.codecs import PixelCodec
+from posecast.models.codecs import PixelCodec, to_uint8_frames
 from posecast.models.denoiser import Denoiser
 from posecast.pose.draw import render_pose_maps
 from posecast.pose.keypoints import Keypoints
@@ -76,11 +76,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _to_pixels(images: torch.Tensor):
-    pixels = ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    return pixels.permute(0, 2, 3, 1).cpu().numpy()
-
-
 def time_teacher_render(model: Denoiser, codec, reference: torch.Tensor, poses: Keypoints,
                         clip: AudioClip, fps: float, steps: int, cfg: float) -> PipelineTiming:
     config, device = model.config, next(model.parameters()).device
@@ -130,7 +125,7 @@ def time_student_render(model: Denoiser, codec, reference: torch.Tensor, poses: 
             _sync(device)
             tock = time.perf_counter()
             with torch.no_grad():
-                pixels = _to_pixels(codec.decode(latents[0]))[:frames - start]
+                pixels = to_uint8_frames(codec.decode(latents[0]))[:frames - start]
             denoise += tock - tick
             decode += time.perf_counter() - tock
             if first is None:

@@ -43,7 +43,7 @@ from posecast.data.clips import ClipDataset
 from posecast.diffusion.flow import add_noise, sample_training_times, shift_time
 from posecast.errors import InputError, UsageError
 from posecast.generate import autocast
-from posecast.models.codecs import make_codec
+from posecast.models.codecs import make_codec, to_uint8_frames
 from posecast.models.denoiser import Denoiser
 from posecast.models.pretrained import from_pretrained, model_card, save_pretrained
 from posecast.paths import atomic_output
@@ -633,8 +633,7 @@ def write_sample(path: Path, student: Denoiser, codec, teacher_config: DenoiserC
     if not write:
         return
     side_by_side = torch.cat([window.frames[0], frames], dim=-1)  # (W, 3, H, 2W)
-    pixels = ((side_by_side + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     with write_mp4(path, fps=student.config.fps) as mp4:
-        for frame in pixels.permute(0, 2, 3, 1).cpu().numpy():
+        for frame in to_uint8_frames(side_by_side):
             mp4.write(frame)
