@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from posecast.cli.options import Device, Overwrite
+from posecast.cli.options import Device, Overwrite, parse_region_alphas
 from posecast.cli.run_folder import prepare_run_folder
 from posecast.cli.ui import console, err_console, progress_bar
 from posecast.errors import UsageError
@@ -120,7 +120,7 @@ def distill_command(
         settings["perceptual"] = tuple(perceptual)
     if region_alpha:
         alphas = dict(settings.get("region_weights", {}))
-        alphas.update(_parse_alphas(region_alpha))
+        alphas.update(parse_region_alphas(region_alpha))
         settings["region_weights"] = RegionWeights(**alphas)
     settings = DistillConfig.from_dict(settings)
     if not resume:  # fail on a bad teacher or student shape before touching the output
@@ -159,17 +159,3 @@ def _read_config_file(path: Path) -> dict:
     if not isinstance(data, dict):
         raise UsageError(f"{path}: the config file must hold a JSON object of settings")
     return data
-
-
-def _parse_alphas(values: list[str]) -> dict[str, float]:
-    alphas = {}
-    for value in values:
-        name, _, number = value.partition("=")
-        if name not in ("face", "lips", "hands", "arms"):
-            raise UsageError(f"--region-alpha {value}: the region must be face, lips, hands or "
-                             "arms")
-        try:
-            alphas[name] = float(number)
-        except ValueError:
-            raise UsageError(f"--region-alpha {value}: write REGION=NUMBER") from None
-    return alphas

@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from posecast.errors import UsageError
+
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an output that exists.")]
 AllowMissing = Annotated[
     bool,
@@ -25,3 +27,18 @@ Cfg = Annotated[float | None, typer.Option(
     "model's).", min=0.0, max=100.0)]
 Size = Annotated[str | None, typer.Option(
     help="Output WxH in pixels (default: the model's native size).")]
+
+
+def parse_region_alphas(values: list[str]) -> dict[str, float]:
+    """`--region-alpha REGION=ALPHA` values → {region: α} (face, lips, hands, arms)."""
+    alphas = {}
+    for value in values:
+        name, _, number = value.partition("=")
+        if name not in ("face", "lips", "hands", "arms"):
+            raise UsageError(f"--region-alpha {value}: the region must be face, lips, hands or "
+                             "arms")
+        try:
+            alphas[name] = float(number)
+        except ValueError:
+            raise UsageError(f"--region-alpha {value}: write REGION=NUMBER") from None
+    return alphas

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from posecast.cli.options import Device, Overwrite, Seed
+from posecast.cli.options import Device, Overwrite, Seed, parse_region_alphas
 from posecast.cli.run_folder import prepare_run_folder
 from posecast.cli.ui import console, err_console, progress_bar
 from posecast.errors import UsageError
@@ -36,6 +36,11 @@ def train_command(
     init_from: Annotated[str | None, typer.Option(
         help="Start from a trained model (folder or repo id), e.g. to fine-tune a dense "
         "teacher with --attention input_aware.")] = None,
+    region_alpha: Annotated[list[str] | None, typer.Option(
+        help="Weigh the loss by w = 1 + Σ α_r·m_r over the keypoints' regions, as REGION=ALPHA "
+        "(face, lips, hands, arms; unnamed regions 0); repeat for several. The mouth is a few "
+        "pixels of a small frame, so lips=16 makes the teacher learn it.", show_default=False)]
+    = None,
     seed: Seed = 0,
     device: Device = "auto",
     overwrite: Overwrite = False,
@@ -50,6 +55,8 @@ def train_command(
       posecast train clips/ --preset small --out teacher/ --max-steps 2000
 
       posecast train clips/ --init-from teacher/ --attention input_aware --out teacher_sparse/
+
+      posecast train clips/ --init-from teacher/ --region-alpha lips=16 --out teacher_lips/
     """
     from posecast.cli.devices import pick_device
     from posecast.config import preset as make_preset
@@ -67,7 +74,8 @@ def train_command(
     prepare_run_folder(out, dataset, resume, overwrite)
     train = TrainConfig(max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
                         checkpoint_every=checkpoint_every,
-                        gradient_checkpointing=gradient_checkpointing, seed=seed)
+                        gradient_checkpointing=gradient_checkpointing, seed=seed,
+                        region_alphas=parse_region_alphas(region_alpha or []))
     with progress_bar("steps") as bar:
         task = bar.add_task("training", total=max_steps)
 

@@ -13,7 +13,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,6 +34,7 @@ from posecast.train.checkpoint import (
     open_for_resume,
     save_checkpoint,
 )
+from posecast.train.region_loss import RegionWeights, batch_weight_maps, to_latent_grid
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     grad_clip: float = 1.0
     seed: int = 0
+    # α per region in the loss weight w = 1 + Σ α_r·m_r (train/region_loss.py); regions not
+    # named weigh 0, so the default is the plain flow-matching loss
+    region_alphas: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,10 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 def flow_matching_loss(model, codec, batch: dict[str, torch.Tensor], config: DenoiserConfig,
-                       generator: torch.Generator, device: torch.device) -> torch.Tensor:
+                       generator: torch.Generator, device: torch.device,
+                       region_alphas: dict[str, float] | None = None) -> torch.Tensor:
+    """Mean squared velocity error; with `region_alphas`, a mean weighted by the region
+    weight map w (B, W, 1, h, w), normalised by w's mean so its scale matches the plain loss."""
     frames = batch["frames"].to(device)  # (B, W, 3, H, W) in [-1, 1]
     size, window = frames.shape[0], frames.shape[1]
     latents = codec.encode(frames.flatten(0, 1)).unflatten(0, (size, window))
@@ -83,7 +90,14 @@ def flow_matching_loss(model, codec, batch: dict[str, torch.Tensor], config: Den
     with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
         velocity = model(add_noise(latents, noise, t), t, reference,
                          batch["pose_maps"].to(device), keep, layout=masks)
-    return F.mse_loss(velocity.float(), (noise - latents).float())
+    if not region_alphas:
+        return F.mse_loss(velocity.float(), (noise - latents).float())
+    alphas = RegionWeights(**{region: 0.0 for region in ("face", "lips", "hands", "arms")}
+                           | region_alphas)
+    weights = to_latent_grid(batch_weight_maps(batch["poses"], config.height, config.width,
+                                               alphas), config.latent_size).to(device)
+    squared = (velocity.float() - (noise - latents).float()) ** 2
+    return (weights * squared).mean() / weights.mean()
 
 
 def train_teacher(dataset: str | os.PathLike, out: str | os.PathLike, config: DenoiserConfig,
@@ -138,7 +152,8 @@ def train_teacher(dataset: str | os.PathLike, out: str | os.PathLike, config: De
             started = time.perf_counter()
             generator = step_generator(train.seed, step, env.rank)
             batch = data.sample(train.batch_size, config.window, generator)
-            loss = flow_matching_loss(trained, codec, batch, config, generator, env.device)
+            loss = flow_matching_loss(trained, codec, batch, config, generator, env.device,
+                                      train.region_alphas)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
