@@ -64,14 +64,16 @@ class CausalRollout:
                 for poses in self.poses(context, end)]
 
     def _run(self, x: torch.Tensor, t: float, start: int, layout, commit: bool = False
-             ) -> torch.Tensor:
+             ) -> torch.Tensor | None:
+        """The clean prediction x − t·v from x at time t; with `commit` (x clean, t = 0) only
+        the chunk's keys and values go into the cache, and None is returned."""
         end = start + x.shape[1]
         times = torch.full((x.shape[0],), t, device=x.device)
         with autocast(x.device):
             velocity = self.model(x, times, self.reference, self.pose_maps(start, end),
                                   layout=layout, cache=self.cache, commit=commit,
                                   first_frame=start)
-        return x - t * velocity.float()
+        return None if commit else x - t * velocity.float()
 
     def regress_chunk(self, noisy: torch.Tensor, t: float, clean: torch.Tensor) -> torch.Tensor:
         """Teacher forcing (ODE-pair initialisation): predict the next chunk's clean frames

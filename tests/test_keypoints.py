@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -163,3 +166,16 @@ def test_the_examples_portrait_keypoints_are_a_fresh_extraction(portrait_keypoin
     for part in ("face", "body", "left_hand", "right_hand"):
         np.testing.assert_allclose(getattr(saved, part), getattr(portrait_keypoints, part),
                                    atol=1e-3)
+
+
+def test_mediapipe_is_imported_without_matplotlib_until_something_uses_it():
+    """A fresh interpreter: import_mediapipe leaves matplotlib unimported (half of mediapipe's
+    import time), and mediapipe's plotting module still reaches the real pyplot on use."""
+    code = ("import sys\n"
+            "from posecast.pose.mediapipe_holistic import import_mediapipe\n"
+            "import_mediapipe()\n"
+            "assert 'matplotlib' not in sys.modules, 'matplotlib was imported'\n"
+            "from mediapipe.python.solutions import drawing_utils\n"
+            "assert drawing_utils.plt.figure.__module__ == 'matplotlib.pyplot'\n"
+            "assert type(sys.modules['matplotlib.pyplot']).__name__ == 'module'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -25,8 +25,9 @@ def _random_model(config):
 @pytest.mark.parametrize("attention", ["dense", "input_aware"])
 def test_cached_chunks_equal_a_block_causal_full_pass(attention):
     """Committing chunk 0 and then running chunk 1 against the cache gives what one pass over
-    both chunks gives under the block-causal mask (same time t), so the cache, its RoPE
-    positions and the query-subset mask are exact."""
+    both chunks gives under the block-causal mask (same time t), so the cache (filled by a
+    pass that skips the last block's attention and MLP), its RoPE positions and the
+    query-subset mask are exact."""
     config = preset("tiny", attention=attention, chunk=2, window=4, k_frames=2)
     model = _random_model(config)
     _, poses = synthetic_clip(32, 4, 25.0, np.random.default_rng(0))
@@ -48,7 +49,10 @@ def test_cached_chunks_equal_a_block_causal_full_pass(attention):
     with torch.no_grad():
         full = model(x, t, reference, maps, layout=full_layout)
         first = model(x[:, :2], t, reference, maps[:, :2], layout=chunk_layouts[0],
-                      cache=rollout.cache, commit=True, first_frame=0)
+                      cache=rollout.cache, first_frame=0)  # reads the empty cache
+        # the pass that fills the cache returns nothing (its last block stops at its keys)
+        assert model(x[:, :2], t, reference, maps[:, :2], layout=chunk_layouts[0],
+                     cache=rollout.cache, commit=True, first_frame=0) is None
         second = model(x[:, 2:], t, reference, maps[:, 2:], layout=chunk_layouts[1],
                        cache=rollout.cache, first_frame=2)
         assert rollout._layout(2, 4) is None if attention == "dense" else \

@@ -50,13 +50,18 @@ def test_the_cli_trains_and_resumes(run_cli, tmp_path, synthetic_dataset):
     out = tmp_path / "teacher"
     args = ["train", synthetic_dataset, "--preset", "tiny", "--out", out, "--batch-size", "2",
             "--checkpoint-every", "2", "--device", "cpu"]
-    result = run_cli(*args, "--max-steps", "2")
+    result = run_cli(*args, "--max-steps", "2", "--region-alpha", "lips=4")
     assert result.code == 0, result.stderr
     result = run_cli(*args, "--max-steps", "2")
     assert result.code == 2 and "--resume" in result.stderr
     result = run_cli(*args, "--max-steps", "4", "--resume")
     assert result.code == 0, result.stderr
-    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 4
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 4
+    assert state["train_config"]["region_alphas"] == {"lips": 4.0}  # kept by the resume
+    result = run_cli(*args, "--overwrite", "--region-alpha", "mouth=2")
+    assert result.code == 2 and "face, lips, hands or arms" in result.stderr
+    assert (out / "checkpoint" / "state.json").exists()  # refused before anything was removed
     result = run_cli("train", tmp_path / "nothing", "--out", tmp_path / "t2", "--device", "cpu")
     assert result.code == 2 and "no such dataset folder" in result.stderr
 
@@ -125,3 +130,36 @@ def test_resume_without_a_usable_checkpoint_gives_one_line(run_cli, tmp_path,
         assert result.code == 1, result.stderr
         assert "damaged checkpoint" in result.stderr and "--overwrite" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_region_alphas_make_the_teacher_loss_a_weighted_mean(synthetic_dataset):
+    """Against a model that predicts zero velocity, the error is (noise − frames)²: with no
+    weights the loss is its plain mean, and with a huge lips α it is the mean inside the lips'
+    masks (so the masks land on the right frames and pixels, and the mean is normalised)."""
+    from posecast.data.clips import ClipDataset
+    from posecast.models.codecs import make_codec
+    from posecast.train.region_loss import lip_mask
+    from posecast.train.teacher import flow_matching_loss
+
+    config = preset("tiny")
+    data = ClipDataset(synthetic_dataset, config.height, config.width)
+    batch = data.sample(2, config.window, torch.Generator().manual_seed(0))
+    codec = make_codec(config.codec, torch.device("cpu"))
+
+    def still(noisy, *args, **kwargs):
+        return torch.zeros_like(noisy)
+
+    def loss(alphas):
+        return flow_matching_loss(still, codec, batch, config, torch.Generator().manual_seed(3),
+                                  torch.device("cpu"), alphas).item()
+
+    noise = torch.randn(batch["frames"].shape, generator=torch.Generator().manual_seed(3))
+    squared = ((noise - batch["frames"]) ** 2).mean(2)  # (B, W, H, W), channels averaged
+    lips = torch.stack([torch.from_numpy(np.stack([lip_mask(poses, t, config.height,
+                                                            config.width)
+                                                   for t in range(len(poses))]))
+                        for poses in batch["poses"]])
+    assert lips.any() and not lips.all()
+    assert abs(loss({}) - squared.mean().item()) < 1e-5
+    assert abs(loss({"lips": 1e7}) - squared[lips].mean().item()) < 1e-3
+    assert loss({"lips": 1e7}) != loss({})

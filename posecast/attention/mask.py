@@ -70,7 +70,7 @@ class InputAwareMask:
         present = torch.unique(groups).tolist()
         members = {g: torch.nonzero(groups == g).flatten() for g in present}
         queries = torch.unique(groups[self.query_start:]).tolist()
-        allowed = self.allowed.cpu()
+        allowed = self.allowed.cpu().numpy()  # numpy: 2-D lookups without tensor overhead
         plan = [(members[g][members[g] >= self.query_start] - self.query_start,
                  torch.cat([members[h] for h in present if allowed[g, h]])) for g in queries]
         return plan, torch.argsort(torch.cat([query for query, _ in plan]))

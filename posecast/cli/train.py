@@ -63,6 +63,7 @@ def train_command(
     from posecast.train.teacher import TrainConfig, train_teacher
 
     pick_device(device)  # a clear error for an unknown or absent device, before any work
+    region_alphas = parse_region_alphas(region_alpha or [])
     if attention not in ("dense", "input_aware"):
         raise UsageError(f"--attention {attention}: use dense or input_aware")
     if init_from is not None:
@@ -75,7 +76,7 @@ def train_command(
     train = TrainConfig(max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
                         checkpoint_every=checkpoint_every,
                         gradient_checkpointing=gradient_checkpointing, seed=seed,
-                        region_alphas=parse_region_alphas(region_alpha or []))
+                        region_alphas=region_alphas)
     with progress_bar("steps") as bar:
         task = bar.add_task("training", total=max_steps)
 

@@ -68,12 +68,27 @@ class SelfAttention(nn.Module):
         self.k_norm = nn.RMSNorm(dim // heads, eps=1e-6)
         self.out = nn.Linear(dim, dim)
 
+    def _rotated(self, x: torch.Tensor, rope, parts: slice) -> list[torch.Tensor]:
+        """The projections `parts` of (q, k, v) for tokens x (B, N, D), each (B, heads, N, d),
+        q and k normalised and rotated."""
+        batch, tokens, dim = x.shape
+        rows = slice(parts.start * dim, parts.stop * dim)
+        projected = F.linear(x, self.qkv.weight[rows], self.qkv.bias[rows])
+        projected = projected.view(batch, tokens, -1, self.heads, dim // self.heads)
+        out = []
+        for index, name in enumerate(("q", "k", "v")[parts]):
+            part = projected[:, :, index].transpose(1, 2)
+            if name != "v":
+                norm = self.q_norm if name == "q" else self.k_norm
+                part = apply_rope(norm(part), *rope)
+            out.append(part)
+        return out
+
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
                 layout=None, cache: KVCache | None = None, commit_frames: int = 0
                 ) -> torch.Tensor:
         batch, tokens, dim = x.shape
-        q, k, v = self.qkv(x).view(batch, tokens, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-        q, k = apply_rope(self.q_norm(q), *rope), apply_rope(self.k_norm(k), *rope)
+        q, k, v = self._rotated(x, rope, slice(0, 3))
         if cache is not None:
             if commit_frames:  # the clean chunk joins the cache (read below sees the old one)
                 cache_before = cache.read(self.index, k, v)
@@ -84,6 +99,12 @@ class SelfAttention(nn.Module):
         out = attend(q, k, v, self.config.attention, layout, self.config.attention_backend,
                      self.config.block_size)  # (B, heads, N, d)
         return self.out(out.transpose(1, 2).reshape(batch, tokens, dim))
+
+    def store(self, x: torch.Tensor, rope, cache: KVCache, commit_frames: int) -> None:
+        """Only append this chunk's keys and values to the cache (the last layer of a pass
+        that fills the cache needs nothing else)."""
+        k, v = self._rotated(x, rope, slice(1, 3))
+        cache.store(self.index, k, v, commit_frames)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -106,8 +127,14 @@ class Block(nn.Module):
         nn.init.zeros_(self.modulation.weight)
         nn.init.zeros_(self.modulation.bias)
 
-    def forward(self, x, c, rope, layout=None, cache=None, commit_frames=0):
+    def forward(self, x, c, rope, layout=None, cache=None, commit_frames=0, keys_only=False):
+        """The block's output; with `keys_only` (the last block of a pass that only fills the
+        cache), just the attention's keys and values of x go into the cache, and None comes
+        back. (A flag rather than a method: FSDP gathers a block's weights in its forward.)"""
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(F.silu(c)).chunk(6, -1)
+        if keys_only:
+            self.attn.store(modulate(self.norm1(x), shift1, scale1), rope, cache, commit_frames)
+            return None
         x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1), rope, layout,
                                            cache, commit_frames)
         return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
@@ -155,7 +182,7 @@ class Denoiser(nn.Module):
     def forward(self, noisy: torch.Tensor, timestep: torch.Tensor, reference: torch.Tensor,
                 pose_maps: torch.Tensor, keep_condition: torch.Tensor | None = None,
                 layout=None, cache: KVCache | None = None, commit: bool = False,
-                first_frame: int = 0) -> torch.Tensor:
+                first_frame: int = 0) -> torch.Tensor | None:
         """noisy (B, T, C, h, w); timestep (B,) in [0, 1] (1 = pure noise); reference
         (B, C, h, w); pose_maps (B, T, 3, H, W) in [0, 1]; keep_condition (B,) bool, False
         drops pose and reference together (the unconditional branch of CFG); layout: for
@@ -163,9 +190,9 @@ class Denoiser(nn.Module):
         element (attention.mask.mask_for_window), for a chunk against a cache with queries
         from the chunk on (InputAwareMask.for_queries_from).
 
-        Student chunks: `cache` holds past frames' keys and values; `commit` also appends
-        this chunk's (call it on the clean chunk at t = 0); `first_frame` is the chunk's frame
-        position."""
+        Student chunks: `cache` holds past frames' keys and values; `first_frame` is the
+        chunk's frame position. `commit` (on the clean chunk at t = 0) appends this chunk's
+        keys and values and returns None: the pass exists only to fill the cache."""
         batch, frames, channels, height, width = noisy.shape
         patch, rows, cols = self.config.patch_size, height // self.config.patch_size, \
             width // self.config.patch_size
@@ -186,13 +213,17 @@ class Denoiser(nn.Module):
         head_dim = self.config.hidden_size // self.config.heads
         rope = rope_3d(positions, rows, cols, head_dim, noisy.device)
         c = self.time_embed(timestep_embedding(timestep).to(tokens.dtype))
+        if commit:  # a pass that only fills the cache: the last block stops at its keys
+            for block in self.blocks[:-1]:
+                tokens = block(tokens, c, rope, layout, cache, frames)
+            self.blocks[-1](tokens, c, rope, layout, cache, frames, keys_only=True)
+            cache.advance(frames)
+            return None
         for block in self.blocks:
-            if self.gradient_checkpointing and self.training and not commit:
+            if self.gradient_checkpointing and self.training:
                 tokens = checkpoint(block, tokens, c, rope, layout, cache, use_reentrant=False)
             else:
-                tokens = block(tokens, c, rope, layout, cache, frames if commit else 0)
-        if cache is not None and commit:
-            cache.advance(frames)
+                tokens = block(tokens, c, rope, layout, cache)
         if self.config.reference_frame:
             tokens = tokens[:, rows * cols:]
         shift, scale = self.final_modulation(F.silu(c)).chunk(2, -1)

@@ -50,11 +50,12 @@ def mesh_topology() -> dict[str, list[tuple[int, int]]]:
 
 def _edges(canvas: np.ndarray, points: np.ndarray, edges, colour, thickness: int,
            min_confidence: float, line_type: int) -> None:
+    # rounded once for all points (as plain ints: cv2 wants them, and it is the fast path)
+    pixels = [tuple(point) for point in np.round(points[:, :2]).astype(np.int64).tolist()]
+    visible = (points[:, 2] > min_confidence).tolist()
     for a, b in edges:
-        if points[a, 2] > min_confidence and points[b, 2] > min_confidence:
-            cv2.line(canvas, (int(round(points[a, 0])), int(round(points[a, 1]))),
-                     (int(round(points[b, 0])), int(round(points[b, 1]))), colour, thickness,
-                     line_type)
+        if visible[a] and visible[b]:
+            cv2.line(canvas, pixels[a], pixels[b], colour, thickness, line_type)
 
 
 def draw_pose(canvas: np.ndarray, keypoints: Keypoints, frame: int = 0,

@@ -4,14 +4,20 @@ mediapipe's C++ side writes TF Lite / absl log lines straight to file descriptor
 its worker threads; no environment variable silences them. So while a detector is open, fd 2
 points at /dev/null and Python's `sys.stderr` (progress bars, messages) writes to a duplicate
 of the real stderr instead.
+
+Importing mediapipe also imports matplotlib.pyplot (for plotting helpers posecast never
+calls), about half of mediapipe's import time; a stand-in module takes its place during the
+import and imports the real one only if something uses it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import os
 import sys
+import types
 from collections.abc import Iterator
 
 import numpy as np
@@ -53,11 +59,29 @@ def quiet_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
-def import_mediapipe():
-    """Import mediapipe quietly (the import can print from C++)."""
-    with quiet_stderr():
-        import mediapipe
+class _ImportedOnUse(types.ModuleType):
+    """A stand-in for a module: the first attribute read imports the real one."""
 
+    def __getattr__(self, name: str):
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), name)
+
+
+def import_mediapipe():
+    """Import mediapipe quietly (the import can print from C++), without matplotlib."""
+    stand_ins = {}
+    if "matplotlib" not in sys.modules:
+        stand_ins = {name: _ImportedOnUse(name) for name in ("matplotlib", "matplotlib.pyplot")}
+        stand_ins["matplotlib"].pyplot = stand_ins["matplotlib.pyplot"]
+    sys.modules.update(stand_ins)
+    try:
+        with quiet_stderr():
+            import mediapipe
+    finally:
+        for name, module in stand_ins.items():  # later imports get the real modules
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
     return mediapipe
 
 
