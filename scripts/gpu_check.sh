@@ -15,6 +15,10 @@
 #   .gpu/train/     a `posecast make-dataset --size 64` training split with its keypoint cache
 #          (as many clips as fit the 64 MiB the device tool carries)
 # Stage lengths scale with SCALE (1 = the real run; a CPU dry run uses less).
+# TEACHER_FLAGS go to the teacher's `posecast train`; the default weighs the loss towards the
+# lips (the experiment the next GPU session should run: the starter's mouth is under-drawn,
+# and a CPU fine-tune at batch 4-8 could not test it, see docs/ABLATION.md); set
+# TEACHER_FLAGS="" for the bundled teacher's plain recipe.
 set -u
 OUT=${OUT:-/tmp/gpu_out}
 SCALE=${SCALE:-1}
@@ -62,7 +66,8 @@ if [ -d .gpu/train ]; then
     stage "teacher (mini)" 160 \
         python3 -m posecast train .gpu/train --preset mini --out $runs/teacher \
         --max-steps "${TEACHER_STEPS:-6000}" --batch-size 16 --learning-rate 5e-4 \
-        --checkpoint-every 500 --device "$DEVICE"
+        --checkpoint-every 500 --device "$DEVICE" \
+        ${TEACHER_FLAGS---region-alpha lips=16 --region-alpha face=1 --region-alpha hands=2}
     distill() {  # distill STEPS: a STEPS-step student from the teacher
         python3 -m posecast distill .gpu/train --teacher $runs/teacher \
             --out $runs/student$1 --student-steps "$1" --chunk 4 --window 8 \
