@@ -61,6 +61,8 @@ def test_the_cli_trains_and_resumes(run_cli, tmp_path, synthetic_dataset):
     assert state["train_config"]["region_alphas"] == {"lips": 4.0}  # kept by the resume
     result = run_cli(*args, "--overwrite", "--region-alpha", "mouth=2")
     assert result.code == 2 and "face, lips, hands or arms" in result.stderr
+    result = run_cli(*args, "--overwrite", "--region-alpha", "lips=-1")
+    assert result.code == 2 and "≥ 0" in result.stderr
     assert (out / "checkpoint" / "state.json").exists()  # refused before anything was removed
     result = run_cli("train", tmp_path / "nothing", "--out", tmp_path / "t2", "--device", "cpu")
     assert result.code == 2 and "no such dataset folder" in result.stderr
@@ -142,7 +144,7 @@ def test_region_alphas_make_the_teacher_loss_a_weighted_mean(synthetic_dataset):
     from posecast.train.teacher import flow_matching_loss
 
     config = preset("tiny")
-    data = ClipDataset(synthetic_dataset, config.height, config.width)
+    data = ClipDataset(synthetic_dataset, config.height, config.width, with_region_bits=True)
     batch = data.sample(2, config.window, torch.Generator().manual_seed(0))
     codec = make_codec(config.codec, torch.device("cpu"))
 

@@ -41,4 +41,6 @@ def parse_region_alphas(values: list[str]) -> dict[str, float]:
             alphas[name] = float(number)
         except ValueError:
             raise UsageError(f"--region-alpha {value}: write REGION=NUMBER") from None
+        if not 0 <= alphas[name] < float("inf"):
+            raise UsageError(f"--region-alpha {value}: the weight must be a number ≥ 0")
     return alphas

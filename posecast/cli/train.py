@@ -38,8 +38,8 @@ def train_command(
         "teacher with --attention input_aware.")] = None,
     region_alpha: Annotated[list[str] | None, typer.Option(
         help="Weigh the loss by w = 1 + Σ α_r·m_r over the keypoints' regions, as REGION=ALPHA "
-        "(face, lips, hands, arms; unnamed regions 0); repeat for several. The mouth is a few "
-        "pixels of a small frame, so lips=16 makes the teacher learn it.", show_default=False)]
+        "(face, lips, hands, arms; unnamed regions 0); repeat for several. On small frames the "
+        "mouth is a few pixels, which an unweighted loss barely counts.", show_default=False)]
     = None,
     seed: Seed = 0,
     device: Device = "auto",

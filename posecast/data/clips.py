@@ -30,11 +30,14 @@ class Clip:
     pose_maps: torch.Tensor  # (T, 3, H, W) uint8
     keypoints: Keypoints  # fitted to (H, W)
     path: Path
+    region_bits: torch.Tensor | None = None  # (T, H, W) uint8, train.region_loss.REGION_BITS
 
 
 class ClipDataset:
     def __init__(self, folder: str | os.PathLike, height: int, width: int, min_frames: int = 1,
-                 on_clip=None) -> None:
+                 on_clip=None, with_region_bits: bool = False) -> None:
+        """`with_region_bits` also draws every frame's region masks once, for a region-weighted
+        loss (batches then carry "region_bits")."""
         folder = Path(folder)
         if not folder.is_dir():
             raise UsageError(f"{folder}: no such dataset folder")
@@ -50,7 +53,8 @@ class ClipDataset:
             keypoint_file = cache_path(folder, path, cache)
             if not keypoint_file.exists():
                 continue
-            clip = self._load(path, Keypoints.load(keypoint_file), height, width)
+            clip = self._load(path, Keypoints.load(keypoint_file), height, width,
+                              with_region_bits)
             if len(clip.keypoints) >= min_frames:
                 self.clips.append(clip)
         if not self.clips:
@@ -58,7 +62,8 @@ class ClipDataset:
                              f"{min_frames} frames)")
 
     @staticmethod
-    def _load(path: Path, keypoints: Keypoints, height: int, width: int) -> Clip:
+    def _load(path: Path, keypoints: Keypoints, height: int, width: int,
+              with_region_bits: bool = False) -> Clip:
         info = probe_video(path)
         box = fit_box(info.width, info.height, width, height)
         frames = [crop_resize(rgb, box) for rgb in iter_video_frames(path, info)]
@@ -66,14 +71,20 @@ class ClipDataset:
         fitted = fit_keypoints(keypoints[:count], box)
         video = torch.from_numpy(np.stack(frames[:count])).permute(0, 3, 1, 2).contiguous()
         maps = torch.from_numpy(render_pose_maps(fitted, height, width)).permute(0, 3, 1, 2)
-        return Clip(video, maps.contiguous(), fitted, path)
+        bits = None
+        if with_region_bits:
+            from posecast.train.region_loss import region_bits
+
+            bits = torch.from_numpy(region_bits(fitted, height, width))
+        return Clip(video, maps.contiguous(), fitted, path, bits)
 
     def sample(self, batch: int, window: int,
                generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Random windows: frames (B, W, 3, H, W) and reference (B, 3, H, W) in [-1, 1],
         pose_maps (B, W, 3, H, W) in [0, 1], and the windows' and references' Keypoints
-        (lists of B, for input-aware masks). Short clips repeat their last frame."""
-        frames, references, maps, poses, reference_poses = [], [], [], [], []
+        (lists of B, for input-aware masks); with region bits, region_bits (B, W, H, W) uint8.
+        Short clips repeat their last frame."""
+        frames, references, maps, poses, reference_poses, bits = [], [], [], [], [], []
         for _ in range(batch):
             clip = self.clips[int(torch.randint(len(self.clips), (1,), generator=generator))]
             length = clip.frames.shape[0]
@@ -82,10 +93,15 @@ class ClipDataset:
             reference = int(torch.randint(length, (1,), generator=generator))
             frames.append(clip.frames[index])
             maps.append(clip.pose_maps[index])
+            if clip.region_bits is not None:
+                bits.append(clip.region_bits[index])
             references.append(clip.frames[reference])
             poses.append(Keypoints.concatenate([clip.keypoints[i] for i in index.tolist()]))
             reference_poses.append(clip.keypoints[reference])
         to_unit = lambda x: torch.stack(x).float() / 127.5 - 1.0  # noqa: E731
-        return {"frames": to_unit(frames), "reference": to_unit(references),
-                "pose_maps": torch.stack(maps).float() / 255.0, "poses": poses,
-                "reference_poses": reference_poses}
+        batch = {"frames": to_unit(frames), "reference": to_unit(references),
+                 "pose_maps": torch.stack(maps).float() / 255.0, "poses": poses,
+                 "reference_poses": reference_poses}
+        if bits:
+            batch["region_bits"] = torch.stack(bits)
+        return batch

@@ -72,8 +72,11 @@ class SelfAttention(nn.Module):
         """The projections `parts` of (q, k, v) for tokens x (B, N, D), each (B, heads, N, d),
         q and k normalised and rotated."""
         batch, tokens, dim = x.shape
-        rows = slice(parts.start * dim, parts.stop * dim)
-        projected = F.linear(x, self.qkv.weight[rows], self.qkv.bias[rows])
+        if parts == slice(0, 3):
+            projected = self.qkv(x)
+        else:  # only the weight rows of those parts
+            rows = slice(parts.start * dim, parts.stop * dim)
+            projected = F.linear(x, self.qkv.weight[rows], self.qkv.bias[rows])
         projected = projected.view(batch, tokens, -1, self.heads, dim // self.heads)
         out = []
         for index, name in enumerate(("q", "k", "v")[parts]):
@@ -214,6 +217,8 @@ class Denoiser(nn.Module):
         rope = rope_3d(positions, rows, cols, head_dim, noisy.device)
         c = self.time_embed(timestep_embedding(timestep).to(tokens.dtype))
         if commit:  # a pass that only fills the cache: the last block stops at its keys
+            if cache is None:
+                raise ValueError("commit=True needs the KV cache to fill")
             for block in self.blocks[:-1]:
                 tokens = block(tokens, c, rope, layout, cache, frames)
             self.blocks[-1](tokens, c, rope, layout, cache, frames, keys_only=True)

@@ -45,20 +45,40 @@ def lip_mask(keypoints: Keypoints, frame: int, height: int, width: int) -> np.nd
     return mask.astype(bool)
 
 
+# one bit per weighted region, so a clip's masks can be kept as one uint8 per pixel
+REGION_BITS = {"face": 1, "lips": 2, "hands": 4, "arms": 8}
+
+
+def region_bits(keypoints: Keypoints, height: int, width: int) -> np.ndarray:
+    """(T, height, width) uint8: for every pixel of every frame, the REGION_BITS of the
+    weighted regions that cover it."""
+    bits = np.zeros((len(keypoints), height, width), np.uint8)
+    for t in range(len(keypoints)):
+        masks = region_masks(keypoints, t, height, width)
+        covered = {"face": masks[Region.FACE], "lips": lip_mask(keypoints, t, height, width),
+                   "hands": masks[Region.LEFT_HAND] | masks[Region.RIGHT_HAND],
+                   "arms": masks[Region.ARMS]}
+        for name, mask in covered.items():
+            bits[t][mask] |= REGION_BITS[name]
+    return bits
+
+
+def weights_from_bits(bits: torch.Tensor, alphas: RegionWeights) -> torch.Tensor:
+    """Region bits (..., H, W) uint8 → weights 1 + Σ α_r·m_r, (..., 1, H, W) float32."""
+    weights = torch.ones(bits.shape, dtype=torch.float32, device=bits.device)
+    for name, bit in REGION_BITS.items():
+        alpha = getattr(alphas, name)
+        if alpha:
+            weights += alpha * (bits & bit).bool()
+    return weights.unsqueeze(-3)
+
+
 def weight_map(keypoints: Keypoints, height: int, width: int,
                alphas: RegionWeights) -> torch.Tensor:
     """(T, 1, height, width) float32 weights ≥ 1 for every frame of `keypoints`."""
-    maps = np.ones((len(keypoints), 1, height, width), np.float32)
     if not alphas.active:
-        return torch.from_numpy(maps)
-    for t in range(len(keypoints)):
-        masks = region_masks(keypoints, t, height, width)
-        hands = masks[Region.LEFT_HAND] | masks[Region.RIGHT_HAND]
-        maps[t, 0] += (alphas.face * masks[Region.FACE] + alphas.hands * hands
-                       + alphas.arms * masks[Region.ARMS])
-        if alphas.lips:
-            maps[t, 0] += alphas.lips * lip_mask(keypoints, t, height, width)
-    return torch.from_numpy(maps)
+        return torch.ones(len(keypoints), 1, height, width)
+    return weights_from_bits(torch.from_numpy(region_bits(keypoints, height, width)), alphas)
 
 
 def batch_weight_maps(poses: list[Keypoints], height: int, width: int,

@@ -34,7 +34,7 @@ from posecast.train.checkpoint import (
     open_for_resume,
     save_checkpoint,
 )
-from posecast.train.region_loss import RegionWeights, batch_weight_maps, to_latent_grid
+from posecast.train.region_loss import RegionWeights, to_latent_grid, weights_from_bits
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,8 @@ def flow_matching_loss(model, codec, batch: dict[str, torch.Tensor], config: Den
                        generator: torch.Generator, device: torch.device,
                        region_alphas: dict[str, float] | None = None) -> torch.Tensor:
     """Mean squared velocity error; with `region_alphas`, a mean weighted by the region
-    weight map w (B, W, 1, h, w), normalised by w's mean so its scale matches the plain loss."""
+    weight map w (B, W, 1, h, w), normalised by w's mean so its scale matches the plain loss
+    (the batch then needs "region_bits": ClipDataset(with_region_bits=True))."""
     frames = batch["frames"].to(device)  # (B, W, 3, H, W) in [-1, 1]
     size, window = frames.shape[0], frames.shape[1]
     latents = codec.encode(frames.flatten(0, 1)).unflatten(0, (size, window))
@@ -94,8 +95,8 @@ def flow_matching_loss(model, codec, batch: dict[str, torch.Tensor], config: Den
         return F.mse_loss(velocity.float(), (noise - latents).float())
     alphas = RegionWeights(**{region: 0.0 for region in ("face", "lips", "hands", "arms")}
                            | region_alphas)
-    weights = to_latent_grid(batch_weight_maps(batch["poses"], config.height, config.width,
-                                               alphas), config.latent_size).to(device)
+    weights = to_latent_grid(weights_from_bits(batch["region_bits"], alphas),
+                             config.latent_size).to(device)
     squared = (velocity.float() - (noise - latents).float()) ** 2
     return (weights * squared).mean() / weights.mean()
 
@@ -139,7 +140,8 @@ def train_teacher(dataset: str | os.PathLike, out: str | os.PathLike, config: De
             except (OSError, RuntimeError, ValueError, KeyError) as error:
                 raise damaged(found, error) from None
         codec = make_codec(config.codec, env.device)
-        data = ClipDataset(dataset, config.height, config.width, on_clip=on_message)
+        data = ClipDataset(dataset, config.height, config.width, on_clip=on_message,
+                           with_region_bits=bool(train.region_alphas))
         trained = model
         if env.world_size > 1:
             trained = torch.nn.parallel.DistributedDataParallel(
