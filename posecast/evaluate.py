@@ -11,6 +11,13 @@ face and hand masks.
                    Over clips: the peak of the mean curve (clips weighted by frames) and its
                    lag, not the mean of per-clip lags: on a 3-second clip with a weak mouth a
                    flat curve can peak anywhere, while the mean curve keeps what clips share;
+  mouth            a check of the mouth that needs no detector on the output (mediapipe
+                   loses small or blurred faces): the darkness of the box around the
+                   reference's outer lip keypoints (255 − mean RGB; an open mouth is dark)
+                   in the output against the same box in the reference, frame by frame.
+                   mouth r: their Pearson r (does the output's mouth open when the real one
+                   does?); mouth amplitude: the output's standard deviation over the
+                   reference's (below 1: it opens less). Over clips: the mean;
   HKC              the share of frames in which mediapipe finds a hand on the output that the
                    reference shows (mediapipe gives no per-point hand confidence; the paper's
                    HKC averages DWPose confidences);
@@ -34,7 +41,7 @@ from posecast.errors import UsageError
 from posecast.media import iter_video_frames, load_audio, probe_video
 from posecast.motion.features import speech_features
 from posecast.pose.extract import cache_path, extract_video
-from posecast.pose.face_mesh import mouth_opening
+from posecast.pose.face_mesh import LIP_OUTLINE, mouth_opening
 from posecast.pose.framing import crop_resize, fit_box, fit_keypoints
 from posecast.pose.keypoints import Keypoints
 from posecast.pose.regions import Region, region_masks
@@ -59,6 +66,8 @@ class ClipScores:
     lip_sync_curve: list[float | None] | None  # r at each lag of LAGS (None: undefined)
     hkc: float | None
     fps: float | None
+    mouth_r: float | None = None  # None: no lips in the reference, or a still mouth
+    mouth_amplitude: float | None = None
 
 
 def _reference_keypoints(references: Path, path: Path) -> Keypoints:
@@ -96,6 +105,28 @@ def lip_sync(openings: np.ndarray, loudness: np.ndarray) -> tuple[float | None, 
     return curve_peak(lip_sync_curve(openings, loudness))
 
 
+def mouth_darkness(frame: np.ndarray, face: np.ndarray) -> float | None:
+    """255 − the mean RGB of `frame` (H, W, 3) inside the box of the outer lip points of
+    `face` (478, 3) in its pixels; None without lips."""
+    lips = face[list(LIP_OUTLINE)]
+    if not (lips[:, 2] > 0).all():
+        return None
+    (x0, y0), (x1, y1) = np.floor(lips[:, :2].min(0)), np.ceil(lips[:, :2].max(0)) + 1
+    height, width = frame.shape[:2]
+    box = frame[max(int(y0), 0):min(int(y1), height), max(int(x0), 0):min(int(x1), width)]
+    return None if box.size == 0 else 255.0 - float(box.mean())
+
+
+def mouth_agreement(output: list[float | None], reference: list[float | None]
+                    ) -> tuple[float | None, float | None]:
+    """Mouth r and amplitude of two darkness series (frames without lips left out)."""
+    pairs = np.array([(a, b) for a, b in zip(output, reference, strict=True)
+                      if a is not None and b is not None], float).reshape(-1, 2)
+    if len(pairs) < 4 or pairs.std(0).min() < 1e-6:
+        return None, None
+    return float(np.corrcoef(pairs.T)[0, 1]), float(pairs[:, 0].std() / pairs[:, 1].std())
+
+
 def score_clip(output: Path, reference: Path, references: Path, fps: float | None = None
                ) -> ClipScores:
     from posecast.pose.mediapipe_holistic import HolisticDetector
@@ -113,7 +144,7 @@ def score_clip(output: Path, reference: Path, references: Path, fps: float | Non
     squared_sum = dict.fromkeys(("all", "face", "hand"), 0.0)
     ssim_sum, pixels = dict(squared_sum), dict(squared_sum)
     hands_expected = hands_found = 0
-    openings = []
+    openings, darkness, reference_darkness = [], [], []
     scale = DETECTION_SIDE / max(info.width, info.height)
     with HolisticDetector(video=True) as detector:
         for t in range(count):
@@ -129,6 +160,8 @@ def score_clip(output: Path, reference: Path, references: Path, fps: float | Non
                 squared_sum[name] += float((squared * mask).sum())
                 ssim_sum[name] += float((structure * mask).sum())
                 pixels[name] += float(mask.sum())
+            darkness.append(mouth_darkness(output_frame, keypoints.face[t]))
+            reference_darkness.append(mouth_darkness(target, keypoints.face[t]))
             large = cv2.resize(output_frame, None, fx=scale, fy=scale,
                                interpolation=cv2.INTER_CUBIC)
             found = detector.detect(large)
@@ -157,7 +190,8 @@ def score_clip(output: Path, reference: Path, references: Path, fps: float | Non
     return ClipScores(output.stem, count, psnr("all"), ssim("all"), psnr("face"), ssim("face"),
                       psnr("hand"), ssim("hand"), r, lag,
                       None if r is None else as_list(curve),
-                      hands_found / hands_expected if hands_expected else None, fps)
+                      hands_found / hands_expected if hands_expected else None, fps,
+                      *mouth_agreement(darkness, reference_darkness))
 
 
 def evaluate_folder(outputs: str | os.PathLike, references: str | os.PathLike,

@@ -17,7 +17,8 @@ settings (steps, CFG) unless --teacher-steps / --teacher-cfg say otherwise. `--f
 the first N frames (and their audio) of each clip; `--reuse` keeps a row's earlier outputs and
 scores when its folder has them (rows can then be rendered in separate runs, e.g. the slow
 teacher rows beside a training run, and the last run writes the whole table); `--rescore` keeps
-the outputs but scores them again (after a change to `posecast eval`).
+the outputs but scores them again (after a change to `posecast eval`). `--names a,b` picks
+held-out clips by name; `--no-sparse-teacher` leaves that row out (to compare teachers).
 
 A second table splits lip sync by what is new in a clip (from the dataset's manifest.json):
 clips of held-out sentences, those of them spoken by people seen in training, and clips of
@@ -129,6 +130,9 @@ def main() -> int:
     parser.add_argument("--teacher-cfg", type=float)
     parser.add_argument("--clips", type=int, default=0,
                         help="use N held-out clips, photos and drawn people taking turns")
+    parser.add_argument("--names", help="use these held-out clips (comma-separated names)")
+    parser.add_argument("--no-sparse-teacher", action="store_true",
+                        help="leave out the teacher with input-aware attention switched on")
     parser.add_argument("--real", action="store_true",
                         help="also score the real held-out clips (each measure's ceiling)")
     parser.add_argument("--frames", type=int, help="keep the first N frames of each clip")
@@ -146,12 +150,19 @@ def main() -> int:
         drawn = [clip for clip in clips if "drawn" in clip[0].name]
         mixed = [clip for pair in zip(photos, drawn, strict=False) for clip in pair]
         clips = (mixed + photos[len(mixed) // 2:] + drawn[len(mixed) // 2:])[:args.clips]
+    if args.names:
+        names = args.names.split(",")
+        clips = [clip for clip in clips if clip[0].stem in names]
+        missing = set(names) - {clip[0].stem for clip in clips}
+        if missing:
+            sys.exit(f"no held-out clip named {', '.join(sorted(missing))}")
     references = args.data / "heldout"
     results = {}
     for key, title in ROWS:
         source = (True if args.real else None) if key == "real" else getattr(args, key, None)
         attention = None
-        if key == "teacher_sparse" and source is None and args.teacher:
+        if (key == "teacher_sparse" and source is None and args.teacher
+                and not args.no_sparse_teacher):
             source, attention = args.teacher, "input_aware"
         if source is None:
             continue
@@ -184,17 +195,18 @@ def main() -> int:
         (folder / "scores.json").write_text(json.dumps(report, indent=2))
         results[key] = (title, report)
 
-    header = ("| variant | FPS | PSNR | face PSNR | hand PSNR | lip-sync r | lag | HKC |\n"
-              "|---|---|---|---|---|---|---|---|\n")
+    header = ("| variant | FPS | PSNR | face PSNR | hand PSNR | lip-sync r | lag | mouth r | "
+              "mouth amp. | HKC |\n" + "|---" * 10 + "|\n")
     lines = []
     for title, report in results.values():
         mean = report["mean"]
 
         def cell(key, style, mean=mean):
-            return "-" if mean[key] is None else style.format(mean[key])
+            return "-" if mean.get(key) is None else style.format(mean[key])
         lines.append(f"| {title} | {cell('fps', '{:.1f}')} | {cell('psnr', '{:.2f}')} | "
                      f"{cell('face_psnr', '{:.2f}')} | {cell('hand_psnr', '{:.2f}')} | "
                      f"{cell('lip_sync_r', '{:.3f}')} | {cell('lip_sync_lag', '{:+d}')} | "
+                     f"{cell('mouth_r', '{:.3f}')} | {cell('mouth_amplitude', '{:.2f}')} | "
                      f"{cell('hkc', '{:.3f}')} |")
     table = header + "\n".join(lines) + "\n\n" + lip_sync_table(args.data, results)
     print(table)

@@ -61,3 +61,19 @@ def test_the_ablation_script_reproduces_its_tables(tmp_path, cospeech_dataset, t
     assert again.returncode == 0, again.stderr[-2000:]
     assert table.read_text() == text
     assert {path: path.stat().st_mtime_ns for path in out.rglob("*.mp4")} == before
+
+
+def test_the_ablation_script_picks_clips_by_name_and_rows(tmp_path, cospeech_dataset,
+                                                          trained_tiny):
+    name = sorted((cospeech_dataset / "heldout").glob("*.mp4"))[0].stem
+    out, table = tmp_path / "teachers", tmp_path / "table.md"
+    result = run_ablation("--data", cospeech_dataset, "--out", out, "--teacher", trained_tiny[0],
+                          "--no-sparse-teacher", "--names", name, "--frames", 4,
+                          "--teacher-steps", 1, "--markdown", table)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| teacher |" in table.read_text()
+    assert "input-aware" not in table.read_text()
+    assert [path.stem for path in (out / "teacher").glob("*.mp4")] == [name]
+
+    wrong = run_ablation("--data", cospeech_dataset, "--out", out, "--names", "no_such_clip")
+    assert wrong.returncode != 0 and "no held-out clip named no_such_clip" in wrong.stderr

@@ -7,9 +7,18 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 
-from posecast.evaluate import LAGS, ClipScores, lip_sync, mean_curve
+from posecast.evaluate import (
+    LAGS,
+    ClipScores,
+    lip_sync,
+    mean_curve,
+    mouth_agreement,
+    mouth_darkness,
+)
 from posecast.media import iter_video_frames, load_audio, probe_video, write_mp4
+from posecast.pose.face_mesh import LIP_OUTLINE
 
 
 def test_lip_sync_finds_the_lag():
@@ -32,6 +41,23 @@ def test_the_mean_lag_curve_weights_clips_by_frames_and_skips_gaps():
     assert curve[LAGS.index(1)] == 0.75 and curve[LAGS.index(-5)] == 0.25
     assert curve[LAGS.index(0)] == 100 / 500
     assert mean_curve([clip(50, None)]) is None
+
+
+def test_mouth_darkness_reads_the_lip_box_and_compares_series():
+    frame = np.full((32, 32, 3), 200, np.uint8)
+    frame[10:14, 12:20] = 0  # an open mouth
+    face = np.zeros((478, 3), np.float32)
+    assert mouth_darkness(frame, face) is None  # no lips found
+    face[list(LIP_OUTLINE)] = (16, 12, 1)
+    face[LIP_OUTLINE[0]], face[LIP_OUTLINE[10]] = (12.5, 10, 1), (19, 13, 1)
+    assert mouth_darkness(frame, face) == 255.0  # the box: x 12-19, y 10-13
+    reference = [10.0, 30.0, None, 20.0, 50.0, 40.0]
+    half = [None if x is None else 0.5 * x + 7 for x in reference]
+    r, amplitude = mouth_agreement(half, reference)
+    assert r == pytest.approx(1.0) and amplitude == pytest.approx(0.5)
+    r, _ = mouth_agreement(half[::-1], reference)
+    assert r < 0.5
+    assert mouth_agreement([5.0] * 6, reference) == (None, None)  # a still mouth
 
 
 def test_scores_of_identical_and_damaged_clips(run_cli, tmp_path, cospeech_dataset):
@@ -57,6 +83,7 @@ def test_scores_of_identical_and_damaged_clips(run_cli, tmp_path, cospeech_datas
     assert same["fps"] == 12.5 and worse["fps"] is None
     assert same["lip_sync_r"] is not None and same["lip_sync_r"] > 0.3
     assert abs(same["lip_sync_lag"]) <= 2
+    assert same["mouth_r"] > 0.999 and same["mouth_amplitude"] == pytest.approx(1, abs=1e-3)
     assert "mean" in result.stdout
 
 

@@ -17,6 +17,7 @@ COLUMNS = (("psnr", "PSNR", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
            ("face_psnr", "face PSNR", "{:.2f}"), ("face_ssim", "face SSIM", "{:.3f}"),
            ("hand_psnr", "hand PSNR", "{:.2f}"), ("hand_ssim", "hand SSIM", "{:.3f}"),
            ("lip_sync_r", "lip-sync r", "{:.3f}"), ("lip_sync_lag", "lag", "{:+d}"),
+           ("mouth_r", "mouth r", "{:.3f}"), ("mouth_amplitude", "mouth amp.", "{:.2f}"),
            ("hkc", "HKC", "{:.3f}"), ("fps", "FPS", "{:.1f}"))
 
 
@@ -32,7 +33,8 @@ def evaluate_command(
 ) -> None:
     """Score rendered clips: PSNR and SSIM (frame, face, hands), lip sync (mouth opening vs
     loudness: best r and its lag in frames; the mean row: the peak of the clips' mean lag
-    curve), hand keypoint confidence (HKC), and FPS when
+    curve), the mouth's darkness against the reference's (r, and amplitude: below 1 it opens
+    less), hand keypoint confidence (HKC), and FPS when
     OUTPUTS/timings.json gives it. See posecast/evaluate.py for the exact definitions.
 
     [bold]Example[/bold]
