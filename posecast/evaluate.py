@@ -66,7 +66,9 @@ class ClipScores:
     lip_sync_curve: list[float | None] | None  # r at each lag of LAGS (None: undefined)
     hkc: float | None
     fps: float | None
-    mouth_r: float | None = None  # None: no lips in the reference, or a still mouth
+    # None: no lips in the reference, or a still mouth (defaults: scores.json files written
+    # before these fields existed still load)
+    mouth_r: float | None = None
     mouth_amplitude: float | None = None
 
 
