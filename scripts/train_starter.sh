@@ -12,8 +12,8 @@ posecast make-dataset "$RUNS/cospeech64" --clips 120 --size 64 --seed 0
 
 # 2. teacher: the `mini` preset (64x64, 256 tokens per frame), flow matching. On a GPU
 #    (the bundled one): 1,500 steps of 16 windows, about 2.5 minutes on one H200. DEVICE=cpu
-#    takes the CPU recipe instead: 1,000 steps of 4 windows, about 35 minutes on 2 cores (a
-#    weaker teacher), with the loss weighted towards the lips, face and hands, which at this
+#    takes the CPU recipe instead: 1,000 steps of 4 windows, about 35 minutes on 2 cores with
+#    the plain loss (a weaker teacher), with the loss weighted towards the lips, face and hands, which at this
 #    budget gave better mouths and PSNR than the plain loss (docs/ABLATION.md)
 if [ "$DEVICE" = cpu ]; then
     posecast train "$RUNS/cospeech64/train" --preset mini --out "$RUNS/teacher" \
