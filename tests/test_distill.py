@@ -22,7 +22,13 @@ from posecast.train.distill import (
     prepare_window,
     student_config,
 )
-from posecast.train.region_loss import RegionWeights, batch_weight_maps, region_reconstruction_loss
+from posecast.train.region_loss import (
+    REGION_BITS,
+    RegionWeights,
+    batch_region_bits,
+    region_reconstruction_loss,
+    weights_from_bits,
+)
 
 QUICK = dict(student_steps=2, chunk=2, window=4, init_steps=6, ode_pairs=2, ode_steps=4,
              max_steps=6, critic_updates=3, batch_size=2, learning_rate=1e-4,
@@ -102,7 +108,7 @@ def test_region_weights_change_the_dmd_gradient_exactly_inside_the_masks(synthet
     config = student_config(teacher.config, settings)
     window = _window(synthetic_dataset, config, teacher_config=teacher.config)
     sample = torch.randn(2, 4, 3, 32, 32, generator=torch.Generator().manual_seed(5))
-    weights = batch_weight_maps(window.poses, 32, 32, RegionWeights())
+    weights = weights_from_bits(batch_region_bits(window.poses, 32, 32), RegionWeights())
     masks_on = weights > 1
     assert masks_on.any() and (~masks_on).any()
     gradients = []
@@ -118,30 +124,57 @@ def test_region_weights_change_the_dmd_gradient_exactly_inside_the_masks(synthet
     torch.testing.assert_close(weighted, plain * weights)
 
 
-def test_region_weights_reweight_the_reconstruction_loss_inside_the_masks(synthetic_dataset):
+def test_the_reconstruction_loss_adds_each_regions_own_mean_error():
+    # 2 frames of 16×16: lips on 4 pixels of frame 0 and 8 of frame 1, a face block elsewhere
+    bits = torch.zeros(2, 16, 16, dtype=torch.uint8)
+    bits[0, 2:4, 2:4] = REGION_BITS["lips"]
+    bits[1, 2:4, 2:6] = REGION_BITS["lips"]
+    bits[:, 10:14, 10:14] = REGION_BITS["face"]
+    target = torch.zeros(2, 3, 16, 16)
+    alphas = RegionWeights(face=1.0, lips=4.0, hands=2.0, arms=0.5)  # no hands or arms here
+    frames = target.clone()
+    frames[:, :, 2:4, 2:6] = 0.3  # wrong by 0.3 on the lips and on 4 more pixels of frame 0
+    loss = region_reconstruction_loss(frames, target, bits, alphas, ssim_weight=0.0)
+    whole = 0.3 * 16 / (2 * 256)
+    torch.testing.assert_close(loss, torch.tensor(whole + 4.0 * 0.3))  # face: no error
+    # the lips term is a mean over the lips: the same error on more lip pixels weighs the same
+    bits[0, 2:4, 2:6] = REGION_BITS["lips"]
+    torch.testing.assert_close(region_reconstruction_loss(frames, target, bits, alphas, 0.0),
+                               loss)
+    # a region the batch does not show adds nothing (no 0/0)
+    assert torch.isfinite(region_reconstruction_loss(frames, target, torch.zeros_like(bits),
+                                                     alphas)).item()
+    torch.testing.assert_close(
+        region_reconstruction_loss(frames, target, torch.zeros_like(bits), alphas, 0.0),
+        torch.tensor(whole))
+
+
+def test_the_reconstruction_loss_pulls_hardest_inside_the_regions(synthetic_dataset):
     config = preset("tiny", chunk=2)
     window = _window(synthetic_dataset, config, seed=1)
-    weights = batch_weight_maps(window.poses, 32, 32, RegionWeights()).flatten(0, 1)
+    bits = batch_region_bits(window.poses, 32, 32).flatten(0, 1)
     target = window.frames.flatten(0, 1)
     frames = (target + 0.3 * torch.randn(target.shape, generator=torch.Generator()
                                          .manual_seed(2))).requires_grad_(True)
-    region_reconstruction_loss(frames, target, weights, ssim_weight=0.0).backward()
-    weighted = frames.grad.abs()
-    frames.grad = None
-    region_reconstruction_loss(frames, target, torch.ones_like(weights), 0.0).backward()
-    ratio = weighted / frames.grad.abs()  # w · Σ1 / Σw per pixel
-    inside = (weights > 1).expand_as(ratio)
-    torch.testing.assert_close(ratio[~inside], torch.full_like(ratio[~inside],
-                                                               ratio[~inside][0].item()))
-    assert (ratio[inside] > ratio[~inside][0] * 1.4).all()
+    alphas = RegionWeights()
+    region_reconstruction_loss(frames, target, bits, alphas, 0.0).backward()
+    pull = frames.grad.abs().sum(1)  # (N, H, W): the L1 gradient's size at each pixel
+    # 1/pixels from the whole frame, plus α_r/|r| from each region r covering the pixel
+    expected = torch.full(pull.shape, 1 / pull.numel())
+    for name, bit in REGION_BITS.items():
+        inside = (bits & bit).bool()
+        assert inside.any(), name
+        expected[inside] += getattr(alphas, name) / inside.sum()
+    torch.testing.assert_close(pull, expected)
+    assert (bits == 0).any()
 
 
 def test_the_weight_map_covers_face_and_hands(synthetic_dataset):
     config = preset("tiny", chunk=2)
     window = _window(synthetic_dataset, config)
     poses = window.poses[0]
-    weights = batch_weight_maps([poses], 32, 32, RegionWeights(face=1, lips=0, hands=2,
-                                                                arms=0))[0, 0, 0]
+    weights = weights_from_bits(batch_region_bits([poses], 32, 32),
+                                RegionWeights(face=1, lips=0, hands=2, arms=0))[0, 0, 0]
     masks = region_masks(poses, 0, 32, 32)
     hands = torch.from_numpy(masks[Region.LEFT_HAND] | masks[Region.RIGHT_HAND])
     face = torch.from_numpy(masks[Region.FACE])

@@ -64,11 +64,14 @@ def distill_command(
         help="CFG of the teacher's score [default: the teacher's own].", min=0.0,
         show_default=False)] = None,
     region_loss_weight: Annotated[float | None, typer.Option(
-        help="Weight of the masked L1 + SSIM loss on decoded frames; 0 turns it off "
-        "[default: 0.25].", min=0.0, show_default=False)] = None,
+        help="Weight of the region loss on decoded frames (L1 + SSIM against the real "
+        "clip, whole frame plus α_r × each region's mean); 0 turns it off [default: 0.25].",
+        min=0.0, show_default=False)] = None,
     region_alpha: Annotated[list[str] | None, typer.Option(
-        help="Region weight in w = 1 + Σ α_r·m_r, as REGION=ALPHA (face, lips, hands, arms; "
-        "defaults 1, 1, 2, 0.5); repeat the option for several.", show_default=False)] = None,
+        help="Region weight α_r, as REGION=ALPHA (face, lips, hands, arms; defaults 1, 1, "
+        "2, 0.5): the DMD gradient is scaled by 1 + Σ α_r·m_r and the region loss adds α_r × "
+        "each region's mean error; repeat the option for several.",
+        show_default=False)] = None,
     perceptual: Annotated[list[str] | None, typer.Option(
         help="A perceptual plug-in, NAME=FOLDER_OR_REPO[:WEIGHT] (lpips); skipped with a "
         "warning when its weights are unavailable.", show_default=False)] = None,

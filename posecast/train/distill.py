@@ -61,9 +61,10 @@ from posecast.train.checkpoint import (
 from posecast.train.perceptual import PerceptualTerm, load_perceptual_terms
 from posecast.train.region_loss import (
     RegionWeights,
-    batch_weight_maps,
+    batch_region_bits,
     region_reconstruction_loss,
     to_latent_grid,
+    weights_from_bits,
 )
 from posecast.train.teacher import step_generator
 
@@ -582,8 +583,8 @@ def _dmd_step(student, critic, teacher, student_optimizer, critic_optimizer, cod
         window = prepare_window(batch, codec, teacher.config, env.device)
         sample = student_sample(student, window, timesteps, generator,
                                 exit_steps=random_exit_steps(chunks, steps, shared))
-        pixel_weights = batch_weight_maps(window.poses, config.height, config.width,
-                                          settings.region_weights).to(env.device)
+        bits = batch_region_bits(window.poses, config.height, config.width)  # (B, W, H, W)
+        pixel_weights = weights_from_bits(bits, settings.region_weights).to(env.device)
         gradient = dmd_gradient(sample, teacher, critic, window, generator, settings, cfg,
                                 to_latent_grid(pixel_weights, config.latent_size))
         loss = dmd_loss(sample, gradient)
@@ -591,9 +592,9 @@ def _dmd_step(student, critic, teacher, student_optimizer, critic_optimizer, cod
         if settings.region_loss_weight or perceptual:
             frames = codec.decode(sample.flatten(0, 1), differentiable=True)
             target = window.frames.flatten(0, 1)
-            weights = pixel_weights.flatten(0, 1)
             if settings.region_loss_weight:
-                region = region_reconstruction_loss(frames, target, weights,
+                region = region_reconstruction_loss(frames, target, bits.flatten(0, 1),
+                                                    settings.region_weights,
                                                     settings.ssim_weight)
                 loss = loss + settings.region_loss_weight * region
                 losses["region"] += region.item() / settings.grad_accumulation

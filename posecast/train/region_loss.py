@@ -1,10 +1,12 @@
 """The input-aware region loss: where the keypoints say the face, lips, hands and arms are,
 errors count more.
 
-w = 1 + α_face·m_face + α_lips·m_lips + α_hands·m_hands + α_arms·m_arms, with m_r the
-region's pixel mask from the frame's keypoints (pose/regions.py; lips: the hull of the face
-mesh's lip landmarks). w scales the DMD gradient per latent pixel and weights a reconstruction
-loss on decoded frames against the real clip: masked L1 + λ_ssim·(1 − SSIM).
+m_r is region r's pixel mask from the frame's keypoints (pose/regions.py; lips: the hull of the
+face mesh's lip landmarks), α_r its weight. Two uses:
+- the weight map w = 1 + α_face·m_face + α_lips·m_lips + α_hands·m_hands + α_arms·m_arms
+  scales the DMD gradient per latent pixel (and the teacher's loss, train/teacher.py);
+- the reconstruction loss on decoded frames against the real clip is the whole frame's error
+  plus α_r times each region's own mean error (L1 + λ_ssim·(1 − SSIM)).
 """
 
 from __future__ import annotations
@@ -63,6 +65,11 @@ def region_bits(keypoints: Keypoints, height: int, width: int) -> np.ndarray:
     return bits
 
 
+def batch_region_bits(poses: list[Keypoints], height: int, width: int) -> torch.Tensor:
+    """(B, T, height, width) uint8 REGION_BITS for a batch of windows."""
+    return torch.stack([torch.from_numpy(region_bits(window, height, width)) for window in poses])
+
+
 def weights_from_bits(bits: torch.Tensor, alphas: RegionWeights) -> torch.Tensor:
     """Region bits (..., H, W) uint8 → weights 1 + Σ α_r·m_r, (..., 1, H, W) float32."""
     weights = torch.ones(bits.shape, dtype=torch.float32, device=bits.device)
@@ -71,20 +78,6 @@ def weights_from_bits(bits: torch.Tensor, alphas: RegionWeights) -> torch.Tensor
         if alpha:
             weights += alpha * (bits & bit).bool()
     return weights.unsqueeze(-3)
-
-
-def weight_map(keypoints: Keypoints, height: int, width: int,
-               alphas: RegionWeights) -> torch.Tensor:
-    """(T, 1, height, width) float32 weights ≥ 1 for every frame of `keypoints`."""
-    if not alphas.active:
-        return torch.ones(len(keypoints), 1, height, width)
-    return weights_from_bits(torch.from_numpy(region_bits(keypoints, height, width)), alphas)
-
-
-def batch_weight_maps(poses: list[Keypoints], height: int, width: int,
-                      alphas: RegionWeights) -> torch.Tensor:
-    """(B, T, 1, height, width) for a batch of windows."""
-    return torch.stack([weight_map(window, height, width, alphas) for window in poses])
 
 
 def to_latent_grid(weights: torch.Tensor, latent_size: tuple[int, int]) -> torch.Tensor:
@@ -124,15 +117,21 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor, window: int = 11) -> torch.Tensor
     return ssim.mean(1, keepdim=True)
 
 
-def region_reconstruction_loss(frames: torch.Tensor, target: torch.Tensor,
-                               weights: torch.Tensor, ssim_weight: float = 0.5
-                               ) -> torch.Tensor:
-    """Weighted L1 + ssim_weight · weighted (1 − SSIM) of frames (N, 3, H, W) against the
-    real ones, weights (N, 1, H, W); both terms are weighted means (0 for a perfect match)."""
-    weights = weights.to(frames)
-    total = weights.sum()
-    l1 = (weights * (frames - target).abs().mean(1, keepdim=True)).sum() / total
-    if not ssim_weight:
-        return l1
-    dissimilarity = (weights * (1 - ssim_map(frames, target))).sum() / total
-    return l1 + ssim_weight * dissimilarity
+def region_reconstruction_loss(frames: torch.Tensor, target: torch.Tensor, bits: torch.Tensor,
+                               alphas: RegionWeights, ssim_weight: float = 0.5) -> torch.Tensor:
+    """METHOD.md's Σ_r λ_r·L_r on frames (N, 3, H, W) against the real ones: the error
+    e = L1 + ssim_weight·(1 − SSIM) per pixel, as a mean over the whole frame plus α_r times
+    its mean inside each region r (bits (N, H, W), REGION_BITS) that the batch shows. Each
+    region is its own mean, so the lips (about 20 of 4,096 pixels at 64×64) count as much as
+    α_lips says, not as little as their area. 0 for a perfect match."""
+    error = (frames - target).abs().mean(1, keepdim=True)  # (N, 1, H, W)
+    if ssim_weight:
+        error = error + ssim_weight * (1 - ssim_map(frames, target))
+    loss = error.mean()
+    bits = bits.to(frames.device).unsqueeze(1)  # (N, 1, H, W)
+    for name, bit in REGION_BITS.items():
+        alpha = getattr(alphas, name)
+        inside = (bits & bit).bool()
+        if alpha and inside.any():
+            loss = loss + alpha * error[inside].mean()
+    return loss
