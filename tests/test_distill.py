@@ -63,6 +63,32 @@ def test_distillation_trains_both_models_in_the_configured_ratio(tmp_path, synth
     assert torch.isfinite(torch.cat([p.flatten() for p in student.parameters()])).all()
 
 
+def test_region_steps_train_the_student_alone_after_dmd(tmp_path, synthetic_dataset,
+                                                       trained_tiny):
+    teacher, _ = trained_tiny
+    settings = dict(QUICK, init_steps=1, max_steps=1, checkpoint_every=1)
+    out = distill(synthetic_dataset, str(teacher), tmp_path / "student",
+                  DistillConfig(**settings), device="cpu")
+    after_dmd = load_file(out / "checkpoint" / "state.safetensors")
+    # --resume with region steps extends the run by a third stage
+    distill(synthetic_dataset, str(teacher), out,
+            DistillConfig(**settings, region_steps=2), resume=True, device="cpu")
+    log = _log(out)
+    assert [line["phase"] for line in log] == ["init", "dmd", "region", "region"]
+    assert all(set(line["losses"]) == {"region"} and line["losses"]["region"] > 0
+               for line in log[2:])
+    assert log[-1]["generator_updates"] == 1 and log[-1]["critic_updates"] == 3
+    state = load_file(out / "checkpoint" / "state.safetensors")
+    critic = [key for key in state if key.startswith("critic.")]
+    student = [key for key in state if key.startswith("student.")]
+    assert critic and student
+    assert all(torch.equal(state[key], after_dmd[key]) for key in critic)
+    assert any(not torch.equal(state[key], after_dmd[key]) for key in student)
+    # the ODE stage's optimiser took the region steps; the DMD one did not
+    assert state["optim.init.0.step"].item() == 3
+    assert state["optim.student.0.step"].item() == 1
+
+
 def test_a_run_killed_after_a_checkpoint_resumes_exactly(tmp_path, synthetic_dataset,
                                                          trained_tiny):
     teacher, _ = trained_tiny

@@ -42,6 +42,10 @@ def distill_command(
     max_steps: Annotated[int | None, typer.Option(
         help="DMD generator steps, after the initialisation steps [default: 1000].", min=1,
         show_default=False)] = None,
+    region_steps: Annotated[int | None, typer.Option(
+        help="Steps on the region loss alone after the DMD steps (no teacher or critic; "
+        "the initialisation's optimiser and learning rate) [default: 0].", min=0,
+        show_default=False)] = None,
     init_steps: Annotated[int | None, typer.Option(
         help="ODE-pair regression steps before DMD; 0 skips the initialisation "
         "[default: 200].", min=0, show_default=False)] = None,
@@ -112,7 +116,8 @@ def distill_command(
     # names another one
     settings = _read_config_file(config) if config is not None else {}
     flags = dict(student_steps=student_steps, chunk=chunk, window=window, k_frames=k_frames,
-                 attention=attention, max_steps=max_steps, init_steps=init_steps,
+                 attention=attention, max_steps=max_steps, region_steps=region_steps,
+                 init_steps=init_steps,
                  ode_pairs=ode_pairs, critic_updates=critic_updates, batch_size=batch_size,
                  grad_accumulation=grad_accumulation, learning_rate=learning_rate,
                  teacher_cfg=teacher_cfg, region_loss_weight=region_loss_weight,

@@ -11,6 +11,11 @@ Stages, one step counter:
      The DMD gradient at a student sample x is (x̂₀_critic − x̂₀_teacher) of the re-noised x,
      normalised by mean |x − x̂₀_teacher| (DMD) and scaled per latent pixel by the region
      weight map w (region_loss.py); the teacher uses CFG.
+  3. Region steps (the next region_steps steps, none by default): the student's samples on
+     L_region (+ plug-ins) alone, with the ODE stage's optimiser; neither the teacher nor the
+     critic is called. Not in the paper: at the starter's size the mouth needs about 1,500
+     steps of a strongly weighted lips term to open (docs/ABLATION.md), which costs 1/6 of a
+     DMD step each.
 Student samples come from CausalRollout, the code inference uses, stopping each chunk at a
 random step (backward simulation).
 
@@ -84,6 +89,7 @@ class DistillConfig:
     attention: str = "input_aware"  # "input_aware" | "dense"
     # optimisation
     max_steps: int = 1000  # DMD generator steps (after the init steps)
+    region_steps: int = 0  # region-loss-only steps after DMD (init optimiser and learning rate)
     batch_size: int = 2  # windows per process per micro-batch
     grad_accumulation: int = 1
     learning_rate: float = 2e-5
@@ -119,6 +125,7 @@ class DistillConfig:
                   (self.critic_updates >= 1, "critic updates must be at least 1"),
                   (self.batch_size >= 1 and self.grad_accumulation >= 1,
                    "batch size and gradient accumulation must be at least 1"),
+                  (self.region_steps >= 0, "region steps must be 0 or more"),
                   (self.init_steps == 0 or self.ode_pairs >= 1,
                    "ODE initialisation needs at least one pair shard"),
                   (0 < self.dmd_min_time < self.dmd_max_time <= 1,
@@ -129,7 +136,7 @@ class DistillConfig:
 
     @property
     def total_steps(self) -> int:
-        return self.init_steps + self.max_steps
+        return self.init_steps + self.max_steps + self.region_steps
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -425,7 +432,7 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
             try:
                 settings = dataclasses.replace(
                     DistillConfig.from_dict(saved["distill_config"]),
-                    max_steps=settings.max_steps)
+                    max_steps=settings.max_steps, region_steps=settings.region_steps)
             except (ValueError, KeyError, TypeError, UsageError) as error:
                 raise damaged(found, error) from None
         teacher = from_pretrained(teacher_source, device=env.device).requires_grad_(False)
@@ -497,13 +504,18 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
                 phase, losses = "init", _init_step(student, init_optimizer, codec, data, teacher,
                                                    settings, timesteps, pairs_dir, generator,
                                                    env, reduce)
-            else:
+            elif step < settings.init_steps + settings.max_steps:
                 phase, losses = "dmd", _dmd_step(student, critic, teacher, student_optimizer,
                                                  critic_optimizer, codec, data, settings,
                                                  timesteps, cfg, perceptual, generator,
                                                  shared, env, reduce)
                 counters["critic_updates"] += settings.critic_updates
                 counters["generator_updates"] += 1
+            else:
+                phase, losses = "region", _region_step(student, init_optimizer, codec, data,
+                                                       teacher.config, settings, timesteps,
+                                                       perceptual, generator, shared, env,
+                                                       reduce)
             step += 1
             windows = settings.batch_size * settings.grad_accumulation * env.world_size
             report = DistillReport(step, settings.total_steps, phase, losses,
@@ -576,8 +588,6 @@ def _dmd_step(student, critic, teacher, student_optimizer, critic_optimizer, cod
             losses["critic"] += loss.item() / settings.critic_updates
         _optimiser_step(critic, critic_optimizer, reduce, settings.grad_clip)
 
-    for term in perceptual:
-        losses[term.name] = 0.0
     for _ in range(settings.grad_accumulation):
         batch = data.sample(settings.batch_size, config.window, generator)
         window = prepare_window(batch, codec, teacher.config, env.device)
@@ -589,21 +599,51 @@ def _dmd_step(student, critic, teacher, student_optimizer, critic_optimizer, cod
                                 to_latent_grid(pixel_weights, config.latent_size))
         loss = dmd_loss(sample, gradient)
         losses["dmd"] += gradient.abs().mean().item() / settings.grad_accumulation
-        if settings.region_loss_weight or perceptual:
-            frames = codec.decode(sample.flatten(0, 1), differentiable=True)
-            target = window.frames.flatten(0, 1)
-            if settings.region_loss_weight:
-                region = region_reconstruction_loss(frames, target, bits.flatten(0, 1),
-                                                    settings.region_weights,
-                                                    settings.ssim_weight)
-                loss = loss + settings.region_loss_weight * region
-                losses["region"] += region.item() / settings.grad_accumulation
-            for term in perceptual:
-                value = term(frames, target, window.poses)
-                loss = loss + term.weight * value
-                losses[term.name] += value.item() / settings.grad_accumulation
+        loss = loss + _frame_losses(sample, window, bits, codec, settings, perceptual, losses,
+                                    settings.region_loss_weight)
         (loss / settings.grad_accumulation).backward()
     _optimiser_step(student, student_optimizer, reduce, settings.grad_clip)
+    return losses
+
+
+def _frame_losses(sample, window: Window, bits: torch.Tensor, codec, settings: DistillConfig,
+                  perceptual: list[PerceptualTerm], losses: dict[str, float],
+                  region_weight: float) -> torch.Tensor | float:
+    """region_weight·L_region + the plug-ins' terms on the decoded samples (B, W, C, h, w)
+    against the window's real frames, bits (B, W, H, W); adds each term to `losses`."""
+    if not (region_weight or perceptual):
+        return 0.0
+    frames = codec.decode(sample.flatten(0, 1), differentiable=True)
+    target = window.frames.flatten(0, 1)
+    total = 0.0
+    if region_weight:
+        region = region_reconstruction_loss(frames, target, bits.flatten(0, 1),
+                                            settings.region_weights, settings.ssim_weight)
+        total = total + region_weight * region
+        losses["region"] = losses.get("region", 0.0) + region.item() / settings.grad_accumulation
+    for term in perceptual:
+        value = term(frames, target, window.poses)
+        total = total + term.weight * value
+        losses[term.name] = losses.get(term.name, 0.0) + value.item() / settings.grad_accumulation
+    return total
+
+
+def _region_step(student, optimizer, codec, data, teacher_config, settings, timesteps,
+                 perceptual: list[PerceptualTerm], generator, shared, env,
+                 reduce: int) -> dict[str, float]:
+    """One student step on the region loss (+ plug-ins) of its own samples alone."""
+    config = student.config
+    chunks, steps = config.window // config.chunk, len(timesteps) - 1
+    losses: dict[str, float] = {}
+    for _ in range(settings.grad_accumulation):
+        window = prepare_window(data.sample(settings.batch_size, config.window, generator),
+                                codec, teacher_config, env.device)
+        sample = student_sample(student, window, timesteps, generator,
+                                exit_steps=random_exit_steps(chunks, steps, shared))
+        bits = batch_region_bits(window.poses, config.height, config.width)
+        loss = _frame_losses(sample, window, bits, codec, settings, perceptual, losses, 1.0)
+        (loss / settings.grad_accumulation).backward()
+    _optimiser_step(student, optimizer, reduce, settings.grad_clip)
     return losses
 
 
