@@ -14,8 +14,8 @@ Stages, one step counter:
   3. Region steps (the next region_steps steps, none by default): the student's samples on
      L_region (+ plug-ins) alone, with the ODE stage's optimiser; neither the teacher nor the
      critic is called. Not in the paper: at the starter's size the mouth needs about 1,500
-     steps of a strongly weighted lips term to open (docs/ABLATION.md), which costs 1/6 of a
-     DMD step each.
+     steps of a strongly weighted lips term to open (docs/ABLATION.md); such a step costs
+     about 1 s on a 2-core CPU, a DMD step with 3 critic updates about 6 s.
 Student samples come from CausalRollout, the code inference uses, stopping each chunk at a
 random step (backward simulation).
 
