@@ -226,6 +226,9 @@ def test_the_cli_distils_from_a_config_file_with_flags_on_top(run_cli, tmp_path,
     result = run_cli(*args, "--max-steps", "2", "--resume")
     assert result.code == 0, result.stderr
     assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 3
+    result = run_cli(*args, "--max-steps", "2", "--region-steps", "1", "--resume")
+    assert result.code == 0, result.stderr
+    assert [line["phase"] for line in _log(out)] == ["init", "dmd", "dmd", "region"]
 
 
 @pytest.mark.parametrize("extra,message", [
