@@ -229,6 +229,12 @@ def test_the_cli_distils_from_a_config_file_with_flags_on_top(run_cli, tmp_path,
     result = run_cli(*args, "--max-steps", "2", "--region-steps", "1", "--resume")
     assert result.code == 0, result.stderr
     assert [line["phase"] for line in _log(out)] == ["init", "dmd", "dmd", "region"]
+    # stage lengths not given keep the saved run's (not the config file's max_steps 50)
+    result = run_cli(*args, "--region-steps", "2", "--resume")
+    assert result.code == 0, result.stderr
+    assert [line["phase"] for line in _log(out)] == ["init", "dmd", "dmd", "region", "region"]
+    saved = json.loads((out / "checkpoint" / "state.json").read_text())["distill_config"]
+    assert saved["max_steps"] == 2 and saved["region_steps"] == 2
 
 
 @pytest.mark.parametrize("extra,message", [

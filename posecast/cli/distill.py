@@ -91,7 +91,9 @@ def distill_command(
     fsdp: Annotated[bool | None, typer.Option(
         "--fsdp/--no-fsdp", help="Under torchrun: shard the teacher, student and critic across "
         "the processes (FSDP2) for models that do not fit one GPU.", show_default=False)] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint exactly.")] = False,
+    resume: Annotated[bool, typer.Option(
+        help="Continue from OUT/checkpoint exactly, with the settings it was saved with; "
+        "--max-steps and --region-steps given here change the run's length.")] = False,
     seed: Annotated[int | None, typer.Option(help="Random seed [default: 0].",
                                              show_default=False)] = None,
     device: Device = "auto",
@@ -108,7 +110,7 @@ def distill_command(
       posecast distill clips/ --teacher teacher/ --out student/ --student-steps 4 --chunk 4
     """
     from posecast.cli.devices import pick_device
-    from posecast.train.distill import DistillConfig, distill, student_config
+    from posecast.train.distill import DistillConfig, distill, resumed_settings, student_config
     from posecast.train.region_loss import RegionWeights
 
     pick_device(device)
@@ -131,7 +133,9 @@ def distill_command(
         alphas.update(parse_region_alphas(region_alpha))
         settings["region_weights"] = RegionWeights(**alphas)
     settings = DistillConfig.from_dict(settings)
-    if not resume:  # fail on a bad teacher or student shape before touching the output
+    if resume:  # the saved run's settings; only stage lengths given as flags change
+        _, settings = resumed_settings(out, max_steps, region_steps)
+    else:  # fail on a bad teacher or student shape before touching the output
         from posecast.models.pretrained import load_config
 
         student_config(load_config(teacher), settings)

@@ -416,6 +416,21 @@ def _optimiser_step(module, optimizer, world_size, clip):
     optimizer.zero_grad(set_to_none=True)
 
 
+def resumed_settings(out: Path, max_steps: int | None = None, region_steps: int | None = None
+                     ) -> tuple[Path, DistillConfig]:
+    """The newest checkpoint in `out` and the settings it was saved with, its stage lengths
+    changed where `max_steps` / `region_steps` are given (a resumed run can be extended or
+    given a region stage; every other setting must stay as saved)."""
+    found, saved = open_for_resume(out)
+    try:
+        settings = DistillConfig.from_dict(saved["distill_config"])
+    except (ValueError, KeyError, TypeError, UsageError) as error:
+        raise damaged(found, error) from None
+    lengths = {name: value for name, value in
+               (("max_steps", max_steps), ("region_steps", region_steps)) if value is not None}
+    return found, dataclasses.replace(settings, **lengths)
+
+
 def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathLike,
             settings: DistillConfig, resume: bool = False, device: str = "auto",
             on_step: Callable[[DistillReport], None] | None = None,
@@ -428,13 +443,7 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
     try:
         checkpoint_dir = out / CHECKPOINT_DIR
         if resume:
-            found, saved = open_for_resume(out)
-            try:
-                settings = dataclasses.replace(
-                    DistillConfig.from_dict(saved["distill_config"]),
-                    max_steps=settings.max_steps, region_steps=settings.region_steps)
-            except (ValueError, KeyError, TypeError, UsageError) as error:
-                raise damaged(found, error) from None
+            found, settings = resumed_settings(out, settings.max_steps, settings.region_steps)
         teacher = from_pretrained(teacher_source, device=env.device).requires_grad_(False)
         config = student_config(teacher.config, settings)
         torch.manual_seed(settings.seed)
