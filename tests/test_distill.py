@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -376,3 +378,14 @@ def test_torchrun_with_and_without_fsdp_trains_the_same_student(tmp_path, synthe
                         29533)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((tmp_path / "fsdp" / "checkpoint" / "state.json").read_text())["step"] == 4
+
+
+@pytest.mark.parametrize("name", ["starter_distill.json", "starter_distill_gpu.json"])
+def test_the_starter_recipes_are_valid_distill_settings(name):
+    """scripts/train_starter.sh and scripts/gpu_check.sh pass these to `posecast distill
+    --config`: every key must be a DistillConfig field, with values it accepts."""
+    data = json.loads((Path(__file__).parents[1] / "scripts" / name).read_text())
+    settings = DistillConfig.from_dict(data)
+    assert {key: getattr(settings, key) for key in data if key != "region_weights"} == \
+        {key: value for key, value in data.items() if key != "region_weights"}
+    assert dataclasses.asdict(settings.region_weights) == data["region_weights"]
