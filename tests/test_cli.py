@@ -22,6 +22,16 @@ def test_help_and_version(run_cli):
     assert result.code == 0 and result.stdout.strip() == f"posecast {__version__}"
 
 
+@pytest.mark.parametrize("command,default", [("distill", "[default: 3]"),
+                                             ("render", "[default: the bundled starter")])
+def test_help_shows_defaults_written_into_the_text(run_cli, monkeypatch, command, default):
+    """Help texts that state their default in brackets print it (rich markup once swallowed
+    "[default: …]" as an unknown tag)."""
+    monkeypatch.setenv("COLUMNS", "400")  # one line per option: no wrap inside the default
+    result = run_cli(command, "--help")
+    assert result.code == 0 and default in result.stdout
+
+
 def test_console_script_runs_as_its_own_process(tmp_path):
     result = subprocess.run([sys.executable, "-m", "posecast", "keypoints",
                              str(tmp_path / "nobody.png"), "-o", str(tmp_path / "kp.npz")],

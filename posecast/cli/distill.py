@@ -25,51 +25,53 @@ def distill_command(
     config: Annotated[Path | None, typer.Option(
         help="JSON file of settings (DistillConfig field names); flags override it.")] = None,
     student_steps: Annotated[int | None, typer.Option(
-        help="Denoising steps of the student, 1-8 [default: 4].", min=1, max=8,
+        help="Denoising steps of the student, 1-8 \\[default: 4].", min=1, max=8,
         show_default=False)] = None,
     chunk: Annotated[int | None, typer.Option(
-        help="Frames generated together; attention is causal across chunks [default: 4].",
+        help="Frames generated together; attention is causal across chunks \\[default: 4].",
         min=1, show_default=False)] = None,
     window: Annotated[int | None, typer.Option(
         help="Frames per training rollout = KV-cache context + one chunk; a multiple of "
-        "--chunk [default: the teacher's window].", min=1, show_default=False)] = None,
+        "--chunk \\[default: the teacher's window].", min=1, show_default=False)] = None,
     k_frames: Annotated[int | None, typer.Option(
-        help="Pose-similar past frames each frame attends to [default: 3].", min=0,
+        help="Pose-similar past frames each frame attends to \\[default: 3].", min=0,
         show_default=False)] = None,
     attention: Annotated[str | None, typer.Option(
-        help="input_aware (the method) or dense (the ablation) [default: input_aware].",
+        help="input_aware (the method) or dense (the ablation) \\[default: input_aware].",
         show_default=False)] = None,
     max_steps: Annotated[int | None, typer.Option(
-        help="DMD generator steps, after the initialisation steps [default: 1000].", min=1,
+        help="DMD generator steps, after the initialisation steps \\[default: 1000; on "
+        "--resume, the saved run's].", min=1,
         show_default=False)] = None,
     region_steps: Annotated[int | None, typer.Option(
         help="Steps on the region loss alone after the DMD steps (no teacher or critic; "
-        "the initialisation's optimiser and learning rate) [default: 0].", min=0,
+        "the initialisation's optimiser and learning rate) \\[default: 0; on --resume, the "
+        "saved run's].", min=0,
         show_default=False)] = None,
     init_steps: Annotated[int | None, typer.Option(
         help="ODE-pair regression steps before DMD; 0 skips the initialisation "
-        "[default: 200].", min=0, show_default=False)] = None,
+        "\\[default: 200].", min=0, show_default=False)] = None,
     ode_pairs: Annotated[int | None, typer.Option(
-        help="Teacher trajectory shards (of --batch-size windows) to regress on [default: 32].",
+        help="Teacher trajectory shards (of --batch-size windows) to regress on \\[default: 32].",
         min=1, show_default=False)] = None,
     critic_updates: Annotated[int | None, typer.Option(
-        help="Critic steps per generator step [default: 5].", min=1,
+        help="Critic steps per generator step \\[default: 5].", min=1,
         show_default=False)] = None,
     batch_size: Annotated[int | None, typer.Option(
-        help="Windows per process per micro-batch [default: 2].", min=1,
+        help="Windows per process per micro-batch \\[default: 2].", min=1,
         show_default=False)] = None,
     grad_accumulation: Annotated[int | None, typer.Option(
-        help="Micro-batches per optimiser step [default: 1].", min=1,
+        help="Micro-batches per optimiser step \\[default: 1].", min=1,
         show_default=False)] = None,
     learning_rate: Annotated[float | None, typer.Option(
-        help="Student learning rate in the DMD stage [default: 2e-5].",
+        help="Student learning rate in the DMD stage \\[default: 2e-5].",
         show_default=False)] = None,
     teacher_cfg: Annotated[float | None, typer.Option(
-        help="CFG of the teacher's score [default: the teacher's own].", min=0.0,
+        help="CFG of the teacher's score \\[default: the teacher's own].", min=0.0,
         show_default=False)] = None,
     region_loss_weight: Annotated[float | None, typer.Option(
         help="Weight of the region loss on decoded frames (L1 + SSIM against the real "
-        "clip, whole frame plus α_r × each region's mean); 0 turns it off [default: 0.25].",
+        "clip, whole frame plus α_r × each region's mean); 0 turns it off \\[default: 0.25].",
         min=0.0, show_default=False)] = None,
     region_alpha: Annotated[list[str] | None, typer.Option(
         help="Region weight α_r, as REGION=ALPHA (face, lips, hands, arms; defaults 1, 1, "
@@ -80,10 +82,10 @@ def distill_command(
         help="A perceptual plug-in, NAME=FOLDER_OR_REPO[:WEIGHT] (lpips); skipped with a "
         "warning when its weights are unavailable.", show_default=False)] = None,
     checkpoint_every: Annotated[int | None, typer.Option(
-        help="Steps between checkpoints [default: 100].", min=1, show_default=False)] = None,
+        help="Steps between checkpoints \\[default: 100].", min=1, show_default=False)] = None,
     sample_every: Annotated[int | None, typer.Option(
         help="Write OUT/samples/step-N.mp4 (real | student) every N steps; 0 never "
-        "[default: 0].", min=0, show_default=False)] = None,
+        "\\[default: 0].", min=0, show_default=False)] = None,
     gradient_checkpointing: Annotated[bool | None, typer.Option(
         "--gradient-checkpointing/--no-gradient-checkpointing",
         help="Recompute activations in the backward pass (less memory).",
@@ -94,7 +96,7 @@ def distill_command(
     resume: Annotated[bool, typer.Option(
         help="Continue from OUT/checkpoint exactly, with the settings it was saved with; "
         "--max-steps and --region-steps given here change the run's length.")] = False,
-    seed: Annotated[int | None, typer.Option(help="Random seed [default: 0].",
+    seed: Annotated[int | None, typer.Option(help="Random seed \\[default: 0].",
                                              show_default=False)] = None,
     device: Device = "auto",
     overwrite: Overwrite = False,

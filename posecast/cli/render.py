@@ -89,7 +89,7 @@ def render_command(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="The MP4 to write.",
                                                 show_default=False)] = None,
     model: Annotated[str | None, typer.Option(
-        help="A distilled student: model folder or Hub repo id [default: the bundled starter "
+        help="A distilled student: model folder or Hub repo id \\[default: the bundled starter "
         "model].", show_default=False)] = None,
     motion: Annotated[str, typer.Option(
         help="Motion from speech: 'procedural' (built in, no weights) or a model folder / repo "
