@@ -68,17 +68,18 @@ def sample_latents(model: Denoiser, codec, conditions: Conditions, steps: int, c
         noise = torch.randn((1, frames, config.codec.latent_channels, latent_h, latent_w),
                             generator=torch.Generator().manual_seed(seed)).to(device)
 
-        masks: dict[int, list] = {}  # window start → its input-aware mask (same every step)
+        plans: dict = {}  # window start → its input-aware AttentionPlan (same every step)
 
         def window_velocity(x, t, start, end, conditional):
             maps = conditions.pose_maps[start:end].to(device).float()[None] / 255.0
             keep = torch.tensor([conditional], device=device)
-            if config.attention == "input_aware" and start not in masks:
-                masks[start] = [mask_for_window(conditions.poses[start:end], config,
-                                                conditions.reference_keypoints)]
+            if config.attention == "input_aware" and start not in plans:
+                plans[start] = model.attention_plan(
+                    [mask_for_window(conditions.poses[start:end], config,
+                                     conditions.reference_keypoints)], device)
             with autocast(device):
                 v = model(x, torch.full((1,), t, device=device), reference, maps, keep,
-                          layout=masks.get(start))
+                          layout=plans.get(start))
             if on_evaluation is not None:
                 on_evaluation()
             return v.float()

@@ -81,43 +81,67 @@ def resample(poses: Keypoints, fps: float, frames: int) -> Keypoints:
 
 
 def chunk_latents(model: Denoiser, codec, reference: torch.Tensor, poses: Keypoints,
-                  timesteps: list[float], seed: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
+                  timesteps: list[float], seed: int = 0, network=None
+                  ) -> Iterator[tuple[int, torch.Tensor]]:
     """The student's video chunk by chunk, each as soon as it exists: (index of its first
     frame, latents (1, c, C, h, w)). `reference` (1, 3, H, W) in [-1, 1] on the model's device;
-    `poses` in model-frame pixels. The last chunk is filled up by holding the last pose (callers
-    drop its frames past the end). Pose maps are drawn one chunk at a time, and the rollout's KV
-    cache holds a fixed number of frames."""
+    `poses` in model-frame pixels; `network` runs the model (a compiled version of it, say).
+    The last chunk is filled up by holding the last pose (callers drop its frames past the
+    end). A chunk is handed over before its cache pass runs, and the next chunk's pose maps
+    and masks are prepared while the device works. Noise comes from a generator on the
+    model's device seeded with `seed` (no host copies inside the loop)."""
     config, device = model.config, reference.device
     chunk = config.chunk
     padded = hold_to_length(poses, math.ceil(len(poses) / chunk) * chunk)
     with torch.no_grad():
         latent = codec.encode(reference)
-    maps_cache: dict[tuple[int, int], torch.Tensor] = {}
+    maps_cache: dict[tuple[int, int], torch.Tensor] = {}  # this chunk's and the next one's
 
     def pose_maps(start: int, end: int) -> torch.Tensor:  # (1, n, 3, H, W) in [0, 1]
         if (start, end) not in maps_cache:
-            maps_cache.clear()  # one chunk at a time
-            drawn = render_pose_maps(padded[start:end], config.height, config.width)
-            maps_cache[start, end] = (torch.from_numpy(drawn).permute(0, 3, 1, 2)[None]
-                                      .to(device).float() / 255.0)
+            for key in [key for key in maps_cache if key[0] < start]:
+                del maps_cache[key]
+            drawn = torch.from_numpy(render_pose_maps(padded[start:end], config.height,
+                                                      config.width))
+            if device.type == "cuda":
+                drawn = drawn.pin_memory()
+            maps_cache[start, end] = (drawn.to(device, non_blocking=True).permute(0, 3, 1, 2)
+                                      [None].float() / 255.0)
         return maps_cache[start, end]
 
-    rollout = CausalRollout(model, latent, pose_maps, lambda s, e: [padded[s:e]], timesteps)
-    generator = torch.Generator().manual_seed(seed)
+    rollout = CausalRollout(model, latent, pose_maps, lambda s, e: [padded[s:e]], timesteps,
+                            network=network, frames=len(padded))
+    generator = torch.Generator(device).manual_seed(seed)
     shape = (1, chunk, config.codec.latent_channels, *config.latent_size)
     for start in range(0, len(padded), chunk):
-        noise = torch.randn(shape, generator=generator).to(device)
         with torch.no_grad():  # not around the yield: the caller's grad mode stays its own
-            latents = rollout.chunk(noise, lambda: torch.randn(shape, generator=generator)
-                                    .to(device), commit=start + chunk < len(padded))
+            noise = torch.randn(shape, generator=generator, device=device)
+            latents = rollout.denoise(noise, lambda: torch.randn(shape, generator=generator,
+                                                                 device=device))
         yield start, latents
+        with torch.no_grad():
+            rollout.commit(commit=start + chunk < len(padded))
+
+
+def compile_student(model: Denoiser):
+    """The model's forward compiled whole (fullgraph: no graph breaks) for fixed shapes; on
+    CUDA captured as CUDA graphs (mode "reduce-overhead"), so a steady chunk step is a few
+    graph replays with no host work inside."""
+    mode = "reduce-overhead" if next(model.parameters()).is_cuda else None
+    return torch.compile(model, fullgraph=True, dynamic=False, mode=mode)
 
 
 class Renderer:
-    """A loaded student and codec, reused across jobs (a batch loads the model once)."""
+    """A loaded student and codec, reused across jobs (a batch loads the model once).
+
+    On CUDA the weights are cast to bf16 and the chunk step is compiled and captured by
+    default (`compile`); the warm-up inside the constructor runs the compiled passes once, so
+    the first timed frame pays for neither."""
 
     def __init__(self, model: str | os.PathLike, device: torch.device,
-                 size: tuple[int, int] | None = None, steps: int | None = None) -> None:
+                 size: tuple[int, int] | None = None, steps: int | None = None,
+                 compile: bool | None = None,
+                 on_warning: Callable[[str], None] | None = None) -> None:
         self.source = str(model)
         network = from_pretrained(model, device=device)
         if not network.config.is_student:
@@ -126,28 +150,42 @@ class Renderer:
                              "with `posecast teacher`")
         if size is not None:
             network.config = network.config.replace(height=size[0], width=size[1])
+        if device.type == "cuda":
+            network = network.to(torch.bfloat16)
         self.model: Denoiser = network
         self.device = device
         self.codec = make_codec(network.config.codec, device, fast_decode=True)
         self.timesteps = student_timesteps(network, steps)
+        compile = device.type == "cuda" if compile is None else compile
+        self.network = compile_student(network) if compile else network
         with torch.no_grad():  # warm-up: first-call costs are not the user's first frame
-            self._warm_up()
+            try:
+                self._warm_up()
+            except Exception as error:  # torch.compile fails in many ways; eager still works
+                if self.network is network:
+                    raise
+                if on_warning is not None:
+                    first_line = (str(error).strip().splitlines() or [""])[0][:200]
+                    on_warning(f"warning: compiling the student failed ({type(error).__name__}: "
+                               f"{first_line}); rendering uncompiled (--no-compile skips the "
+                               "attempt)")
+                self.network = network
+                self._warm_up()
 
     @property
     def config(self):
         return self.model.config
 
     def _warm_up(self) -> None:
+        """Two chunks of a still pose and the cache pass between them: every kernel, plan
+        shape and compiled graph the render will use."""
         config = self.config
-        latent = torch.zeros(1, config.codec.latent_channels, *config.latent_size,
-                             device=self.device)
-        if config.attention == "input_aware":
-            return  # its masks need real poses; the first chunk builds them
-        maps = torch.zeros(1, config.chunk, 3, config.height, config.width, device=self.device)
-        rollout = CausalRollout(self.model, latent, lambda s, e: maps, None, self.timesteps)
-        rollout.chunk(torch.zeros(1, config.chunk, *latent.shape[1:], device=self.device),
-                      lambda: torch.zeros(1, config.chunk, *latent.shape[1:],
-                                          device=self.device), commit=False)
+        height, width = config.height, config.width
+        still = Keypoints.empty(config.chunk * 2, width, height)
+        reference = torch.zeros(1, 3, height, width, device=self.device)
+        for _, latents in chunk_latents(self.model, self.codec, reference, still,
+                                        self.timesteps, network=self.network):
+            self.codec.decode(latents[0])
 
     def frame(self, image: np.ndarray, keypoints: Keypoints) -> Box:
         return portrait_box(keypoints, image.shape[1], image.shape[0], self.config.width,
@@ -192,7 +230,7 @@ class Renderer:
         loop_started = time.perf_counter()
         with write_mp4(output, fps=fps, audio=clip) as mp4:
             for start, latents in chunk_latents(self.model, self.codec, reference_tensor, poses,
-                                                self.timesteps, seed):
+                                                self.timesteps, seed, self.network):
                 with torch.no_grad():
                     pixels = to_uint8_frames(self.codec.decode(latents[0]))  # (c, H, W, 3)
                 for frame in pixels[:frames - start]:

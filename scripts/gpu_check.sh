@@ -1,23 +1,25 @@
 #!/usr/bin/env bash
-# One lent-GPU session (about 8 minutes of one H100/H200): the GPU-only tests, the render
-# benchmark on `base` with random weights (issue 6's targets), then a distillation experiment on
-# the bundled teacher: the starter recipe with its 1,500 region-only steps replaced by DMD steps
-# (lips weighted 16 throughout), to see whether the teacher's pull costs the mouth. Each stage
-# is time-boxed so the whole run ends inside its limit. Results land in $OUT (at most 8 files).
+# One lent-GPU session, at most 8 minutes of one H100/H200 (issue 17's figures). Every stage is
+# time-boxed and prints its figures as soon as they exist (tee'd to stdout and $OUT/log.txt),
+# so a run cut short still reports what it reached:
+#   1. the GPU-only tests and `bench attention --check` (every backend against the oracle);
+#   2. input-aware attention at 36,864 tokens (16 frames of 48 × 48), K = 4, against dense SDPA,
+#      forward and forward + backward, sorting included in the timed region;
+#   3. the `base` student alone (512×512, 4 steps, flex, compiled + CUDA graphs, TAESD), JSON;
+#   4. teacher (25 steps, CFG 2, per window) against the student on 2 s, JSON with the ratio;
+#   5. distillation on the bundled teacher (starter recipe, short), samples/s per stage, and
+#      the recompiles torch reports (TORCH_LOGS=recompiles).
 #
 # Carried from the workstation (git-ignored, named in the device tool's `carry`):
 #   .whl/  wheels of what the device image lacks, for CPython 3.12 manylinux x86-64
 #          (`pip download --no-deps --only-binary=:all: --python-version 3.12 …`): diffusers
-#          importlib_metadata lazy-importer zipp, soundfile cffi pycparser soxr, librosa
-#          audioread lazy_loader pooch platformdirs decorator, ffmpeg-python future, typer click
-#          pydantic pydantic_core annotated-types typing-inspection typing_extensions
-#          shellingham rich (versions as in our venv)
-#   .gpu/ffmpeg.xz  a static ffmpeg (imageio-ffmpeg 0.5.1's binary, xz-compressed: 19 MB;
-#          newer imageio-ffmpeg wheels are too large to travel)
+#          importlib_metadata lazy-importer zipp, soundfile cffi pycparser soxr, ffmpeg-python
+#          future, typer click pydantic pydantic_core annotated-types typing-inspection
+#          typing_extensions shellingham rich (versions as in our venv)
+#   .gpu/ffmpeg.xz  a static ffmpeg (imageio-ffmpeg 0.5.1's binary, xz-compressed: 19 MB)
 #   .gpu/train/     a `posecast make-dataset --size 64` training split with its keypoint cache
-#          (as many clips as fit the 64 MiB the device tool carries)
 # Stage lengths scale with SCALE (1 = the real run; a CPU dry run uses less); PRESET picks the
-# benchmarked model (base; a CPU dry run uses mini) and DMD_STEPS the experiment's length.
+# benchmarked model (base; a CPU dry run uses mini).
 set -u
 OUT=${OUT:-/tmp/gpu_out}
 SCALE=${SCALE:-1}
@@ -28,11 +30,11 @@ LOG="$OUT/log.txt"
 runs=/tmp/posecast_runs
 mkdir -p $runs
 secs() { python3 -c "print(max(5, int($1 * $SCALE)))"; }
-stage() {  # stage NAME SECONDS COMMAND...: time-boxed, output appended to the log
+stage() {  # stage NAME SECONDS COMMAND...: time-boxed, output shown live and logged
     local name=$1 limit; limit=$(secs "$2"); shift 2
     echo "=== $name (limit ${limit}s) $(date +%T)" | tee -a "$LOG"
-    timeout -s INT -k 10 "$limit" "$@" >>"$LOG" 2>&1
-    echo "=== $name exit $? $(date +%T)" | tee -a "$LOG"
+    timeout -s INT -k 10 "$limit" "$@" 2>&1 | grep -v -E "Warning|warn\(|^\s*$" | tee -a "$LOG"
+    echo "=== $name exit ${PIPESTATUS[0]} $(date +%T)" | tee -a "$LOG"
 }
 
 if [ -d .whl ]; then
@@ -45,35 +47,29 @@ if [ -f .gpu/ffmpeg.xz ]; then
 fi
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 COLUMNS=160
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  python3 -c "import torch; print('torch', torch.__version__)"; } >>"$LOG" 2>&1 || true
+  python3 -c "import torch; print('torch', torch.__version__)"; } 2>&1 | tee -a "$LOG" || true
 
-# 0. The GPU-only tests (CUDA against CPU).
 stage "pytest -m gpu" 60 python3 -m pytest -m gpu -q -p no:cacheprovider tests
-
-# 1. Issue 6's targets (random weights) on a quiet GPU: the 4-step student on 1 s of video
-#    (about 60 s on an H200), then the 25-step CFG-2 teacher's denoising speed per window (the
-#    render bench's teacher-and-student run on 2 s did not end inside 150 s there).
-stage "bench render $PRESET (student, 1 s)" 90 \
-    python3 -m posecast bench render --preset "$PRESET" --seconds 1 --skip-teacher \
-    --device "$DEVICE"
-stage "bench teacher $PRESET (25 steps, CFG 2)" 120 \
-    python3 -m posecast bench teacher --preset "$PRESET" --steps 25 --repeats 2 \
-    --device "$DEVICE"
-
-# 2. The starter student's recipe (scripts/starter_distill.json) from the bundled teacher, but
-#    with DMD in place of the region-only stage, at 2e-4 (the rate of the 100-step CPU trial in
-#    docs/ABLATION.md). A model is saved every 100 steps, so a run stopped by its time box still
-#    leaves its latest one. On 2026-11-27 this reached only step 314 (14 DMD steps) in 170 s:
-#    the DMD stage ran past FlexAttention's recompile limit (docs/BENCHMARKS.md, Training
-#    speed), which wants fixing before this experiment can run at length.
+stage "bench attention --check" 40 python3 -m posecast bench attention --check --device "$DEVICE"
+stage "bench attention 36,864 tokens K=4" 60 python3 -m posecast bench attention --grids 48 \
+    --k-frames 4 --device "$DEVICE"
+stage "bench render $PRESET student (1 s)" 90 python3 -m posecast bench render \
+    --preset "$PRESET" --seconds 1 --skip-teacher --json --device "$DEVICE"
+stage "bench render $PRESET teacher vs student (2 s)" 110 python3 -m posecast bench render \
+    --preset "$PRESET" --seconds 2 --json --device "$DEVICE"
 if [ -d .gpu/train ]; then
-    stage "student with DMD kept (${DMD_STEPS:-1500} DMD steps)" 170 \
+    TORCH_LOGS=recompiles stage "distill (starter recipe, short)" 100 \
         python3 -m posecast distill .gpu/train --teacher posecast/assets/starter_teacher \
-        --out $runs/student_dmd --student-steps 1 --chunk 4 --window 8 --init-steps 300 \
-        --ode-pairs 16 --config scripts/starter_distill.json --max-steps "${DMD_STEPS:-1500}" \
-        --region-steps 0 --learning-rate 2e-4 --checkpoint-every 100 --device "$DEVICE"
-    [ -f $runs/student_dmd/model.safetensors ] && tar czf "$OUT/student_dmd.tgz" \
-        --exclude checkpoint --exclude ode_pairs --exclude samples -C $runs student_dmd
-    tail -n 1 $runs/student_dmd/train_log.jsonl >>"$LOG" 2>/dev/null
+        --out $runs/student --student-steps 1 --chunk 4 --window 8 --init-steps 100 \
+        --ode-pairs 8 --config scripts/starter_distill.json --max-steps 40 --region-steps 20 \
+        --device "$DEVICE"
+    python3 - "$runs/student/train_log.jsonl" <<'PY' 2>&1 | tee -a "$LOG"
+import json, statistics, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+for phase in dict.fromkeys(r["phase"] for r in rows):
+    rates = [r["samples_per_second"] for r in rows if r["phase"] == phase]
+    print(f"distill {phase}: median {statistics.median(rates):.2f} samples/s over "
+          f"{len(rates)} steps")
+PY
+    echo "recompiles logged: $(grep -c 'Recompiling' "$LOG")" | tee -a "$LOG"
 fi
-grep -E "===|exit|passed|failed|render ·|┃|│|x$|^\{" "$LOG" | tail -60

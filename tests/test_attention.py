@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from posecast.attention.backends import dense_attention, flex_attention_layout, gather_attention
-from posecast.attention.layout import build_layout
-from posecast.attention.mask import REGION_COUNT, build_mask, mask_for_window
+from posecast.attention.backends import flex_attention, input_aware_attention
+from posecast.attention.mask import REGION_COUNT, InputAwareMask, build_mask, mask_for_window
+from posecast.attention.plan import AttentionPlan, block_tables
 from posecast.config import preset
 from posecast.data.synthetic import synthetic_clip
 from posecast.pose.regions import Region
@@ -35,52 +35,158 @@ SETTINGS = [(3, 4, 5, 1, 0, False), (6, 8, 8, 2, 0, True), (8, 6, 6, 3, 2, False
             (5, 7, 3, 8, 1, False)]
 
 
-@pytest.mark.parametrize("frames,rows,cols,k,chunk,reference", SETTINGS)
-def test_gather_equals_dense_outputs_and_gradients(frames, rows, cols, k, chunk, reference):
-    for mask in (_random_mask(frames, rows, cols, k, chunk, reference, seed=frames),
-                 _pose_mask(frames, 8, k, chunk, reference, seed=frames)):
-        n = mask.tokens
-        g = torch.Generator().manual_seed(n)
-        q, k_, v = (torch.randn(2, 3, n, 8, generator=g, requires_grad=True) for _ in range(3))
-        expected = dense_attention(q, k_, v, mask)
-        got = gather_attention(q, k_, v, mask)
-        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-        weights = torch.randn(expected.shape, generator=g)
-        grads_expected = torch.autograd.grad((expected * weights).sum(), (q, k_, v))
-        grads_got = torch.autograd.grad((got * weights).sum(), (q, k_, v))
-        for a, b in zip(grads_got, grads_expected, strict=True):
-            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-        assert 0 < mask.density() < 1
+def oracle(q, k, v, mask: InputAwareMask) -> torch.Tensor:
+    """Masked softmax attention written out in float64, from the token mask alone."""
+    scores = (q.double() @ k.double().transpose(-1, -2)) / q.shape[-1] ** 0.5
+    scores = scores.masked_fill(~mask.token_mask(), float("-inf"))
+    return (torch.softmax(scores, dim=-1) @ v.double()).to(q.dtype)
 
 
-@pytest.mark.parametrize("block_size", [16, 64, 128])
-def test_layout_round_trips_and_its_block_table_is_exact(block_size):
-    mask = _random_mask(6, 8, 10, 2, 0, True, seed=3)
-    layout = build_layout(mask, block_size)
-    x = torch.randn(2, mask.tokens, 4)
-    torch.testing.assert_close(layout.unpermute(layout.permute(x)), x)
-    assert layout.length % block_size == 0 and layout.key_valid.sum() == mask.tokens
-    # every block is region-pure within one frame: one group per block
-    groups = torch.cat([mask.token_groups, torch.tensor([-1])])[layout.gather_index]
-    per_block = groups.view(-1, block_size)
-    for row in per_block:
-        assert len(set(row[row >= 0].tolist())) == 1
-    # the table is the block reduction of the token mask, and every block is all-or-nothing
-    token_mask = mask.token_mask()
-    real = layout.gather_index < mask.tokens
-    laid = torch.zeros(layout.length, layout.length, dtype=torch.bool)
-    index = layout.gather_index[real]
-    laid[np.ix_(real.numpy(), real.numpy())] = token_mask[index][:, index]
-    valid = real[:, None] & real[None, :]
-    blocks = layout.length // block_size
-    any_allowed = laid.view(blocks, block_size, blocks, block_size).any(dim=(1, 3))
-    all_allowed = (laid | ~valid).view(blocks, block_size, blocks, block_size).all(dim=(1, 3))
-    assert torch.equal(any_allowed, layout.block_table)
-    assert torch.equal(layout.block_table & all_allowed, layout.block_table)
-    # capacity pads with empty blocks and keeps the shapes static
-    padded = build_layout(mask, block_size, capacity=layout.length + 2 * block_size)
-    assert padded.length == layout.length + 2 * block_size
-    assert not padded.block_table[-2:].any() and not padded.block_table[:, -2:].any()
+def streaming_masks(frames=12, chunk=4, window=8, seed=0):
+    """The masks a student's rollout gives its chunks (ring cache with EMPTY slots, queries
+    sorted by group), from moving synthetic poses."""
+    from posecast.student import ChunkPlanner
+
+    _, poses = synthetic_clip(32, frames, 25.0, np.random.default_rng(seed))
+    config = preset("tiny", attention="input_aware", chunk=chunk, window=window, k_frames=2)
+    planner = ChunkPlanner(config, batch=1)
+    out = []
+    for start in range(0, frames, chunk):
+        end = start + chunk
+        masks, _ = planner.masks(start, end, [poses[max(0, end - window):end]])
+        planner.commit(start, end, masks)
+        out.append(masks[0])
+    return out
+
+
+def _cases():
+    """(name, masks of one shape): whole windows in token and in sorted order, a chunk's
+    queries against its cache in token order, and the rollout's own streaming masks."""
+    from posecast.attention.plan import sorted_by_group
+
+    cases = []
+    for frames, rows, cols, k, chunk, reference in SETTINGS[:3]:
+        whole = [_random_mask(frames, rows, cols, k, chunk, reference, seed=frames),
+                 _pose_mask(frames, 8, k, chunk, reference, seed=frames)]
+        cases.append((f"whole-{frames}", whole[:1]))
+        cases.append((f"pose-{frames}", whole[1:]))
+        cases.append((f"sorted-{frames}", [sorted_by_group(whole[1])[0]]))
+        if chunk:
+            start = (frames - chunk) * rows * cols + (rows * cols if reference else 0)
+            cases.append((f"cache-{frames}", [whole[0].for_queries_from(start)]))
+    streaming = streaming_masks()
+    cases.append(("stream-first", streaming[:1]))
+    cases.append(("stream-steady", streaming[2:3]))
+    return cases
+
+
+CASES = _cases()
+
+
+def _qkv(masks, seed, dim=8, heads=3):
+    g = torch.Generator().manual_seed(seed)
+    nq, nk = masks[0].query_groups.numel(), masks[0].key_groups.numel()
+    q = torch.randn(len(masks), heads, nq, dim, generator=g, requires_grad=True)
+    k, v = (torch.randn(len(masks), heads, nk, dim, generator=g, requires_grad=True)
+            for _ in range(2))
+    return q, k, v
+
+
+def _expected(q, k, v, masks):
+    return torch.cat([oracle(q[b:b + 1], k[b:b + 1], v[b:b + 1], m)
+                      for b, m in enumerate(masks)])
+
+
+@pytest.mark.parametrize("name,masks", CASES, ids=[name for name, _ in CASES])
+@pytest.mark.parametrize("backend", ["dense", "gather"])
+def test_backends_equal_the_oracle_outputs_and_gradients(backend, name, masks):
+    q, k, v = _qkv(masks, seed=len(name))
+    plan = AttentionPlan(masks, backend, torch.device("cpu"), block_size=16)
+    got = input_aware_attention(q, k, v, plan)
+    expected = _expected(q, k, v, masks)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    weights = torch.randn(expected.shape, generator=torch.Generator().manual_seed(1))
+    grads_expected = torch.autograd.grad((expected * weights).sum(), (q, k, v))
+    grads_got = torch.autograd.grad((got * weights).sum(), (q, k, v))
+    for a, b in zip(grads_got, grads_expected, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert 0 < masks[0].density() < 1
+
+
+@pytest.mark.parametrize("name,masks", CASES, ids=[name for name, _ in CASES])
+def test_eager_flex_equals_the_oracle(name, masks):
+    """Eager FlexAttention evaluates mask_mod on every pair and ignores the block tables, so
+    this checks that mask_mod alone encodes the exact mask (it once checked key padding only,
+    and eager flex silently computed dense attention). CPU flex has no backward: gradients
+    are checked on a GPU (test_flex_gradients_on_cuda)."""
+    q, k, v = (x.detach() for x in _qkv(masks, seed=len(name)))
+    plan = AttentionPlan(masks, "flex", torch.device("cpu"), block_size=16)
+    got = flex_attention(q, k, v, plan, compiled=False)
+    torch.testing.assert_close(got, _expected(q, k, v, masks), atol=1e-5, rtol=1e-5)
+
+
+def test_block_tables_are_the_block_reduction_of_the_token_mask():
+    for name, masks in CASES:
+        mask = masks[0]
+        for block in (16, 32):
+            kv_count, kv_index, full_count, full_index = block_tables(
+                mask.query_groups.numpy(), mask.key_groups.numpy(), mask.allowed.numpy(),
+                block)
+            token = mask.token_mask()
+            nq, nk = token.shape
+            pad = torch.zeros(-(-nq // block) * block, -(-nk // block) * block, dtype=torch.bool)
+            valid = pad.clone()
+            pad[:nq, :nk], valid[:nq, :nk] = token, True
+            blocks = pad.view(pad.shape[0] // block, block, -1, block)
+            any_allowed = blocks.any(dim=(1, 3))
+            all_allowed = (pad | ~valid).view_as(blocks).all(dim=(1, 3)) & \
+                valid.view_as(blocks).all(dim=(1, 3))
+            for row in range(any_allowed.shape[0]):
+                kept = set(kv_index[row, :kv_count[row]].tolist()) | \
+                    set(full_index[row, :full_count[row]].tolist())
+                assert kept == set(torch.nonzero(any_allowed[row]).flatten().tolist()), name
+                full = set(full_index[row, :full_count[row]].tolist())
+                assert full <= set(torch.nonzero(all_allowed[row]).flatten().tolist()), name
+
+
+@pytest.mark.slow
+def test_compiled_flex_equals_the_oracle_on_cpu():
+    """Compiled FlexAttention (about 15 s to compile on this CPU per shape), which is what
+    uses the block tables: a whole window and a streaming chunk against its cache."""
+    for name, masks in (CASES[1], CASES[-1]):
+        q, k, v = (x.detach() for x in _qkv(masks, seed=len(name)))
+        plan = AttentionPlan(masks, "flex", torch.device("cpu"), block_size=16)
+        got = flex_attention(q, k, v, plan, compiled=True)
+        torch.testing.assert_close(got, _expected(q, k, v, masks), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("backend", ["flex", "xformers"])
+def test_flex_gradients_on_cuda(backend):
+    """On CUDA: compiled flex (and xformers when installed) against the oracle, forward and
+    backward, whole windows and cached chunks."""
+    from posecast.attention.backends import xformers_available
+
+    if backend == "xformers" and not xformers_available():
+        pytest.skip("xformers is not installed")
+    device = torch.device("cuda")
+    for name, masks in CASES:
+        q, k, v = (x.detach().to(device).requires_grad_() for x in _qkv(masks, len(name),
+                                                                        dim=16))
+        plan = AttentionPlan(masks, backend, device, block_size=16)
+        got = input_aware_attention(q, k, v, plan)
+        expected = torch.cat([oracle(q[b:b + 1], k[b:b + 1], v[b:b + 1],
+                                     InputAwareMask(m.query_groups.to(device),
+                                                    m.key_groups.to(device),
+                                                    m.allowed.to(device)))
+                              for b, m in enumerate(masks)])
+        torch.testing.assert_close(got, expected, atol=2e-4, rtol=2e-4)
+        weights = torch.randn_like(expected)
+        for a, b in zip(torch.autograd.grad((got * weights).sum(), (q, k, v)),
+                        torch.autograd.grad((expected * weights).sum(), (q, k, v)),
+                        strict=True):
+            torch.testing.assert_close(a, b, atol=2e-4, rtol=2e-4)
 
 
 def _hand_made_regions(frames=4, rows=4, cols=4):
@@ -121,17 +227,6 @@ def test_reference_frame_tokens_see_only_their_own_region():
     assert torch.equal(reference_seen, torch.from_numpy(regions[0] == Region.FACE))
     assert not allowed[16 + 16 + 15, :16].any()  # background sees no reference tokens
     assert not allowed[:16, 16:].any()  # the reference frame sees only itself
-
-
-@pytest.mark.slow
-def test_flex_layout_equals_dense_on_cpu():
-    """FlexAttention compiles on the CPU for inference (about 30 s here), which checks the
-    BlockMask built from the block table; its speed is measured on a GPU by the benchmark."""
-    mask = _random_mask(5, 6, 8, 2, 2, True, seed=0)
-    g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(1, 2, mask.tokens, 16, generator=g) for _ in range(3))
-    got = flex_attention_layout(q, k, v, build_layout(mask, 16))
-    torch.testing.assert_close(got, dense_attention(q, k, v, mask), atol=1e-5, rtol=1e-5)
 
 
 def test_denoiser_runs_with_input_aware_attention():
@@ -224,3 +319,23 @@ def test_a_block_causal_student_never_sees_later_chunks():
         before, after = model(noisy, *args, layout=masks), model(changed, *args, layout=masks)
     torch.testing.assert_close(before[:, :2], after[:, :2], atol=0, rtol=0)
     assert not torch.allclose(before[:, 2:], after[:, 2:])
+
+
+@pytest.mark.slow
+def test_bench_attention_check_covers_every_backend_and_case(run_cli):
+    """`posecast bench attention --check --json` on the CPU: dense, gather and flex (compiled
+    and eager) on random and pose masks, whole windows and cached chunks, forward (and
+    backward where the CPU has one), all within tolerance of the float64 oracle."""
+    import json
+
+    result = run_cli("bench", "attention", "--check", "--json", "--device", "cpu")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] and all(case["ok"] for case in report["cases"])
+    seen = {(c["backend"], c["mode"], c["queries"], c["direction"]) for c in report["cases"]}
+    for queries in ("all", "cache"):
+        for backend in ("dense", "gather"):
+            assert {(backend, "-", queries, "forward"), (backend, "-", queries, "backward")} <= seen
+        assert {("flex", "compiled", queries, "forward"), ("flex", "eager", queries, "forward")} \
+            <= seen
+    assert {c["mask"] for c in report["cases"]} == {"random", "pose"}

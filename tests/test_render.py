@@ -199,3 +199,51 @@ def test_bench_render_times_teacher_and_student_and_profiles(run_cli, tmp_path):
                      "cpu", "--skip-teacher", "--student-attention", "dense")
     assert result.code == 0, result.stderr
     assert "student attention dense" in result.stdout and "teacher" not in result.stdout
+
+
+def test_bench_render_json_reports_the_streaming_counts(run_cli):
+    """--json: one object; with the teacher, the student's figures under "student" and the
+    ratio; the chunk counts agree with the run (13 frames in chunks of 4 → 4 chunks of 2 + 1
+    passes; the dense student makes one call per layer and pass)."""
+    result = run_cli("bench", "render", "--preset", "tiny", "--seconds", "0.5", "--device",
+                     "cpu", "--teacher-steps", "2", "--steps", "2", "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    student = report["student"]
+    for key in ("fps", "denoise_fps", "decode_fps", "first_frame_s", "chunks",
+                "passes_per_chunk", "layers", "attention_calls_per_chunk", "recompiles"):
+        assert key in student
+    assert student["chunks"] == 4 and student["passes_per_chunk"] == 3
+    assert report["ratio"] == pytest.approx(student["fps"] / report["teacher_fps"])
+    result = run_cli("bench", "render", "--preset", "tiny", "--seconds", "0.5", "--device",
+                     "cpu", "--skip-teacher", "--student-attention", "dense", "--steps", "2",
+                     "--json")
+    dense = json.loads(result.stdout)
+    # two denoising passes of one call per layer (the tiny student's window is one chunk, so
+    # it has no cache and no cache pass)
+    layers = dense["layers"]
+    expected = 2 * layers
+    assert dense["attention_calls_per_chunk"] == pytest.approx(expected)
+    assert dense["attention_calls_per_chunk"] <= dense["passes_per_chunk"] * layers
+
+
+def test_a_failing_compile_renders_uncompiled_with_a_warning(monkeypatch):
+    """torch.compile can fail in many ways (a missing compiler, an unsupported op); the
+    renderer then says so in one line and warms up and renders eagerly."""
+    import torch
+
+    import posecast.render
+    from posecast.assets import starter_model
+
+    def broken(model):
+        def run(*args, **kwargs):
+            raise RuntimeError("inductor says no\nsecond line")
+        return run
+
+    monkeypatch.setattr(posecast.render, "compile_student", broken)
+    warnings = []
+    renderer = posecast.render.Renderer(starter_model(), torch.device("cpu"), compile=True,
+                                        on_warning=warnings.append)
+    assert renderer.network is renderer.model
+    assert len(warnings) == 1 and "RuntimeError: inductor says no)" in warnings[0]
+    assert "second line" not in warnings[0]

@@ -25,61 +25,92 @@ def _random_model(config):
     return model
 
 
-@pytest.mark.parametrize("attention", ["dense", "input_aware"])
-def test_cached_chunks_equal_a_block_causal_full_pass(attention):
-    """Committing chunk 0 and then running chunk 1 against the cache gives what one pass over
-    both chunks gives under the block-causal mask (same time t), so the cache (filled by a
-    pass that skips the last block's attention and MLP), its RoPE positions and the
-    query-subset mask are exact."""
-    config = preset("tiny", attention=attention, chunk=2, window=4, k_frames=2)
-    model = _random_model(config)
-    _, poses = synthetic_clip(32, 4, 25.0, np.random.default_rng(0))
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(1, 4, 3, 32, 32, generator=g)
+def _chunk_by_chunk(model, x, reference, maps, poses, check):
+    """Run x (1, T, C, h, w) at t = 0 chunk by chunk through a rollout's cache, committing
+    each chunk, and call check(start, end, output of the chunk)."""
     t = torch.zeros(1)
-    reference = torch.randn(1, 3, 32, 32, generator=g)
-    maps = torch.rand(1, 4, 3, 32, 32, generator=g)
-    if attention == "dense":
-        chunk_of = torch.arange(4).repeat_interleave(64) // 2
-        full_layout = chunk_of[None, :] <= chunk_of[:, None]
-        chunk_layouts = [None, None]
-    else:
-        full_layout = [mask_for_window(poses, config)]
-        chunk_layouts = [[mask_for_window(poses[:2], config)],
-                         [mask_for_window(poses, config).for_queries_from(2 * 64)]]
+    chunk = model.config.chunk
     rollout = CausalRollout(model, reference, lambda s, e: maps[:, s:e],
                             lambda s, e: [poses[s:e]], [1.0, 0.0])
     with torch.no_grad():
-        full = model(x, t, reference, maps, layout=full_layout)
-        first = model(x[:, :2], t, reference, maps[:, :2], layout=chunk_layouts[0],
-                      cache=rollout.cache, first_frame=0)  # reads the empty cache
-        # the pass that fills the cache returns nothing (its last block stops at its keys)
-        assert model(x[:, :2], t, reference, maps[:, :2], layout=chunk_layouts[0],
-                     cache=rollout.cache, commit=True, first_frame=0) is None
-        second = model(x[:, 2:], t, reference, maps[:, 2:], layout=chunk_layouts[1],
-                       cache=rollout.cache, first_frame=2)
-        assert rollout._layout(2, 4) is None if attention == "dense" else \
-            rollout._layout(2, 4)[0].query_start == 2 * 64
-    torch.testing.assert_close(first, full[:, :2], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(second, full[:, 2:], atol=1e-5, rtol=1e-5)
+        for start in range(0, x.shape[1], chunk):
+            end = start + chunk
+            layout = rollout._layout(start, end)
+            check(start, end, model(x[:, start:end], t, reference, maps[:, start:end],
+                                    layout=layout, cache=rollout.cache,
+                                    first_frame=rollout.position))
+            rollout._commit(x[:, start:end], start, layout)
+            rollout._advance(end)
+
+
+def _inputs(frames):
+    g = torch.Generator().manual_seed(1)
+    return (torch.randn(1, frames, 3, 32, 32, generator=g),
+            torch.randn(1, 3, 32, 32, generator=g), torch.rand(1, frames, 3, 32, 32, generator=g))
+
+
+@pytest.mark.parametrize("attention", ["dense", "input_aware"])
+def test_cached_chunks_equal_a_block_causal_full_pass(attention):
+    """Four chunks through the cache (EMPTY slots at first, then filled) give what one pass
+    over all frames gives under the block-causal mask (same time t), so the ring cache (filled
+    by a pass that skips the last block's attention and MLP), its RoPE positions, the sorted
+    token order and the streaming masks are exact."""
+    config = preset("tiny", attention=attention, chunk=2, window=8, k_frames=2)
+    model = _random_model(config)
+    _, poses = synthetic_clip(32, 8, 25.0, np.random.default_rng(0))
+    x, reference, maps = _inputs(8)
+    if attention == "dense":
+        chunk_of = torch.arange(8).repeat_interleave(64) // 2
+        full_layout = chunk_of[None, :] <= chunk_of[:, None]
+    else:
+        full_layout = [mask_for_window(poses, config)]
+    with torch.no_grad():
+        full = model(x, torch.zeros(1), reference, maps, layout=full_layout)
+
+    def check(start, end, out):
+        torch.testing.assert_close(out, full[:, start:end], atol=1e-5, rtol=1e-5)
+
+    _chunk_by_chunk(model, x, reference, maps, poses, check)
+
+
+def test_the_ring_cache_equals_a_sliding_block_causal_full_pass():
+    """Past the cache's capacity (2 frames here) the ring overwrites its oldest frames: each
+    chunk then sees exactly the chunk before it and itself, as a full pass does under a
+    sliding block-causal mask."""
+    config = preset("tiny", chunk=2, window=4)
+    model = _random_model(config)
+    x, reference, maps = _inputs(10)
+    chunk_of = torch.arange(10).repeat_interleave(64) // 2
+    back = chunk_of[:, None] - chunk_of[None, :]  # (query, key): chunks back
+    sliding = (back >= 0) & (back <= 1)
+    with torch.no_grad():
+        full = model(x, torch.zeros(1), reference, maps, layout=sliding)
+
+    def check(start, end, out):
+        torch.testing.assert_close(out, full[:, start:end], atol=1e-5, rtol=1e-5)
+
+    _chunk_by_chunk(model, x, reference, maps, None, check)
 
 
 def test_the_cache_keeps_a_fixed_number_of_frames():
-    config = preset("tiny", chunk=2, window=6)  # a cache of 6 − 2 = 4 frames
+    config = preset("tiny", chunk=2, window=6, attention="input_aware")  # 6 − 2 = 4 frames
     model = _random_model(config)
+    _, poses = synthetic_clip(32, 10, 25.0, np.random.default_rng(0))
     reference = torch.zeros(1, 3, 32, 32)
     rollout = CausalRollout(model, reference, lambda s, e: torch.zeros(1, e - s, 3, 32, 32),
-                            None, student_timesteps(model, 2))
+                            lambda s, e: [poses[s:e]], student_timesteps(model, 2))
     g = torch.Generator().manual_seed(0)
-    sizes = []
+    held, shapes = [], set()
     with torch.no_grad():
         for _ in range(5):
             rollout.chunk(torch.randn(1, 2, 3, 32, 32, generator=g),
                           lambda: torch.randn(1, 2, 3, 32, 32, generator=g))
-            keys, _ = rollout.cache.read(0, torch.zeros(1, 4, 0, 16), torch.zeros(1, 4, 0, 16))
-            sizes.append(keys.shape[2])
-    assert sizes == [128, 256, 256, 256, 256]  # 2, then 4 frames of 64 tokens: the capacity
-    assert rollout.next_frame == 10
+            held.append(int(rollout.cache.valid.sum()))
+            shapes.add(tuple(rollout.cache.keys[0].shape))
+    assert held == [128, 256, 256, 256, 256]  # 2, then 4 frames of 64 tokens: the capacity
+    assert shapes == {(1, 4, 256, 16)}  # preallocated once
+    assert sorted(rollout.planner.slot_frame[0].tolist()) == [6, 7, 8, 9]  # the last 4
+    assert rollout.next_frame == 10 and int(rollout.position) == 10
 
 
 def test_a_student_config_is_validated():
@@ -119,3 +150,103 @@ def test_a_cuda_rollout_equals_the_cpu_rollout(attention, monkeypatch):
                                                       commit=i == 0).cpu() for i in range(2)],
                                        dim=1)
     torch.testing.assert_close(frames["cuda"], frames["cpu"], atol=2e-3, rtol=2e-3)
+
+
+def _streaming_run(model, poses, chunks, network=None):
+    """A rollout of `chunks` chunks (2 steps each) on moving poses; returns the kernel calls
+    of each chunk (denoising passes and the cache pass), counted in eager mode."""
+    from posecast.attention.backends import KernelCalls
+
+    chunk = model.config.chunk
+    frames = chunks * chunk
+    reference = torch.zeros(1, 3, 32, 32)
+    g = torch.Generator().manual_seed(0)
+    rollout = CausalRollout(model, reference, lambda s, e: torch.rand(1, e - s, 3, 32, 32,
+                                                                      generator=g),
+                            lambda s, e: [poses[s:e]], student_timesteps(model, 2),
+                            network=network, frames=frames)
+    calls = []
+    with torch.no_grad():
+        for _ in range(chunks):
+            before = KernelCalls.count
+            rollout.chunk(torch.randn(1, chunk, 3, 32, 32, generator=g),
+                          lambda: torch.randn(1, chunk, 3, 32, 32, generator=g))
+            calls.append(KernelCalls.count - before)
+    return calls
+
+
+@pytest.mark.slow
+def test_the_streaming_loop_is_one_kernel_call_per_layer_and_never_recompiles():
+    """The chunk step compiled whole with fullgraph=True (a graph break would raise) runs 10
+    chunks of moving poses with flex attention: after the first chunk and its cache pass
+    nothing compiles again (torch._dynamo's counters), and eagerly every pass makes at most
+    one attention call per layer. About a minute of compiling on this CPU."""
+    import torch._dynamo
+
+    config = preset("tiny", attention="input_aware", attention_backend="flex", chunk=2,
+                    window=6, k_frames=2)
+    model = _random_model(config)
+    _, poses = synthetic_clip(32, 20, 25.0, np.random.default_rng(5))
+    passes = 2 + 1  # two denoising steps and the cache pass
+    calls = _streaming_run(model, poses, 4)
+    assert all(0 < c <= passes * config.depth for c in calls), calls
+
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, dynamic=False)
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    _streaming_run(model, poses, 1, network=compiled)  # warm-up: the step and the cache pass
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= 2
+    _streaming_run(model, poses, 10, network=compiled)
+    assert counters["stats"]["unique_graphs"] == graphs, dict(counters["recompiles"])
+
+
+def test_gradient_checkpointing_reads_the_cache_as_it_was():
+    """A training rollout with gradients on every chunk: with gradient checkpointing each block
+    recomputes its attention in the backward pass, after later chunks were committed; the
+    gradients equal those without checkpointing (with the cache written in place they did
+    not: the recomputation read newer frames)."""
+    config = preset("tiny", attention="input_aware", chunk=2, window=4, k_frames=2)
+    _, poses = synthetic_clip(32, 8, 25.0, np.random.default_rng(2))
+    x, reference, maps = _inputs(8)
+    grads = []
+    for checkpointing in (False, True):
+        model = _random_model(config).train()
+        model.gradient_checkpointing = checkpointing
+        rollout = CausalRollout(model, reference, lambda s, e: maps[:, s:e],
+                                lambda s, e: [poses[s:e]], student_timesteps(model, 2))
+        noise = torch.randn(4, 1, 2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+        loss = sum(rollout.chunk(x[:, 2 * i:2 * i + 2], lambda n=noise[i]: n, exit_step=1)
+                   .square().mean() for i in range(4))
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_compiled_cuda_graph_rollout_equals_the_eager_one():
+    """render's compiled chunk step (fullgraph, CUDA graphs) gives the eager rollout's frames
+    over 6 chunks of moving poses: the plan refilled in place, the ring cache and the device
+    frame position all reach the captured graphs."""
+    from posecast.render import compile_student
+
+    config = preset("tiny", attention="input_aware", attention_backend="flex", chunk=2,
+                    window=6, k_frames=2)
+    model = _random_model(config).cuda()
+    _, poses = synthetic_clip(32, 12, 25.0, np.random.default_rng(4))
+    reference = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)).cuda()
+    maps = torch.rand(1, 12, 3, 32, 32, generator=torch.Generator().manual_seed(1)).cuda()
+    noise = torch.randn(6, 2, 1, 2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    compiled = compile_student(model)
+    frames = {}
+    for name, network in (("eager", None), ("warm-up", compiled), ("compiled", compiled)):
+        rollout = CausalRollout(model, reference, lambda s, e: maps[:, s:e],
+                                lambda s, e: [poses[s:e]], student_timesteps(model, 2),
+                                network=network, frames=12)
+        with torch.no_grad():
+            frames[name] = torch.cat([rollout.chunk(noise[i, 0].cuda(),
+                                                    lambda i=i: noise[i, 1].cuda()).float()
+                                      for i in range(6)], dim=1).cpu()
+    torch.testing.assert_close(frames["compiled"], frames["eager"], atol=3e-2, rtol=3e-2)

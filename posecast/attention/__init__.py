@@ -1,9 +1,8 @@
-"""Attention backends behind one call: (q, k, v, layout) → output, all (B, heads, N, d).
+"""Attention behind one call: (q, k, v, layout) → output, all (B, heads, N, d).
 
-Mode "dense" is joint attention over every token of the window (PyTorch SDPA); its optional
-layout is a boolean mask (B or 1, heads or 1, N, N), True meaning "may attend". Mode
-"input_aware" restricts attention by the input's poses (mask.py); its layout is one
-InputAwareMask per batch element, run by the configured backend (backends.py).
+layout None: joint attention over every key; a boolean tensor (B or 1, heads or 1, Nq, Nk),
+True meaning "may attend"; or an AttentionPlan (plan.py): the input-aware masks of the batch,
+prepared once for their backend (backends.py) and reused by every layer and step.
 """
 
 from __future__ import annotations
@@ -14,14 +13,12 @@ import torch.nn.functional as F
 ATTENTION_MODES = ("dense", "input_aware")
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mode: str = "dense",
-           layout=None, backend: str = "auto", block_size: int = 128) -> torch.Tensor:
-    if mode == "dense":
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=layout)
-    if mode == "input_aware":
-        from posecast.attention.backends import input_aware_attention
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout=None) -> torch.Tensor:
+    if layout is None or isinstance(layout, torch.Tensor):
+        from posecast.attention.backends import KernelCalls
 
-        if layout is None:
-            raise ValueError("input_aware attention needs one InputAwareMask per batch element")
-        return input_aware_attention(q, k, v, layout, backend, block_size)
-    raise ValueError(f"unknown attention mode '{mode}'; choose one of {', '.join(ATTENTION_MODES)}")
+        KernelCalls.add()
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=layout)
+    from posecast.attention.backends import input_aware_attention
+
+    return input_aware_attention(q, k, v, layout)

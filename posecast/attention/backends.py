@@ -1,31 +1,49 @@
-"""Input-aware attention backends; each takes q, k, v (B, heads, N, d) in token order and one
-mask per batch element, and returns (B, heads, N, d) in token order.
+"""Input-aware attention backends. Each takes q, k, v (B, heads, N, d) in the order the
+plan's masks describe and an AttentionPlan (plan.py), and returns (B, heads, Nq, d).
 
-dense  SDPA with the boolean token mask: the oracle (memory grows as N²; small sizes).
-gather per group, gather the allowed keys and run SDPA: exact, memory-light, autograd
-       backward; the CPU path.
-flex   FlexAttention over the block layout (layout.py), compiled once; the CUDA path. A mask
-       whose queries are a subset (a student's chunk against its KV cache) runs by gather.
-xformers  the gather plan with xformers' memory-efficient kernel (optional extra, CUDA only).
+dense     SDPA with the boolean token mask: the oracle (memory grows as Nq·Nk; small sizes).
+gather    per group, SDPA over only its allowed keys: exact, memory-light, autograd backward;
+          the CPU path (one kernel call per group).
+flex      FlexAttention with the plan's block tables, compiled: one call per layer, blocks
+          without an allowed pair skipped; the CUDA path. Its mask_mod looks the group pair up
+          in the table, so it is exact in eager mode too (eager FlexAttention ignores the
+          block tables and evaluates mask_mod on every pair).
+xformers  the gather as one call: queries packed group after group, each group's allowed keys
+          packed likewise, and xformers' block-diagonal varlen kernel over the segments
+          (optional extra, CUDA only).
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from posecast.attention.layout import BlockLayout, build_layout
-from posecast.attention.mask import InputAwareMask
 from posecast.errors import PosecastError
 
 BACKENDS = ("auto", "dense", "gather", "flex", "xformers")
 
 
+class KernelCalls:
+    """Counts attention kernel launches made eagerly (compiled graphs are not counted)."""
+
+    count = 0
+
+    @classmethod
+    def add(cls, calls: int = 1) -> None:
+        if not torch.compiler.is_compiling():
+            cls.count += calls
+
+
 def resolve_backend(name: str, device: torch.device) -> str:
     if name == "auto":
         return "flex" if device.type == "cuda" else "gather"
+    if name not in BACKENDS:
+        raise PosecastError(f"unknown attention backend '{name}'; choose one of "
+                            f"{', '.join(BACKENDS)}")
     if name == "xformers":
         try:
             import xformers.ops  # noqa: F401
@@ -34,88 +52,152 @@ def resolve_backend(name: str, device: torch.device) -> str:
                                 "pip install 'posecast[xformers]' (CUDA only)") from None
         if device.type != "cuda":
             raise PosecastError("the xformers attention backend runs on CUDA only; use gather")
-    if name not in BACKENDS:
-        raise PosecastError(f"unknown attention backend '{name}'; choose one of "
-                            f"{', '.join(BACKENDS)}")
     return name
 
 
-def dense_attention(q, k, v, mask: InputAwareMask) -> torch.Tensor:
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.token_mask().to(q.device))
+def xformers_available() -> bool:
+    try:
+        import xformers.ops  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
 
 
-def _xformers_kernel(q, k, v) -> torch.Tensor:
-    import xformers.ops
-
-    # xformers takes (B, N, heads, d)
-    out = xformers.ops.memory_efficient_attention(q.transpose(1, 2), k.transpose(1, 2),
-                                                  v.transpose(1, 2))
-    return out.transpose(1, 2)
+# ---------------------------------------------------------------------------- dense
 
 
-def gather_attention(q, k, v, mask: InputAwareMask,
-                     kernel=F.scaled_dot_product_attention) -> torch.Tensor:
-    plan, inverse = mask.gather_plan
+def dense_attention(q, k, v, plan) -> torch.Tensor:
+    KernelCalls.add()
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=plan.dense_mask)
+
+
+# ---------------------------------------------------------------------------- gather
+
+
+def _group_keys(queries: np.ndarray, keys: np.ndarray, allowed: np.ndarray
+                ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per query group present: (its query indices, the key indices it may see)."""
+    present = np.unique(keys)
+    members = {g: np.flatnonzero(keys == g) for g in present}
+    plan = []
+    for group in np.unique(queries):
+        visible = [members[h] for h in present if allowed[group, h]]
+        if visible:
+            plan.append((np.flatnonzero(queries == group), np.concatenate(visible)))
+        else:  # nothing to see (cannot happen for a real token: it sees its own frame)
+            raise ValueError(f"group {group} has queries but no visible keys")
+    return plan
+
+
+def gather_groups(queries, keys, allowed, device) -> list:
+    """Per batch element: ([(query index, key index) per group], inverse order), on the
+    device once, so no attention call copies indices."""
+    per_batch = []
+    for b in range(queries.shape[0]):
+        groups = _group_keys(queries[b], keys[b], allowed[b])
+        inverse = np.argsort(np.concatenate([query for query, _ in groups]), kind="stable")
+        per_batch.append(([(torch.from_numpy(q).to(device), torch.from_numpy(k).to(device))
+                           for q, k in groups], torch.from_numpy(inverse).to(device)))
+    return per_batch
+
+
+def gather_attention(q, k, v, plan) -> torch.Tensor:
     outputs = []
-    for query_index, key_index in plan:
-        query_index, key_index = query_index.to(q.device), key_index.to(q.device)
-        outputs.append(kernel(q.index_select(2, query_index), k.index_select(2, key_index),
-                              v.index_select(2, key_index)))
-    return torch.cat(outputs, dim=2).index_select(2, inverse.to(q.device))
+    for b, (groups, inverse) in enumerate(plan.gather_groups):
+        qb, kb, vb = q[b:b + 1], k[b:b + 1], v[b:b + 1]
+        parts = [F.scaled_dot_product_attention(qb.index_select(2, query),
+                                                kb.index_select(2, key),
+                                                vb.index_select(2, key))
+                 for query, key in groups]
+        KernelCalls.add(len(groups))
+        outputs.append(torch.cat(parts, dim=2).index_select(2, inverse))
+    return torch.cat(outputs)
+
+
+# ---------------------------------------------------------------------------- flex
 
 
 @functools.lru_cache(maxsize=1)
-def _compiled_flex():
+def compiled_flex():
+    """FlexAttention compiled once for fixed shapes; each distinct shape (teacher windows,
+    student chunks, batch sizes) compiles once, so the limit is raised above their count."""
+    import torch._dynamo
     from torch.nn.attention.flex_attention import flex_attention
 
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
     return torch.compile(flex_attention, dynamic=False)
 
 
-def block_mask_from_layout(layout: BlockLayout, device: torch.device):
-    """A FlexAttention BlockMask straight from the layout's exact block table."""
+def flex_block_mask(plan, kv_count, kv_index, full_count, full_index):
+    """The BlockMask of a plan from its block tables (B, 1, QB[, KB]); mask_mod is the exact
+    group lookup over the plan's device tensors, which `update` refills in place."""
     from torch.nn.attention.flex_attention import BlockMask
 
-    def tables(selected: torch.Tensor):
-        counts = selected.sum(-1).to(torch.int32)
-        # allowed key blocks first (stable order), the rest ignored beyond `counts`
-        indices = torch.argsort((~selected).to(torch.int8), dim=-1, stable=True).to(torch.int32)
-        return counts[None, None].to(device), indices[None, None].to(device)
+    queries, keys, allowed = plan.query_groups, plan.key_groups, plan.allowed
 
-    key_valid = layout.key_valid.to(device)
-    partial = layout.block_table & ~layout.full_blocks
-    kv_num, kv_index = tables(partial)
-    full_num, full_index = tables(layout.full_blocks)
+    def group_mask(batch, head, query_index, key_index):
+        return allowed[batch, queries[batch, query_index], keys[batch, key_index]]
 
-    def padding_mask(batch, head, query_index, key_index):
-        return key_valid[key_index]
-
-    return BlockMask.from_kv_blocks(kv_num, kv_index, full_num, full_index,
-                                    BLOCK_SIZE=layout.block_size, mask_mod=padding_mask)
+    return BlockMask.from_kv_blocks(kv_count, kv_index, full_count, full_index,
+                                    BLOCK_SIZE=plan.block_size, mask_mod=group_mask,
+                                    seq_lengths=(queries.shape[1], keys.shape[1]))
 
 
-def flex_attention_layout(q, k, v, layout: BlockLayout, block_mask=None) -> torch.Tensor:
-    layout = layout.to(q.device)  # layouts are built on the CPU; the permutation runs beside q
-    block_mask = block_mask or block_mask_from_layout(layout, q.device)
-    out = _compiled_flex()(layout.permute(q), layout.permute(k), layout.permute(v),
-                           block_mask=block_mask)
-    return layout.unpermute(out)
+def flex_attention(q, k, v, plan, compiled: bool = True) -> torch.Tensor:
+    from torch.nn.attention import flex_attention as flex
+
+    KernelCalls.add()
+    if torch.compiler.is_compiling():  # inside a compiled model: compiled with it
+        return flex.flex_attention(q, k, v, block_mask=plan.block_mask)
+    if compiled:
+        return compiled_flex()(q, k, v, block_mask=plan.block_mask)
+    with warnings.catch_warnings():  # eager on purpose (a check): not a fused kernel
+        warnings.filterwarnings("ignore", "flex_attention called without torch.compile")
+        return flex.flex_attention(q, k, v, block_mask=plan.block_mask)
 
 
-def input_aware_attention(q, k, v, masks: list[InputAwareMask], backend: str = "auto",
-                          block_size: int = 128) -> torch.Tensor:
-    """Attention restricted by one input-aware mask per batch element."""
-    backend = resolve_backend(backend, q.device)
-    outputs = []
-    for index, mask in enumerate(masks):
-        qi, ki, vi = q[index:index + 1], k[index:index + 1], v[index:index + 1]
-        if backend == "dense":
-            outputs.append(dense_attention(qi, ki, vi, mask))
-        elif backend == "gather":
-            outputs.append(gather_attention(qi, ki, vi, mask))
-        elif backend == "xformers":
-            outputs.append(gather_attention(qi, ki, vi, mask, kernel=_xformers_kernel))
-        elif mask.query_start:
-            outputs.append(gather_attention(qi, ki, vi, mask))
-        else:
-            outputs.append(flex_attention_layout(qi, ki, vi, build_layout(mask, block_size)))
-    return torch.cat(outputs)
+# ---------------------------------------------------------------------------- xformers
+
+
+def packed_segments(queries, keys, allowed, device):
+    """xformers' one-call gather: (query pack order, key pack index, inverse of the query
+    order, block-diagonal bias), over the whole batch flattened (b·N + token)."""
+    from xformers.ops.fmha.attn_bias import BlockDiagonalMask
+
+    query_order, key_index, q_lengths, k_lengths = [], [], [], []
+    batch, tokens, key_tokens = queries.shape[0], queries.shape[1], keys.shape[1]
+    for b in range(batch):
+        for query, key in _group_keys(queries[b], keys[b], allowed[b]):
+            query_order.append(query + b * tokens)
+            key_index.append(key + b * key_tokens)
+            q_lengths.append(len(query))
+            k_lengths.append(len(key))
+    query_order = np.concatenate(query_order)
+    inverse = np.argsort(query_order, kind="stable")
+    return (torch.from_numpy(query_order).to(device), torch.from_numpy(np.concatenate(key_index))
+            .to(device), torch.from_numpy(inverse).to(device),
+            BlockDiagonalMask.from_seqlens(q_lengths, k_lengths))
+
+
+def xformers_attention(q, k, v, plan) -> torch.Tensor:
+    import xformers.ops
+
+    query_order, key_index, inverse, bias = plan.packed
+    batch, heads, tokens, dim = q.shape
+
+    def packed(x, index):  # (B, heads, N, d) → (1, len(index), heads, d)
+        return x.transpose(1, 2).flatten(0, 1).index_select(0, index)[None]
+
+    KernelCalls.add()
+    out = xformers.ops.memory_efficient_attention(packed(q, query_order), packed(k, key_index),
+                                                  packed(v, key_index), attn_bias=bias)
+    return out[0].index_select(0, inverse).view(batch, tokens, heads, dim).transpose(1, 2)
+
+
+KERNELS = {"dense": dense_attention, "gather": gather_attention, "flex": flex_attention,
+           "xformers": xformers_attention}
+
+
+def input_aware_attention(q, k, v, plan) -> torch.Tensor:
+    """Attention restricted by the plan's masks, one per batch element."""
+    return KERNELS[plan.backend](q, k, v, plan)

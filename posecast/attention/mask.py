@@ -10,11 +10,13 @@ their groups, so the mask is a small group × group table plus each token's grou
     t_k is the reference frame and r_k = r_q ≠ background (when a reference frame is used);
   and, with `chunk` c > 0, never a frame of a later chunk (block-causal, for the student).
 The reference frame's own tokens see only the reference frame.
+
+The table's last group is EMPTY: it sees nothing and nothing sees it. Key slots that hold no
+token (a student's KV cache before it has filled) carry it, so every shape stays fixed.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,75 +31,56 @@ CROSS_FRAME_REGIONS = (Region.BODY, Region.ARMS, Region.LEFT_HAND, Region.RIGHT_
 
 @dataclass(frozen=True, eq=False)
 class InputAwareMask:
-    """token_groups (N,) int64: each token's group; allowed (G, G) bool: group visibility.
+    """query_groups (Nq,) and key_groups (Nk,) int64: each token's group; allowed (G, G) bool:
+    group visibility, its last row and column (EMPTY) all False.
 
     Groups are numbered frame slot × REGION_COUNT + region, where frame slot 0 is the
-    reference frame when there is one, so sorting tokens by group gives the frame-major,
-    region-sorted order the block layout uses.
-
-    query_start > 0: only tokens from there on are queries (a student's chunk), the ones
-    before are keys only (its KV cache of past frames); see `for_queries_from`.
+    reference frame when there is one, so sorting tokens by group gives a frame-major,
+    region-sorted order in which every group is one contiguous run (what block-sparse kernels
+    need). For self-attention over a window the queries are the keys.
     """
 
-    token_groups: torch.Tensor
+    query_groups: torch.Tensor
+    key_groups: torch.Tensor
     allowed: torch.Tensor
-    query_start: int = 0
-
-    def for_queries_from(self, start: int) -> InputAwareMask:
-        """The same mask with queries restricted to tokens [start:] (keys stay all tokens)."""
-        return InputAwareMask(self.token_groups, self.allowed, start)
 
     @property
-    def tokens(self) -> int:
-        return self.token_groups.numel()
+    def empty_group(self) -> int:
+        return self.allowed.shape[0] - 1
+
+    def for_queries_from(self, start: int) -> InputAwareMask:
+        """The same mask with queries restricted to keys [start:] (a student's chunk: the keys
+        before are its KV cache of past frames)."""
+        return InputAwareMask(self.key_groups[start:], self.key_groups, self.allowed)
 
     def token_mask(self) -> torch.Tensor:
-        """(N − query_start, N) bool: True where the query (row) may attend the key (column)."""
-        queries = self.token_groups[self.query_start:]
-        return self.allowed[queries[:, None], self.token_groups[None, :]]
+        """(Nq, Nk) bool: True where the query (row) may attend the key (column)."""
+        return self.allowed[self.query_groups[:, None], self.key_groups[None, :]]
 
     def density(self) -> float:
         """The fraction of (query, key) token pairs that are attended."""
-        counts = torch.bincount(self.token_groups, minlength=self.allowed.shape[0]).double()
-        return float(counts @ self.allowed.double() @ counts) / self.tokens**2
-
-    @functools.cached_property
-    def gather_plan(self) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
-        """Per group with queries: (its query indices, counted from query_start; the key token
-        indices it may see); and the permutation that puts the groups' concatenated outputs
-        back in query order."""
-        groups = self.token_groups.cpu()
-        present = torch.unique(groups).tolist()
-        members = {g: torch.nonzero(groups == g).flatten() for g in present}
-        queries = torch.unique(groups[self.query_start:]).tolist()
-        allowed = self.allowed.cpu().numpy()  # numpy: 2-D lookups without tensor overhead
-        plan = [(members[g][members[g] >= self.query_start] - self.query_start,
-                 torch.cat([members[h] for h in present if allowed[g, h]])) for g in queries]
-        return plan, torch.argsort(torch.cat([query for query, _ in plan]))
+        groups = self.allowed.shape[0]
+        queries = torch.bincount(self.query_groups, minlength=groups).double()
+        keys = torch.bincount(self.key_groups, minlength=groups).double()
+        return float(queries @ self.allowed.double() @ keys) / (self.query_groups.numel()
+                                                                * self.key_groups.numel())
 
 
-def build_mask(token_regions: np.ndarray, past_frames: np.ndarray,
-               reference_regions: np.ndarray | None = None, chunk: int = 0,
-               background_reach: int = 0,
-               cross_regions: tuple[int, ...] = CROSS_FRAME_REGIONS) -> InputAwareMask:
-    """The mask for a window.
+def group_table(frames: int, past_frames: np.ndarray, reference: bool = False, chunk: int = 0,
+                background_reach: int = 0, cross_regions: tuple[int, ...] = CROSS_FRAME_REGIONS,
+                slots: int | None = None) -> np.ndarray:
+    """allowed (G, G) bool over groups slot × REGION_COUNT + region, plus EMPTY last.
 
-    token_regions (T, rows, cols) Region labels (pose.regions.token_regions); past_frames
-    (T, K) indices of each frame's most similar past frames, −1 for none
-    (pose.similarity.most_similar_past_frames); reference_regions (rows, cols) labels of a
-    leading reference frame, or None. Tokens are ordered (reference frame,) then frame-major,
-    row-major, as the denoiser lays them out.
+    The window's `frames` frames take the last frame slots of `slots` (default: as many as
+    there are frames, after the reference slot when `reference`), so a fixed `slots` gives a
+    table of one shape whatever the window's length. past_frames (frames, K): indices (within
+    the window) of each frame's most similar past frames, −1 for none.
     """
-    frames = token_regions.shape[0]
-    offset = 0 if reference_regions is None else 1
-    slots = frames + offset
-    labels = token_regions.reshape(frames, -1).astype(np.int64)
-    slot_of_frame = np.arange(frames) + offset
-    groups = (slot_of_frame[:, None] * REGION_COUNT + labels).reshape(-1)
-    if reference_regions is not None:
-        groups = np.concatenate([reference_regions.reshape(-1).astype(np.int64), groups])
-
-    # allowed[slot_q, region_q, slot_k, region_k]
+    offset = 1 if reference else 0
+    slots = frames + offset if slots is None else slots
+    first = slots - frames  # slot of the window's frame 0
+    if first < offset:
+        raise ValueError(f"{frames} frames do not fit {slots} slots")
     allowed = np.zeros((slots, REGION_COUNT, slots, REGION_COUNT), bool)
     allowed[np.arange(slots), :, np.arange(slots), :] = True  # inside a frame
     cross = np.zeros(REGION_COUNT, bool)
@@ -108,35 +91,74 @@ def build_mask(token_regions: np.ndarray, past_frames: np.ndarray,
     for t in range(frames):
         for k in past_frames[t]:
             if 0 <= k < t:
-                allowed[t + offset, :, k + offset, :] |= same_region
+                allowed[first + t, :, first + k, :] |= same_region
         for k in range(max(0, t - background_reach), t):
-            allowed[t + offset, :, k + offset, :] |= background
-        if reference_regions is not None:
-            allowed[t + offset, :, 0, :] |= np.diag(np.arange(REGION_COUNT) != Region.BACKGROUND)
+            allowed[first + t, :, first + k, :] |= background
+        if reference:
+            allowed[first + t, :, 0, :] |= np.diag(np.arange(REGION_COUNT) != Region.BACKGROUND)
     if chunk > 0:
         chunk_of = np.arange(frames) // chunk
         later = chunk_of[None, :] > chunk_of[:, None]  # (t_q, t_k)
-        allowed[offset:, :, offset:, :] &= ~later[:, None, :, None]
-    return InputAwareMask(torch.from_numpy(groups),
-                          torch.from_numpy(allowed.reshape(slots * REGION_COUNT, -1)))
+        allowed[first:, :, first:, :] &= ~later[:, None, :, None]
+    table = np.zeros((slots * REGION_COUNT + 1,) * 2, bool)  # + EMPTY
+    table[:-1, :-1] = allowed.reshape(slots * REGION_COUNT, -1)
+    return table
+
+
+def token_groups(token_regions: np.ndarray, first_slot: int) -> np.ndarray:
+    """(T, rows, cols) Region labels of frames in slots first_slot… → (T·rows·cols,) groups."""
+    frames = token_regions.shape[0]
+    slot = (np.arange(frames) + first_slot)[:, None]
+    return (slot * REGION_COUNT + token_regions.reshape(frames, -1)).reshape(-1).astype(np.int64)
+
+
+def build_mask(token_regions: np.ndarray, past_frames: np.ndarray,
+               reference_regions: np.ndarray | None = None, chunk: int = 0,
+               background_reach: int = 0,
+               cross_regions: tuple[int, ...] = CROSS_FRAME_REGIONS) -> InputAwareMask:
+    """The self-attention mask of a window.
+
+    token_regions (T, rows, cols) Region labels (pose.regions.token_regions); past_frames
+    (T, K) indices of each frame's most similar past frames, −1 for none
+    (pose.similarity.most_similar_past_frames); reference_regions (rows, cols) labels of a
+    leading reference frame, or None. Tokens are ordered (reference frame,) then frame-major,
+    row-major, as the denoiser lays them out.
+    """
+    frames = token_regions.shape[0]
+    reference = reference_regions is not None
+    groups = token_groups(token_regions, 1 if reference else 0)
+    if reference:
+        groups = np.concatenate([token_groups(reference_regions[None], 0), groups])
+    table = group_table(frames, past_frames, reference, chunk, background_reach, cross_regions)
+    groups = torch.from_numpy(groups)
+    return InputAwareMask(groups, groups, torch.from_numpy(table))
+
+
+def window_regions(poses, config) -> np.ndarray:
+    """(T, rows, cols) token Region labels of poses (Keypoints in model-frame pixels)."""
+    from posecast.pose.regions import token_regions
+
+    rows, cols = config.token_grid
+    return token_regions(poses, rows, cols, dilate_tokens=config.region_dilation)
+
+
+def past_frames(poses, k_frames: int) -> np.ndarray:
+    """(T, K) each frame's K most pose-similar earlier frames of the window, −1 for none."""
+    from posecast.pose.similarity import most_similar_past_frames, pose_distance_matrix
+
+    return most_similar_past_frames(pose_distance_matrix(poses), k_frames)
 
 
 def mask_for_window(poses, config, reference_keypoints=None) -> InputAwareMask:
     """The mask of one window from its poses (Keypoints in model-frame pixels).
 
     `config` (a DenoiserConfig) gives the token grid, K, dilation, background reach and
-    block-causal chunk size; with
-    `config.reference_frame`, the reference frame's regions come from `reference_keypoints`
-    (the portrait's), else from the window's first pose.
+    block-causal chunk size; with `config.reference_frame`, the reference frame's regions come
+    from `reference_keypoints` (the portrait's), else from the window's first pose.
     """
-    from posecast.pose.regions import token_regions
-    from posecast.pose.similarity import most_similar_past_frames, pose_distance_matrix
-
-    rows, cols = config.token_grid
-    regions = token_regions(poses, rows, cols, dilate_tokens=config.region_dilation)
-    past = most_similar_past_frames(pose_distance_matrix(poses), config.k_frames)
     reference = None
     if config.reference_frame:
         source = reference_keypoints if reference_keypoints is not None else poses[0]
-        reference = token_regions(source, rows, cols, dilate_tokens=config.region_dilation)[0]
-    return build_mask(regions, past, reference, config.chunk, config.background_reach)
+        reference = window_regions(source, config)[0]
+    return build_mask(window_regions(poses, config), past_frames(poses, config.k_frames),
+                      reference, config.chunk, config.background_reach)

@@ -1,22 +1,24 @@
-"""Input-aware attention against dense SDPA at the token counts of real windows.
+"""Input-aware attention: its backends checked against an exact oracle, and timed against
+dense SDPA at the token counts of real windows.
 
 Masks come from a real keypoint sequence (by default examples/astronaut_poses.npz, extracted
 with `posecast keypoints` from a clip made of the example portrait), fitted to a square frame
-of grid × grid tokens. The error is measured against exact masked attention in fp32 on a
-sample of query rows (a dense N × N mask does not fit memory at 147k tokens).
+of grid × grid tokens. Timings include sorting q, k, v into the plan's group order and the
+output back (the denoiser does that once per pass, not per layer, so this overstates it).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from posecast.attention.backends import block_mask_from_layout, gather_attention
-from posecast.attention.layout import build_layout
-from posecast.attention.mask import build_mask
+from posecast.attention.backends import flex_attention, input_aware_attention, xformers_available
+from posecast.attention.mask import InputAwareMask, build_mask
+from posecast.attention.plan import AttentionPlan
 from posecast.pose.framing import fit_box, fit_keypoints
 from posecast.pose.keypoints import Keypoints
 from posecast.pose.regions import token_regions
@@ -28,7 +30,7 @@ class AttentionTiming:
     tokens: int
     k_frames: int
     density: float  # attended fraction of token pairs
-    block_density: float  # kept fraction of blocks in the layout
+    block_density: float  # kept fraction of blocks (flex), 1 for other backends
     dense_forward_ms: float
     sparse_forward_ms: float
     dense_backward_ms: float | None  # forward + backward
@@ -36,7 +38,8 @@ class AttentionTiming:
     max_error: float
 
 
-def window_mask(poses: Keypoints, frames: int, grid: int, k_frames: int, dilate_tokens: int = 1):
+def window_mask(poses: Keypoints, frames: int, grid: int, k_frames: int, dilate_tokens: int = 1,
+                chunk: int = 0) -> InputAwareMask:
     """The input-aware mask of the first `frames` poses (repeated if fewer) on a grid²."""
     index = [min(i, len(poses) - 1) for i in range(frames)]
     window = Keypoints.concatenate([poses[i] for i in index])
@@ -44,7 +47,7 @@ def window_mask(poses: Keypoints, frames: int, grid: int, k_frames: int, dilate_
     fitted = fit_keypoints(window, fit_box(poses.width, poses.height, side, side))
     regions = token_regions(fitted, grid, grid, dilate_tokens=dilate_tokens)
     past = most_similar_past_frames(pose_distance_matrix(fitted), k_frames)
-    return build_mask(regions, past)
+    return build_mask(regions, past, chunk=chunk)
 
 
 def _timed(fn, device: torch.device, repeats: int) -> float:
@@ -59,39 +62,48 @@ def _timed(fn, device: torch.device, repeats: int) -> float:
     return (time.perf_counter() - started) / repeats * 1000
 
 
-def _reference_rows(q, k, v, mask, rows: torch.Tensor) -> torch.Tensor:
-    """Exact masked attention in fp32 for the query rows `rows` → (1, heads, len(rows), d)."""
-    groups = mask.token_groups.to(q.device)
-    allowed = mask.allowed.to(q.device)[groups[rows]][:, groups]  # (rows, N)
-    scores = q[:, :, rows].float() @ k.float().transpose(-1, -2) / q.shape[-1] ** 0.5
-    scores = scores.masked_fill(~allowed, float("-inf"))
-    return torch.softmax(scores, dim=-1) @ v.float()
+def oracle(q, k, v, mask: InputAwareMask) -> torch.Tensor:
+    """Exact masked attention in float64 on the CPU, (1, heads, Nq, d); differentiable."""
+    q, k, v = (x.cpu().double() for x in (q, k, v))
+    scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+    scores = scores.masked_fill(~mask.token_mask(), float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def _oracle_rows(q, k, v, mask: InputAwareMask, rows: torch.Tensor) -> torch.Tensor:
+    """The oracle for query rows `rows` only (a dense N × N mask does not fit at 147k)."""
+    sub = InputAwareMask(mask.query_groups[rows.cpu()], mask.key_groups, mask.allowed)
+    return oracle(q[:, :, rows].detach(), k.detach(), v.detach(), sub)
+
+
+def _block_density(plan: AttentionPlan) -> float:
+    if plan.block_mask is None:
+        return 1.0
+    kv, full = plan.block_mask.kv_num_blocks, plan.block_mask.full_kv_num_blocks
+    key_blocks = plan.block_mask.kv_indices.shape[-1]
+    return float((kv.sum() + full.sum()) / (kv.numel() * key_blocks))
 
 
 def time_attention(poses: Keypoints, frames: int, grid: int, k_frames: int, heads: int,
                    head_dim: int, device: torch.device, block_size: int = 128,
-                   repeats: int = 10, backward: bool = True) -> AttentionTiming:
-    from posecast.attention.backends import _compiled_flex
-
+                   repeats: int = 10, backward: bool = True,
+                   backend: str = "auto") -> AttentionTiming:
+    """Dense SDPA against the input-aware backend (auto: flex on CUDA, gather on the CPU)."""
     mask = window_mask(poses, frames, grid, k_frames)
-    tokens = mask.tokens
+    plan = AttentionPlan.for_windows([mask], backend, device, block_size)
+    order = plan.order[0]
+    inverse = torch.argsort(order)
+    tokens = mask.query_groups.numel()
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    backward = backward and not (device.type == "cpu" and plan.backend == "flex")
     g = torch.Generator(device="cpu").manual_seed(0)
     q, k, v = (torch.randn(1, heads, tokens, head_dim, generator=g).to(device, dtype)
                .requires_grad_(backward) for _ in range(3))
-    layout = build_layout(mask, block_size)
-    if device.type == "cuda":
-        layout = layout.to(device)
-        block_mask = block_mask_from_layout(layout, device)
-        flex = _compiled_flex()
 
-        def sparse():
-            out = flex(layout.permute(q), layout.permute(k), layout.permute(v),
-                       block_mask=block_mask)
-            return layout.unpermute(out)
-    else:  # the CPU path (FlexAttention has no compiled backward on the CPU)
-        def sparse():
-            return gather_attention(q, k, v, mask)
+    def sparse():  # token order in and out, as a layer without the model's sorting would
+        out = input_aware_attention(q.index_select(2, order), k.index_select(2, order),
+                                    v.index_select(2, order), plan)
+        return out.index_select(2, inverse)
 
     def dense():
         return F.scaled_dot_product_attention(q, k, v)
@@ -103,11 +115,88 @@ def time_attention(poses: Keypoints, frames: int, grid: int, k_frames: int, head
         dense_forward = _timed(dense, device, repeats)
         sparse_forward = _timed(sparse, device, repeats)
         rows = torch.randperm(tokens, generator=g)[:256].to(device)
-        error = (sparse()[:, :, rows].float() - _reference_rows(q, k, v, mask, rows)).abs().max()
+        error = (sparse()[:, :, rows].double().cpu() - _oracle_rows(q, k, v, mask, rows)).abs()
     dense_backward = sparse_backward = None
     if backward:
         dense_backward = _timed(with_backward(dense), device, repeats)
         sparse_backward = _timed(with_backward(sparse), device, repeats)
-    return AttentionTiming(tokens, k_frames, mask.density(), layout.block_density(),
+    return AttentionTiming(tokens, k_frames, mask.density(), _block_density(plan),
                            dense_forward, sparse_forward, dense_backward, sparse_backward,
-                           float(error))
+                           float(error.max()))
+
+
+# ---------------------------------------------------------------------------- --check
+
+
+@dataclass(frozen=True)
+class CheckCase:
+    backend: str
+    mode: str  # "compiled" | "eager" | "-" (not a compiled kernel)
+    queries: str  # "all" (a whole window) | "cache" (a chunk against its KV cache)
+    direction: str  # "forward" | "backward"
+    mask: str  # "random" | "pose"
+    max_err: float
+    ok: bool
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
+def check_masks(poses: Keypoints, seed: int = 0) -> dict[tuple[str, str], InputAwareMask]:
+    """(mask kind, queries) → a small mask: random regions and pose-derived, each over a whole
+    window (all tokens query) and as a student chunk whose queries are its last 2 frames
+    (the ones before are its KV cache). 6 frames of 8 × 8 tokens."""
+    from posecast.attention.mask import REGION_COUNT
+
+    rng = np.random.default_rng(seed)
+    frames, grid, k, chunk = 6, 8, 2, 2
+    regions = rng.integers(0, REGION_COUNT, (frames, grid, grid))
+    past = np.full((frames, k), -1)
+    for t in range(1, frames):
+        chosen = rng.permutation(t)[:k]
+        past[t, :len(chosen)] = chosen
+    masks = {"random": build_mask(regions, past, chunk=chunk),
+             "pose": window_mask(poses, frames, grid, k, chunk=chunk)}
+    start = (frames - chunk) * grid * grid
+    return {**{(kind, "all"): m for kind, m in masks.items()},
+            **{(kind, "cache"): m.for_queries_from(start) for kind, m in masks.items()}}
+
+
+def check_backends(poses: Keypoints, device: torch.device, tolerance: float | None = None
+                   ) -> list[CheckCase]:
+    """Every backend available on `device` against the float64 oracle, in fp32: the dense
+    backend, gather, flex compiled and eager (FlexAttention has no backward on the CPU), and
+    xformers when installed (CUDA). Masks in token order, so the kernels see unsorted groups
+    too (the harder case for the block tables)."""
+    tolerance = tolerance or (1e-4 if device.type == "cpu" else 2e-3)
+    variants = [("dense", "-"), ("gather", "-"), ("flex", "compiled"), ("flex", "eager")]
+    if device.type == "cuda" and xformers_available():
+        variants.append(("xformers", "-"))
+    cases = []
+    for (kind, queries), mask in check_masks(poses).items():
+        g = torch.Generator().manual_seed(len(kind) + len(queries))
+        nq, nk = mask.query_groups.numel(), mask.key_groups.numel()
+        q = torch.randn(1, 4, nq, 16, generator=g, requires_grad=True)
+        k, v = (torch.randn(1, 4, nk, 16, generator=g, requires_grad=True) for _ in range(2))
+        expected = oracle(q, k, v, mask)
+        weights = torch.randn(expected.shape, generator=g, dtype=torch.float64)
+        expected_grads = torch.autograd.grad((expected * weights).sum(), (q, k, v))
+        expected = expected.detach()
+        for backend, mode in variants:
+            plan = AttentionPlan([mask], backend, device, block_size=16)
+            backward = not (backend == "flex" and device.type == "cpu")
+            leaves = [x.detach().to(device).requires_grad_(backward) for x in (q, k, v)]
+            if backend == "flex":
+                out = flex_attention(*leaves, plan, compiled=mode == "compiled")
+            else:
+                out = input_aware_attention(*leaves, plan)
+            error = float((out.detach().double().cpu() - expected).abs().max())
+            cases.append(CheckCase(backend, mode, queries, "forward", kind, error,
+                                   error <= tolerance))
+            if backward:
+                grads = torch.autograd.grad((out.double() * weights.to(device)).sum(), leaves)
+                error = max(float((a.double().cpu() - b).abs().max())
+                            for a, b in zip(grads, expected_grads, strict=True))
+                cases.append(CheckCase(backend, mode, queries, "backward", kind, error,
+                                       error <= tolerance))
+    return cases

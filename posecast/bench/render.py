@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch._dynamo
 
 from posecast.bench.teacher import random_codec
 from posecast.generate import Conditions, decode_frames, sample_latents
@@ -33,7 +34,7 @@ class PipelineTiming:
     denoise_s: float
     decode_s: float
     total_s: float  # pose maps + denoise + decode, I/O excluded
-    with_io_s: float  # the same run again, streaming into an MP4 with audio
+    with_io_s: float | None  # the same run again, streaming into an MP4 with audio
     first_frame_s: float | None  # student: start → first decoded frame (I/O excluded)
 
     def fps(self, seconds: float) -> float:
@@ -77,51 +78,68 @@ def _sync(device: torch.device) -> None:
 
 
 def time_teacher_render(model: Denoiser, codec, reference: torch.Tensor, poses: Keypoints,
-                        clip: AudioClip, fps: float, steps: int, cfg: float) -> PipelineTiming:
+                        steps: int, cfg: float) -> PipelineTiming:
+    """The teacher per frame from one window: one denoising step of its first window (CFG's
+    branches as one batch) timed and multiplied by `steps`, plus decoding that window. The
+    real sampler fuses overlapping windows, so a long video costs it somewhat more per frame;
+    this keeps the bench short at real sizes."""
     config, device = model.config, next(model.parameters()).device
+    window = poses[:min(len(poses), config.window)]
+    maps = torch.from_numpy(render_pose_maps(window, config.height, config.width))
+    conditions = Conditions(reference, maps.permute(0, 3, 1, 2).contiguous(), window)
 
-    def run(sink: Callable | None) -> tuple[float, float, float]:
-        _sync(device)
-        started = time.perf_counter()
-        maps = torch.from_numpy(render_pose_maps(poses, config.height, config.width))
-        conditions = Conditions(reference, maps.permute(0, 3, 1, 2).contiguous(), poses)
-        latents = sample_latents(model, codec, conditions, steps, cfg, seed=0,
-                                 method=config.sampler.method)
-        _sync(device)
-        denoised = time.perf_counter()
-        for frame in decode_frames(codec, latents):
-            if sink is not None:
-                sink(frame)
-        _sync(device)
-        done = time.perf_counter()
-        return denoised - started, done - denoised, done - started
+    def one_step() -> torch.Tensor:
+        return sample_latents(model, codec, conditions, 1, cfg, seed=0,
+                              method=config.sampler.method)
 
-    maps = torch.from_numpy(render_pose_maps(poses, config.height, config.width))
-    warm_up = Conditions(reference, maps.permute(0, 3, 1, 2).contiguous(), poses)
-    sample_latents(model, codec, warm_up, 2, cfg, seed=0)  # kernels, allocator, caches
-    denoise, decode, total = run(None)
-    with tempfile.TemporaryDirectory() as folder, \
-            write_mp4(Path(folder) / "teacher.mp4", fps=fps, audio=clip) as mp4:
-        started = time.perf_counter()
-        run(mp4.write)
-    with_io = time.perf_counter() - started
-    return PipelineTiming("teacher", len(poses), denoise, decode, total, with_io, None)
+    one_step()  # warm-up: kernels, allocator, compiled attention
+    _sync(device)
+    started = time.perf_counter()
+    latents = one_step()
+    _sync(device)
+    step = time.perf_counter() - started
+    started = time.perf_counter()
+    for _ in decode_frames(codec, latents):
+        pass
+    _sync(device)
+    decode = time.perf_counter() - started
+    per_frame = len(window)
+    frames = len(poses)
+    denoise = steps * step / per_frame * frames
+    decode = decode / per_frame * frames
+    return PipelineTiming("teacher", frames, denoise, decode, denoise + decode, None, None)
+
+
+@dataclass(frozen=True)
+class StreamingCounts:
+    chunks: int
+    passes_per_chunk: int  # denoising steps + the cache pass
+    layers: int
+    attention_calls_per_chunk: float  # kernel launches, counted in an eager run
+    recompiles: int  # graphs compiled after the warm-up (0 when nothing is compiled)
 
 
 def time_student_render(model: Denoiser, codec, reference: torch.Tensor, poses: Keypoints,
                         clip: AudioClip, fps: float, steps: int | None, repeats: int = 3,
-                        profile: Path | None = None) -> PipelineTiming:
-    """I/O excluded: the median of `repeats` runs (after a warm-up run). `profile`: also run
-    once under torch.profiler and write its operator table (where the time goes) there."""
+                        profile: Path | None = None, compile: bool = False
+                        ) -> tuple[PipelineTiming, StreamingCounts]:
+    """I/O excluded: the median of `repeats` runs (after an eager run that counts attention
+    calls, and with `compile` a compiled warm-up run). `profile`: also run once under
+    torch.profiler and write its operator table (where the time goes) there."""
+    from posecast.attention.backends import KernelCalls
+    from posecast.render import compile_student
+
     device = next(model.parameters()).device
     frames, timesteps = len(poses), student_timesteps(model, steps)
+    network = model
 
     def run(sink: Callable | None) -> tuple[float, float, float, float]:
         denoise = decode = 0.0
         first = None
         _sync(device)
         started = tick = time.perf_counter()
-        for start, latents in chunk_latents(model, codec, reference, poses, timesteps):
+        for start, latents in chunk_latents(model, codec, reference, poses, timesteps,
+                                            network=network):
             _sync(device)
             tock = time.perf_counter()
             with torch.no_grad():
@@ -136,8 +154,18 @@ def time_student_render(model: Denoiser, codec, reference: torch.Tensor, poses: 
             tick = time.perf_counter()
         return denoise, decode, time.perf_counter() - started, first
 
-    run(None)  # warm-up: kernels, allocator, compiled attention
+    chunks = -(-frames // model.config.chunk)
+    before = KernelCalls.count
+    run(None)  # eager: kernels, allocator, compiled attention kernels; counts the calls
+    calls = (KernelCalls.count - before) / chunks
+    graphs = 0
+    if compile:
+        network = compile_student(model)
+        run(None)  # compiles (and on CUDA captures) every graph the render uses
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     runs = sorted((run(None) for _ in range(repeats)), key=lambda timing: timing[2])
+    recompiles = torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs if compile \
+        else 0
     denoise, decode, total, first = runs[len(runs) // 2]
     if profile is not None:
         activities = [torch.profiler.ProfilerActivity.CPU]
@@ -152,4 +180,6 @@ def time_student_render(model: Denoiser, codec, reference: torch.Tensor, poses: 
         started = time.perf_counter()
         run(mp4.write)
     with_io = time.perf_counter() - started
-    return PipelineTiming("student", frames, denoise, decode, total, with_io, first)
+    counts = StreamingCounts(chunks, len(timesteps) - 1 + 1, model.config.depth, calls,
+                             recompiles)
+    return PipelineTiming("student", frames, denoise, decode, total, with_io, first), counts

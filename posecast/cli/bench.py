@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -69,26 +71,55 @@ def bench_attention(
     k_frames: Annotated[str, typer.Option(help="K values, comma-separated.")] = "1,2,4,8",
     heads: Annotated[int, typer.Option(help="Attention heads.")] = 12,
     head_dim: Annotated[int, typer.Option(help="Channels per head.")] = 128,
-    block_size: Annotated[int, typer.Option(help="Layout block size (64 or 128).")] = 128,
+    block_size: Annotated[int, typer.Option(help="Block size of the flex tables (64 or 128).")]
+    = 128,
     repeats: Annotated[int, typer.Option(help="Timed repetitions after one warm-up.", min=1)]
     = 10,
     backward: Annotated[bool, typer.Option(help="Also time forward + backward.")] = True,
+    attention_backend: Annotated[str, typer.Option(
+        help="The sparse backend to time: auto (flex on CUDA, gather on the CPU), gather, "
+        "flex, xformers or dense.")] = "auto",
+    check: Annotated[bool, typer.Option(
+        help="Instead of timing: run every backend available here (dense, gather, flex "
+        "compiled and eager, xformers when installed) on random and pose-derived masks, whole "
+        "windows and cached chunks, forward and backward, against an exact float64 oracle; "
+        "exit 1 if any differs beyond tolerance.")] = False,
+    json_output: Annotated[bool, typer.Option(
+        "--json", help="With --check: print the result as JSON on stdout.")] = False,
     device: Device = "auto",
 ) -> None:
-    """Dense SDPA against input-aware sparse attention (flex on CUDA, gather on CPU).
+    """Dense SDPA against input-aware sparse attention, or (--check) every backend against an
+    exact oracle.
 
-    [bold]Example[/bold] (on a GPU)
+    [bold]Examples[/bold]
 
-      posecast bench attention --grids 32,48,96 --k-frames 1,2,4,8
+      posecast bench attention --grids 32,48,96 --k-frames 1,2,4,8     (on a GPU)
+
+      posecast bench attention --check --json
     """
-    from pathlib import Path
-
-    from posecast.bench.attention import time_attention
+    from posecast.bench.attention import check_backends, time_attention
     from posecast.pose.keypoints import Keypoints
 
     source = Path(poses) if poses else EXAMPLES / "astronaut_poses.npz"
     keypoints = Keypoints.load(source)
     torch_device = pick_device(device)
+    if check:
+        cases = check_backends(keypoints, torch_device)
+        ok = all(case.ok for case in cases)
+        if json_output:
+            print(json.dumps({"ok": ok, "device": str(torch_device),
+                              "cases": [case.as_json() for case in cases]}))
+        else:
+            table = Table(title=f"attention backends against the oracle · {torch_device}")
+            for column in ("backend", "mode", "queries", "direction", "mask", "max err", "ok"):
+                table.add_column(column, justify="right")
+            for case in cases:
+                table.add_row(case.backend, case.mode, case.queries, case.direction, case.mask,
+                              f"{case.max_err:.1e}", "yes" if case.ok else "[red]NO[/red]")
+            console.print(table)
+        if not ok:
+            raise typer.Exit(1)
+        return
     table = Table(title=f"attention · {frames} frames · {heads}×{head_dim} · blocks of "
                   f"{block_size} · {torch_device}")
     for column in ("tokens", "K", "density", "blocks kept", "dense fwd ms", "sparse fwd ms",
@@ -97,7 +128,7 @@ def bench_attention(
     for grid in (int(g) for g in grids.split(",")):
         for k in (int(k) for k in k_frames.split(",")):
             t = time_attention(keypoints, frames, grid, k, heads, head_dim, torch_device,
-                               block_size, repeats, backward)
+                               block_size, repeats, backward, attention_backend)
             table.add_row(
                 str(t.tokens), str(k), f"{t.density:.3f}", f"{t.block_density:.3f}",
                 f"{t.dense_forward_ms:.2f}", f"{t.sparse_forward_ms:.2f}",
@@ -129,6 +160,14 @@ def bench_render(
     student_attention: Annotated[str, typer.Option(
         help="With random weights: the student's attention, input_aware or dense.")]
     = "input_aware",
+    attention_backend: Annotated[str | None, typer.Option(
+        help="The student's input-aware backend: flex, gather, dense or xformers (default: "
+        "the model's, auto = flex on CUDA, gather on the CPU).")] = None,
+    compile: Annotated[bool | None, typer.Option(
+        "--compile/--no-compile", help="Compile the student's chunk step (CUDA graphs on "
+        "CUDA). Default: on CUDA only.")] = None,
+    json_output: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON object on stdout instead of the table.")] = False,
     portrait_keypoints_file: Annotated[Path | None, typer.Option(
         "--portrait-keypoints", help="The portrait's keypoints (.npz, one frame). Default: "
         "examples/astronaut_keypoints.npz, extracted once with `posecast keypoints`, so the "
@@ -148,6 +187,7 @@ def bench_render(
 
       posecast bench render --model student/ --teacher teacher/ --seconds 8
     """
+    from posecast.attention.backends import resolve_backend
     from posecast.bench.render import bench_codec, time_student_render, time_teacher_render
     from posecast.config import preset as make_preset
     from posecast.errors import UsageError
@@ -172,9 +212,11 @@ def bench_render(
     else:
         teacher_model = Denoiser(make_preset(preset) if model is None else
                                  student.config.replace(chunk=0, attention="dense"))
+    if attention_backend is not None:
+        student.config = student.config.replace(attention_backend=attention_backend)
     dtype = torch.bfloat16 if torch_device.type == "cuda" else torch.float32
     random = model is None
-    student = student.to(torch_device, dtype if random else torch.float32).eval()
+    student = student.to(torch_device, dtype).eval()  # bf16 on CUDA, as `render` runs it
     teacher_model = teacher_model.to(torch_device, dtype if teacher is None else
                                      torch.float32).eval()
     config = student.config
@@ -191,16 +233,40 @@ def bench_render(
     reference = torch.from_numpy(crop_resize(image, box)).permute(2, 0, 1)[None].float()
     reference = (reference / 127.5 - 1).to(torch_device)
 
-    rows = [time_student_render(student, bench_codec(student, torch_device, True, random),
-                                reference, fitted, clip, fps, steps, profile=profile)]
+    timing, counts = time_student_render(
+        student, bench_codec(student, torch_device, True, random), reference, fitted, clip, fps,
+        steps, profile=profile, compile=torch_device.type == "cuda" if compile is None
+        else compile)
+    rows = [timing]
     if not skip_teacher:
         rows.insert(0, time_teacher_render(
             teacher_model, bench_codec(teacher_model, torch_device, False, teacher is None),
-            reference, fitted, clip, fps, teacher_steps, cfg))
+            reference, fitted, teacher_steps, cfg))
     device_name = torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" \
         else "cpu"
+    if json_output:
+        summary = {"fps": timing.fps(timing.total_s), "denoise_fps": timing.fps(timing.denoise_s),
+                   "decode_fps": timing.fps(timing.decode_s),
+                   "fps_with_io": timing.fps(timing.with_io_s),
+                   "first_frame_s": timing.first_frame_s, "frames": timing.frames,
+                   "steps": steps or config.sampler.steps, "attention": config.attention,
+                   "attention_backend": resolve_backend(config.attention_backend,
+                                                        torch_device),
+                   "size": f"{config.width}x{config.height}", "device": device_name,
+                   **dataclasses.asdict(counts)}
+        if len(rows) == 2:
+            teacher_fps = rows[0].fps(rows[0].total_s)
+            summary = {"student": summary, "teacher": {
+                "fps": teacher_fps, "denoise_fps": rows[0].fps(rows[0].denoise_s),
+                "decode_fps": rows[0].fps(rows[0].decode_s), "steps": teacher_steps,
+                "cfg": cfg}, "teacher_fps": teacher_fps,
+                "ratio": summary["fps"] / teacher_fps}
+        print(json.dumps(summary))
+        return
+    backend = f" ({resolve_backend(config.attention_backend, torch_device)})" \
+        if config.attention == "input_aware" else ""
     table = Table(title=f"render · {config.width}x{config.height} · {len(fitted)} frames "
-                  f"({clip.duration:.1f} s) · student attention {config.attention} · "
+                  f"({clip.duration:.1f} s) · student attention {config.attention}{backend} · "
                   f"{device_name}")
     for column in ("pipeline", "steps", "denoise FPS", "decode FPS", "FPS (no I/O)",
                    "FPS (with I/O)", "first frame s"):
@@ -210,10 +276,14 @@ def bench_render(
             str(steps or config.sampler.steps)
         table.add_row(row.name, row_steps, f"{row.fps(row.denoise_s):.2f}",
                       f"{row.fps(row.decode_s):.1f}", f"{row.fps(row.total_s):.2f}",
-                      f"{row.fps(row.with_io_s):.2f}",
+                      "-" if row.with_io_s is None else f"{row.fps(row.with_io_s):.2f}",
                       "-" if row.first_frame_s is None else f"{row.first_frame_s:.3f}")
     console.print(table)
+    console.print(f"student: {counts.chunks} chunks of {counts.passes_per_chunk} passes × "
+                  f"{counts.layers} layers, {counts.attention_calls_per_chunk:.0f} attention "
+                  f"calls per chunk, {counts.recompiles} recompiles after warm-up",
+                  highlight=False)
     if len(rows) == 2:
         console.print(f"student / teacher (no I/O): "
-                      f"{rows[1].fps(rows[1].total_s) / rows[0].fps(rows[0].total_s):.1f}x",
-                      highlight=False)
+                      f"{rows[1].fps(rows[1].total_s) / rows[0].fps(rows[0].total_s):.1f}x "
+                      "(the teacher timed per frame from one window)", highlight=False)

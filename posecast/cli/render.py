@@ -114,6 +114,10 @@ def render_command(
         "--json", help="Print a JSON summary on stdout (messages go to stderr).")] = False,
     warn_minutes: Annotated[float, typer.Option(
         help="Warn (then render anyway) when the audio is longer than this.", min=0.0)] = 10.0,
+    compile: Annotated[bool | None, typer.Option(
+        "--compile/--no-compile", help="Compile the student's chunk step (CUDA graphs on CUDA; "
+        "the warm-up before the first frame pays for it). Default: on CUDA only.",
+        show_default=False)] = None,
     device: Device = "auto",
     overwrite: Overwrite = False,
 ) -> None:
@@ -159,7 +163,10 @@ def render_command(
             if size is not None:
                 config = load_config(source)
                 shape = parse_size(size, config.codec.downsample * config.patch_size)
-            renderers[source] = Renderer(source, torch_device, size=shape, steps=steps)
+            renderers[source] = Renderer(source, torch_device, size=shape, steps=steps,
+                                         compile=compile,
+                                         on_warning=lambda text: say.print(text,
+                                                                           highlight=False))
         return renderers[source]
 
     results = []

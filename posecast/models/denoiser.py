@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from posecast.attention import attend
+from posecast.attention.plan import AttentionPlan
 from posecast.config import DenoiserConfig
 from posecast.models.kv_cache import KVCache
 
@@ -37,8 +38,9 @@ def timestep_embedding(t: torch.Tensor, dim: int = 256) -> torch.Tensor:
 def rope_3d(frames: torch.Tensor, rows: int, cols: int, head_dim: int,
             device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotary tables for tokens ordered (frame, row, col); `frames` holds each frame's time
-    position. The head dimension is split into (time, row, col) parts of even size.
-    Returns cos, sin of shape (N, head_dim / 2)."""
+    position. The head dimension is split into (time, row, col) parts of even size, and
+    channel pairs (2i, 2i+1) rotate by one angle. Returns cos and signed sin, each (N, head_dim):
+    cos repeated per pair, sin as (−sin, +sin) per pair (see apply_rope)."""
     part = 2 * (head_dim // 6)
     sizes = (head_dim - 2 * part, part, part)
     t = frames.to(device).float()[:, None, None].expand(-1, rows, cols)
@@ -48,15 +50,17 @@ def rope_3d(frames: torch.Tensor, rows: int, cols: int, head_dim: int,
     for position, size in zip((t, y, x), sizes, strict=True):
         freqs = 1.0 / (10_000 ** (torch.arange(0, size, 2, device=device).float() / size))
         angles.append(position.reshape(-1, 1) * freqs[None])
-    angles = torch.cat(angles, dim=-1)  # (N, head_dim / 2)
-    return angles.cos(), angles.sin()
+    angles = torch.cat(angles, dim=-1).repeat_interleave(2, dim=-1)  # (N, head_dim)
+    sign = torch.tensor([-1.0, 1.0], device=device).repeat(head_dim // 2)
+    return angles.cos(), angles.sin() * sign
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (x[2i], x[2i+1]) of (B, heads, N, d) by the per-token angles."""
-    x1, x2 = x.float()[..., 0::2], x.float()[..., 1::2]
-    rotated = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
-    return rotated.flatten(-2).to(x.dtype)
+    """Rotate pairs (x[2i], x[2i+1]) of (B, heads, N, d) by the per-token angles:
+    (x₁ cos − x₂ sin, x₁ sin + x₂ cos), written as x·cos + swap(x)·sin with the pair's
+    channels swapped (pointwise, so compilers keep it one (B, heads, N, d) buffer)."""
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    return (x.float() * cos + swapped.float() * sin).to(x.dtype)
 
 
 class SelfAttention(nn.Module):
@@ -88,26 +92,23 @@ class SelfAttention(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-                layout=None, cache: KVCache | None = None, commit_frames: int = 0
+                layout=None, cache: KVCache | None = None, commit: bool = False
                 ) -> torch.Tensor:
         batch, tokens, dim = x.shape
         q, k, v = self._rotated(x, rope, slice(0, 3))
         if cache is not None:
-            if commit_frames:  # the clean chunk joins the cache (read below sees the old one)
-                cache_before = cache.read(self.index, k, v)
-                cache.store(self.index, k, v, commit_frames)
-                k, v = cache_before
-            else:
-                k, v = cache.read(self.index, k, v)
-        out = attend(q, k, v, self.config.attention, layout, self.config.attention_backend,
-                     self.config.block_size)  # (B, heads, N, d)
+            cached_k, cached_v = cache.read(self.index, k, v)  # the cache before this chunk
+            if commit:  # the clean chunk joins the cache
+                cache.store(self.index, k, v)
+            k, v = cached_k, cached_v
+        out = attend(q, k.to(q.dtype), v.to(q.dtype), layout)  # (B, heads, N, d)
         return self.out(out.transpose(1, 2).reshape(batch, tokens, dim))
 
-    def store(self, x: torch.Tensor, rope, cache: KVCache, commit_frames: int) -> None:
-        """Only append this chunk's keys and values to the cache (the last layer of a pass
+    def store(self, x: torch.Tensor, rope, cache: KVCache) -> None:
+        """Only write this chunk's keys and values into the cache (the last layer of a pass
         that fills the cache needs nothing else)."""
         k, v = self._rotated(x, rope, slice(1, 3))
-        cache.store(self.index, k, v, commit_frames)
+        cache.store(self.index, k, v)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -130,16 +131,16 @@ class Block(nn.Module):
         nn.init.zeros_(self.modulation.weight)
         nn.init.zeros_(self.modulation.bias)
 
-    def forward(self, x, c, rope, layout=None, cache=None, commit_frames=0, keys_only=False):
+    def forward(self, x, c, rope, layout=None, cache=None, commit=False, keys_only=False):
         """The block's output; with `keys_only` (the last block of a pass that only fills the
         cache), just the attention's keys and values of x go into the cache, and None comes
         back. (A flag rather than a method: FSDP gathers a block's weights in its forward.)"""
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(F.silu(c)).chunk(6, -1)
         if keys_only:
-            self.attn.store(modulate(self.norm1(x), shift1, scale1), rope, cache, commit_frames)
+            self.attn.store(modulate(self.norm1(x), shift1, scale1), rope, cache)
             return None
         x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1), rope, layout,
-                                           cache, commit_frames)
+                                           cache, commit)
         return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
@@ -182,23 +183,34 @@ class Denoiser(nn.Module):
             nn.init.zeros_(layer.bias)
         self.gradient_checkpointing = False
 
+    def attention_plan(self, masks: list, device: torch.device) -> AttentionPlan:
+        """The input-aware plan of whole windows (one InputAwareMask per batch element, from
+        attention.mask.mask_for_window), for this model's backend; build it once per window
+        and pass it as `layout` to every call on that window."""
+        return AttentionPlan.for_windows(masks, self.config.attention_backend, device,
+                                         self.config.block_size)
+
     def forward(self, noisy: torch.Tensor, timestep: torch.Tensor, reference: torch.Tensor,
                 pose_maps: torch.Tensor, keep_condition: torch.Tensor | None = None,
                 layout=None, cache: KVCache | None = None, commit: bool = False,
-                first_frame: int = 0) -> torch.Tensor | None:
+                first_frame: int | torch.Tensor = 0) -> torch.Tensor | None:
         """noisy (B, T, C, h, w); timestep (B,) in [0, 1] (1 = pure noise); reference
         (B, C, h, w); pose_maps (B, T, 3, H, W) in [0, 1]; keep_condition (B,) bool, False
         drops pose and reference together (the unconditional branch of CFG); layout: for
-        dense attention an optional boolean mask, for input_aware one InputAwareMask per batch
-        element (attention.mask.mask_for_window), for a chunk against a cache with queries
-        from the chunk on (InputAwareMask.for_queries_from).
+        dense attention an optional boolean mask over (queries, keys), for input_aware an
+        AttentionPlan (or a list of InputAwareMask, one per batch element, planned here).
+        When the plan has an `order`, tokens are permuted into it before the blocks (so
+        every mask group is contiguous) and back after them.
 
-        Student chunks: `cache` holds past frames' keys and values; `first_frame` is the
-        chunk's frame position. `commit` (on the clean chunk at t = 0) appends this chunk's
-        keys and values and returns None: the pass exists only to fill the cache."""
+        Student chunks: `cache` holds past frames' keys and values; `first_frame` (an int, or
+        a 0-d device tensor so that compiled code does not specialise on it) is the chunk's
+        frame position. `commit` (on the clean chunk at t = 0) writes this chunk's keys and
+        values into the cache and returns None: the pass exists only to fill the cache."""
         batch, frames, channels, height, width = noisy.shape
         patch, rows, cols = self.config.patch_size, height // self.config.patch_size, \
             width // self.config.patch_size
+        if isinstance(layout, list):
+            layout = self.attention_plan(layout, noisy.device)
         if keep_condition is not None:
             keep = keep_condition.to(noisy.dtype)
             reference = reference * keep[:, None, None, None]
@@ -207,28 +219,37 @@ class Denoiser(nn.Module):
         x = torch.cat([noisy, reference_per_frame], dim=2).flatten(0, 1)  # (B·T, 2C, h, w)
         tokens = self.patch_embed(x) + self.pose_guider(pose_maps.flatten(0, 1).to(x.dtype))
         tokens = tokens.flatten(2).transpose(1, 2).reshape(batch, frames * rows * cols, -1)
-        positions = torch.arange(first_frame, first_frame + frames, device=noisy.device)
+        positions = first_frame + torch.arange(frames, device=noisy.device)
         if self.config.reference_frame:
             reference_tokens = self.patch_embed(torch.cat([reference, reference], dim=1))
             reference_tokens = reference_tokens.flatten(2).transpose(1, 2)  # (B, n, D)
             tokens = torch.cat([reference_tokens, tokens], dim=1)
             positions = torch.cat([positions.new_tensor([-1]), positions])
         head_dim = self.config.hidden_size // self.config.heads
-        rope = rope_3d(positions, rows, cols, head_dim, noisy.device)
+        rope = rope_3d(positions, rows, cols, head_dim, noisy.device)  # each (N, d)
+        order = getattr(layout, "order", None)  # (B, N): sorted position → token
+        if order is not None:
+            order = order.clone()  # autograd keeps it; the plan may be refilled before then
+            tokens = torch.gather(tokens, 1, order[..., None].expand(-1, -1, tokens.shape[-1]))
+            rope = tuple(table[order][:, None] for table in rope)  # (B, 1, N, d)
         c = self.time_embed(timestep_embedding(timestep).to(tokens.dtype))
         if commit:  # a pass that only fills the cache: the last block stops at its keys
             if cache is None:
                 raise ValueError("commit=True needs the KV cache to fill")
             for block in self.blocks[:-1]:
-                tokens = block(tokens, c, rope, layout, cache, frames)
-            self.blocks[-1](tokens, c, rope, layout, cache, frames, keys_only=True)
-            cache.advance(frames)
+                tokens = block(tokens, c, rope, layout, cache, commit=True)
+            self.blocks[-1](tokens, c, rope, layout, cache, commit=True, keys_only=True)
             return None
+        if cache is not None and self.gradient_checkpointing and self.training:
+            cache = cache.snapshot()  # blocks recompute in the backward pass, commits later
         for block in self.blocks:
             if self.gradient_checkpointing and self.training:
                 tokens = checkpoint(block, tokens, c, rope, layout, cache, use_reentrant=False)
             else:
                 tokens = block(tokens, c, rope, layout, cache)
+        if order is not None:  # back to token order
+            tokens = torch.zeros_like(tokens).scatter(
+                1, order[..., None].expand(-1, -1, tokens.shape[-1]), tokens)
         if self.config.reference_frame:
             tokens = tokens[:, rows * cols:]
         shift, scale = self.final_modulation(F.silu(c)).chunk(2, -1)

@@ -1,42 +1,82 @@
 """A causal student's memory of the past: keys and values of recent clean frames, per layer.
 
-While a chunk is denoised, every attention layer reads the cache (its queries are the chunk's
-tokens, its keys the cached frames' followed by the chunk's). When the chunk is done, one more
-pass over the clean chunk at t = 0 with `commit=True` appends its keys and values, and the
-oldest frames drop out beyond `capacity`, so memory stays fixed however long the video is.
-Tensors are (B, heads, frames · tokens per frame, head dim), already rotated by RoPE at their
-own frame positions (attention scores depend only on relative positions).
+Every layer holds one preallocated ring buffer of `capacity` frames × n tokens. While a chunk
+is denoised, a layer's keys are [buffer ‖ the chunk's own keys]: the shape never changes, and
+slots that hold no frame yet are hidden by the attention mask (their group is EMPTY, or the
+dense student's key-validity mask is False there). When a chunk is done, one more pass over the
+clean chunk at t = 0 writes its keys and values over the oldest frames, so memory stays fixed
+however long the video is. Tensors are (B, heads, capacity · n, head dim), already rotated by
+RoPE at their own frame positions (attention scores depend only on relative positions).
+
+For inference the buffers are written in place (index_copy_ at a device index), so compiled
+code and CUDA graphs see constant shapes and addresses. In training (`in_place=False`) a commit
+makes new buffers instead: a gradient-checkpointed block recomputes its attention during the
+backward pass, after later chunks were committed, and must read the cache as it was. Which
+frame sits in which slot is the host's business (student.py keeps that table for the masks).
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 
 
 class KVCache:
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, tokens_per_frame: int, layers: int, batch: int,
+                 heads: int, head_dim: int, device: torch.device, dtype: torch.dtype,
+                 in_place: bool = True) -> None:
         self.capacity = capacity  # frames
-        self.frames = 0  # frames held now
-        self._layers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.in_place = in_place
+        self.tokens_per_frame = tokens_per_frame
+        shape = (batch, heads, capacity * tokens_per_frame, head_dim)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
+        # the token slots the next commit writes (a device tensor: no recompiles as it moves)
+        self.write_index = torch.zeros(0, dtype=torch.long, device=device)
+        # (1, 1, 1, capacity · n) bool: slots that hold a frame (for dense attention)
+        self.valid = torch.zeros(1, 1, 1, capacity * tokens_per_frame, dtype=torch.bool,
+                                 device=device)
+
+    def point_at(self, first_slot: int, frames: int) -> None:
+        """Aim the next commit at ring frame slots first_slot … first_slot + frames − 1 and mark
+        them as holding a frame (host bookkeeping, between passes)."""
+        n = self.tokens_per_frame
+        index = torch.arange(first_slot * n, (first_slot + frames) * n)
+        if self.write_index.numel() == index.numel():
+            self.write_index.copy_(index, non_blocking=True)
+        else:
+            self.write_index = index.to(self.write_index.device)
+        self.valid[..., first_slot * n:(first_slot + frames) * n] = True
+
+    def snapshot(self) -> KVCache:
+        """The cache as it is now, unaffected by later commits when they make new buffers
+        (in_place=False): what a checkpointed block recomputing in the backward pass reads."""
+        frozen = copy.copy(self)
+        frozen.keys, frozen.values = list(self.keys), list(self.values)
+        return frozen
 
     def read(self, layer: int, k: torch.Tensor, v: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The cached keys and values of `layer` followed by the current ones."""
-        if layer not in self._layers:
+        """The layer's cached keys and values followed by the current ones (B, heads,
+        capacity · n + N, d)."""
+        if self.capacity == 0:
             return k, v
-        cached_k, cached_v = self._layers[layer]
-        return torch.cat([cached_k, k], dim=2), torch.cat([cached_v, v], dim=2)
+        return (torch.cat([self.keys[layer], k.to(self.keys[layer].dtype)], dim=2),
+                torch.cat([self.values[layer], v.to(self.values[layer].dtype)], dim=2))
 
-    def store(self, layer: int, k: torch.Tensor, v: torch.Tensor, new_frames: int) -> None:
-        """Append the current chunk's keys and values (`new_frames` frames), keeping the most
-        recent `capacity` frames."""
+    def store(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Write the current chunk's keys and values (B, heads, c · n, d) at `write_index`."""
         if self.capacity == 0:
             return
-        tokens_per_frame = k.shape[2] // new_frames
-        all_k, all_v = self.read(layer, k.detach(), v.detach())
-        keep = self.capacity * tokens_per_frame
-        self._layers[layer] = (all_k[:, :, -keep:], all_v[:, :, -keep:])
+        for buffers, new in ((self.keys, k), (self.values, v)):
+            new = new.detach().to(buffers[layer].dtype)
+            if self.in_place:
+                buffers[layer].index_copy_(2, self.write_index, new)
+            else:
+                buffers[layer] = buffers[layer].index_copy(2, self.write_index, new)
 
-    def advance(self, new_frames: int) -> None:
-        """Called once per committed chunk, after every layer has stored it."""
-        self.frames = min(self.capacity, self.frames + new_frames)
+    def key_validity(self, chunk_tokens: int) -> torch.Tensor:
+        """(1, 1, 1, capacity · n + chunk_tokens) bool: the keys a dense student may see."""
+        own = torch.ones(1, 1, 1, chunk_tokens, dtype=torch.bool, device=self.valid.device)
+        return torch.cat([self.valid, own], dim=-1)

@@ -43,6 +43,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from posecast.attention.mask import mask_for_window
+from posecast.attention.plan import AttentionPlan
 from posecast.config import DenoiserConfig, SamplerConfig
 from posecast.data.clips import ClipDataset
 from posecast.diffusion.flow import add_noise, sample_training_times, shift_time
@@ -182,20 +183,31 @@ class Window:
     reference: torch.Tensor  # (B, C, h, w) the portrait latent
     pose_maps: torch.Tensor  # (B, W, 3, H, W) in [0, 1]
     poses: list[Keypoints]  # one per batch element
-    teacher_layout: list | None  # the bidirectional models' input-aware masks, if any
+    teacher_layout: AttentionPlan | None  # the bidirectional models' input-aware plan
+    guided_layout: AttentionPlan | None = None  # the same for CFG's doubled batch
 
     @property
     def size(self) -> int:
         return self.frames.shape[0]
+
+    def layout_for(self, batch: int) -> AttentionPlan | None:
+        """The teacher/critic plan for a batch of `batch` (the window's size, or twice it for
+        CFG's two branches), built once per window."""
+        if self.teacher_layout is None or batch == self.size:
+            return self.teacher_layout
+        if self.guided_layout is None:
+            self.guided_layout = self.teacher_layout.repeat(batch // self.size)
+        return self.guided_layout
 
 
 def prepare_window(batch: dict, codec, teacher_config: DenoiserConfig,
                    device: torch.device) -> Window:
     layout = None
     if teacher_config.attention == "input_aware":
-        layout = [mask_for_window(poses, teacher_config, reference)
-                  for poses, reference in zip(batch["poses"], batch["reference_poses"],
-                                              strict=True)]
+        layout = AttentionPlan.for_windows(
+            [mask_for_window(poses, teacher_config, reference)
+             for poses, reference in zip(batch["poses"], batch["reference_poses"], strict=True)],
+            teacher_config.attention_backend, device, teacher_config.block_size)
     return Window(batch["frames"].to(device), codec.encode(batch["reference"].to(device)),
                   batch["pose_maps"].to(device), batch["poses"], layout)
 
@@ -208,9 +220,9 @@ def teacher_velocity(model: Denoiser, x: torch.Tensor, t: torch.Tensor, window: 
     with autocast(x.device):
         if cfg == 1.0:
             return model(x, t, window.reference, window.pose_maps,
-                         layout=window.teacher_layout).float()
+                         layout=window.layout_for(batch)).float()
         keep = torch.arange(2 * batch, device=x.device) < batch
-        layout = None if window.teacher_layout is None else window.teacher_layout * 2
+        layout = window.layout_for(2 * batch)
         both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([window.reference] * 2),
                      torch.cat([window.pose_maps] * 2), keep, layout=layout).float()
     conditional, unconditional = both.chunk(2)
