@@ -62,7 +62,7 @@ class DenoiserConfig:
     attention: str = "dense"  # "dense" | "input_aware"
     attention_backend: str = "auto"  # input_aware: auto | dense | gather | flex
     k_frames: int = 3  # input_aware: pose-similar past frames each frame attends to (K)
-    block_size: int = 128  # input_aware: tokens per block in the flex layout (64 or 128)
+    block_size: int = 128  # input_aware: tokens per flex block (128 on CUDA: kernel tiles)
     region_dilation: int = 1  # input_aware: grow token regions by this many tokens
     background_reach: int = 0  # input_aware: past frames background tokens see (paper: 0)
     chunk: int = 0  # > 0: a causal student generating chunks of this many frames (block-causal)

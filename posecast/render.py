@@ -32,7 +32,7 @@ from posecast.pose.draw import render_pose_maps
 from posecast.pose.extract import extract_image
 from posecast.pose.framing import Box, crop_resize, fit_keypoints, portrait_box, retarget
 from posecast.pose.keypoints import PARTS, Keypoints
-from posecast.student import CausalRollout, student_timesteps
+from posecast.student import CausalRollout, StreamState, student_timesteps
 
 DEFAULT_WARN_SECONDS = 600.0
 
@@ -81,15 +81,16 @@ def resample(poses: Keypoints, fps: float, frames: int) -> Keypoints:
 
 
 def chunk_latents(model: Denoiser, codec, reference: torch.Tensor, poses: Keypoints,
-                  timesteps: list[float], seed: int = 0, network=None
-                  ) -> Iterator[tuple[int, torch.Tensor]]:
+                  timesteps: list[float], seed: int = 0, network=None,
+                  state: StreamState | None = None) -> Iterator[tuple[int, torch.Tensor]]:
     """The student's video chunk by chunk, each as soon as it exists: (index of its first
     frame, latents (1, c, C, h, w)). `reference` (1, 3, H, W) in [-1, 1] on the model's device;
     `poses` in model-frame pixels; `network` runs the model (a compiled version of it, say).
     The last chunk is filled up by holding the last pose (callers drop its frames past the
     end). A chunk is handed over before its cache pass runs, and the next chunk's pose maps
     and masks are prepared while the device works. Noise comes from a generator on the
-    model's device seeded with `seed` (no host copies inside the loop)."""
+    model's device seeded with `seed` (no host copies inside the loop). `state` keeps the KV
+    cache and attention plan for the next call (a renderer's videos share them)."""
     config, device = model.config, reference.device
     chunk = config.chunk
     padded = hold_to_length(poses, math.ceil(len(poses) / chunk) * chunk)
@@ -110,7 +111,7 @@ def chunk_latents(model: Denoiser, codec, reference: torch.Tensor, poses: Keypoi
         return maps_cache[start, end]
 
     rollout = CausalRollout(model, latent, pose_maps, lambda s, e: [padded[s:e]], timesteps,
-                            network=network, frames=len(padded))
+                            network=network, frames=len(padded), state=state)
     generator = torch.Generator(device).manual_seed(seed)
     shape = (1, chunk, config.codec.latent_channels, *config.latent_size)
     for start in range(0, len(padded), chunk):
@@ -121,6 +122,15 @@ def chunk_latents(model: Denoiser, codec, reference: torch.Tensor, poses: Keypoi
         yield start, latents
         with torch.no_grad():
             rollout.commit(commit=start + chunk < len(padded))
+
+
+def compilable(config, device: torch.device) -> bool:
+    """Whether the chunk step compiles to fixed graphs: dense attention, or input-aware with
+    flex (gather's and xformers' per-group host plans would recompile chunk after chunk)."""
+    from posecast.attention.backends import resolve_backend
+
+    return config.attention != "input_aware" or \
+        resolve_backend(config.attention_backend, device) == "flex"
 
 
 def compile_student(model: Denoiser):
@@ -156,8 +166,10 @@ class Renderer:
         self.device = device
         self.codec = make_codec(network.config.codec, device, fast_decode=True)
         self.timesteps = student_timesteps(network, steps)
-        compile = device.type == "cuda" if compile is None else compile
+        if compile is None:
+            compile = device.type == "cuda" and compilable(network.config, device)
         self.network = compile_student(network) if compile else network
+        self.stream = StreamState()  # one KV cache and plan for every video of this renderer
         with torch.no_grad():  # warm-up: first-call costs are not the user's first frame
             try:
                 self._warm_up()
@@ -184,7 +196,8 @@ class Renderer:
         still = Keypoints.empty(config.chunk * 2, width, height)
         reference = torch.zeros(1, 3, height, width, device=self.device)
         for _, latents in chunk_latents(self.model, self.codec, reference, still,
-                                        self.timesteps, network=self.network):
+                                        self.timesteps, network=self.network,
+                                        state=self.stream):
             self.codec.decode(latents[0])
 
     def frame(self, image: np.ndarray, keypoints: Keypoints) -> Box:
@@ -230,7 +243,8 @@ class Renderer:
         loop_started = time.perf_counter()
         with write_mp4(output, fps=fps, audio=clip) as mp4:
             for start, latents in chunk_latents(self.model, self.codec, reference_tensor, poses,
-                                                self.timesteps, seed, self.network):
+                                                self.timesteps, seed, self.network,
+                                                self.stream):
                 with torch.no_grad():
                     pixels = to_uint8_frames(self.codec.decode(latents[0]))  # (c, H, W, 3)
                 for frame in pixels[:frames - start]:

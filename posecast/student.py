@@ -15,6 +15,7 @@ training sees what inference sees.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -99,7 +100,7 @@ class ChunkPlanner:
             queries = token_groups(regions[-chunk:], window - chunk)
             order = np.argsort(queries, kind="stable")
             held = self.slot_frame[b]
-            slot_groups = np.where((held >= window_start)[:, None],
+            slot_groups = np.where(((held >= 0) & (held >= window_start))[:, None],
                                    (held - window_start)[:, None] * REGION_COUNT
                                    + self.slot_regions[b], empty)
             keys = np.concatenate([slot_groups.reshape(-1), queries[order]])
@@ -120,6 +121,15 @@ class ChunkPlanner:
             self.slot_regions[b, slot:slot + end - start] = stored % REGION_COUNT
 
 
+@dataclass
+class StreamState:
+    """What a renderer keeps between rollouts: the KV cache and the attention plan, both refilled
+    in place, so every video reuses the same device tensors (static inputs of CUDA graphs)."""
+
+    cache: KVCache | None = None
+    plan: AttentionPlan | None = None
+
+
 class CausalRollout:
     """Generates one video (per batch element) chunk after chunk, in order.
 
@@ -129,11 +139,14 @@ class CausalRollout:
 
     def __init__(self, model: Denoiser, reference: torch.Tensor, pose_maps: PoseMaps,
                  poses: Poses | None, timesteps: list[float],
-                 network: Callable | None = None, frames: int | None = None) -> None:
+                 network: Callable | None = None, frames: int | None = None,
+                 state: StreamState | None = None) -> None:
         """reference (B, C, h, w): the portrait's latent; `poses` is needed for input-aware
         attention only. `network`: what runs the model (default the model itself; a compiled
         version of it); `frames`: the video's length, when known, so the next chunk's host
-        work (masks, pose maps) is done while the device runs this one."""
+        work (masks, pose maps) is done while the device runs this one; `state`: a KV cache and
+        attention plan kept from an earlier rollout of the same model and shapes (a renderer
+        reuses them, so compiled CUDA graphs see the same static tensors in every video)."""
         config = model.config
         if not config.is_student:
             raise ValueError("CausalRollout needs a causal student (config.chunk > 0)")
@@ -144,12 +157,23 @@ class CausalRollout:
         self.pose_maps, self.poses, self.frames = pose_maps, poses, frames
         device, batch = reference.device, reference.shape[0]
         rows, cols = config.token_grid
-        self.cache = KVCache(config.context_frames, rows * cols, config.depth, batch,
-                             config.heads, config.hidden_size // config.heads, device,
-                             compute_dtype(model, device), in_place=not model.training)
+        if state is not None and state.cache is not None:
+            self.cache = state.cache
+            self.cache.reset()
+        else:
+            self.cache = KVCache(config.context_frames, rows * cols, config.depth, batch,
+                                 config.heads, config.hidden_size // config.heads, device,
+                                 compute_dtype(model, device), chunk_frames=config.chunk,
+                                 in_place=not model.training)
+            if state is not None:
+                state.cache = self.cache
+                if device.type == "cuda":
+                    self.cache.mark_static()
         self.planner = ChunkPlanner(config, batch) if config.attention == "input_aware" \
             else None
-        self.plan: AttentionPlan | None = None
+        self.plan: AttentionPlan | None = None if state is None else state.plan
+        self._plan_has_graph = False
+        self.state = state
         self._next_masks: tuple[int, tuple] | None = None  # (start, masks) made ahead
         self.position = torch.zeros((), dtype=torch.long, device=device)  # chunk start
         self.next_frame = 0
@@ -183,10 +207,15 @@ class CausalRollout:
             return self.cache.key_validity((end - start) * self.cache.tokens_per_frame)
         masks, order = self._window_masks(start, end)
         config = self.model.config
-        if self.plan is None or torch.is_grad_enabled():
-            # training keeps each chunk's plan: a backward pass later reads it again
+        if self.plan is None or self._plan_has_graph or torch.is_grad_enabled():
+            # a plan that autograd saw is read again by the backward pass: never refilled
             self.plan = AttentionPlan(masks, config.attention_backend, self.reference.device,
                                       config.block_size, order)
+            self._plan_has_graph = torch.is_grad_enabled()
+            if self.state is not None:
+                self.state.plan = self.plan
+                if self.plan.device.type == "cuda":
+                    self.plan.mark_static()
         else:
             self.plan.update(masks, order)
         self._masks = masks

@@ -174,7 +174,7 @@ def test_flex_gradients_on_cuda(backend):
     for name, masks in CASES:
         q, k, v = (x.detach().to(device).requires_grad_() for x in _qkv(masks, len(name),
                                                                         dim=16))
-        plan = AttentionPlan(masks, backend, device, block_size=16)
+        plan = AttentionPlan(masks, backend, device, block_size=128)  # CUDA kernel tiles
         got = input_aware_attention(q, k, v, plan)
         expected = torch.cat([oracle(q[b:b + 1], k[b:b + 1], v[b:b + 1],
                                      InputAwareMask(m.query_groups.to(device),

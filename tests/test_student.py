@@ -239,14 +239,48 @@ def test_the_compiled_cuda_graph_rollout_equals_the_eager_one():
     reference = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)).cuda()
     maps = torch.rand(1, 12, 3, 32, 32, generator=torch.Generator().manual_seed(1)).cuda()
     noise = torch.randn(6, 2, 1, 2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    from torch._dynamo.utils import counters
+
+    from posecast.student import StreamState
+
     compiled = compile_student(model)
+    state = StreamState()  # as a renderer keeps it: static cache and plan for CUDA graphs
+    counters.clear()
     frames = {}
     for name, network in (("eager", None), ("warm-up", compiled), ("compiled", compiled)):
         rollout = CausalRollout(model, reference, lambda s, e: maps[:, s:e],
                                 lambda s, e: [poses[s:e]], student_timesteps(model, 2),
-                                network=network, frames=12)
+                                network=network, frames=12,
+                                state=None if network is None else state)
         with torch.no_grad():
             frames[name] = torch.cat([rollout.chunk(noise[i, 0].cuda(),
                                                     lambda i=i: noise[i, 1].cuda()).float()
                                       for i in range(6)], dim=1).cpu()
     torch.testing.assert_close(frames["compiled"], frames["eager"], atol=3e-2, rtol=3e-2)
+    skips = counters["inductor"].get("cudagraph_skips", 0)
+    assert skips == 0, "a chunk-step graph ran without CUDA graphs (mutated non-static input?)"
+
+
+@pytest.mark.parametrize("attention", ["dense", "input_aware"])
+def test_a_kept_stream_state_gives_every_video_a_fresh_start(attention):
+    """A renderer keeps one KV cache and plan for all its videos (static tensors for CUDA
+    graphs); the second video still equals one rendered from scratch."""
+    from posecast.models.codecs import PixelCodec
+    from posecast.render import chunk_latents
+    from posecast.student import StreamState
+
+    config = preset("tiny", attention=attention, chunk=2, window=6, k_frames=2)
+    model = _random_model(config)
+    _, poses = synthetic_clip(32, 9, 25.0, np.random.default_rng(6))
+    reference = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    codec = PixelCodec(config.codec)
+
+    def video(state, seed):
+        return torch.cat([latents for _, latents in chunk_latents(
+            model, codec, reference, poses, student_timesteps(model, 2), seed, state=state)], 1)
+
+    state = StreamState()
+    video(state, seed=3)
+    second = video(state, seed=1)
+    assert state.cache is not None and (state.plan is not None) == (attention == "input_aware")
+    torch.testing.assert_close(second, video(None, seed=1), atol=0, rtol=0)

@@ -176,7 +176,7 @@ def packed_segments(queries, keys, allowed, device):
     inverse = np.argsort(query_order, kind="stable")
     return (torch.from_numpy(query_order).to(device), torch.from_numpy(np.concatenate(key_index))
             .to(device), torch.from_numpy(inverse).to(device),
-            BlockDiagonalMask.from_seqlens(q_lengths, k_lengths))
+            BlockDiagonalMask.from_seqlens(q_lengths, k_lengths, device=device))
 
 
 def xformers_attention(q, k, v, plan) -> torch.Tensor:

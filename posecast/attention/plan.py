@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from posecast.attention.mask import InputAwareMask
+from posecast.errors import PosecastError
 
 
 def sorted_by_group(mask: InputAwareMask) -> tuple[InputAwareMask, torch.Tensor]:
@@ -76,6 +77,10 @@ class AttentionPlan:
 
         self.backend = resolve_backend(backend, device)
         self.device, self.block_size = device, block_size
+        if self.backend == "flex" and device.type == "cuda" and block_size % 128:
+            raise PosecastError(f"block_size {block_size}: FlexAttention on CUDA needs blocks "
+                                "of a multiple of 128 tokens (its kernel tiles); set "
+                                "block_size to 128")
         queries, keys, allowed = self._stack(masks)
         self.query_groups = _pinned(queries, device).to(device, non_blocking=True)
         self.key_groups = _pinned(keys, device).to(device, non_blocking=True)
@@ -129,9 +134,20 @@ class AttentionPlan:
         for target, source in ((self.query_groups, queries), (self.key_groups, keys),
                                (self.allowed, allowed)):
             target.copy_(_pinned(source, self.device), non_blocking=True)
+        if (order is None) != (self.order is None):
+            raise ValueError("update needs an order exactly when the plan has one")
         if order is not None:
             self.order.copy_(order, non_blocking=True)
         self._prepare()
+
+    def mark_static(self) -> None:
+        """Tell torch.compile that the refilled tensors keep their addresses (CUDA graphs
+        then read them in place instead of copying them in at every replay)."""
+        import torch._dynamo
+
+        tensors = [self.query_groups, self.key_groups, self.allowed, *(self._flex_tables or [])]
+        for tensor in tensors + ([] if self.order is None else [self.order]):
+            torch._dynamo.mark_static_address(tensor)
 
     def _prepare(self) -> None:
         """The chosen backend's per-plan data."""

