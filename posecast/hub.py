@@ -6,7 +6,9 @@ huggingface_hub for gated or private repos. Hub failures become one line that sa
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from posecast.errors import PosecastError, UsageError
@@ -16,26 +18,14 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def resolve_folder(path_or_repo: str | os.PathLike, revision: str | None = None,
-                   allow_patterns: list[str] | None = None, kind: str = "model") -> Path:
-    """A local folder holding the files of `path_or_repo` (a folder path or a Hub repo id)."""
-    local = Path(path_or_repo).expanduser()
-    if local.is_dir():
-        return local
-    text = str(path_or_repo)
-    looks_like_path = text.startswith((".", "/", "~")) or text.count("/") != 1 or local.exists()
-    if looks_like_path:
-        raise UsageError(f"{text}: no such {kind} folder, and it is not a Hub repo id "
-                         "(owner/name); check the path")
-    import huggingface_hub
+@contextlib.contextmanager
+def _hub_errors(text: str, kind: str, revision: str | None) -> Iterator[None]:
+    """Turn huggingface_hub's failures for `text` into one line that says what to do."""
     from huggingface_hub import errors
 
     offline = _offline()
     try:
-        folder = huggingface_hub.snapshot_download(
-            repo_id=text, revision=revision, allow_patterns=allow_patterns,
-            local_files_only=offline, cache_dir=os.environ.get("HF_HUB_CACHE"),
-        )
+        yield
     except errors.HFValidationError:
         raise UsageError(f"{text}: not a valid Hub repo id (owner/name) nor a folder") from None
     except errors.GatedRepoError:
@@ -53,7 +43,49 @@ def resolve_folder(path_or_repo: str | os.PathLike, revision: str | None = None,
                                 f"{text}`) or give a local folder") from None
         raise PosecastError(f"{text}: the Hugging Face Hub cannot be reached and the {kind} is "
                             "not cached; connect, or give a local folder") from None
+    except errors.EntryNotFoundError:  # after its subclass LocalEntryNotFoundError
+        raise UsageError(f"{text}: no such file in that Hub repo; check the name") from None
     except (OSError, errors.HfHubHTTPError) as error:
         raise PosecastError(f"{text}: download failed ({error}); check the network or give a "
                             "local folder") from None
+
+
+def resolve_folder(path_or_repo: str | os.PathLike, revision: str | None = None,
+                   allow_patterns: list[str] | None = None, kind: str = "model") -> Path:
+    """A local folder holding the files of `path_or_repo` (a folder path or a Hub repo id)."""
+    local = Path(path_or_repo).expanduser()
+    if local.is_dir():
+        return local
+    text = str(path_or_repo)
+    looks_like_path = text.startswith((".", "/", "~")) or text.count("/") != 1 or local.exists()
+    if looks_like_path:
+        raise UsageError(f"{text}: no such {kind} folder, and it is not a Hub repo id "
+                         "(owner/name); check the path")
+    import huggingface_hub
+
+    with _hub_errors(text, kind, revision):
+        folder = huggingface_hub.snapshot_download(
+            repo_id=text, revision=revision, allow_patterns=allow_patterns,
+            local_files_only=_offline(), cache_dir=os.environ.get("HF_HUB_CACHE"),
+        )
     return Path(folder)
+
+
+def resolve_file(spec: str | os.PathLike, revision: str | None = None,
+                 kind: str = "file") -> Path:
+    """A local file for `spec`: a file path, or REPO:FILE (a file of a Hub repo)."""
+    local = Path(spec).expanduser()
+    if local.is_file():
+        return local
+    text = str(spec)
+    repo, _, filename = text.partition(":")
+    if not filename or local.exists() or repo.count("/") != 1:
+        raise UsageError(f"{text}: no such {kind}; give a file path or REPO:FILE "
+                         "(owner/name:file on the Hugging Face Hub)")
+    import huggingface_hub
+
+    with _hub_errors(text, kind, revision):
+        path = huggingface_hub.hf_hub_download(
+            repo_id=repo, filename=filename, revision=revision, local_files_only=_offline(),
+            cache_dir=os.environ.get("HF_HUB_CACHE"))
+    return Path(path)

@@ -25,6 +25,7 @@ from posecast.cli import (
     train_motion,
 )
 from posecast.cli.bench import bench_app
+from posecast.cli.import_model import import_app
 from posecast.cli.ui import err_console
 from posecast.errors import PosecastError
 
@@ -46,6 +47,7 @@ app.command(name="train-motion")(train_motion.train_motion_command)
 app.command(name="make-dataset")(make_dataset.make_dataset_command)
 app.command(name="eval")(evaluate.evaluate_command)
 app.add_typer(bench_app, name="bench")
+app.add_typer(import_app, name="import")
 
 _debug = {"on": os.environ.get("POSECAST_DEBUG", "") not in ("", "0")}
 

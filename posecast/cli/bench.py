@@ -15,6 +15,7 @@ from rich.table import Table
 from posecast.cli.devices import parse_size, pick_device
 from posecast.cli.options import Device
 from posecast.cli.ui import console
+from posecast.errors import UsageError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"  # the checkout's bundled inputs
 
@@ -24,9 +25,16 @@ bench_app = typer.Typer(help="Speed benchmarks (random weights; I/O excluded).",
 
 @bench_app.command("teacher")
 def bench_teacher(
-    preset: Annotated[str, typer.Option(help="tiny, mini, small or base.")] = "base",
+    preset: Annotated[str, typer.Option(
+        help="tiny, mini, small, base, or mimicmotion (the paper's teacher at real size).")]
+    = "base",
     size: Annotated[str | None, typer.Option(help="WxH in pixels (default: the preset's).")]
     = None,
+    frames: Annotated[str, typer.Option(
+        help="mimicmotion: frames per window, comma-separated.")] = "16,72",
+    attention: Annotated[str, typer.Option(
+        help="mimicmotion: dense and/or input_aware (masks from the bundled example's "
+        "poses), comma-separated.")] = "dense,input_aware",
     steps: Annotated[int, typer.Option(help="Denoising steps per video.")] = 25,
     cfg: Annotated[float, typer.Option(help="Guidance scale (1 = one model call per step).")]
     = 2.0,
@@ -37,12 +45,47 @@ def bench_teacher(
 ) -> None:
     """Time the teacher: ms per denoising step, decode ms per frame, FPS.
 
-    [bold]Example[/bold]
+    --preset mimicmotion: the paper's teacher (SVD's UNet + MimicMotion's pose network) at
+    real size, random weights built on the meta device, for windows of --frames (default 16
+    and 72) at 576×1024 (--size), denoising only, CFG's branches as one batch.
+
+    [bold]Examples[/bold]
 
       posecast bench teacher --preset base --size 512x512 --steps 25 --cfg 2
+
+      posecast bench teacher --preset mimicmotion --frames 16,72      (on a GPU)
     """
     from posecast.bench.teacher import time_teacher
     from posecast.config import preset as make_preset
+
+    if preset.startswith("mimicmotion"):
+        from posecast.mimicmotion.bench import UNETS, time_mimicmotion
+
+        if preset not in UNETS:
+            raise UsageError(f"unknown preset '{preset}'; choose one of base, mini, small, "
+                             f"tiny, {', '.join(UNETS)}")
+        height, width = parse_size(size, 64) if size is not None else (1024, 576)
+        torch_device = pick_device(device)
+        table = Table(title=f"teacher · {preset} · {width}x{height} · {steps} steps · "
+                      f"CFG {cfg:g} (one batch) · {torch_device}")
+        for column in ("params", "attention", "frames / window", "ms / step",
+                       "FPS (denoising)", "peak GB"):
+            table.add_column(column, justify="right")
+        from posecast.pose.keypoints import Keypoints
+
+        example_poses = Keypoints.load(EXAMPLES / "astronaut_poses.npz")
+        for mode in attention.split(","):
+            if mode not in ("dense", "input_aware"):
+                raise UsageError(f"--attention {mode}: choose dense and/or input_aware")
+            for count in (int(f) for f in frames.split(",")):
+                t = time_mimicmotion(preset, height, width, count, steps, torch_device, repeats,
+                                     example_poses if mode == "input_aware" else None)
+                table.add_row(f"{t.parameters / 1e6:.0f} M",
+                              "dense" if mode == "dense" else "input-aware (levels 1-3, K 4)",
+                              str(count), f"{t.step_ms:.1f}", f"{t.fps:.3f}",
+                              "-" if t.peak_memory_gb is None else f"{t.peak_memory_gb:.1f}")
+        console.print(table)
+        return
 
     config = make_preset(preset)
     if size is not None:

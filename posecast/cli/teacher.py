@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from pathlib import Path
@@ -30,8 +31,9 @@ def teacher_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="The MP4 to write.",
                                          show_default=False)],
     model: Annotated[str | None, typer.Option(
-        help="A teacher model folder or Hugging Face repo id (owner/name). Default: the "
-        "bundled starter teacher (64×64, the one the starter student was distilled from).")]
+        help="A teacher model folder or Hugging Face repo id (owner/name): posecast's own, or "
+        "a MimicMotion folder from `posecast import mimicmotion`. Default: the bundled starter "
+        "teacher (64×64, the one the starter student was distilled from).")]
     = None,
     poses: Annotated[Path | None, typer.Option(help="A keypoint file (.npz) to follow.")] = None,
     driving_video: Annotated[Path | None, typer.Option(
@@ -43,6 +45,12 @@ def teacher_command(
     fps: Annotated[float | None, typer.Option(help="Output frame rate (default: the poses').",
                                               min=1.0, max=240.0)] = None,
     size: Size = None,
+    attention: Annotated[str | None, typer.Option(
+        help="dense, or input_aware: the paper's pose-restricted joint attention (default: "
+        "the model's own).", show_default=False)] = None,
+    k_frames: Annotated[int | None, typer.Option(
+        help="With --attention input_aware: the pose-similar past frames each frame sees.",
+        min=0, max=16, show_default=False)] = None,
     seed: Seed = 0,
     device: Device = "auto",
     allow_missing: AllowMissing = False,
@@ -81,46 +89,36 @@ def teacher_command(
     image = load_image(portrait, kind="portrait")
     portrait_keypoints = extract_image(image, allow_missing=allow_missing, source=str(portrait))
 
-    from posecast.generate import (
-        decode_frames,
-        model_evaluations,
-        prepare_conditions,
-        sample_latents,
-    )
-    from posecast.models.codecs import make_codec
-    from posecast.models.pretrained import from_pretrained
+    from posecast.families import load_teacher
 
     if model is None:
         from posecast.assets import starter_teacher
 
         model = str(starter_teacher())
-    network = from_pretrained(model, device=torch_device)
-    config = network.config
+    if attention not in (None, "dense", "input_aware"):
+        raise UsageError(f"--attention {attention}: choose dense or input_aware")
+    sampler = load_teacher(model, torch_device)
+    if attention is not None:
+        sampler.set_attention(attention, k_frames)
     if size is not None:
-        height, width = parse_size(size, config.codec.downsample * config.patch_size)
-        config = config.replace(height=height, width=width)
-        network.config = config
+        sampler.resize(*parse_size(size, sampler.size_multiple))
     fps = fps or driving.fps
     frames = math.ceil(round(clip.duration * fps, 6)) if clip is not None else \
         max(1, round(len(driving) * fps / driving.fps))
     driving = resample(retarget(driving, portrait_keypoints), fps, frames)
-    conditions = prepare_conditions(image, driving, config.height, config.width,
-                                    portrait_keypoints)
-    steps = steps or config.sampler.steps
-    cfg = config.sampler.cfg if cfg is None else cfg
-    codec = make_codec(config.codec, torch_device)
+    steps = steps or sampler.default_steps
+    cfg = sampler.default_cfg if cfg is None else cfg
     started = time.perf_counter()
-    total = model_evaluations(frames, steps, cfg, config.sampler.method, config.window,
-                              config.overlap)
     with progress_bar("model calls") as bar:
-        task = bar.add_task("denoising", total=total)
-        latents = sample_latents(network, codec, conditions, steps, cfg, seed,
-                                 config.sampler.method, on_evaluation=lambda: bar.advance(task))
+        task = bar.add_task("denoising", total=sampler.model_calls(frames, steps, cfg))
+        video = sampler.frames(image, driving, portrait_keypoints, steps, cfg, seed,
+                               on_evaluation=lambda: bar.advance(task))
+        first = next(video)  # all frames are denoised together; decoding then streams
     with write_mp4(output, fps=fps, audio=clip) as mp4:
-        for frame in decode_frames(codec, latents):
+        for frame in itertools.chain([first], video):
             mp4.write(frame)
     elapsed = time.perf_counter() - started
     console.print(f"wrote {output}: {frames} frames ({frames / fps:.2f} s) at "
-                  f"{config.width}x{config.height}, {steps} steps, CFG {cfg:g}, in "
+                  f"{sampler.width}x{sampler.height}, {steps} steps, CFG {cfg:g}, in "
                   f"{elapsed:.1f} s ({frames / elapsed:.2f} frames/s)", highlight=False,
                   soft_wrap=True)

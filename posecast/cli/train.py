@@ -23,7 +23,12 @@ def train_command(
         help="Model size: tiny, mini (the bundled starter), small or base.")] = "small",
     max_steps: Annotated[int, typer.Option(help="Total optimiser steps.", min=1)] = 2000,
     batch_size: Annotated[int, typer.Option(help="Windows per process per step.", min=1)] = 4,
-    learning_rate: Annotated[float, typer.Option(help="AdamW learning rate.")] = 3e-4,
+    learning_rate: Annotated[float | None, typer.Option(
+        help="AdamW learning rate (default: 3e-4; 1e-5 when fine-tuning MimicMotion).",
+        show_default=False)] = None,
+    frames: Annotated[int, typer.Option(
+        help="MimicMotion: frames per training window, the reference frame first.", min=2)]
+    = 16,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.", min=1)]
     = 250,
     gradient_checkpointing: Annotated[bool, typer.Option(
@@ -35,7 +40,8 @@ def train_command(
         help="input_aware: pose-similar past frames each frame attends to.")] = 3,
     init_from: Annotated[str | None, typer.Option(
         help="Start from a trained model (folder or repo id), e.g. to fine-tune a dense "
-        "teacher with --attention input_aware.")] = None,
+        "teacher with --attention input_aware; a MimicMotion folder (from `posecast import "
+        "mimicmotion`) is fine-tuned with SVD's objective (the paper's stage 1).")] = None,
     region_alpha: Annotated[list[str] | None, typer.Option(
         help="Weigh the loss by w = 1 + Σ α_r·m_r over the keypoints' regions, as REGION=ALPHA "
         "(face, lips, hands, arms; unnamed regions 0); repeat for several. On small frames the "
@@ -66,6 +72,28 @@ def train_command(
     region_alphas = parse_region_alphas(region_alpha or [])
     if attention not in ("dense", "input_aware"):
         raise UsageError(f"--attention {attention}: use dense or input_aware")
+    from posecast.families import training_family
+
+    if training_family(init_from, out, resume) == "mimicmotion":
+        from posecast.mimicmotion.train import FineTuneConfig, fine_tune
+
+        settings = FineTuneConfig(
+            max_steps=max_steps, batch_size=batch_size, frames=frames,
+            learning_rate=1e-5 if learning_rate is None else learning_rate,
+            checkpoint_every=checkpoint_every, gradient_checkpointing=gradient_checkpointing,
+            seed=seed, attention=attention, k_frames=k_frames, region_alphas=region_alphas)
+        prepare_run_folder(out, dataset, resume, overwrite)
+        with progress_bar("steps") as bar:
+            task = bar.add_task("fine-tuning", total=max_steps)
+            fine_tune(dataset, out, init_from, settings, resume=resume, device=device,
+                      on_step=lambda report: bar.update(
+                          task, completed=report.step, description=f"loss {report.loss:.4f}"),
+                      on_message=lambda text: err_console.print(text, markup=False,
+                                                                highlight=False))
+        console.print(f"model written to {out} (resume state in {out}/checkpoint)",
+                      highlight=False, soft_wrap=True)
+        return
+    learning_rate = 3e-4 if learning_rate is None else learning_rate
     if init_from is not None:
         from posecast.models.pretrained import load_config
 

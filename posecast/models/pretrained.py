@@ -12,7 +12,8 @@ from safetensors.torch import load_file, save_file
 
 from posecast import __version__
 from posecast.config import DenoiserConfig
-from posecast.errors import InputError
+from posecast.errors import InputError, UsageError
+from posecast.families import family_of
 from posecast.hub import resolve_folder
 from posecast.models.denoiser import Denoiser
 from posecast.paths import atomic_output
@@ -58,6 +59,11 @@ def _resolve_model(path_or_repo: str | os.PathLike,
     if not config_path.is_file() or not (folder / WEIGHTS_NAME).is_file():
         raise InputError(f"{path_or_repo}: not a posecast model folder (needs {CONFIG_NAME} and "
                          f"{WEIGHTS_NAME})")
+    family = family_of(folder)
+    if family != "dit":
+        raise UsageError(f"{path_or_repo}: a {family} model; posecast's own (DiT) models are "
+                         f"needed here (a {family} model is sampled by `posecast teacher`; its "
+                         "distillation and rendering are not built yet)")
     try:
         return folder, DenoiserConfig.load(config_path)
     except (ValueError, TypeError, json.JSONDecodeError) as error:

@@ -1,0 +1,51 @@
+"""`posecast import …`: public weights of other model families → posecast model folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from posecast.cli.options import Overwrite
+from posecast.cli.ui import console, err_console
+
+import_app = typer.Typer(help="Convert public weights into posecast model folders (once; the "
+                         "folders then work offline).", no_args_is_help=True)
+
+
+@import_app.command("mimicmotion")
+def import_mimicmotion_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="The model folder to write.",
+                                      show_default=False)],
+    svd: Annotated[str, typer.Option(
+        help="SVD img2vid-xt-1-1: a Hub repo id (gated: accept its licence on the Hub and set "
+        "HF_TOKEN) or a local folder laid out like it.")]
+    = "stabilityai/stable-video-diffusion-img2vid-xt-1-1",
+    checkpoint: Annotated[str, typer.Option(
+        help="MimicMotion's checkpoint: REPO:FILE on the Hub or a local .pth file.")]
+    = "tencent/MimicMotion:MimicMotion_1-1.pth",
+    revision: Annotated[str | None, typer.Option(
+        help="A Hub revision (branch, tag or commit) of the SVD repo.", show_default=False)]
+    = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Import MimicMotion (the paper's teacher): SVD's UNet with a pose network.
+
+    Downloads SVD's components and MimicMotion's checkpoint through the Hugging Face cache
+    (HF_TOKEN and HF_HUB_OFFLINE are honoured), reads the checkpoint's pickle with
+    weights_only=True (anything else is refused without running it), checks every key and
+    shape against SVD's UNet, and writes a model folder in safetensors with a card that carries
+    both licences.
+
+    [bold]Example[/bold]
+
+      posecast import mimicmotion --out mimicmotion/
+    """
+    from posecast.mimicmotion.importer import LICENCES, import_mimicmotion
+
+    err_console.print(LICENCES, markup=False, highlight=False)
+    folder = import_mimicmotion(out, svd, checkpoint, revision, overwrite,
+                                on_message=lambda text: err_console.print(text, markup=False,
+                                                                          highlight=False))
+    console.print(f"wrote {folder}", markup=False, highlight=False)

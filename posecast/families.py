@@ -1,0 +1,211 @@
+"""Model families: one object per architecture, holding what the commands need of it, so the
+commands take a family instead of branching on the architecture.
+
+  dit          posecast's own DiT with flow matching (posecast/models/): teacher, training,
+               distillation into the causal student, rendering
+  mimicmotion  SVD's UNet with MimicMotion's pose network (posecast/mimicmotion/): imported
+               from public weights and sampled by `teacher`; its training, distillation and
+               rendering are not built yet, and those commands refuse it with one line
+
+A model folder names its family in config.json ("family"; none means dit).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from posecast.errors import UsageError
+from posecast.pose.keypoints import Keypoints
+
+
+class LoadedTeacher(Protocol):
+    """A teacher on a device, ready to sample (what `posecast teacher` uses)."""
+
+    height: int
+    width: int
+    size_multiple: int  # frame sides must be multiples of this
+    default_steps: int
+    default_cfg: float
+
+    def resize(self, height: int, width: int) -> None: ...
+
+    def set_attention(self, mode: str, k_frames: int | None) -> None:
+        """"dense" or "input_aware" (with K past frames, or the model's K)."""
+        ...
+
+    def model_calls(self, frames: int, steps: int, cfg: float) -> int: ...
+
+    def frames(self, portrait: np.ndarray, poses: Keypoints, portrait_keypoints: Keypoints,
+               steps: int, cfg: float, seed: int,
+               on_evaluation: Callable[[], None] | None = None) -> Iterator[np.ndarray]:
+        """(H, W, 3) uint8 frames, one per pose: `portrait` (H₀, W₀, 3) uint8 and the poses
+        and its keypoints in its own pixels (each family fits them to its frame)."""
+        ...
+
+
+@dataclass
+class DitTeacher:
+    network: object  # posecast.models.denoiser.Denoiser
+    device: torch.device
+
+    @property
+    def config(self):
+        return self.network.config
+
+    @property
+    def height(self) -> int:
+        return self.config.height
+
+    @property
+    def width(self) -> int:
+        return self.config.width
+
+    @property
+    def size_multiple(self) -> int:
+        return self.config.codec.downsample * self.config.patch_size
+
+    @property
+    def default_steps(self) -> int:
+        return self.config.sampler.steps
+
+    @property
+    def default_cfg(self) -> float:
+        return self.config.sampler.cfg
+
+    def resize(self, height: int, width: int) -> None:
+        self.network.config = self.config.replace(height=height, width=width)
+
+    def set_attention(self, mode: str, k_frames: int | None) -> None:
+        self.network.config = self.config.replace(
+            attention=mode, k_frames=self.config.k_frames if k_frames is None else k_frames)
+
+    def model_calls(self, frames: int, steps: int, cfg: float) -> int:
+        from posecast.generate import model_evaluations
+
+        config = self.config
+        return model_evaluations(frames, steps, cfg, config.sampler.method, config.window,
+                                 config.overlap)
+
+    def frames(self, portrait, poses, portrait_keypoints, steps, cfg, seed, on_evaluation=None):
+        from posecast.generate import decode_frames, prepare_conditions, sample_latents
+        from posecast.models.codecs import make_codec
+
+        config = self.config
+        conditions = prepare_conditions(portrait, poses, config.height, config.width,
+                                        portrait_keypoints)
+        codec = make_codec(config.codec, self.device)
+        latents = sample_latents(self.network, codec, conditions, steps, cfg, seed,
+                                 config.sampler.method, on_evaluation=on_evaluation)
+        yield from decode_frames(codec, latents)
+
+
+@dataclass
+class MimicMotionFamilyTeacher:
+    teacher: object  # posecast.mimicmotion.model.MimicMotionTeacher
+    attention: object | None = None  # posecast.mimicmotion.attention.InputAwareUNet
+
+    size_multiple = 64  # the VAE's 8× and the UNet's three 2× downsamplings
+
+    def set_attention(self, mode: str, k_frames: int | None) -> None:
+        from posecast.mimicmotion.attention import InputAwareSettings, InputAwareUNet
+
+        if mode == "dense":
+            self.attention = None  # its processors attend per frame outside a window
+        else:
+            settings = InputAwareSettings(**({} if k_frames is None else {"k_frames": k_frames}))
+            self.attention = InputAwareUNet(self.teacher.network, settings)
+
+    @property
+    def recipe(self):
+        return self.teacher.recipe
+
+    @property
+    def height(self) -> int:
+        return self.recipe.height
+
+    @property
+    def width(self) -> int:
+        return self.recipe.width
+
+    @property
+    def default_steps(self) -> int:
+        return self.recipe.steps
+
+    @property
+    def default_cfg(self) -> float:
+        return self.recipe.max_guidance
+
+    def resize(self, height: int, width: int) -> None:
+        self.teacher.recipe = self.recipe.replace(height=height, width=width)
+
+    def model_calls(self, frames: int, steps: int, cfg: float) -> int:
+        from posecast.mimicmotion.sampling import window_indices
+
+        windows = window_indices(frames + 1, self.recipe.window, self.recipe.overlap)
+        return steps * len(windows)  # CFG's branches run as one batch
+
+    def frames(self, portrait, poses, portrait_keypoints, steps, cfg, seed, on_evaluation=None):
+        """The reference's own pose leads as frame 0 (as MimicMotion was trained), and its
+        output frame is dropped."""
+        from posecast.mimicmotion.sampling import decode_frames, sample_latents
+        from posecast.pose.dwpose import draw_dwpose
+        from posecast.pose.framing import crop_resize, fit_box, fit_keypoints
+
+        recipe = self.recipe.replace(steps=steps, min_guidance=cfg, max_guidance=cfg)
+        box = fit_box(portrait.shape[1], portrait.shape[0], recipe.width, recipe.height)
+        led = Keypoints.concatenate([portrait_keypoints, poses])
+        fitted = fit_keypoints(led, box)
+        maps = draw_dwpose(fitted, recipe.height, recipe.width)
+        maps = torch.from_numpy(maps).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        latents = sample_latents(self.teacher, crop_resize(portrait, box), maps,
+                                 torch.Generator().manual_seed(seed), recipe=recipe,
+                                 on_evaluation=on_evaluation, attention=self.attention,
+                                 poses=fitted)
+        yield from decode_frames(self.teacher, latents[:, 1:])
+
+
+def family_of(folder) -> str:
+    """The family a model folder names ("dit" when it names none)."""
+    try:
+        return json.loads((folder / "config.json").read_text()).get("family", "dit")
+    except (OSError, ValueError, AttributeError):
+        return "dit"
+
+
+def load_teacher(model: str, device: torch.device) -> LoadedTeacher:
+    """A teacher of any family from a model folder or Hub repo id."""
+    from posecast.hub import resolve_folder
+
+    folder = resolve_folder(model)
+    family = family_of(folder)
+    if family == "mimicmotion":
+        from posecast.mimicmotion.model import load_teacher as load_mimicmotion
+
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        return MimicMotionFamilyTeacher(load_mimicmotion(folder, device, dtype))
+    if family != "dit":
+        raise UsageError(f"{model}: unknown model family '{family}' (known: dit, mimicmotion)")
+    from posecast.models.pretrained import from_pretrained
+
+    return DitTeacher(from_pretrained(folder, device=device), device)
+
+
+def training_family(init_from: str | None, out, resume: bool) -> str:
+    """The family `posecast train` trains: the one of --init-from, or, resuming, the one the
+    run was started with (a MimicMotion run's checkpoint names its initial folder)."""
+    from posecast.hub import resolve_folder
+
+    if init_from is not None:
+        return family_of(resolve_folder(init_from))
+    state = out / "checkpoint" / "state.json"
+    try:
+        return "mimicmotion" if resume and "init_from" in json.loads(state.read_text()) \
+            else "dit"
+    except (OSError, ValueError):
+        return "dit"

@@ -1,0 +1,168 @@
+"""The MimicMotion network and its model folder.
+
+A model folder of this family:
+  config.json           {"family": "mimicmotion", "unet": SVD's UNet config, "recipe": …}
+  model.safetensors     unet.* and pose_net.* (MimicMotion's own key names)
+  vae/                  SVD's AutoencoderKLTemporalDecoder (diffusers layout, safetensors)
+  image_encoder/        SVD's CLIPVisionModelWithProjection (transformers layout, safetensors)
+  feature_extractor/    CLIP's preprocessor_config.json (its normalisation)
+  scheduler/            SVD's EulerDiscreteScheduler config
+  README.md             the model card, with the licences of MimicMotion and SVD
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from posecast.errors import InputError
+from posecast.mimicmotion.posenet import PoseNet
+
+FAMILY = "mimicmotion"
+COMPONENTS = {  # subfolder → a file it must hold
+    "vae": "config.json", "image_encoder": "config.json",
+    "feature_extractor": "preprocessor_config.json", "scheduler": "scheduler_config.json",
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the teacher samples (MimicMotion's shipped inference settings by default)."""
+
+    height: int = 1024  # a 576×1024 portrait
+    width: int = 576
+    window: int = 72  # frames per window, the first being frame 0 (the reference's pose)
+    overlap: int = 6  # frames shared by neighbouring windows
+    steps: int = 25
+    min_guidance: float = 2.0  # per-frame guidance ramps from min (frame 0) to max (last)
+    max_guidance: float = 2.0
+    fps: int = 7  # SVD's fps conditioning (the UNet sees fps − 1)
+    motion_bucket_id: int = 127
+    noise_aug_strength: float = 0.0  # noise added to the reference before the VAE encodes it
+    decode_chunk: int = 8  # frames the temporal VAE decoder takes at a time
+
+    def replace(self, **changes: Any) -> Recipe:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+class MimicMotion(nn.Module):
+    """SVD's UNetSpatioTemporalConditionModel with MimicMotion's PoseNet: the pose features are
+    added to the UNet's hidden state right after conv_in (a forward hook on conv_in, so the
+    UNet stays diffusers' own)."""
+
+    def __init__(self, unet_config: dict) -> None:
+        super().__init__()
+        from diffusers import UNetSpatioTemporalConditionModel
+
+        self.unet = UNetSpatioTemporalConditionModel.from_config(unet_config)
+        self.pose_net = PoseNet(self.unet.config.block_out_channels[0])
+        self._pose_features: torch.Tensor | None = None
+        self.unet.conv_in.register_forward_hook(self._add_pose_features)
+
+    def _add_pose_features(self, module, inputs, output):
+        return output if self._pose_features is None else output + self._pose_features
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | float,
+                image_embeddings: torch.Tensor, added_time_ids: torch.Tensor,
+                pose_maps: torch.Tensor | None = None,
+                pose_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """sample (B, T, 8, h, w): noisy latents ‖ reference latent on channels; image
+        embeddings (B, 1, D); added_time_ids (B, 3); pose_maps (B, T, 3, H, W) in [-1, 1] or
+        None (no pose); pose_keep (B,) bool: False drops the pose of that batch element (CFG's
+        unconditional branch in the same batch). Returns the UNet's output (B, T, 4, h, w)."""
+        if pose_maps is not None:
+            batch, frames = pose_maps.shape[:2]
+            features = self.pose_net(pose_maps.flatten(0, 1).to(sample.dtype))  # (B·T, C, h, w)
+            if pose_keep is not None:
+                keep = pose_keep.to(features.dtype).repeat_interleave(frames)
+                features = features * keep[:, None, None, None]
+            self._pose_features = features
+        try:
+            return self.unet(sample, timestep, encoder_hidden_states=image_embeddings,
+                             added_time_ids=added_time_ids, return_dict=False)[0]
+        finally:
+            self._pose_features = None
+
+
+@dataclass
+class MimicMotionTeacher:
+    """Everything the sampler needs, loaded from a model folder."""
+
+    network: MimicMotion
+    vae: Any  # diffusers.AutoencoderKLTemporalDecoder
+    image_encoder: Any  # transformers.CLIPVisionModelWithProjection
+    clip_mean: tuple[float, float, float]
+    clip_std: tuple[float, float, float]
+    scheduler_config: dict
+    recipe: Recipe
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    def scheduler(self):
+        from diffusers import EulerDiscreteScheduler
+
+        return EulerDiscreteScheduler.from_config(self.scheduler_config)
+
+
+def is_mimicmotion_folder(folder: str | os.PathLike) -> bool:
+    config = Path(folder) / "config.json"
+    try:
+        return json.loads(config.read_text()).get("family") == FAMILY
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def read_config(folder: Path) -> dict:
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"{folder}: unreadable config.json ({error})") from None
+    if config.get("family") != FAMILY or "unet" not in config:
+        raise InputError(f"{folder}: not a MimicMotion model folder (config.json needs "
+                         f"family '{FAMILY}' and the UNet's config); make one with "
+                         "`posecast import mimicmotion`")
+    return config
+
+
+def missing_component(folder: Path) -> str | None:
+    """The first SVD component `folder` lacks (as 'subfolder/file'), or None."""
+    for subfolder, required in COMPONENTS.items():
+        if not (folder / subfolder / required).is_file():
+            return f"{subfolder}/{required}"
+    return None
+
+
+def load_teacher(folder: str | os.PathLike, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32) -> MimicMotionTeacher:
+    """A MimicMotion model folder (made by `posecast import mimicmotion`), on `device`."""
+    from diffusers import AutoencoderKLTemporalDecoder
+    from safetensors.torch import load_file
+    from transformers import CLIPVisionModelWithProjection
+
+    folder = Path(folder)
+    config = read_config(folder)
+    missing = missing_component(folder)
+    if missing:
+        raise InputError(f"{folder}: the model folder lacks {missing}; import it again with "
+                         "`posecast import mimicmotion`")
+    network = MimicMotion(config["unet"])
+    network.load_state_dict(load_file(folder / "model.safetensors"))
+    vae = AutoencoderKLTemporalDecoder.from_pretrained(folder / "vae")
+    image_encoder = CLIPVisionModelWithProjection.from_pretrained(folder / "image_encoder")
+    preprocessor = json.loads((folder / "feature_extractor" / "preprocessor_config.json")
+                              .read_text())
+    scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    for module in (network, vae, image_encoder):
+        module.to(device, dtype).eval().requires_grad_(False)
+    return MimicMotionTeacher(network, vae, image_encoder,
+                              tuple(preprocessor["image_mean"]), tuple(preprocessor["image_std"]),
+                              scheduler, Recipe(**config.get("recipe", {})))

@@ -1,0 +1,428 @@
+"""The MimicMotion family on tiny random components (diffusers' own SVD test sizes, CLIP at
+224 px input): import, sampling against diffusers' SVD pipeline, the pose path, window fusion."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from posecast.mimicmotion.model import MimicMotion, Recipe, load_teacher
+from posecast.mimicmotion.sampling import fuse, fusion_weights, sample_latents, window_indices
+
+UNET = dict(block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=8,
+            out_channels=4, down_block_types=("CrossAttnDownBlockSpatioTemporal",
+                                              "DownBlockSpatioTemporal"),
+            up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+            cross_attention_dim=32, num_attention_heads=8,
+            projection_class_embeddings_input_dim=96, addition_time_embed_dim=32)
+SCHEDULER = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                 interpolation_type="linear", num_train_timesteps=1000,
+                 prediction_type="v_prediction", sigma_max=700.0, sigma_min=0.002,
+                 steps_offset=1, timestep_spacing="leading", timestep_type="continuous",
+                 use_karras_sigmas=True)
+
+
+def _unet_config() -> dict:
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    return json.loads(UNetSpatioTemporalConditionModel(**UNET).to_json_string())
+
+
+def _write_svd(folder, vae_blocks: int = 2):
+    """A folder laid out like stabilityai/stable-video-diffusion-img2vid-xt-1-1 (the VAE as
+    the repo's fp16 variant, the image encoder in full precision); `vae_blocks` 4 gives the
+    real VAE's 8× downsampling, which the pose network's grid matches."""
+    from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    (folder / "unet").mkdir(parents=True)
+    (folder / "unet" / "config.json").write_text(json.dumps(_unet_config()))
+    AutoencoderKLTemporalDecoder(block_out_channels=[32] * vae_blocks if vae_blocks > 2
+                                 else [32, 64], in_channels=3, out_channels=3,
+                                 down_block_types=["DownEncoderBlock2D"] * vae_blocks,
+                                 latent_channels=4
+                                 ).save_pretrained(folder / "vae", variant="fp16")
+    CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=32, projection_dim=32, num_hidden_layers=2, num_attention_heads=4,
+        image_size=224, intermediate_size=37, patch_size=32)).save_pretrained(
+            folder / "image_encoder")
+    CLIPImageProcessor(crop_size=224, size=224).save_pretrained(folder / "feature_extractor")
+    EulerDiscreteScheduler(**SCHEDULER).save_pretrained(folder / "scheduler")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def svd_folder(tmp_path_factory):
+    return _write_svd(tmp_path_factory.mktemp("svd"))
+
+
+def _random_state() -> dict[str, torch.Tensor]:
+    """A MimicMotion state dict as the real file holds it: fp16, unet.* and pose_net.*, with
+    the pose network's projection not zero (so the pose matters)."""
+    torch.manual_seed(1)
+    network = MimicMotion(_unet_config())
+    with torch.no_grad():
+        network.pose_net.final_proj.weight.normal_(0, 0.2)
+    return {key: value.half() for key, value in network.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "MimicMotion_1-1.pth"
+    state = _random_state()
+    torch.save(state, path)
+    return path, state
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory, svd_folder, checkpoint):
+    from posecast.mimicmotion.importer import import_mimicmotion
+
+    out = tmp_path_factory.mktemp("models") / "mimicmotion"
+    return import_mimicmotion(out, str(svd_folder), str(checkpoint[0]))
+
+
+def test_the_import_carries_every_tensor_exactly(imported, checkpoint):
+    carried = load_file(imported / "model.safetensors")
+    state = checkpoint[1]
+    assert carried.keys() == state.keys()
+    for key, value in state.items():
+        assert carried[key].dtype == value.dtype and torch.equal(carried[key], value), key
+    config = json.loads((imported / "config.json").read_text())
+    assert config["family"] == "mimicmotion" and config["recipe"]["window"] == 72
+    assert "academic, research and education use only" in (imported / "README.md").read_text()
+    assert not list(imported.rglob("*.bin")) and not list(imported.rglob("*.pth"))
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):  # unpickling this would create the marker file
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_malicious_pickle_is_refused_without_running(run_cli, tmp_path, svd_folder):
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "bad.pth"
+    with open(bad, "wb") as file:
+        pickle.dump({"unet.conv_in.weight": _Payload(marker)}, file)
+    result = run_cli("import", "mimicmotion", "--svd", svd_folder, "--checkpoint", bad,
+                     "--out", tmp_path / "out")
+    assert result.code == 1
+    assert "refused without running it" in result.stderr
+    assert len(result.stderr.strip().splitlines()[-1:]) == 1
+    assert not marker.exists() and not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+
+
+def test_a_checkpoint_that_does_not_fit_names_the_first_mismatch(run_cli, tmp_path, svd_folder,
+                                                                 checkpoint):
+    state = dict(checkpoint[1])
+    state["pose_net.final_proj.weight"] = state["pose_net.final_proj.weight"][:16]
+    torch.save(state, tmp_path / "shape.pth")
+    del state["pose_net.final_proj.weight"]
+    torch.save(state, tmp_path / "missing.pth")
+    result = run_cli("import", "mimicmotion", "--svd", svd_folder, "--checkpoint",
+                     tmp_path / "shape.pth", "--out", tmp_path / "a")
+    assert result.code == 1 and "'pose_net.final_proj.weight' has shape" in result.stderr
+    result = run_cli("import", "mimicmotion", "--svd", svd_folder, "--checkpoint",
+                     tmp_path / "missing.pth", "--out", tmp_path / "b")
+    assert result.code == 1 and "lacks 'pose_net.final_proj.weight'" in result.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_an_svd_folder_without_a_component_says_which(run_cli, tmp_path, svd_folder,
+                                                      checkpoint):
+    import shutil
+
+    partial = tmp_path / "svd"
+    shutil.copytree(svd_folder, partial)
+    shutil.rmtree(partial / "scheduler")
+    result = run_cli("import", "mimicmotion", "--svd", partial, "--checkpoint", checkpoint[0],
+                     "--out", tmp_path / "out")
+    assert result.code == 1 and "lacks scheduler/scheduler_config.json" in result.stderr
+
+
+def test_without_pose_the_sampler_equals_diffusers_svd_pipeline(imported):
+    """One window, no pose: posecast's sampler gives the latents of diffusers'
+    StableVideoDiffusionPipeline on the same components, noise and settings."""
+    from diffusers import StableVideoDiffusionPipeline
+    from transformers import CLIPImageProcessor
+
+    teacher = load_teacher(imported)
+    rng = np.random.default_rng(0)
+    portrait = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    recipe = Recipe(height=64, width=64, window=3, overlap=1, steps=3, min_guidance=1.0,
+                    max_guidance=2.5, fps=7, motion_bucket_id=100, noise_aug_strength=0.02)
+    ours = sample_latents(teacher, portrait, None, torch.Generator().manual_seed(5), frames=3,
+                          recipe=recipe)
+    pipeline = StableVideoDiffusionPipeline(
+        vae=teacher.vae, image_encoder=teacher.image_encoder, unet=teacher.network.unet,
+        scheduler=teacher.scheduler(),
+        feature_extractor=CLIPImageProcessor.from_pretrained(imported / "feature_extractor"))
+    pipeline.set_progress_bar_config(disable=True)
+    theirs = pipeline(Image.fromarray(portrait), height=64, width=64, num_frames=3,
+                      num_inference_steps=3, min_guidance_scale=1.0, max_guidance_scale=2.5,
+                      fps=7, motion_bucket_id=100, noise_aug_strength=0.02,
+                      generator=torch.Generator().manual_seed(5), output_type="latent").frames
+    assert ours.shape == theirs.shape == (1, 3, 4, 32, 32)
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_the_pose_path_adds_the_pose_network_after_conv_in(imported):
+    """MimicMotion.forward with pose maps equals the UNet whose conv_in output is explicitly
+    offset by PoseNet(pose maps); pose_keep=False gives the pose-free output."""
+    teacher = load_teacher(imported)
+    network = teacher.network
+    g = torch.Generator().manual_seed(2)
+    sample = torch.randn(2, 3, 8, 32, 32, generator=g)
+    embeddings = torch.randn(2, 1, 32, generator=g)
+    time_ids = torch.tensor([[6.0, 127.0, 0.0]] * 2)
+    # PoseNet downsamples 8× (the real VAE's factor; this tiny VAE's is 2×): 256 px → 32
+    pose = torch.rand(2, 3, 3, 256, 256, generator=g) * 2 - 1
+    with torch.no_grad():
+        ours = network(sample, 10.0, embeddings, time_ids, pose,
+                       torch.tensor([True, False]))
+        plain = network(sample, 10.0, embeddings, time_ids)
+        features = network.pose_net(pose.flatten(0, 1))
+        conv_in = network.unet.conv_in
+
+        class Offset(torch.nn.Module):
+            def forward(self, x):
+                return conv_in(x) + features
+
+        network.unet.conv_in = Offset()
+        try:
+            explicit = network.unet(sample, 10.0, encoder_hidden_states=embeddings,
+                                    added_time_ids=time_ids, return_dict=False)[0]
+        finally:
+            network.unet.conv_in = conv_in
+    torch.testing.assert_close(ours[:1], explicit[:1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours[1:], plain[1:], atol=1e-5, rtol=1e-5)
+    assert (ours[:1] - plain[:1]).abs().max() > 1e-3  # the pose changes the prediction
+
+
+def test_windows_are_led_by_frame_zero_and_fused_with_triangular_weights():
+    windows = window_indices(10, 4, 2)
+    assert windows == [[0, 1, 2, 3], [0, 3, 4, 5], [0, 5, 6, 7], [0, 7, 8, 9]]
+    assert window_indices(9, 4, 1) == [[0, 1, 2, 3], [0, 4, 5, 6], [0, 6, 7, 8]]
+    assert window_indices(3, 4, 2) == [[0, 1, 2]]
+    torch.testing.assert_close(fusion_weights(4), torch.tensor([0.25, 0.75, 0.75, 0.25],
+                                                               dtype=torch.float64))
+    # window k predicts the constant k + 1 everywhere: each frame gets the weighted mean
+    fused = fuse(windows, 10, lambda index: torch.full((1, len(index), 1), 1.0 + windows.index(
+        index), dtype=torch.float64))[0, :, 0]
+    expected = torch.tensor([
+        (1 + 2 + 3 + 4) / 4,  # frame 0: position 0 of every window, equal weights
+        1, 1,
+        (0.25 * 1 + 0.75 * 2) / 1.0,  # frame 3: last of window 1, second of window 2
+        2,
+        (0.25 * 2 + 0.75 * 3) / 1.0,
+        3,
+        (0.25 * 3 + 0.75 * 4) / 1.0,
+        4, 4], dtype=torch.float64)
+    torch.testing.assert_close(fused, expected)
+
+
+@pytest.fixture(scope="module")
+def imported_8x(tmp_path_factory, checkpoint):
+    """An imported teacher whose VAE downsamples 8× like SVD's, so poses line up."""
+    from posecast.mimicmotion.importer import import_mimicmotion
+
+    svd = _write_svd(tmp_path_factory.mktemp("svd8"), vae_blocks=4)
+    out = tmp_path_factory.mktemp("models8") / "mimicmotion"
+    import_mimicmotion(out, str(svd), str(checkpoint[0]))
+    config = json.loads((out / "config.json").read_text())
+    config["recipe"].update(height=64, width=64)  # CPU-sized frames (a latent grid of 8 × 8)
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
+def test_the_teacher_command_samples_a_mimicmotion_folder(run_cli, tmp_path, imported_8x,
+                                                         portrait_path, talking_video,
+                                                         speech_path):
+    """`posecast teacher` through the family seam: DWPose maps of the portrait's pose then
+    the driving poses, one window, the reference's frame dropped; exact length with audio."""
+    from posecast.media import iter_video_frames, probe_video
+    from posecast.media.ffmpeg import decode_audio
+    from posecast.pose.extract import extract_video
+
+    poses = tmp_path / "poses.npz"
+    extract_video(talking_video).save(poses)
+    out = tmp_path / "mm.mp4"
+    result = run_cli("teacher", portrait_path, "--poses", poses, "-o", out, "--model",
+                     imported_8x, "--steps", "2", "--size", "64x64", "--audio", speech_path,
+                     "--device", "cpu")
+    assert result.code == 0, result.stderr
+    info = probe_video(out)
+    frames = sum(1 for _ in iter_video_frames(out, info))
+    audio_seconds = len(decode_audio(speech_path, 16000)) / 16000
+    assert (info.width, info.height, info.has_audio) == (64, 64, True)
+    assert abs(frames / 25 - audio_seconds) <= 1 / 25
+    result = run_cli("teacher", portrait_path, "--poses", poses, "-o", tmp_path / "x.mp4",
+                     "--model", imported_8x, "--size", "100x64", "--device", "cpu")
+    assert result.code == 2 and "multiples of 64" in result.stderr
+    out = tmp_path / "sparse.mp4"
+    result = run_cli("teacher", portrait_path, "--poses", poses, "-o", out, "--model",
+                     imported_8x, "--steps", "1", "--size", "64x64", "--attention",
+                     "input_aware", "--k-frames", "2", "--device", "cpu")
+    assert result.code == 0, result.stderr
+    assert sum(1 for _ in iter_video_frames(out)) == 12  # one per driving pose
+
+
+def test_commands_of_the_dit_family_refuse_a_mimicmotion_folder(run_cli, tmp_path, imported,
+                                                               speech_path, portrait_path):
+    result = run_cli("render", speech_path, portrait_path, "-o", tmp_path / "x.mp4", "--model",
+                     imported, "--device", "cpu")
+    assert result.code == 2 and "a mimicmotion model" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_dwpose_maps_follow_openpose_conventions():
+    """The neck is the shoulders' midpoint; limb 0 (neck → right shoulder) is drawn in
+    DWPose's first colour (pure blue once its BGR canvas is read as RGB), dimmed and thin (it
+    is 8 px wide on the 2,160-px canvas); undetected parts draw nothing."""
+    from posecast.pose.dwpose import COLOURS, draw_dwpose, openpose_body
+    from posecast.pose.keypoints import Keypoints
+
+    keypoints = Keypoints.empty(1, 256, 256)
+    body = keypoints.body.copy()
+    body[0, 12] = (80, 100, 1)  # right shoulder (image left)
+    body[0, 11] = (176, 100, 1)  # left shoulder
+    keypoints = Keypoints(body, keypoints.face, keypoints.left_hand, keypoints.right_hand,
+                          25.0, 256, 256)
+    op = openpose_body(body[0])
+    assert tuple(op[1]) == (128, 100, 1) and tuple(op[2]) == (80, 100, 1)
+    image = draw_dwpose(keypoints, 256, 256)[0]
+    middle = image[100, 104].astype(int)  # between neck (128) and right shoulder (80)
+    assert COLOURS[0] == (0, 0, 255) and middle[0] == middle[1] == 0
+    assert 40 < middle[2] <= 0.6 * 255 + 1
+    assert image[200:, :].max() == 0  # no hips, legs, hands or face: nothing drawn there
+    assert draw_dwpose(Keypoints.empty(1, 64, 64), 64, 64).max() == 0
+
+
+def test_bench_teacher_times_mimicmotion_windows(run_cli):
+    """The real-size bench's code path on the tiny UNet (random weights built on the meta
+    device): one row per window length."""
+    result = run_cli("bench", "teacher", "--preset", "mimicmotion-tiny", "--size", "128x64",
+                     "--frames", "2,3", "--repeats", "1", "--device", "cpu")
+    assert result.code == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.strip().startswith("│")]
+    assert len(rows) == 4 and "2 M" in rows[0]  # dense and input-aware, two windows each
+    assert "input-aware" in rows[2] and "input-aware" in rows[3]
+    result = run_cli("bench", "teacher", "--preset", "mimicmotion-huge", "--device", "cpu")
+    assert result.code == 2 and "unknown preset" in result.stderr
+
+
+def _unet_inputs(frames: int, seed: int = 3):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(2, frames, 8, 8, 8, generator=g), torch.randn(2, 1, 32, generator=g),
+            torch.tensor([[6.0, 127.0, 0.0]] * 2))
+
+
+@pytest.mark.parametrize("k_frames", [0, 2])
+def test_input_aware_attention_in_the_unet_equals_its_dense_oracle(k_frames):
+    """The spatial self-attentions made joint over 4 frames under pose masks (levels 0 and 1
+    of the tiny UNet): the gather backend equals the dense masked oracle; with K = 0 every
+    token sees only its own frame, which is the plain UNet; with K = 2 the output differs
+    from it (the cross-frame attention is live)."""
+    from posecast.data.synthetic import synthetic_clip
+    from posecast.mimicmotion.attention import InputAwareSettings, InputAwareUNet
+
+    torch.manual_seed(4)
+    network = MimicMotion(_unet_config()).eval()
+    _, poses = synthetic_clip(64, 4, 25.0, np.random.default_rng(1))  # 64 px = 8 × 8 latent
+    sample, embeddings, time_ids = _unet_inputs(4)
+    with torch.no_grad():
+        plain = network(sample, 10.0, embeddings, time_ids)
+        outputs = {}
+        for backend in ("dense", "gather"):
+            joint = InputAwareUNet(network, InputAwareSettings(k_frames=k_frames, levels=(0, 1),
+                                                               backend=backend))
+            with joint.window(poses, (8, 8)):
+                outputs[backend] = network(sample, 10.0, embeddings, time_ids)
+    torch.testing.assert_close(outputs["gather"], outputs["dense"], atol=1e-5, rtol=1e-5)
+    if k_frames == 0:
+        torch.testing.assert_close(outputs["dense"], plain, atol=1e-5, rtol=1e-5)
+    else:
+        assert (outputs["dense"] - plain).abs().max() > 1e-4
+
+
+def test_the_svd_loss_inverts_the_samplers_parametrisation(imported_8x):
+    """The loss's denoiser D(x) = c_skip·x + c_out·F(c_in·x, ¼ ln σ) is what SVD's scheduler
+    takes as its clean prediction: for the same network output, D(x) equals the scheduler's
+    x₀ at that σ (so fine-tuning trains what `teacher` samples)."""
+    from diffusers import EulerDiscreteScheduler
+
+    from posecast.mimicmotion.train import edm_scalings
+
+    teacher = load_teacher(imported_8x)
+    scheduler = EulerDiscreteScheduler.from_config(teacher.scheduler_config)
+    scheduler.set_timesteps(5)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 2, 4, 8, 8, generator=g)
+    output = torch.randn(1, 2, 4, 8, 8, generator=g)
+    for index in (0, 3):
+        scheduler._step_index = index
+        sigma = scheduler.sigmas[index]
+        step = scheduler.step(output, scheduler.timesteps[index], x)
+        c_in, c_skip, c_out, c_noise = edm_scalings(sigma)
+        torch.testing.assert_close(c_skip * x + c_out * output, step.pred_original_sample)
+        torch.testing.assert_close(scheduler.timesteps[index], c_noise, atol=1e-4, rtol=1e-4)
+        scheduler._step_index = index  # step() moved it on
+        torch.testing.assert_close(c_in * x, scheduler.scale_model_input(x, scheduler.timesteps[
+            index]))
+
+
+def test_a_fine_tune_runs_and_resumes_exactly(tmp_path, imported_8x, synthetic_dataset):
+    """Two steps straight through, and one step then --resume for the second, give the same
+    weights bit for bit (input-aware attention and the region loss on); the result is a
+    MimicMotion model folder the teacher loads."""
+    from posecast.mimicmotion.train import FineTuneConfig, fine_tune
+
+    settings = FineTuneConfig(max_steps=2, batch_size=1, frames=3, learning_rate=1e-3,
+                              checkpoint_every=1, attention="input_aware", k_frames=2,
+                              region_alphas={"face": 2.0})
+    straight = fine_tune(synthetic_dataset, tmp_path / "straight", str(imported_8x),
+                         settings, device="cpu")
+    fine_tune(synthetic_dataset, tmp_path / "split", str(imported_8x),
+              FineTuneConfig(**{**settings.__dict__, "max_steps": 1}), device="cpu")
+    split = fine_tune(synthetic_dataset, tmp_path / "split", str(imported_8x), settings,
+                      resume=True, device="cpu")
+    a, b = load_file(straight / "model.safetensors"), load_file(split / "model.safetensors")
+    original = load_file(imported_8x / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert any(not torch.equal(a[key], original[key].float()) for key in a)  # it trained
+    losses = [json.loads(line)["loss"] for line in (straight / "train_log.jsonl").open()]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    tuned = load_teacher(straight)
+    assert json.loads((straight / "config.json").read_text())["attention"]["mode"] == \
+        "input_aware" and tuned.recipe.window == 72
+
+
+def test_posecast_train_fine_tunes_a_mimicmotion_folder(run_cli, tmp_path, imported_8x,
+                                                        synthetic_dataset):
+    """`posecast train --init-from MIMICMOTION` takes the family's fine-tune; `--resume`
+    finds it again from the checkpoint alone."""
+    out = tmp_path / "tuned"
+    common = ["--batch-size", "1", "--frames", "3", "--checkpoint-every", "1", "--device", "cpu"]
+    result = run_cli("train", synthetic_dataset, "--init-from", imported_8x, "--out", out,
+                     "--max-steps", "1", "--attention", "input_aware", *common)
+    assert result.code == 0, result.stderr
+    result = run_cli("train", synthetic_dataset, "--out", out, "--max-steps", "2", "--resume",
+                     *common)
+    assert result.code == 0, result.stderr
+    steps = [json.loads(line)["step"] for line in (out / "train_log.jsonl").open()]
+    assert steps == [1, 2]
+    config = json.loads((out / "config.json").read_text())
+    assert config["family"] == "mimicmotion" and config["attention"]["mode"] == "input_aware"
