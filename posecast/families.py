@@ -39,6 +39,14 @@ class LoadedTeacher(Protocol):
         """"dense" or "input_aware" (with K past frames, or the model's K)."""
         ...
 
+    def configure(self, changes: dict[str, str]) -> None:
+        """Sampling settings by name (--recipe KEY=VALUE)."""
+        ...
+
+    def memory_hint(self) -> str:
+        """What to lower when a GPU runs out of memory."""
+        ...
+
     def model_calls(self, frames: int, steps: int, cfg: float) -> int: ...
 
     def frames(self, portrait: np.ndarray, poses: Keypoints, portrait_keypoints: Keypoints,
@@ -85,6 +93,14 @@ class DitTeacher:
         self.network.config = self.config.replace(
             attention=mode, k_frames=self.config.k_frames if k_frames is None else k_frames)
 
+    def configure(self, changes: dict[str, str]) -> None:
+        if changes:
+            raise UsageError("--recipe sets the sampling of MimicMotion models; for posecast's "
+                             "own use --steps, --cfg and --size")
+
+    def memory_hint(self) -> str:
+        return f"lower --size (now {self.width}x{self.height})"
+
     def model_calls(self, frames: int, steps: int, cfg: float) -> int:
         from posecast.generate import model_evaluations
 
@@ -112,13 +128,15 @@ class MimicMotionFamilyTeacher:
 
     size_multiple = 64  # the VAE's 8× and the UNet's three 2× downsamplings
 
-    def set_attention(self, mode: str, k_frames: int | None) -> None:
+    def set_attention(self, mode: str, k_frames: int | None,
+                      levels: tuple[int, ...] | None = None) -> None:
         from posecast.mimicmotion.attention import InputAwareSettings, InputAwareUNet
 
         if mode == "dense":
             self.attention = None  # its processors attend per frame outside a window
         else:
-            settings = InputAwareSettings(**({} if k_frames is None else {"k_frames": k_frames}))
+            given = {"k_frames": k_frames, "levels": None if levels is None else tuple(levels)}
+            settings = InputAwareSettings(**{k: v for k, v in given.items() if v is not None})
             self.attention = InputAwareUNet(self.teacher.network, settings)
 
     @property
@@ -144,6 +162,30 @@ class MimicMotionFamilyTeacher:
     def resize(self, height: int, width: int) -> None:
         self.teacher.recipe = self.recipe.replace(height=height, width=width)
 
+    def configure(self, changes: dict[str, str]) -> None:
+        import dataclasses
+
+        fields = {f.name: f.type for f in dataclasses.fields(self.recipe)
+                  if f.name not in ("height", "width", "steps")}  # those have own options
+        values = {}
+        for key, text in changes.items():
+            if key not in fields:
+                raise UsageError(f"--recipe {key}: not a sampling setting; choose one of "
+                                 f"{', '.join(fields)} (size and steps have their own options)")
+            try:
+                values[key] = (int if fields[key] in (int, "int") else float)(text)
+            except ValueError:
+                raise UsageError(f"--recipe {key}={text}: not a number") from None
+        recipe = self.recipe.replace(**values)
+        if recipe.window < 2 or not 0 <= recipe.overlap < recipe.window - 1:
+            raise UsageError(f"--recipe: window {recipe.window} and overlap {recipe.overlap} "
+                             "need window ≥ 2 and 0 ≤ overlap ≤ window − 2")
+        self.teacher.recipe = recipe
+
+    def memory_hint(self) -> str:
+        return (f"lower --size (now {self.width}x{self.height}) or the window (--recipe "
+                f"window=16, now {self.recipe.window} frames)")
+
     def model_calls(self, frames: int, steps: int, cfg: float) -> int:
         from posecast.mimicmotion.sampling import window_indices
 
@@ -157,7 +199,9 @@ class MimicMotionFamilyTeacher:
         from posecast.pose.dwpose import draw_dwpose
         from posecast.pose.framing import crop_resize, fit_box, fit_keypoints
 
-        recipe = self.recipe.replace(steps=steps, min_guidance=cfg, max_guidance=cfg)
+        recipe = self.recipe.replace(steps=steps)
+        if cfg != self.default_cfg:  # --cfg: one guidance for every frame
+            recipe = recipe.replace(min_guidance=cfg, max_guidance=cfg)
         box = fit_box(portrait.shape[1], portrait.shape[0], recipe.width, recipe.height)
         led = Keypoints.concatenate([portrait_keypoints, poses])
         fitted = fit_keypoints(led, box)
@@ -186,9 +230,15 @@ def load_teacher(model: str, device: torch.device) -> LoadedTeacher:
     family = family_of(folder)
     if family == "mimicmotion":
         from posecast.mimicmotion.model import load_teacher as load_mimicmotion
+        from posecast.mimicmotion.model import read_config
 
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        return MimicMotionFamilyTeacher(load_mimicmotion(folder, device, dtype))
+        teacher = MimicMotionFamilyTeacher(load_mimicmotion(folder, device, dtype))
+        attention = read_config(folder).get("attention") or {}
+        if attention.get("mode") == "input_aware":  # fine-tuned with it: samples with it
+            teacher.set_attention("input_aware", attention.get("k_frames"),
+                                  attention.get("levels"))
+        return teacher
     if family != "dit":
         raise UsageError(f"{model}: unknown model family '{family}' (known: dit, mimicmotion)")
     from posecast.models.pretrained import from_pretrained

@@ -406,8 +406,13 @@ def test_a_fine_tune_runs_and_resumes_exactly(tmp_path, imported_8x, synthetic_d
     losses = [json.loads(line)["loss"] for line in (straight / "train_log.jsonl").open()]
     assert len(losses) == 2 and all(np.isfinite(losses))
     tuned = load_teacher(straight)
-    assert json.loads((straight / "config.json").read_text())["attention"]["mode"] == \
-        "input_aware" and tuned.recipe.window == 72
+    assert json.loads((straight / "config.json").read_text())["attention"] == \
+        {"mode": "input_aware", "k_frames": 2, "levels": [1, 2, 3]}
+    assert tuned.recipe.window == 72
+    from posecast.families import load_teacher as load_family
+
+    family = load_family(str(straight), torch.device("cpu"))  # samples as it was trained
+    assert family.attention is not None and family.attention.settings.k_frames == 2
 
 
 def test_posecast_train_fine_tunes_a_mimicmotion_folder(run_cli, tmp_path, imported_8x,
@@ -426,3 +431,69 @@ def test_posecast_train_fine_tunes_a_mimicmotion_folder(run_cli, tmp_path, impor
     assert steps == [1, 2]
     config = json.loads((out / "config.json").read_text())
     assert config["family"] == "mimicmotion" and config["attention"]["mode"] == "input_aware"
+
+
+def test_the_recipe_is_configurable_and_checked(run_cli, tmp_path, imported, portrait_path,
+                                               talking_video):
+    """--recipe KEY=VALUE sets MimicMotion's sampling (a 4-frame window overlapping by 1 on
+    13 frames: 4 windows × 1 step model calls); bad keys and values are one-line errors; the
+    DiT family refuses --recipe."""
+    from posecast.families import load_teacher as load_family
+    from posecast.pose.extract import extract_video
+
+    family = load_family(str(imported), torch.device("cpu"))
+    family.configure({"window": "4", "overlap": "1", "min_guidance": "1.5"})
+    assert (family.recipe.window, family.recipe.overlap, family.recipe.min_guidance) == \
+        (4, 1, 1.5)
+    assert family.model_calls(12, 1, 2.0) == len(window_indices(13, 4, 1)) == 4
+    poses = tmp_path / "poses.npz"
+    extract_video(talking_video).save(poses)
+    common = ["teacher", portrait_path, "--poses", poses, "-o", tmp_path / "x.mp4", "--model",
+              imported, "--device", "cpu"]
+    for bad, message in ((["--recipe", "colour=3"], "not a sampling setting"),
+                         (["--recipe", "window=big"], "not a number"),
+                         (["--recipe", "window"], "KEY=VALUE"),
+                         (["--recipe", "overlap=9", "--recipe", "window=4"], "overlap")):
+        result = run_cli(*common, *bad)
+        assert result.code == 2 and message in result.stderr, (bad, result.stderr)
+    assert not (tmp_path / "x.mp4").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_fine_tunes_the_same_with_and_without_fsdp(tmp_path, imported_8x,
+                                                            synthetic_dataset):
+    """Two processes with averaged gradients (DDP), and the same with the network sharded
+    (FSDP2), fine-tune the same weights; the sharded run resumes. Adam's first step moves each
+    weight by about lr·sign(gradient), so where a gradient is near zero the two reduction
+    orders may move it differently: the weights must agree to half a step (5e-4), which
+    unsynchronised shards (each rank stepping on its own gradient) would not."""
+    import os
+    import subprocess
+    import sys
+
+    def torchrun(args, port):
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run",
+                               "--nproc-per-node", "2", "--master-port", str(port), "-m",
+                               "posecast", "train", *map(str, args)], capture_output=True,
+                              text=True, env=env, timeout=600)
+
+    common = [synthetic_dataset, "--init-from", imported_8x, "--max-steps", "1", "--frames",
+              "3", "--batch-size", "1", "--checkpoint-every", "1", "--learning-rate", "1e-3",
+              "--device", "cpu"]
+    plain = torchrun([*common, "--out", tmp_path / "ddp"], 29541)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    sharded = torchrun([*common, "--out", tmp_path / "fsdp", "--fsdp"], 29542)
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("ddp", "fsdp"))
+    original = load_file(imported_8x / "model.safetensors")
+    assert a.keys() == b.keys() == original.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=5e-4, rtol=0)
+    assert any(not torch.equal(a[key], original[key].float()) for key in a)
+    resumed = torchrun([synthetic_dataset, "--out", tmp_path / "fsdp", "--max-steps", "2",
+                        "--frames", "3", "--batch-size", "1", "--device", "cpu", "--fsdp",
+                        "--resume"], 29543)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((tmp_path / "fsdp" / "checkpoint" / "state.json").read_text())["step"] \
+        == 2

@@ -21,7 +21,7 @@ from posecast.cli.options import (
     Steps,
 )
 from posecast.cli.ui import console, progress_bar
-from posecast.errors import UsageError
+from posecast.errors import PosecastError, UsageError
 from posecast.paths import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, require_file, require_output
 
 
@@ -51,6 +51,10 @@ def teacher_command(
     k_frames: Annotated[int | None, typer.Option(
         help="With --attention input_aware: the pose-similar past frames each frame sees.",
         min=0, max=16, show_default=False)] = None,
+    recipe: Annotated[list[str] | None, typer.Option(
+        help="MimicMotion: a sampling setting as KEY=VALUE (window, overlap, min_guidance, "
+        "max_guidance, fps, motion_bucket_id, noise_aug_strength, decode_chunk); repeatable.",
+        show_default=False)] = None,
     seed: Seed = 0,
     device: Device = "auto",
     allow_missing: AllowMissing = False,
@@ -68,6 +72,8 @@ def teacher_command(
 
       posecast teacher me.png --driving-video talk.mp4 --audio talk.mp4 -o out.mp4 --model teacher/
     """
+    import torch
+
     from posecast.media import load_audio, load_image, write_mp4
     from posecast.pose.extract import extract_image, extract_video
     from posecast.pose.framing import retarget
@@ -100,6 +106,13 @@ def teacher_command(
     sampler = load_teacher(model, torch_device)
     if attention is not None:
         sampler.set_attention(attention, k_frames)
+    changes = {}
+    for item in recipe or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--recipe {item}: give KEY=VALUE, e.g. window=16")
+        changes[key.strip()] = value.strip()
+    sampler.configure(changes)
     if size is not None:
         sampler.resize(*parse_size(size, sampler.size_multiple))
     fps = fps or driving.fps
@@ -113,7 +126,11 @@ def teacher_command(
         task = bar.add_task("denoising", total=sampler.model_calls(frames, steps, cfg))
         video = sampler.frames(image, driving, portrait_keypoints, steps, cfg, seed,
                                on_evaluation=lambda: bar.advance(task))
-        first = next(video)  # all frames are denoised together; decoding then streams
+        try:
+            first = next(video)  # all frames are denoised together; decoding then streams
+        except torch.cuda.OutOfMemoryError:
+            raise PosecastError(f"out of GPU memory while sampling; {sampler.memory_hint()}"
+                                ) from None
     with write_mp4(output, fps=fps, audio=clip) as mp4:
         for frame in itertools.chain([first], video):
             mp4.write(frame)

@@ -10,7 +10,7 @@ import typer
 from posecast.cli.options import Device, Overwrite, Seed, parse_region_alphas
 from posecast.cli.run_folder import prepare_run_folder
 from posecast.cli.ui import console, err_console, progress_bar
-from posecast.errors import UsageError
+from posecast.errors import PosecastError, UsageError
 
 
 def train_command(
@@ -47,6 +47,9 @@ def train_command(
         "(face, lips, hands, arms; unnamed regions 0); repeat for several. On small frames the "
         "mouth is a few pixels, which an unweighted loss barely counts.", show_default=False)]
     = None,
+    fsdp: Annotated[bool, typer.Option(
+        "--fsdp", help="MimicMotion under torchrun: shard the network across the processes "
+        "(FSDP2) instead of copying it to each.")] = False,
     seed: Seed = 0,
     device: Device = "auto",
     overwrite: Overwrite = False,
@@ -81,18 +84,30 @@ def train_command(
             max_steps=max_steps, batch_size=batch_size, frames=frames,
             learning_rate=1e-5 if learning_rate is None else learning_rate,
             checkpoint_every=checkpoint_every, gradient_checkpointing=gradient_checkpointing,
-            seed=seed, attention=attention, k_frames=k_frames, region_alphas=region_alphas)
+            seed=seed, attention=attention, k_frames=k_frames, region_alphas=region_alphas,
+            fsdp=fsdp)
         prepare_run_folder(out, dataset, resume, overwrite)
+        import torch
+
         with progress_bar("steps") as bar:
             task = bar.add_task("fine-tuning", total=max_steps)
-            fine_tune(dataset, out, init_from, settings, resume=resume, device=device,
-                      on_step=lambda report: bar.update(
-                          task, completed=report.step, description=f"loss {report.loss:.4f}"),
-                      on_message=lambda text: err_console.print(text, markup=False,
-                                                                highlight=False))
+            try:
+                fine_tune(dataset, out, init_from, settings, resume=resume, device=device,
+                          on_step=lambda report: bar.update(
+                              task, completed=report.step,
+                              description=f"loss {report.loss:.4f}"),
+                          on_message=lambda text: err_console.print(text, markup=False,
+                                                                    highlight=False))
+            except torch.cuda.OutOfMemoryError:
+                raise PosecastError(f"out of GPU memory fine-tuning windows of {frames} frames "
+                                    f"at batch size {batch_size}; lower --frames or "
+                                    "--batch-size, or add --gradient-checkpointing") from None
         console.print(f"model written to {out} (resume state in {out}/checkpoint)",
                       highlight=False, soft_wrap=True)
         return
+    if fsdp:
+        raise UsageError("--fsdp shards a MimicMotion fine-tune; posecast's own teachers train "
+                         "with DDP (and `posecast distill --fsdp` shards distillation)")
     learning_rate = 3e-4 if learning_rate is None else learning_rate
     if init_from is not None:
         from posecast.models.pretrained import load_config

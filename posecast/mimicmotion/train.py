@@ -9,8 +9,10 @@ when --region-alpha is given. A window is the clip's reference frame (frame 0, w
 pose, as MimicMotion samples) followed by frames of the clip; the reference conditions through
 its CLIP token and its VAE latent on every frame; all three conditions are dropped together for
 `condition_dropout` of the windows (CFG's unconditional branch). The VAE and CLIP stay frozen;
-the UNet and the pose network train. Every step's randomness comes from (seed, step, rank), so
---resume continues exactly (bit-exact on the CPU).
+the UNet and the pose network train. Under torchrun the gradients are averaged (DDP), or with
+`fsdp` the network is sharded block by block (FSDP2; checkpoints are gathered into the same
+format, so sharded and unsharded runs resume each other). Every step's randomness comes from
+(seed, step, rank), so --resume continues exactly (bit-exact on the CPU).
 """
 
 from __future__ import annotations
@@ -45,8 +47,10 @@ class FineTuneConfig:
     condition_dropout: float = 0.1
     noise_mean: float = 0.7  # log σ ~ N(noise_mean, noise_std²), as SVD was trained
     noise_std: float = 1.6
+    fsdp: bool = False  # under torchrun: shard the network block by block (FSDP2)
     attention: str = "dense"  # or "input_aware"
     k_frames: int = 3
+    levels: tuple[int, ...] = (1, 2, 3)  # UNet levels whose spatial attention becomes joint
     region_alphas: dict[str, float] = field(default_factory=dict)
 
 
@@ -128,7 +132,7 @@ def svd_loss(teacher, attention: InputAwareUNet | None, batch: dict,
 
 def write_model(out: Path, init_folder: Path, network, settings: FineTuneConfig) -> None:
     """The fine-tuned model folder: the initial folder's SVD components and recipe, the new
-    weights, and the attention it was trained with."""
+    weights (`network`, or its full state dict), and the attention it was trained with."""
     from safetensors.torch import save_file
 
     from posecast.paths import atomic_output
@@ -137,12 +141,13 @@ def write_model(out: Path, init_folder: Path, network, settings: FineTuneConfig)
     for name in COMPONENTS:
         if not (out / name).exists():
             shutil.copytree(init_folder / name, out / name)
-    state = {key: value.detach().cpu().contiguous() for key, value in
-             network.state_dict().items()}
+    weights = network if isinstance(network, dict) else network.state_dict()
+    state = {key: value.detach().cpu().contiguous() for key, value in weights.items()}
     with atomic_output(out / "model.safetensors") as tmp:
         save_file(state, tmp, metadata={"format": "pt"})
     config = read_config(init_folder)
-    config["attention"] = {"mode": settings.attention, "k_frames": settings.k_frames}
+    config["attention"] = {"mode": settings.attention, "k_frames": settings.k_frames,
+                           "levels": list(settings.levels)}
     config["fine_tuned"] = {key: value for key, value in dataclasses.asdict(settings).items()}
     with atomic_output(out / "config.json") as tmp:
         tmp.write_text(json.dumps(config, indent=2) + "\n")
@@ -188,19 +193,38 @@ def fine_tune(dataset: str | os.PathLike, out: str | os.PathLike, init_from: str
             network.unet.enable_gradient_checkpointing()
         attention = None
         if settings.attention == "input_aware":
-            attention = InputAwareUNet(network, InputAwareSettings(k_frames=settings.k_frames))
+            attention = InputAwareUNet(network, InputAwareSettings(
+                k_frames=settings.k_frames, levels=tuple(settings.levels)))
+        sharded = settings.fsdp and env.world_size > 1
+        if sharded:  # each UNet block, then the rest (conv_in, pose network, embeddings)
+            from torch.distributed.fsdp import fully_shard
+
+            unet = network.unet
+            for block in [*unet.down_blocks, unet.mid_block, *unet.up_blocks]:
+                fully_shard(block)
+            fully_shard(network)
         optimizer = torch.optim.AdamW(network.parameters(), lr=settings.learning_rate)
         step = 0
         if resume:
             try:
-                step = load_checkpoint(found, {"model": network}, {"model": optimizer})["step"]
+                if sharded:
+                    from posecast.train.checkpoint import read_checkpoint
+                    from posecast.train.sharding import load_full_states
+
+                    meta, modules, optimizers = read_checkpoint(found, ["model"], ["model"])
+                    load_full_states({"model": network}, {"model": (network, optimizer)},
+                                     modules, optimizers)
+                    step = meta["step"]
+                else:
+                    step = load_checkpoint(found, {"model": network},
+                                           {"model": optimizer})["step"]
             except (OSError, RuntimeError, ValueError, KeyError) as error:
                 raise damaged(found, error) from None
         recipe = teacher.recipe
         data = ClipDataset(dataset, recipe.height, recipe.width, on_clip=on_message,
                            with_region_bits=bool(settings.region_alphas))
         trained = network
-        if env.world_size > 1:
+        if env.world_size > 1 and not sharded:
             trained = torch.nn.parallel.DistributedDataParallel(
                 network, device_ids=[env.device.index] if env.device.type == "cuda" else None)
             teacher.network = trained
@@ -225,12 +249,17 @@ def fine_tune(dataset: str | os.PathLike, out: str | os.PathLike, init_from: str
                 log.flush()
                 if on_step is not None:
                     on_step(report)
-                if step % settings.checkpoint_every == 0 or step == settings.max_steps:
-                    save_checkpoint(out / CHECKPOINT_DIR, step, {"model": network},
-                                    {"model": optimizer},
+            if step % settings.checkpoint_every == 0 or step == settings.max_steps:
+                modules, optimizers = {"model": network}, {"model": optimizer}
+                if sharded:  # gathered on every rank (a collective), written by one
+                    from posecast.train.sharding import full_states
+
+                    modules, optimizers = full_states(modules, {"model": (network, optimizer)})
+                if env.is_main:
+                    save_checkpoint(out / CHECKPOINT_DIR, step, modules, optimizers,
                                     {"settings": dataclasses.asdict(settings),
                                      "init_from": str(init_from)})
-                    write_model(out, init_folder, network, settings)
+                    write_model(out, init_folder, modules["model"], settings)
         if log is not None:
             log.close()
         return out
