@@ -93,7 +93,7 @@ def test_a_portrait_without_a_face_says_how_to_fix_it(run_cli, tmp_path, tiny_st
 def test_bad_requests_are_one_line_errors(run_cli, tmp_path, portrait_path, tiny_student):
     audio = _speech(tmp_path / "speech.wav", 0.5)
     cases = [
-        (["render", audio, portrait_path], "-o OUT.mp4"),
+        (["render", audio], "AUDIO PORTRAIT [-o OUT.mp4]"),
         (["render", audio, portrait_path, "-o", tmp_path / "x.mp4", "--device", "cuda:3"],
          "CUDA is not available"),
         (["render", audio, portrait_path, "-o", tmp_path / "x.mp4", "--shard", "0/2"],
@@ -247,3 +247,24 @@ def test_a_failing_compile_renders_uncompiled_with_a_warning(monkeypatch):
     assert renderer.network is renderer.model
     assert len(warnings) == 1 and "RuntimeError: inductor says no)" in warnings[0]
     assert "second line" not in warnings[0]
+
+
+def test_the_design_cards_command_writes_one_mp4_named_from_its_inputs(run_cli, tmp_path,
+                                                                       portrait_path,
+                                                                       monkeypatch):
+    """`posecast render AUDIO PORTRAIT` as the design card writes it: no -o, an MP4 named
+    AUDIO_PORTRAIT.mp4 in the current folder, its name printed; run again, it refuses to
+    replace it without --overwrite."""
+    work = tmp_path / "work"
+    work.mkdir()
+    audio = _speech(tmp_path / "speech.wav", 0.3)
+    monkeypatch.chdir(work)
+    result = run_cli("render", audio, portrait_path, "--device", "cpu")
+    assert result.code == 0, result.stderr
+    name = f"speech_{portrait_path.stem}.mp4"
+    assert [p.name for p in work.iterdir()] == [name]
+    assert f"wrote {name}" in result.stdout
+    assert abs(_frames(work / name) - 8) <= 1
+    again = run_cli("render", audio, portrait_path, "--device", "cpu")
+    assert again.code == 2 and "already exists" in again.stderr
+    assert [p.name for p in work.iterdir()] == [name]

@@ -86,7 +86,9 @@ def render_command(
     portrait: Annotated[Path | None, typer.Argument(help="The person (PNG, JPEG, WebP), face "
                                                     "and shoulders visible.",
                                                     show_default=False)] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="The MP4 to write.",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="The MP4 to write "
+                                                "(default: AUDIO_PORTRAIT.mp4, from the inputs' "
+                                                "names, in the current folder).",
                                                 show_default=False)] = None,
     model: Annotated[str | None, typer.Option(
         help="A distilled student: model folder or Hub repo id \\[default: the bundled starter "
@@ -129,6 +131,8 @@ def render_command(
 
     [bold]Examples[/bold]
 
+      posecast render speech.wav portrait.png                 (writes speech_portrait.mp4)
+
       posecast render speech.wav portrait.png -o talk.mp4
 
       posecast render --batch jobs.csv --shard 0/4 --json
@@ -138,8 +142,10 @@ def render_command(
     from posecast.render import Renderer
 
     if batch is None:
-        if audio is None or portrait is None or output is None:
-            raise UsageError("give AUDIO PORTRAIT -o OUT.mp4, or --batch jobs.csv")
+        if audio is None or portrait is None:
+            raise UsageError("give AUDIO PORTRAIT [-o OUT.mp4], or --batch jobs.csv")
+        if output is None:  # named from its inputs, in the current folder
+            output = Path(f"{Path(audio).stem}_{Path(portrait).stem}.mp4")
         jobs = [Job(1, audio, portrait, output, None, None)]
     else:
         if audio is not None or portrait is not None or output is not None:
