@@ -167,3 +167,29 @@ def test_debug_shows_the_traceback(run_cli, tmp_path, monkeypatch):
 def test_messages_print_file_names_as_typed(run_cli, tmp_path):
     result = run_cli("keypoints", tmp_path / "clip:smile:.png", "-o", tmp_path / "k.npz")
     assert result.code == 2 and "clip:smile:.png" in result.stderr
+
+
+HEAVY = ("torch", "mediapipe", "diffusers", "transformers", "librosa")
+
+
+@pytest.mark.parametrize("argv,env", [
+    (["--help"], {}), (["--version"], {}), (["render", "--help"], {}),
+    (["bench", "render", "--help"], {}), (["import", "mimicmotion", "--help"], {}),
+    ([], {"_POSECAST_COMPLETE": "complete_bash", "COMP_WORDS": "posecast re",
+          "COMP_CWORD": "1"}),
+])
+def test_help_version_and_completion_import_no_heavy_library(argv, env):
+    """A fresh interpreter answers --help, --version and a shell completion without importing
+    torch, mediapipe, diffusers, transformers or librosa (they take seconds to load)."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom posecast.cli import app\n"
+              f"sys.argv = ['posecast', *{argv!r}]\n"
+              "try:\n    app()\nexcept SystemExit:\n    pass\n"
+              f"print('HEAVY', [m for m in {HEAVY!r} if m in sys.modules])\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**os.environ, **env}, timeout=120)
+    assert "HEAVY []" in result.stdout, result.stdout[-500:] + result.stderr[-500:]
+    assert "Usage" in result.stdout or "posecast" in result.stdout or "render" in result.stdout

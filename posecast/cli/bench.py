@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
-import torch
 import typer
 from rich.table import Table
 
@@ -230,6 +228,9 @@ def bench_render(
 
       posecast bench render --model student/ --teacher teacher/ --seconds 8
     """
+    import numpy as np
+    import torch
+
     from posecast.attention.backends import resolve_backend
     from posecast.bench.render import bench_codec, time_student_render, time_teacher_render
     from posecast.config import preset as make_preset

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from posecast.errors import UsageError
 
+if TYPE_CHECKING:
+    import torch
+
 
 def pick_device(name: str) -> torch.device:
+    import torch  # here, not at the top: `--help` and completion must not wait for torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):

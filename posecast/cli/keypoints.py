@@ -12,7 +12,6 @@ from posecast.cli.options import AllowMissing, Overwrite
 from posecast.cli.ui import console, err_console, progress_bar
 from posecast.errors import UsageError
 from posecast.paths import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, atomic_output, require_output
-from posecast.pose.keypoints import PART_SIZES
 
 
 def keypoints_command(
@@ -109,6 +108,8 @@ def _write_preview(input: Path, kind: str, keypoints, preview: Path) -> None:
 
 
 def _report(keypoints, output: Path, preview: Path | None, elapsed: float) -> None:
+    from posecast.pose.keypoints import PART_SIZES
+
     rates = keypoints.detection_rates()
     found = ", ".join(f"{part.replace('_', ' ')} ({PART_SIZES[part]} points) in {rate:.0%}"
                       for part, rate in rates.items())
