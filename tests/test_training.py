@@ -165,3 +165,33 @@ def test_region_alphas_make_the_teacher_loss_a_weighted_mean(synthetic_dataset):
     assert abs(loss({}) - squared.mean().item()) < 1e-5
     assert abs(loss({"lips": 1e7}) - squared[lips].mean().item()) < 1e-3
     assert loss({"lips": 1e7}) != loss({})
+
+
+def test_overwrite_checks_every_input_first_and_deletes_only_a_posecast_folder(
+        run_cli, tmp_path, synthetic_dataset):
+    """`train emptyds --out victim --overwrite` used to delete victim/ and only then say the
+    dataset had no clips; and any folder at all was deleted. Now an empty dataset is refused
+    first, and --overwrite removes only a folder holding a posecast run or model."""
+    from posecast.assets import starter_teacher
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "thesis.tex").write_text("years of work")
+    empty = tmp_path / "emptyds"
+    empty.mkdir()
+    for command in ("train", "distill"):
+        extra = ["--teacher", starter_teacher()] if command == "distill" else []
+        result = run_cli(command, empty, "--out", victim, "--overwrite", *extra, "--device",
+                         "cpu")
+        assert result.code == 2 and "no video clips" in result.stderr, result.stderr
+        assert (victim / "thesis.tex").read_text() == "years of work"
+    result = run_cli("train", synthetic_dataset, "--out", victim, "--overwrite", "--preset",
+                     "tiny", "--max-steps", "1", "--device", "cpu")
+    assert result.code == 2 and "not a posecast run" in result.stderr
+    assert (victim / "thesis.tex").exists()
+    run = tmp_path / "run"
+    args = ["train", synthetic_dataset, "--out", run, "--preset", "tiny", "--max-steps", "1",
+            "--batch-size", "1", "--device", "cpu"]
+    assert run_cli(*args).code == 0
+    result = run_cli(*args, "--overwrite")  # a posecast run: replaced
+    assert result.code == 0, result.stderr
