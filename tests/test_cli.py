@@ -193,3 +193,20 @@ def test_help_version_and_completion_import_no_heavy_library(argv, env):
                             env={**os.environ, **env}, timeout=120)
     assert "HEAVY []" in result.stdout, result.stdout[-500:] + result.stderr[-500:]
     assert "Usage" in result.stdout or "posecast" in result.stdout or "render" in result.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--seed", "-5"], "from 0 to"),
+    (["--seed", "99999999999999999999"], "from 0 to"),
+    (["--size", "65536x65536"], "at most 4096 pixels"),
+])
+def test_seed_and_size_out_of_range_are_one_line_errors(run_cli, tmp_path, args, message):
+    """Issue 20 (item 5): these were tracebacks; now one line and exit 2, before any work,
+    and nothing written."""
+    out = tmp_path / "x.mp4"
+    result = run_cli("render", tmp_path / "a.wav", tmp_path / "p.png", "-o", out, *args)
+    assert result.code == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
+    result = run_cli("distill", tmp_path, "--teacher", tmp_path, "--out", tmp_path / "s",
+                     "--seed", "-1")
+    assert result.code == 2 and "from 0 to" in result.stderr

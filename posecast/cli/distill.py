@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from posecast.cli.options import Device, Overwrite, parse_region_alphas
+from posecast.cli.options import Device, Overwrite, check_seed, parse_region_alphas
 from posecast.cli.run_folder import prepare_run_folder
 from posecast.cli.ui import console, err_console, progress_bar
 from posecast.errors import UsageError
@@ -97,6 +97,7 @@ def distill_command(
         help="Continue from OUT/checkpoint exactly, with the settings it was saved with; "
         "--max-steps and --region-steps given here change the run's length.")] = False,
     seed: Annotated[int | None, typer.Option(help="Random seed \\[default: 0].",
+                                             callback=check_seed,
                                              show_default=False)] = None,
     device: Device = "auto",
     overwrite: Overwrite = False,

@@ -17,7 +17,18 @@ AllowMissing = Annotated[
     ),
 ]
 Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu, or cuda[:N].")]
-Seed = Annotated[int, typer.Option(help="Random seed; the same seed gives the same output.")]
+MAX_SEED = 2**63 - 1  # what torch.Generator.manual_seed takes
+
+
+def check_seed(value: int | None) -> int | None:
+    """A seed from 0 to 2⁶³ − 1, or one line saying so (a typer callback)."""
+    if value is not None and not 0 <= value <= MAX_SEED:
+        raise UsageError(f"--seed {value}: give a whole number from 0 to {MAX_SEED}")
+    return value
+
+
+Seed = Annotated[int, typer.Option(help="Random seed (0 to 2^63 − 1); the same seed gives the "
+                                   "same output.", callback=check_seed)]
 ModelOption = Annotated[str, typer.Option(
     "--model", help="A model folder, or a Hugging Face repo id (owner/name).")]
 Steps = Annotated[int | None, typer.Option(help="Denoising steps (default: the model's).",
