@@ -180,12 +180,16 @@ class CausalRollout:
 
     # ------------------------------------------------------------------ masks
 
-    def _window_masks(self, start: int, end: int) -> tuple:
-        """The chunk [start, end)'s masks and token order, made now or ahead of time."""
-        if self._next_masks is not None and self._next_masks[0] == start:
-            return self._next_masks[1]
+    def _planned_masks(self, start: int, end: int) -> tuple:
+        """The chunk [start, end)'s masks and token order, from the planner's ring as it is."""
         window_start = max(0, end - self.model.config.window)
         return self.planner.masks(start, end, self.poses(window_start, end))
+
+    def _window_masks(self, start: int, end: int) -> tuple:
+        """The same, made ahead of time where `_prepare_next` did."""
+        if self._next_masks is not None and self._next_masks[0] == start:
+            return self._next_masks[1]
+        return self._planned_masks(start, end)
 
     def _prepare_next(self, end: int) -> None:
         """Host work of the chunk after this one (pose maps, masks), done while the device is
@@ -195,8 +199,7 @@ class CausalRollout:
             return
         self.pose_maps(end, end + chunk)
         if self.planner is not None:
-            self._next_masks = None
-            self._next_masks = (end, self._window_masks(end, end + chunk))
+            self._next_masks = (end, self._planned_masks(end, end + chunk))
 
     def _layout(self, start: int, end: int):
         """The chunk's attention layout: the input-aware plan (refilled in place), or for a

@@ -173,7 +173,7 @@ def fine_tune(dataset: str | os.PathLike, out: str | os.PathLike, init_from: str
         open_for_resume,
         save_checkpoint,
     )
-    from posecast.train.teacher import step_generator
+    from posecast.train.teacher import apply_gradients, log_step, step_generator
 
     out = Path(out)
     env = distributed.setup(device)
@@ -236,19 +236,13 @@ def fine_tune(dataset: str | os.PathLike, out: str | os.PathLike, init_from: str
             generator = step_generator(settings.seed, step, env.rank)
             batch = data.sample(settings.batch_size, settings.frames - 1, generator)
             loss = svd_loss(teacher, attention, batch, settings, generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(network.parameters(), settings.grad_clip)
-            optimizer.step()
+            apply_gradients(loss, network, optimizer, settings.grad_clip)
             step += 1
             report = FineTuneReport(step, settings.max_steps, loss.item(),
                                     settings.batch_size * env.world_size
                                     / (time.perf_counter() - started))
             if env.is_main:
-                log.write(json.dumps(dataclasses.asdict(report)) + "\n")
-                log.flush()
-                if on_step is not None:
-                    on_step(report)
+                log_step(log, report, on_step)
             if step % settings.checkpoint_every == 0 or step == settings.max_steps:
                 modules, optimizers = {"model": network}, {"model": optimizer}
                 if sharded:  # gathered on every rank (a collective), written by one

@@ -228,8 +228,7 @@ class Denoiser(nn.Module):
         head_dim = self.config.hidden_size // self.config.heads
         rope = rope_3d(positions, rows, cols, head_dim, noisy.device)  # each (N, d)
         order = getattr(layout, "order", None)  # (B, N): sorted position → token
-        if order is not None:
-            order = order.clone()  # autograd keeps it; the plan may be refilled before then
+        if order is not None:  # (a plan autograd saw is never refilled: student.py)
             tokens = torch.gather(tokens, 1, order[..., None].expand(-1, -1, tokens.shape[-1]))
             rope = tuple(table[order][:, None] for table in rope)  # (B, 1, N, d)
         c = self.time_embed(timestep_embedding(timestep).to(tokens.dtype))

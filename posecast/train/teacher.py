@@ -65,6 +65,23 @@ def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
     return torch.Generator().manual_seed(hash((seed, step, rank)) & 0x7FFF_FFFF_FFFF_FFFF)
 
 
+def apply_gradients(loss: torch.Tensor, module: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, grad_clip: float) -> None:
+    """One optimiser step on `loss`, gradients clipped to `grad_clip` in norm."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
+    optimizer.step()
+
+
+def log_step(log, report, on_step: Callable | None) -> None:
+    """Append a step's report to train_log.jsonl and tell the caller."""
+    log.write(json.dumps(dataclasses.asdict(report)) + "\n")
+    log.flush()
+    if on_step is not None:
+        on_step(report)
+
+
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     with torch.no_grad():
         for ema_param, param in zip(ema.parameters(), model.parameters(), strict=True):
@@ -156,20 +173,14 @@ def train_teacher(dataset: str | os.PathLike, out: str | os.PathLike, config: De
             batch = data.sample(train.batch_size, config.window, generator)
             loss = flow_matching_loss(trained, codec, batch, config, generator, env.device,
                                       train.region_alphas)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
-            optimizer.step()
+            apply_gradients(loss, model, optimizer, train.grad_clip)
             step += 1
             ema_update(ema, model, min(train.ema_decay, (1 + step) / (10 + step)))
             report = StepReport(step, train.max_steps, loss.item(),
                                 train.batch_size * env.world_size
                                 / (time.perf_counter() - started))
             if env.is_main:
-                log.write(json.dumps(dataclasses.asdict(report)) + "\n")
-                log.flush()
-                if on_step is not None:
-                    on_step(report)
+                log_step(log, report, on_step)
                 if step % train.checkpoint_every == 0 or step == train.max_steps:
                     save_checkpoint(checkpoint_dir, step, {"model": model, "ema": ema},
                                     {"model": optimizer},
