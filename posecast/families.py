@@ -4,8 +4,9 @@ commands take a family instead of branching on the architecture.
   dit          posecast's own DiT with flow matching (posecast/models/): teacher, training,
                distillation into the causal student, rendering
   mimicmotion  SVD's UNet with MimicMotion's pose network (posecast/mimicmotion/): imported
-               from public weights and sampled by `teacher`; its training, distillation and
-               rendering are not built yet, and those commands refuse it with one line
+               from public weights, sampled by `teacher`, fine-tuned by `train`; its causal
+               few-step student (a folder whose config.json holds "student") streams in
+               `render`; its distillation is not built yet and `distill` refuses it
 
 A model folder names its family in config.json ("family"; none means dit).
 """
@@ -231,7 +232,11 @@ def load_teacher(model: str, device: torch.device) -> LoadedTeacher:
     if family == "mimicmotion":
         from posecast.mimicmotion.model import load_teacher as load_mimicmotion
         from posecast.mimicmotion.model import read_config
+        from posecast.mimicmotion.student import is_student_folder
 
+        if is_student_folder(folder):
+            raise UsageError(f"{model}: a causal MimicMotion student, not a teacher; render it "
+                             "with `posecast render --model`, or give the teacher it came from")
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         teacher = MimicMotionFamilyTeacher(load_mimicmotion(folder, device, dtype))
         attention = read_config(folder).get("attention") or {}
@@ -244,6 +249,36 @@ def load_teacher(model: str, device: torch.device) -> LoadedTeacher:
     from posecast.models.pretrained import from_pretrained
 
     return DitTeacher(from_pretrained(folder, device=device), device)
+
+
+def load_renderer(model: str, device: torch.device, size: tuple[int, int] | None = None,
+                  steps: int | None = None, compile: bool | None = None,
+                  on_warning: Callable[[str], None] | None = None):
+    """A student of any family, loaded to render (posecast.render.Renderer's interface)."""
+    from posecast.hub import resolve_folder
+
+    family = family_of(resolve_folder(model))
+    if family == "mimicmotion":
+        from posecast.mimicmotion.render import StudentRenderer as renderer_class
+    elif family == "dit":
+        from posecast.render import Renderer as renderer_class
+    else:
+        raise UsageError(f"{model}: unknown model family '{family}' (known: dit, mimicmotion)")
+    return renderer_class(model, device, size=size, steps=steps, compile=compile,
+                          on_warning=on_warning)
+
+
+def size_multiple(model: str) -> int:
+    """What a model's frame sides must be multiples of (for --size)."""
+    from posecast.hub import resolve_folder
+
+    folder = resolve_folder(model)
+    if family_of(folder) == "mimicmotion":
+        return MimicMotionFamilyTeacher.size_multiple
+    from posecast.models.pretrained import load_config
+
+    config = load_config(str(folder))
+    return config.codec.downsample * config.patch_size
 
 
 def training_family(init_from: str | None, out, resume: bool) -> str:

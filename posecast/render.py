@@ -188,6 +188,18 @@ class Renderer:
     def config(self):
         return self.model.config
 
+    @property
+    def width(self) -> int:
+        return self.config.width
+
+    @property
+    def height(self) -> int:
+        return self.config.height
+
+    @property
+    def steps(self) -> int:
+        return len(self.timesteps) - 1
+
     def _warm_up(self) -> None:
         """Two chunks of a still pose and the cache pass between them: every kernel, plan
         shape and compiled graph the render will use."""
@@ -201,8 +213,7 @@ class Renderer:
             self.codec.decode(latents[0])
 
     def frame(self, image: np.ndarray, keypoints: Keypoints) -> Box:
-        return portrait_box(keypoints, image.shape[1], image.shape[0], self.config.width,
-                            self.config.height)
+        return portrait_box(keypoints, image.shape[1], image.shape[0], self.width, self.height)
 
     def render(self, audio: str | os.PathLike, portrait: str | os.PathLike,
                output: str | os.PathLike, motion=None, poses: str | os.PathLike | None = None,
@@ -229,31 +240,35 @@ class Renderer:
         return self.generate(clip, crop_resize(image, box), fit_keypoints(sequence, box),
                               Path(output), fps, seed, started, on_progress)
 
+    def chunks(self, reference: np.ndarray, poses: Keypoints, seed: int = 0
+               ) -> Iterator[tuple[int, np.ndarray]]:
+        """The video of `poses` (Keypoints in model-frame pixels) for `reference` (H, W, 3)
+        uint8 at the model's size, chunk by chunk as each is ready: (index of its first frame,
+        (c, H, W, 3) uint8 frames); the last chunk may run past the poses' end."""
+        reference_tensor = torch.from_numpy(reference).permute(2, 0, 1)[None].float()
+        reference_tensor = (reference_tensor / 127.5 - 1).to(self.device)
+        for start, latents in chunk_latents(self.model, self.codec, reference_tensor, poses,
+                                            self.timesteps, seed, self.network, self.stream):
+            with torch.no_grad():
+                yield start, to_uint8_frames(self.codec.decode(latents[0]))
+
     def generate(self, clip: AudioClip, reference: np.ndarray, poses: Keypoints,
                  output: Path, fps: float, seed: int = 0, started: float | None = None,
                  on_progress=None) -> RenderResult:
         """The video of `poses` (Keypoints in model-frame pixels) for `reference` (H, W, 3)
         uint8 at the model's size, streamed into `output` with `clip` muxed in."""
         started = time.perf_counter() if started is None else started
-        config, device = self.config, self.device
         frames = len(poses)
-        reference_tensor = torch.from_numpy(reference).permute(2, 0, 1)[None].float()
-        reference_tensor = (reference_tensor / 127.5 - 1).to(device)
         first_frame = None
         loop_started = time.perf_counter()
         with write_mp4(output, fps=fps, audio=clip) as mp4:
-            for start, latents in chunk_latents(self.model, self.codec, reference_tensor, poses,
-                                                self.timesteps, seed, self.network,
-                                                self.stream):
-                with torch.no_grad():
-                    pixels = to_uint8_frames(self.codec.decode(latents[0]))  # (c, H, W, 3)
+            for start, pixels in self.chunks(reference, poses, seed):
                 for frame in pixels[:frames - start]:
                     mp4.write(frame)
                 if first_frame is None:
                     first_frame = time.perf_counter() - started
                 if on_progress is not None:
-                    on_progress(min(start + config.chunk, frames) / fps, frames / fps)
+                    on_progress(min(start + len(pixels), frames) / fps, frames / fps)
         finished = time.perf_counter()
         return RenderResult(output, frames, frames / fps, finished - started,
                             first_frame or 0.0, finished - loop_started)
-

@@ -278,11 +278,11 @@ def test_the_teacher_command_samples_a_mimicmotion_folder(run_cli, tmp_path, imp
     assert sum(1 for _ in iter_video_frames(out)) == 12  # one per driving pose
 
 
-def test_commands_of_the_dit_family_refuse_a_mimicmotion_folder(run_cli, tmp_path, imported,
-                                                               speech_path, portrait_path):
+def test_render_refuses_a_mimicmotion_teacher(run_cli, tmp_path, imported, speech_path,
+                                              portrait_path):
     result = run_cli("render", speech_path, portrait_path, "-o", tmp_path / "x.mp4", "--model",
                      imported, "--device", "cpu")
-    assert result.code == 2 and "a mimicmotion model" in result.stderr
+    assert result.code == 2 and "is a teacher" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 

@@ -93,6 +93,10 @@ def distill_command(
     fsdp: Annotated[bool | None, typer.Option(
         "--fsdp/--no-fsdp", help="Under torchrun: shard the teacher, student and critic across "
         "the processes (FSDP2) for models that do not fit one GPU.", show_default=False)] = None,
+    fast_decoder: Annotated[Path | None, typer.Option(
+        help="MimicMotion teachers: an AutoencoderTiny folder for SD latents (diffusers layout, "
+        "e.g. a download of madebyollin/taesd) the student renders with; without it the "
+        "student decodes with SVD's temporal VAE.", show_default=False)] = None,
     resume: Annotated[bool, typer.Option(
         help="Continue from OUT/checkpoint exactly, with the settings it was saved with; "
         "--max-steps and --region-steps given here change the run's length.")] = False,
@@ -105,6 +109,9 @@ def distill_command(
     """Distil a teacher into a causal few-step student: ODE-pair initialisation, then DMD
     with the input-aware region loss. The output is a model folder `posecast render` loads.
 
+    The teacher may be posecast's own or a MimicMotion folder (`posecast import mimicmotion`,
+    fine-tuned with `posecast train`); the student is of the teacher's family.
+
     The same command runs on many GPUs (gradients averaged across processes):
     torchrun --nproc-per-node 8 -m posecast distill clips/ --teacher teacher/ --out student/
 
@@ -113,7 +120,9 @@ def distill_command(
       posecast distill clips/ --teacher teacher/ --out student/ --student-steps 4 --chunk 4
     """
     from posecast.cli.devices import pick_device
-    from posecast.train.distill import DistillConfig, distill, resumed_settings, student_config
+    from posecast.families import family_of
+    from posecast.hub import resolve_folder
+    from posecast.train.distill import DistillConfig, resumed_settings, student_config
     from posecast.train.region_loss import RegionWeights
 
     pick_device(device)
@@ -138,10 +147,30 @@ def distill_command(
     settings = DistillConfig.from_dict(settings)
     if resume:  # the saved run's settings; only stage lengths given as flags change
         _, settings = resumed_settings(out, max_steps, region_steps)
-    else:  # fail on a bad teacher or student shape before touching the output
-        from posecast.models.pretrained import load_config
+    # fail on a bad teacher, student shape or setting before touching the output
+    extra = {}
+    if family_of(resolve_folder(teacher)) == "mimicmotion":
+        from posecast.mimicmotion import distill as family_distill
+        from posecast.mimicmotion.model import read_config
 
-        student_config(load_config(teacher), settings)
+        if "student" in read_config(resolve_folder(teacher)):
+            raise UsageError(f"--teacher {teacher}: a student folder; give the teacher it was "
+                             "distilled from")
+        family_distill.check_settings(settings)
+        family_distill.student_settings(resolve_folder(teacher), settings)
+        if fast_decoder is not None and not (fast_decoder / "config.json").is_file():
+            raise UsageError(f"--fast-decoder {fast_decoder}: not an AutoencoderTiny folder "
+                             "(no config.json)")
+        run_distill, extra = family_distill.distill, {"fast_decoder": fast_decoder}
+    else:
+        from posecast.models.pretrained import load_config
+        from posecast.train.distill import distill as run_distill
+
+        if fast_decoder is not None:
+            raise UsageError("--fast-decoder is for MimicMotion teachers; posecast's own "
+                             "students decode with their model's codec")
+        if not resume:
+            student_config(load_config(teacher), settings)
     prepare_run_folder(out, dataset, resume, overwrite)
 
     with progress_bar("steps") as bar:
@@ -156,10 +185,10 @@ def distill_command(
             bar.update(task, completed=report.step, description=f"{report.phase}: {losses} · "
                        f"{report.samples_per_second:.2f} samples/s")
 
-        distill(dataset, teacher, out, settings, resume=resume, device=device, on_step=on_step,
-                on_message=lambda text: err_console.print(text, markup=False, highlight=False,
-                                                          soft_wrap=True),
-                on_pairs=on_pairs)
+        run_distill(dataset, teacher, out, settings, resume=resume, device=device,
+                    on_step=on_step, on_pairs=on_pairs, **extra,
+                    on_message=lambda text: err_console.print(text, markup=False,
+                                                              highlight=False, soft_wrap=True))
     console.print(f"student written to {out} (render it with `posecast render --model {out}`; "
                   f"resume state in {out}/checkpoint)", highlight=False, soft_wrap=True)
 

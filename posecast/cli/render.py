@@ -137,9 +137,8 @@ def render_command(
 
       posecast render --batch jobs.csv --shard 0/4 --json
     """
-    from posecast.models.pretrained import load_config
+    from posecast.families import load_renderer, size_multiple
     from posecast.motion import load_motion
-    from posecast.render import Renderer
 
     if batch is None:
         if audio is None or portrait is None:
@@ -161,18 +160,15 @@ def render_command(
     torch_device = pick_device(device)
     motion_model = load_motion(motion, str(torch_device))
     say = err_console if json_summary else console
-    renderers: dict[str, Renderer] = {}
+    renderers = {}
 
-    def renderer_for(source: str) -> Renderer:
+    def renderer_for(source: str):
         if source not in renderers:
-            shape = None
-            if size is not None:
-                config = load_config(source)
-                shape = parse_size(size, config.codec.downsample * config.patch_size)
-            renderers[source] = Renderer(source, torch_device, size=shape, steps=steps,
-                                         compile=compile,
-                                         on_warning=lambda text: say.print(text,
-                                                                           highlight=False))
+            shape = None if size is None else parse_size(size, size_multiple(source))
+            renderers[source] = load_renderer(source, torch_device, size=shape, steps=steps,
+                                              compile=compile,
+                                              on_warning=lambda text: say.print(
+                                                  text, highlight=False))
         return renderers[source]
 
     results = []
@@ -191,9 +187,8 @@ def render_command(
             results.append({"job": job.index, "output": str(job.output), "status": "failed",
                             "error": str(error)})
             continue
-        config = renderer.config
         say.print(f"wrote {result.output}: {result.seconds:.2f} s of video ({result.frames} "
-                  f"frames, {config.width}x{config.height}, {len(renderer.timesteps) - 1} "
+                  f"frames, {renderer.width}x{renderer.height}, {renderer.steps} "
                   f"steps) in {result.elapsed:.2f} s = {result.realtime_factor:.2f}x real time "
                   f"(first frame after {result.first_frame:.2f} s; once started, "
                   f"{result.frames / result.streaming:.1f} FPS = "

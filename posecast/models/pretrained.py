@@ -62,8 +62,9 @@ def _resolve_model(path_or_repo: str | os.PathLike,
     family = family_of(folder)
     if family != "dit":
         raise UsageError(f"{path_or_repo}: a {family} model; posecast's own (DiT) models are "
-                         f"needed here (a {family} model is sampled by `posecast teacher`; its "
-                         "distillation and rendering are not built yet)")
+                         f"needed here (a {family} teacher is sampled by `posecast teacher` and "
+                         "its student rendered by `posecast render`; its distillation is not "
+                         "built yet)")
     try:
         return folder, DenoiserConfig.load(config_path)
     except (ValueError, TypeError, json.JSONDecodeError) as error:

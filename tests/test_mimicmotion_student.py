@@ -1,0 +1,281 @@
+"""The MimicMotion causal student on tiny random components: the cached chunk-by-chunk passes
+equal a block-causal whole pass, no frame sees a later chunk, and `posecast render` streams a
+student folder to an MP4 of exactly the audio's length."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_mimicmotion import _random_state, _unet_config, _write_svd
+
+from posecast.data.synthetic import synthetic_clip
+from posecast.mimicmotion.model import MimicMotion, MimicMotionTeacher, Recipe
+from posecast.mimicmotion.student import (
+    Conditions,
+    MimicMotionStudent,
+    StudentSettings,
+    StudentStream,
+)
+
+
+def _student(attention: str, seed: int = 4) -> MimicMotionStudent:
+    """A random tiny student on 64 × 64 frames (an 8 × 8 latent grid): chunks of 2 frames,
+    4 cached frames, joint attention at levels 0 and 1."""
+    torch.manual_seed(seed)
+    network = MimicMotion(_unet_config()).eval()
+    with torch.no_grad():
+        network.pose_net.final_proj.weight.normal_(0, 0.2)  # the pose matters
+    parts = MimicMotionTeacher(network, None, None, (0, 0, 0), (1, 1, 1), {},
+                               Recipe(height=64, width=64))
+    settings = StudentSettings(chunk=2, context_frames=4, steps=2, attention=attention,
+                               levels=(0, 1), k_frames=2, backend="gather")
+    return MimicMotionStudent(parts, settings)
+
+
+def _inputs(frames: int, seed: int = 3):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, frames, 4, 8, 8, generator=g)
+    conditions = Conditions(torch.randn(1, 1, 32, generator=g),
+                            torch.randn(1, 4, 8, 8, generator=g), torch.tensor([[6., 127., 0.]]))
+    maps = torch.rand(1, frames, 3, 64, 64, generator=g) * 2 - 1
+    _, poses = synthetic_clip(64, frames, 25.0, np.random.default_rng(1))
+    return x, conditions, maps, poses
+
+
+def _cached(student: MimicMotionStudent, x, conditions, maps, poses, sigma: float = 5.0):
+    """D(x; σ) chunk by chunk against the cache, each chunk committed with its own input."""
+    stream = StudentStream(student, conditions, lambda s, e: maps[:, s:e],
+                           lambda s, e: [poses[s:e]])
+    chunk, capacity = student.settings.chunk, student.settings.context_frames
+    outputs = []
+    for start in range(0, x.shape[1], chunk):
+        end = start + chunk
+        masks = stream._set_plans(start, end)
+        outputs.append(stream._pass(x[:, start:end], sigma, start, commit=False))
+        stream.cache.point_at(start % capacity)
+        stream._pass(x[:, start:end], sigma, start, commit=True)
+        stream.cache.filled()
+        for tokens, planner in stream.planners.items():
+            planner.commit(start, end, masks[tokens])
+        stream.position.add_(chunk)
+    return torch.cat(outputs, dim=1)
+
+
+@pytest.mark.parametrize("attention, frames", [("input_aware", 6), ("dense", 10)])
+def test_cached_chunks_equal_a_block_causal_whole_pass(attention, frames):
+    """Temporal convolutions, temporal attention and (input-aware) joint spatial attention
+    through the cache equal one block-causal pass over every frame; the dense case runs past
+    the ring's capacity (10 frames, 4 cached), so slots are overwritten."""
+    student = _student(attention)
+    x, conditions, maps, poses = _inputs(frames)
+    with torch.no_grad():
+        whole = student.whole_pass(x, 5.0, conditions, maps, [poses])
+        cached = _cached(student, x, conditions, maps, poses)
+    torch.testing.assert_close(cached, whole, atol=1e-5, rtol=1e-5)
+
+
+def test_no_frame_sees_a_later_chunk():
+    """Changing the last chunk's inputs (latents and poses) leaves every earlier frame exactly
+    as it was, in the whole pass and in the streamed video; the teacher's own network (no
+    causal changes) does not have this property."""
+    student = _student("input_aware")
+    x, conditions, maps, poses = _inputs(6)
+    changed_x, changed_maps = x.clone(), maps.clone()
+    changed_x[:, 4:] += 1.0
+    changed_maps[:, 4:] = -changed_maps[:, 4:]
+    with torch.no_grad():
+        before = student.whole_pass(x, 5.0, conditions, maps, [poses])
+        after = student.whole_pass(changed_x, 5.0, conditions, changed_maps, [poses])
+        assert torch.equal(before[:, :4], after[:, :4])
+        assert (before[:, 4:] - after[:, 4:]).abs().max() > 1e-3
+        teacher = MimicMotion(_unet_config()).eval()
+        sample = torch.cat([x, conditions.latent[:, None].expand(-1, 6, -1, -1, -1)], 2)
+        changed = torch.cat([changed_x, conditions.latent[:, None].expand(-1, 6, -1, -1, -1)],
+                            2)
+        plain = [teacher(s, 1.0, conditions.embeddings, conditions.time_ids, m)
+                 for s, m in ((sample, maps), (changed, changed_maps))]
+        assert (plain[0][:, :4] - plain[1][:, :4]).abs().max() > 1e-4
+
+
+def test_the_settings_refuse_a_chunk_that_does_not_divide_the_context():
+    from posecast.errors import UsageError
+
+    with pytest.raises(UsageError, match="chunk must divide"):
+        StudentSettings(chunk=3, context_frames=8)
+    with pytest.raises(UsageError, match="1 to 8"):
+        StudentSettings(steps=9)
+    assert StudentSettings(steps=4).sigmas()[0] == pytest.approx(700.0)
+    assert sorted(StudentSettings(steps=4).sigmas(), reverse=True) == \
+        StudentSettings(steps=4).sigmas()
+
+
+@pytest.fixture(scope="module")
+def teacher_8x(tmp_path_factory):
+    """An imported tiny teacher (8× VAE like SVD's, 64 × 64 frames) and a random
+    AutoencoderTiny folder."""
+    from diffusers import AutoencoderTiny
+
+    from posecast.mimicmotion.importer import import_mimicmotion
+
+    root = tmp_path_factory.mktemp("mm_teacher")
+    svd = _write_svd(root / "svd", vae_blocks=4)
+    checkpoint = root / "MimicMotion.pth"
+    torch.save(_random_state(), checkpoint)
+    teacher = import_mimicmotion(root / "teacher", str(svd), str(checkpoint))
+    config = json.loads((teacher / "config.json").read_text())
+    config["recipe"].update(height=64, width=64)
+    (teacher / "config.json").write_text(json.dumps(config))
+    torch.manual_seed(0)
+    AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8),
+                    decoder_block_out_channels=(8, 8, 8, 8), num_encoder_blocks=(1, 1, 1, 1),
+                    num_decoder_blocks=(1, 1, 1, 1)).save_pretrained(root / "taesd")
+    return teacher, root / "taesd"
+
+
+@pytest.fixture(scope="module")
+def student_folder(tmp_path_factory, teacher_8x):
+    """A student folder initialised from the tiny teacher, with the fast decoder."""
+    from posecast.mimicmotion.student import init_student
+
+    teacher, taesd = teacher_8x
+    settings = StudentSettings(chunk=2, context_frames=4, steps=2, levels=(0, 1),
+                               backend="gather")
+    student = init_student(teacher, tmp_path_factory.mktemp("mm") / "student", settings,
+                           fast_decoder=taesd)
+    return teacher, student
+
+
+def test_render_streams_a_mimicmotion_student_at_the_audio_length(run_cli, tmp_path,
+                                                                   student_folder,
+                                                                   portrait_path, speech_path):
+    from posecast.media import AudioClip, iter_video_frames, load_audio
+    from posecast.motion import frame_count
+
+    _, student = student_folder
+    clip = load_audio(speech_path)
+    audio = tmp_path / "short.wav"
+    AudioClip(clip.samples[:int(0.16 * clip.sample_rate)], clip.sample_rate).save_wav(audio)
+    out = tmp_path / "talk.mp4"
+    result = run_cli("render", audio, portrait_path, "-o", out, "--model", student,
+                     "--device", "cpu", "--json")
+    assert result.code == 0, result.stderr
+    frames = frame_count(0.16, 25.0)
+    assert json.loads(result.stdout)["jobs"][0]["frames"] == frames
+    video = list(iter_video_frames(out))
+    assert len(video) == frames and video[0].shape == (64, 64, 3)
+
+
+def test_families_refuse_each_others_folders(run_cli, tmp_path, student_folder, portrait_path,
+                                             speech_path, talking_video):
+    teacher, student = student_folder
+    result = run_cli("render", speech_path, portrait_path, "-o", tmp_path / "a.mp4",
+                     "--model", teacher, "--device", "cpu")
+    assert result.code != 0 and "is a teacher" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    result = run_cli("teacher", portrait_path, "-o", tmp_path / "b.mp4", "--model", student,
+                     "--driving-video", talking_video, "--device", "cpu")
+    assert result.code != 0 and "not a teacher" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("*.mp4"))
+
+
+DISTILL = dict(student_steps=2, chunk=2, window=4, k_frames=2, init_steps=1, ode_pairs=1,
+               ode_steps=4, max_steps=2, critic_updates=2, batch_size=1, learning_rate=1e-3,
+               critic_learning_rate=1e-3, init_learning_rate=1e-3, checkpoint_every=1,
+               region_loss_weight=0.0)
+
+
+def test_the_dmd_gradient_moves_a_sample_towards_the_teacher(teacher_8x, synthetic_dataset):
+    """With a critic that predicts the student's own sample (what a critic fitted to the
+    student's distribution does), one step down the DMD loss moves the sample towards the
+    teacher's clean estimate; a flipped sign moves it away."""
+    from posecast.data.clips import ClipDataset
+    from posecast.mimicmotion.distill import (
+        MimicMotionDistillation,
+        dmd_gradient,
+        prepare_window,
+    )
+    from posecast.train.distill import DistillConfig, dmd_loss
+
+    teacher, _ = teacher_8x
+    run = MimicMotionDistillation(teacher, DistillConfig(**DISTILL), torch.device("cpu"), 1)
+    data = ClipDataset(synthetic_dataset, 64, 64)
+    window = prepare_window(run.parts, data.sample(1, 4, torch.Generator().manual_seed(0)))
+    g = torch.Generator().manual_seed(1)
+    sample = torch.randn(1, 4, 4, 8, 8, generator=g).requires_grad_(True)
+    sigma, noise = torch.tensor([2.0]), torch.randn(sample.shape, generator=g)
+    lead_noise = torch.randn(window.lead_latent.shape, generator=g)
+
+    def real(x, s):
+        return run.teacher(window, x, s, lead_noise, run.cfg)
+
+    gradient = dmd_gradient(sample, real, lambda x, s: sample.detach(), sigma, noise, None)
+    dmd_loss(sample, gradient).backward()
+    with torch.no_grad():
+        target = real(sample + sigma.view(-1, 1, 1, 1, 1) * noise, sigma)
+        moved = sample - 0.5 * sample.grad / sample.grad.abs().mean()
+        assert (moved - target).norm() < (sample - target).norm()
+
+
+def test_dmd_and_critic_steps_run_in_the_configured_ratio(teacher_8x, synthetic_dataset):
+    """Counted at the optimisers: r = 2 critic steps per generator step, and both networks
+    change (the counters the log reports are not what is checked)."""
+    from posecast.data.clips import ClipDataset
+    from posecast.mimicmotion.distill import MimicMotionDistillation
+    from posecast.train.distill import DistillConfig
+
+    teacher, _ = teacher_8x
+    run = MimicMotionDistillation(teacher, DistillConfig(**DISTILL), torch.device("cpu"), 1)
+    steps = {"student": 0, "critic": 0}
+    for name in steps:
+        run.optimizers[name].register_step_post_hook(
+            lambda *_, name=name: steps.__setitem__(name, steps[name] + 1))
+    before = {name: next(module.parameters()).detach().clone()
+              for name, module in run.modules.items()}
+    data = ClipDataset(synthetic_dataset, 64, 64)
+    for step in range(2):
+        run.dmd_step(data, torch.Generator().manual_seed(step),
+                     torch.Generator().manual_seed(100 + step))
+    assert steps == {"student": 2, "critic": 4}
+    for name, module in run.modules.items():
+        assert not torch.equal(next(module.parameters()), before[name]), name
+
+
+def test_posecast_distill_makes_a_student_that_resumes_exactly_and_renders(
+        run_cli, tmp_path, teacher_8x, synthetic_dataset, portrait_path, speech_path):
+    """`posecast distill --teacher MIMICMOTION`: one ODE-init step and two DMD steps
+    straight through equal two steps then --resume, bit for bit; the folder is a student
+    with the fast decoder, and a teacher-only option is refused with one line."""
+    from safetensors.torch import load_file
+
+    teacher, taesd = teacher_8x
+    flags = ["--student-steps", "2", "--chunk", "2", "--window", "4", "--k-frames", "2",
+             "--init-steps", "1", "--ode-pairs", "1", "--critic-updates", "1",
+             "--batch-size", "1", "--checkpoint-every", "1", "--region-loss-weight", "0",
+             "--device", "cpu", "--fast-decoder", taesd]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    result = run_cli("distill", synthetic_dataset, "--teacher", teacher, "--out", straight,
+                     "--max-steps", "2", *flags)
+    assert result.code == 0, result.stderr
+    assert run_cli("distill", synthetic_dataset, "--teacher", teacher, "--out", split,
+                   "--max-steps", "1", *flags).code == 0
+    result = run_cli("distill", synthetic_dataset, "--teacher", teacher, "--out", split,
+                     "--max-steps", "2", "--resume", *flags)
+    assert result.code == 0, result.stderr
+    a, b = load_file(straight / "model.safetensors"), load_file(split / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+    config = json.loads((straight / "config.json").read_text())
+    assert config["student"]["chunk"] == 2 and (straight / "fast_decoder").is_dir()
+    log = [json.loads(line) for line in (straight / "train_log.jsonl").open()]
+    assert [entry["phase"] for entry in log] == ["init", "dmd", "dmd"]
+
+    result = run_cli("distill", synthetic_dataset, "--teacher", straight, "--out",
+                     tmp_path / "again", *flags)
+    assert result.code == 2 and "student folder" in result.stderr
+    result = run_cli("distill", synthetic_dataset, "--teacher", teacher, "--out",
+                     tmp_path / "fsdp", "--fsdp", *flags)
+    assert result.code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "again").exists() and not (tmp_path / "fsdp").exists()
