@@ -12,7 +12,6 @@ import math
 import os
 import re
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -75,6 +74,14 @@ class _StderrTail:
     def text(self) -> str:
         self._thread.join(timeout=5)
         return _tail(b"".join(self._chunks))
+
+
+def _feed(fd: int, samples: np.ndarray) -> None:
+    """Write `samples` into the pipe `fd` and close it (ffmpeg reads the end as end of audio).
+    A reader that stopped early (ffmpeg failed or was killed) ends the feed quietly: ffmpeg's
+    exit status says why."""
+    with contextlib.suppress(OSError), open(fd, "wb") as pipe:
+        pipe.write(memoryview(samples).cast("B"))
 
 
 # ----------------------------------------------------------------------------------------- probe
@@ -177,7 +184,7 @@ def decode_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
 class Mp4Stream:
     """An ffmpeg process encoding RGB frames to H.264 (yuv420p) + AAC; made by `write_mp4`."""
 
-    def __init__(self, name: Path, tmp_path: Path, workdir: Path, fps: float, audio, crf: int,
+    def __init__(self, name: Path, tmp_path: Path, fps: float, audio, crf: int,
                  preset: str) -> None:
         self.name = name  # the user's output path, for messages
         self.fps = float(fps)
@@ -186,10 +193,11 @@ class Mp4Stream:
         self.target_frames = (
             max(1, math.ceil(round(audio.duration * self.fps, 6))) if audio is not None else None
         )
-        self._tmp_path, self._workdir, self._audio = tmp_path, workdir, audio
+        self._tmp_path, self._audio = tmp_path, audio
         self._crf, self._preset = crf, preset
         self._last_frame: np.ndarray | None = None
         self._process: subprocess.Popen | None = None
+        self._audio_feed: threading.Thread | None = None
 
     def _start(self, height: int, width: int) -> None:
         video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}",
@@ -197,17 +205,35 @@ class Mp4Stream:
         streams = [video.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")]
         options = dict(vcodec="libx264", pix_fmt="yuv420p", crf=self._crf, preset=self._preset,
                        movflags="+faststart", r=self.fps)
+        audio_read = None
         if self._audio is not None:
-            wav = self._workdir / "audio.wav"
-            self._audio.save_wav(wav)
+            # The audio reaches ffmpeg through a second pipe (raw float32 samples, fed by a
+            # thread), so nothing is written to a temporary folder that a kill would leave.
+            audio_read, audio_write = os.pipe()
+            audio_input = ffmpeg.input(f"pipe:{audio_read}", format="f32le", ac=1,
+                                       ar=self._audio.sample_rate)
             # apad + an explicit -t: the audio is padded with silence up to the last frame.
-            streams.append(ffmpeg.input(str(wav)).audio.filter("apad"))
+            streams.append(audio_input.audio.filter("apad"))
             options.update(acodec="aac", audio_bitrate="128k",
                            t=f"{self.target_frames / self.fps:.6f}")
         args = _compile(ffmpeg.output(*streams, str(self._tmp_path), format="mp4", **options)
                         .global_args("-loglevel", "error", "-y"))
-        self._process = _popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
+        try:
+            self._process = _popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE,
+                                   pass_fds=() if audio_read is None else (audio_read,))
+        except BaseException:
+            if audio_read is not None:
+                os.close(audio_write)
+            raise
+        finally:
+            if audio_read is not None:
+                os.close(audio_read)  # ffmpeg holds its own copy
+        if audio_read is not None:
+            samples = np.clip(self._audio.samples, -1.0, 1.0).astype("<f4")
+            self._audio_feed = threading.Thread(target=_feed, args=(audio_write, samples),
+                                                daemon=True)
+            self._audio_feed.start()
         self._stderr = _StderrTail(self._process.stderr)
         self._shape = (height, width, 3)
 
@@ -249,6 +275,8 @@ class Mp4Stream:
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
             self._process.wait()
+        if self._audio_feed is not None:  # its pipe's reader is gone, so it ends at once
+            self._audio_feed.join(timeout=5)
 
 
 @contextlib.contextmanager
@@ -267,9 +295,8 @@ def write_mp4(path: str | os.PathLike, fps: float, audio=None, crf: int = 18,
                 mp4.write(frame)
     """
     path = Path(path)
-    with tempfile.TemporaryDirectory(prefix="posecast-") as workdir, \
-            atomic_output(path) as tmp_path:
-        stream = Mp4Stream(path, tmp_path, Path(workdir), fps, audio, crf, preset)
+    with atomic_output(path) as tmp_path:
+        stream = Mp4Stream(path, tmp_path, fps, audio, crf, preset)
         try:
             yield stream
             stream.finish()
