@@ -18,7 +18,7 @@ from posecast.errors import UsageError
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus")
 
@@ -45,13 +45,30 @@ def require_file(path: str | os.PathLike, kind: str,
     return path
 
 
+def same_file(first: str | os.PathLike, second: str | os.PathLike) -> bool:
+    """Whether two paths name one file (through `..`, symbolic links or hard links)."""
+    first, second = Path(first), Path(second)
+    if first.resolve() == second.resolve():
+        return True
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # one of them does not exist
+        return False
+
+
 def require_output(
     path: str | os.PathLike,
     overwrite: bool,
     extensions: Iterable[str] | None = None,
+    inputs: Iterable[str | os.PathLike | None] = (),
 ) -> Path:
-    """Check an output path before any work is done: its folder exists, it is not taken."""
+    """Check an output path before any work is done: its folder exists, it is not taken, and
+    it is none of the command's `inputs` (--overwrite would replace that input)."""
     path = Path(path)
+    for source in inputs:
+        if source is not None and same_file(path, source):
+            raise UsageError(f"{path}: is also an input of this command; write the output to "
+                             "another file")
     if extensions is not None:
         extensions = tuple(extensions)
         if path.suffix.lower() not in extensions:

@@ -24,7 +24,8 @@ from posecast.errors import InputError, MediaError
 from posecast.paths import atomic_output
 
 FFMPEG_ENV = "POSECAST_FFMPEG"
-_STDERR_TAIL = 600  # characters of ffmpeg's stderr carried into error messages
+# ffmpeg's internal context before a message, e.g. "[in#0 @ 0x55de16ed70c0] "
+_FFMPEG_CONTEXT = re.compile(r"\[[^\]]*? @ 0x[0-9a-f]+\]\s*")
 
 
 def ffmpeg_executable() -> str:
@@ -38,9 +39,11 @@ def ffmpeg_executable() -> str:
 
 
 def _tail(stderr: bytes | str) -> str:
+    """ffmpeg's last message, without its internal context, short enough for an error line."""
     text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
-    text = " | ".join(line.strip() for line in text.strip().splitlines() if line.strip())
-    return text[-_STDERR_TAIL:] or "(ffmpeg printed nothing)"
+    lines = [_FFMPEG_CONTEXT.sub("", line).strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and line != "Conversion failed!"]
+    return lines[-1][-200:] if lines else "ffmpeg printed nothing"
 
 
 def _compile(stream) -> list[str]:
@@ -116,7 +119,8 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     video_lines = [line for line in header.splitlines() if ": Video: " in line]
     match = _VIDEO_STREAM.search(video_lines[0]) if video_lines else None
     if match is None:
-        raise InputError(f"{path}: no video stream could be read ({_tail(header)})")
+        raise InputError(f"{path}: no video stream could be read (ffmpeg: {_tail(header)}); "
+                         "give a video with a picture track, or re-export it as MP4")
     width, height = int(match.group(1)), int(match.group(2))
     fps_match = _FPS.search(video_lines[0])
     fps = float(fps_match.group(1)) if fps_match else 25.0
@@ -161,7 +165,8 @@ def iter_video_frames(path: str | os.PathLike,
             process.kill()
         returncode = process.wait()
     if returncode != 0:
-        raise MediaError(f"{path}: ffmpeg could not decode the video ({stderr.text()})")
+        raise MediaError(f"{path}: the video is damaged or cut short (ffmpeg: {stderr.text()}); "
+                         "re-export or re-download it")
 
 
 def decode_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
@@ -174,7 +179,15 @@ def decode_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     )
     result = subprocess.run(args, capture_output=True, stdin=subprocess.DEVNULL, check=False)
     if result.returncode != 0:
-        raise InputError(f"{path}: no readable audio ({_tail(result.stderr)})")
+        stderr = result.stderr.decode("utf-8", "replace")
+        if "does not contain any stream" in stderr or "matches no streams" in stderr:
+            problem, fix = "the file has no audio track", "give the speech, or a video with sound"
+        elif "Invalid data found when processing input" in stderr:
+            problem = "not audio or video that ffmpeg can read, or badly damaged"
+            fix = "re-export it as WAV or MP3"
+        else:
+            problem, fix = f"ffmpeg: {_tail(stderr)}", "re-export it as WAV or MP3"
+        raise InputError(f"{path}: no readable audio ({problem}); {fix}")
     return np.frombuffer(result.stdout, np.float32).copy()
 
 
