@@ -184,6 +184,17 @@ def test_output_equal_to_an_input_is_refused_before_anything_is_touched(tmp_path
     assert result.stderr.endswith("is also an input of this command; write the output to "
                                   "another file\n") and result.stderr.count("\n") == 1
     assert voice.read_bytes() == before and list(tmp_path.iterdir()) == [voice]
+    # the other commands whose output could name an input
+    portrait = tmp_path / "me.png"
+    shutil.copy(portrait_path, portrait)
+    for args in (["teacher", portrait, "--driving-video", voice, "-o", voice],
+                 ["keypoints", portrait, "-o", tmp_path / "kp.npz", "--preview", portrait],
+                 ["motion", voice, portrait, "-o", tmp_path / "poses.npz", "--preview", voice]):
+        result = run_cli(*args, "--overwrite")
+        assert result.code == 2 and "is also an input" in result.stderr, args
+        assert result.stderr.count("\n") == 1, args
+    assert voice.read_bytes() == before and portrait.read_bytes() == portrait_path.read_bytes()
+    assert sorted(tmp_path.iterdir()) == sorted([voice, portrait])
 
 
 def test_missing_inputs_are_found_before_the_model_loads(tmp_path, run_cli, portrait_path):

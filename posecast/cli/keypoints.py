@@ -57,7 +57,7 @@ def keypoints_command(
                          f"({', '.join(VIDEO_EXTENSIONS)}) or a folder of videos")
     require_output(output, overwrite, (".npz",))
     if preview is not None:
-        require_output(preview, overwrite, preview_types)
+        require_output(preview, overwrite, preview_types, inputs=(input,))
         if preview.resolve() == output.resolve():
             raise UsageError("--preview and --output must be different files")
 

@@ -53,7 +53,7 @@ def motion_command(
 
     require_output(output, overwrite, (".npz",))
     if preview is not None:
-        require_output(preview, overwrite, (".mp4",))
+        require_output(preview, overwrite, (".mp4",), inputs=(audio, portrait))
         if preview.resolve() == output.resolve():
             raise UsageError("--preview and --output must be different files")
     clip = load_audio(require_file(audio, "audio", AUDIO_EXTENSIONS + VIDEO_EXTENSIONS))
