@@ -38,19 +38,26 @@ def _wait_for_a_file_in(folder: Path, process: subprocess.Popen, seconds: float 
 
 def test_sigterm_stops_a_render_with_one_line_and_leaves_nothing(tmp_path, speech_path,
                                                                   portrait_path):
+    import json
+
     out, scratch = tmp_path / "out", tmp_path / "tmpdir"
     out.mkdir()
     scratch.mkdir()
-    process = subprocess.Popen([*POSECAST, "render", speech_path, portrait_path, "-o",
-                                out / "talk.mp4"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True,
+    jobs = tmp_path / "jobs.csv"  # a batch, so the --json summary is checked too
+    jobs.write_text(f"audio,portrait,output\n{speech_path},{portrait_path},out/talk.mp4\n"
+                    f"{speech_path},{portrait_path},out/next.mp4\n")
+    process = subprocess.Popen([*POSECAST, "render", "--batch", jobs, "--json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "TMPDIR": str(scratch)})
     _wait_for_a_file_in(out, process)  # frames are going to ffmpeg now
     time.sleep(0.3)
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 143
-    assert stderr == "error: terminated (SIGTERM)\n" and stdout == ""
+    assert stderr == "error: terminated (SIGTERM)\n"
+    summary = json.loads(stdout)
+    assert [job["status"] for job in summary["jobs"]] == ["stopped", "stopped"]
+    assert summary["ok"] == summary["failed"] == 0 and summary["stopped"] == 2
     assert list(out.iterdir()) == [] and list(scratch.iterdir()) == []
 
 

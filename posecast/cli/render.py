@@ -13,7 +13,7 @@ import typer
 from posecast.cli.devices import parse_size, pick_device
 from posecast.cli.options import MAX_SEED, Device, Overwrite, Seed, check_seed
 from posecast.cli.ui import console, err_console, progress_bar
-from posecast.errors import PosecastError, UsageError
+from posecast.errors import PosecastError, Terminated, UsageError
 from posecast.paths import (
     AUDIO_EXTENSIONS,
     IMAGE_EXTENSIONS,
@@ -227,46 +227,61 @@ def render_command(
         return renderers[source]
 
     results = []
-    for job in jobs:
-        try:
-            if job.problem is not None:
-                raise UsageError(job.problem)
-            renderer = renderer_for(job.model or model or default_model())
-            result = _render_one(renderer, job, motion_model, poses, fps,
-                                 job.seed if job.seed is not None else seed, warn_minutes)
-        except Exception as error:
-            if batch is None or not (isinstance(error, PosecastError) or _keep_going()):
-                raise
-            # this job failed (a bad row, a broken model folder, …): report it, run the next
-            message = str(error) if isinstance(error, PosecastError) else \
-                f"{type(error).__name__}: {_first_line(error)}"
-            err_console.print(f"error: job {job.index} ({job.output or 'no output'}): {message}",
-                              markup=False, highlight=False, soft_wrap=True)
-            results.append({"job": job.index, "output": job.output and str(job.output),
-                            "status": "failed", "error": message})
-            continue
-        config = renderer.config
-        say.print(f"wrote {result.output}: {result.seconds:.2f} s of video ({result.frames} "
-                  f"frames, {config.width}x{config.height}, {len(renderer.timesteps) - 1} "
-                  f"steps) in {result.elapsed:.2f} s = {result.realtime_factor:.2f}x real time "
-                  f"(first frame after {result.first_frame:.2f} s; once started, "
-                  f"{result.frames / result.streaming:.1f} FPS = "
-                  f"{result.streaming_factor:.2f}x real time)", highlight=False,
-                  soft_wrap=True)
-        results.append({"job": job.index, "output": str(result.output), "status": "ok",
-                        "seconds": round(result.seconds, 3), "frames": result.frames,
-                        "elapsed": round(result.elapsed, 3),
-                        "realtime_factor": round(result.realtime_factor, 3),
-                        "streaming_factor": round(result.streaming_factor, 3)})
+    try:
+        for job in jobs:
+            try:
+                if job.problem is not None:
+                    raise UsageError(job.problem)
+                renderer = renderer_for(job.model or model or default_model())
+                result = _render_one(renderer, job, motion_model, poses, fps,
+                                     job.seed if job.seed is not None else seed, warn_minutes)
+            except Exception as error:
+                if batch is None or not (isinstance(error, PosecastError) or _keep_going()):
+                    raise
+                # this job failed (a bad row, a broken model folder, …): report it, run the next
+                message = str(error) if isinstance(error, PosecastError) else \
+                    f"{type(error).__name__}: {_first_line(error)}"
+                err_console.print(f"error: job {job.index} ({job.output or 'no output'}): "
+                                  f"{message}", markup=False, highlight=False, soft_wrap=True)
+                results.append({"job": job.index, "output": job.output and str(job.output),
+                                "status": "failed", "error": message})
+                continue
+            config = renderer.config
+            say.print(f"wrote {result.output}: {result.seconds:.2f} s of video ({result.frames} "
+                      f"frames, {config.width}x{config.height}, {len(renderer.timesteps) - 1} "
+                      f"steps) in {result.elapsed:.2f} s = {result.realtime_factor:.2f}x real time "
+                      f"(first frame after {result.first_frame:.2f} s; once started, "
+                      f"{result.frames / result.streaming:.1f} FPS = "
+                      f"{result.streaming_factor:.2f}x real time)", highlight=False,
+                      soft_wrap=True)
+            results.append({"job": job.index, "output": str(result.output), "status": "ok",
+                            "seconds": round(result.seconds, 3), "frames": result.frames,
+                            "elapsed": round(result.elapsed, 3),
+                            "realtime_factor": round(result.realtime_factor, 3),
+                            "streaming_factor": round(result.streaming_factor, 3)})
+    except (KeyboardInterrupt, Terminated):
+        if json_summary:  # the summary still lists every job; the CLI prints the one line
+            done = {result["job"] for result in results}
+            results += [{"job": job.index, "output": job.output and str(job.output),
+                         "status": "stopped"} for job in jobs if job.index not in done]
+            typer.echo(json.dumps(_summary(results), indent=2))
+        raise
     failed = sum(result["status"] == "failed" for result in results)
     if json_summary:
-        typer.echo(json.dumps({"jobs": results, "ok": len(results) - failed,
-                               "failed": failed}, indent=2))
+        typer.echo(json.dumps(_summary(results), indent=2))
     if batch is not None:
         say.print(f"{len(results) - failed} of {len(results)} jobs done"
                   + (f", {failed} failed" if failed else ""), highlight=False)
     if failed:
         raise typer.Exit(1)
+
+
+def _summary(results: list[dict]) -> dict:
+    """The --json summary: every job, then how many ended ok, failed and (if any) stopped."""
+    counts = {status: sum(result["status"] == status for result in results)
+              for status in ("ok", "failed", "stopped")}
+    return {"jobs": results, "ok": counts["ok"], "failed": counts["failed"],
+            **({"stopped": counts["stopped"]} if counts["stopped"] else {})}
 
 
 def _keep_going() -> bool:
