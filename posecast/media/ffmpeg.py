@@ -80,11 +80,14 @@ class _StderrTail:
 
 
 def _feed(fd: int, samples: np.ndarray) -> None:
-    """Write `samples` into the pipe `fd` and close it (ffmpeg reads the end as end of audio).
-    A reader that stopped early (ffmpeg failed or was killed) ends the feed quietly: ffmpeg's
+    """Write mono `samples` (N,) into the pipe `fd` as float32 in [-1, 1], 64k at a time (no
+    second copy of a long recording), and close it: ffmpeg reads that as the end of the audio.
+    A reader that stopped early (ffmpeg failed or was killed) ends the feed quietly; ffmpeg's
     exit status says why."""
     with contextlib.suppress(OSError), open(fd, "wb") as pipe:
-        pipe.write(memoryview(samples).cast("B"))
+        for start in range(0, len(samples), 1 << 16):
+            pipe.write(np.clip(samples[start:start + (1 << 16)], -1.0, 1.0).astype("<f4")
+                       .tobytes())
 
 
 # ----------------------------------------------------------------------------------------- probe
@@ -243,9 +246,8 @@ class Mp4Stream:
             if audio_read is not None:
                 os.close(audio_read)  # ffmpeg holds its own copy
         if audio_read is not None:
-            samples = np.clip(self._audio.samples, -1.0, 1.0).astype("<f4")
-            self._audio_feed = threading.Thread(target=_feed, args=(audio_write, samples),
-                                                daemon=True)
+            self._audio_feed = threading.Thread(target=_feed, daemon=True,
+                                                args=(audio_write, self._audio.samples))
             self._audio_feed.start()
         self._stderr = _StderrTail(self._process.stderr)
         self._shape = (height, width, 3)
