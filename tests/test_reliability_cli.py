@@ -4,7 +4,9 @@ WAVs, outputs that would overwrite an input."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,8 +40,6 @@ def _wait_for_a_file_in(folder: Path, process: subprocess.Popen, seconds: float 
 
 def test_sigterm_stops_a_render_with_one_line_and_leaves_nothing(tmp_path, speech_path,
                                                                   portrait_path):
-    import json
-
     out, scratch = tmp_path / "out", tmp_path / "tmpdir"
     out.mkdir()
     scratch.mkdir()
@@ -115,6 +115,7 @@ checkpoint.save_file = save_or_die
 sys.argv = ["posecast", *{[str(arg) for arg in train]!r}]
 cli.main()
 """, tmp_path)
+
     def temporaries():
         return [path.name for path in out.iterdir() if path.name.startswith(".")]
 
@@ -128,10 +129,7 @@ cli.main()
 
 
 def _broken_model(folder: Path) -> Path:
-    """A copy of the starter model whose config divides by zero (heads: 0)."""
-    import json
-    import shutil
-
+    """A copy of the starter model that cannot be built (its config says heads: 0)."""
     from posecast.assets import starter_model
 
     shutil.copytree(starter_model(), folder)
@@ -142,9 +140,6 @@ def _broken_model(folder: Path) -> Path:
 
 def test_bad_batch_rows_fail_alone_and_the_summary_is_printed(tmp_path, run_cli, speech_path,
                                                               portrait_path, talking_video):
-    import json
-    import shutil
-
     _cut(speech_path, tmp_path / "short.wav", 0.4)
     shutil.copy(talking_video, tmp_path / "voice.mp4")
     before = (tmp_path / "voice.mp4").read_bytes()
@@ -180,8 +175,6 @@ def test_bad_batch_rows_fail_alone_and_the_summary_is_printed(tmp_path, run_cli,
 def test_output_equal_to_an_input_is_refused_before_anything_is_touched(tmp_path, run_cli,
                                                                          portrait_path,
                                                                          talking_video):
-    import shutil
-
     voice = tmp_path / "voice.mp4"
     shutil.copy(talking_video, voice)
     before = voice.read_bytes()
