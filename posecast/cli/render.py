@@ -188,6 +188,8 @@ def render_command(
     from posecast.motion import load_motion
     from posecast.render import Renderer
 
+    if size is not None:
+        parse_size(size, 1)  # its form and bounds now; the model's multiple once it is known
     if batch is None:
         if audio is None or portrait is None:
             raise UsageError("give AUDIO PORTRAIT [-o OUT.mp4], or --batch jobs.csv")
