@@ -25,3 +25,8 @@ class MediaError(PosecastError):
 
 class DetectionError(InputError):
     """A person, face or hand that the command needs was not found in the input."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (kill, timeout, SLURM, docker stop). Raised in the main thread like
+    KeyboardInterrupt, so every cleanup runs; the CLI exits 143 (128 + 15) with one line."""

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
+import shutil
+import socket
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -14,7 +18,7 @@ from posecast.errors import UsageError
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus")
 
@@ -41,13 +45,30 @@ def require_file(path: str | os.PathLike, kind: str,
     return path
 
 
+def same_file(first: str | os.PathLike, second: str | os.PathLike) -> bool:
+    """Whether two paths name one file (through `..`, symbolic links or hard links)."""
+    first, second = Path(first), Path(second)
+    if first.resolve() == second.resolve():
+        return True
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # one of them does not exist
+        return False
+
+
 def require_output(
     path: str | os.PathLike,
     overwrite: bool,
     extensions: Iterable[str] | None = None,
+    inputs: Iterable[str | os.PathLike | None] = (),
 ) -> Path:
-    """Check an output path before any work is done: its folder exists, it is not taken."""
+    """Check an output path before any work is done: its folder exists, it is not taken, and
+    it is none of the command's `inputs` (--overwrite would replace that input)."""
     path = Path(path)
+    for source in inputs:
+        if source is not None and same_file(path, source):
+            raise UsageError(f"{path}: is also an input of this command; write the output to "
+                             "another file")
     if extensions is not None:
         extensions = tuple(extensions)
         if path.suffix.lower() not in extensions:
@@ -78,6 +99,62 @@ def usual_permissions(path: Path) -> None:
         os.chmod(path, 0o666 & ~_UMASK)
 
 
+# Temporary files and folders are made beside their output, named
+#   .posecast-<output stem>.<host>-<pid>.<random>.part<output suffix>
+# (host: 8 hex digits of a hash of the host name), so a later run writing the same output
+# recognises the ones whose process is gone (killed, say, by SIGKILL) and removes them.
+TEMP_PREFIX = ".posecast-"
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _temp_pattern(path: Path) -> re.Pattern:
+    return re.compile(rf"{re.escape(TEMP_PREFIX + path.stem)}\.(?P<host>[0-9a-f]{{8}})-"
+                      rf"(?P<pid>\d{{1,7}})\.[^.]+\.part{re.escape(path.suffix)}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return True
+
+
+def sweep_stale_temporaries(path: Path) -> None:
+    """Remove what killed runs of this host left while writing `path`. A temporary whose
+    process still runs, or that another host made (its process cannot be checked), stays."""
+    pattern = _temp_pattern(path)
+    with contextlib.suppress(OSError), os.scandir(path.parent) as entries:
+        for entry in entries:
+            match = pattern.fullmatch(entry.name)
+            if match is None or match["host"] != _HOST or _alive(int(match["pid"])):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
+def temporary_beside(path: str | os.PathLike, folder: bool = False) -> Path:
+    """A new empty temporary file (or folder) beside `path`, named for it and this process;
+    stale ones from killed runs writing `path` are swept first."""
+    path = Path(path)
+    sweep_stale_temporaries(path)
+    prefix, suffix = f"{TEMP_PREFIX}{path.stem}.{_HOST}-{os.getpid()}.", f".part{path.suffix}"
+    try:
+        if folder:
+            return Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=path.parent))
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
+    except OSError as error:
+        raise UsageError(f"{path}: cannot create a file in {path.parent} "
+                         f"({error.strerror or error})") from None
+    os.close(fd)
+    return Path(name)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` on success, delete on failure.
@@ -85,14 +162,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     The temporary name keeps the suffix, so writers that pick a format by extension still work.
     """
     path = Path(path)
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}",
-                                        dir=path.parent)
-    except OSError as error:
-        raise UsageError(f"{path}: cannot create a file in {path.parent} "
-                         f"({error.strerror or error})") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = temporary_beside(path)
     try:
         yield tmp
         # mkstemp makes 0600 files, and some writers (safetensors) recreate the file as 0600

@@ -1,12 +1,14 @@
 """The `posecast` command line: a thin Typer layer over the library.
 
 Known failures (PosecastError) print one line, `error: …`, and exit 1 (2 for usage errors);
-a traceback is shown only with `--debug` or POSECAST_DEBUG=1.
+a traceback is shown only with `--debug` or POSECAST_DEBUG=1. Ctrl-C (exit 130) and SIGTERM
+(exit 143) clean up as any failure does: temporary files are removed, outputs stay untouched.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Annotated
 
@@ -27,7 +29,7 @@ from posecast.cli import (
 from posecast.cli.bench import bench_app
 from posecast.cli.import_model import import_app
 from posecast.cli.ui import err_console
-from posecast.errors import PosecastError
+from posecast.errors import PosecastError, Terminated
 
 app = typer.Typer(
     name="posecast",
@@ -70,7 +72,13 @@ def _root(
         _debug["on"] = True
 
 
+def _on_sigterm(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup short
+    raise Terminated
+
+
 def main() -> None:
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app()
     except PosecastError as error:
@@ -81,3 +89,8 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("error: interrupted", markup=False, highlight=False)
         sys.exit(130)
+    except Terminated:
+        err_console.print("error: terminated (SIGTERM)", markup=False, highlight=False)
+        sys.exit(143)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

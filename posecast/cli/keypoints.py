@@ -15,8 +15,8 @@ from posecast.paths import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, atomic_output, re
 
 
 def keypoints_command(
-    input: Annotated[Path, typer.Argument(help="An image (PNG, JPEG, WebP), a video, or a folder "
-                                          "of video clips.", show_default=False)],
+    input: Annotated[Path, typer.Argument(help="An image (PNG, JPEG, WebP, TIFF), a video, or a "
+                                          "folder of video clips.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", show_default=False,
                                          help="The .npz to write; for a folder, the cache folder "
                                          "(one .npz per clip, created if needed).")],
@@ -57,7 +57,7 @@ def keypoints_command(
                          f"({', '.join(VIDEO_EXTENSIONS)}) or a folder of videos")
     require_output(output, overwrite, (".npz",))
     if preview is not None:
-        require_output(preview, overwrite, preview_types)
+        require_output(preview, overwrite, preview_types, inputs=(input,))
         if preview.resolve() == output.resolve():
             raise UsageError("--preview and --output must be different files")
 

@@ -25,7 +25,7 @@ PREVIEW_SIDE = 512  # the preview's longer side, in pixels
 def motion_command(
     audio: Annotated[Path, typer.Argument(help="Speech (WAV, FLAC, MP3, …).",
                                           show_default=False)],
-    portrait: Annotated[Path, typer.Argument(help="The person (PNG, JPEG, WebP).",
+    portrait: Annotated[Path, typer.Argument(help="The person (PNG, JPEG, WebP, TIFF).",
                                              show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Keypoints to write (.npz).",
                                          show_default=False)],
@@ -53,7 +53,7 @@ def motion_command(
 
     require_output(output, overwrite, (".npz",))
     if preview is not None:
-        require_output(preview, overwrite, (".mp4",))
+        require_output(preview, overwrite, (".mp4",), inputs=(audio, portrait))
         if preview.resolve() == output.resolve():
             raise UsageError("--preview and --output must be different files")
     clip = load_audio(require_file(audio, "audio", AUDIO_EXTENSIONS + VIDEO_EXTENSIONS))

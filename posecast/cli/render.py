@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from posecast.cli.devices import parse_size, pick_device
-from posecast.cli.options import Device, Overwrite, Seed
+from posecast.cli.options import MAX_SEED, Device, Overwrite, Seed, check_seed
 from posecast.cli.ui import console, err_console, progress_bar
-from posecast.errors import PosecastError, UsageError
-from posecast.paths import require_output
+from posecast.errors import PosecastError, Terminated, UsageError
+from posecast.paths import (
+    AUDIO_EXTENSIONS,
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    require_file,
+    require_output,
+)
 
 BATCH_COLUMNS = ("audio", "portrait", "output")
 OPTIONAL_COLUMNS = ("seed", "model")
@@ -29,15 +35,18 @@ def default_model() -> str:
 @dataclass(frozen=True)
 class Job:
     index: int  # row number in the CSV, from 1
-    audio: Path
-    portrait: Path
-    output: Path
+    audio: Path | None  # None: the row leaves it out (then `problem` says so)
+    portrait: Path | None
+    output: Path | None
     seed: int | None
     model: str | None
+    problem: str | None = None  # why the job cannot run, found before any model loads
 
 
 def read_jobs(path: Path) -> list[Job]:
-    """Rows of a jobs CSV; relative paths are taken from the CSV's own folder."""
+    """Rows of a jobs CSV; relative paths are taken from the CSV's own folder. A row that
+    cannot run (a field left out, a bad seed) comes back with its `problem`; the CSV itself
+    being unusable is an error."""
     if not path.is_file():
         raise UsageError(f"{path}: no such jobs file")
     try:
@@ -56,16 +65,54 @@ def read_jobs(path: Path) -> list[Job]:
     base = path.parent
     jobs = []
     for index, row in enumerate(rows, start=1):
-        seed = (row.get("seed") or "").strip()
-        try:
-            seed_value = int(seed) if seed else None
-        except ValueError:
-            raise UsageError(f"{path}: row {index}: seed '{seed}' is not a whole number"
-                             ) from None
-        jobs.append(Job(index, base / row["audio"].strip(), base / row["portrait"].strip(),
-                        base / row["output"].strip(), seed_value,
-                        (row.get("model") or "").strip() or None))
+        # a short row gives None for the fields it lacks
+        fields = {column: (row.get(column) or "").strip()
+                  for column in BATCH_COLUMNS + OPTIONAL_COLUMNS}
+        paths = {column: base / fields[column] if fields[column] else None
+                 for column in BATCH_COLUMNS}
+        empty = [column for column in BATCH_COLUMNS if paths[column] is None]
+        problem = f"the row has no {' and no '.join(empty)}" if empty else None
+        seed = None
+        if fields["seed"]:
+            try:
+                seed = check_seed(int(fields["seed"]))
+            except (ValueError, UsageError):
+                problem = problem or (f"seed '{fields['seed']}' is not a whole number from 0 to "
+                                      f"{MAX_SEED}")
+        jobs.append(Job(index, paths["audio"], paths["portrait"], paths["output"], seed,
+                        fields["model"] or None, problem))
     return jobs
+
+
+def check_jobs(jobs: list[Job], overwrite: bool) -> list[Job]:
+    """The jobs, each with the first problem that shows before any model loads: an input that
+    is missing, an output that exists (without --overwrite), that another row writes too, or
+    that is some row's input."""
+    writers: dict[Path, list[int]] = {}  # resolved output → the rows writing it
+    for job in jobs:
+        if job.output is not None:
+            writers.setdefault(job.output.resolve(), []).append(job.index)
+    inputs = {source.resolve() for job in jobs for source in (job.audio, job.portrait)
+              if source is not None}
+    checked = []
+    for job in jobs:
+        problem = job.problem
+        if problem is None:
+            others = [str(index) for index in writers[job.output.resolve()] if index != job.index]
+            try:
+                if others:
+                    raise UsageError(f"{job.output}: row(s) {', '.join(others)} write it too; "
+                                     "give each job its own output")
+                if job.output.resolve() in inputs:
+                    raise UsageError(f"{job.output}: is an input of a job; write the output to "
+                                     "another file")
+                require_file(job.audio, "audio", AUDIO_EXTENSIONS + VIDEO_EXTENSIONS)
+                require_file(job.portrait, "portrait", IMAGE_EXTENSIONS)
+                require_output(job.output, overwrite, (".mp4",))
+            except UsageError as error:
+                problem = str(error)
+        checked.append(replace(job, problem=problem))
+    return checked
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -83,7 +130,7 @@ def render_command(
     audio: Annotated[Path | None, typer.Argument(help="Speech (WAV, FLAC, MP3, M4A, … or a "
                                                  "video's audio track).", show_default=False)]
     = None,
-    portrait: Annotated[Path | None, typer.Argument(help="The person (PNG, JPEG, WebP), face "
+    portrait: Annotated[Path | None, typer.Argument(help="The person (PNG, JPEG, WebP, TIFF), face "
                                                     "and shoulders visible.",
                                                     show_default=False)] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="The MP4 to write "
@@ -140,23 +187,29 @@ def render_command(
     from posecast.families import load_renderer, size_multiple
     from posecast.motion import load_motion
 
+    if size is not None:
+        parse_size(size, 1)  # its form and bounds now; the model's multiple once it is known
     if batch is None:
         if audio is None or portrait is None:
             raise UsageError("give AUDIO PORTRAIT [-o OUT.mp4], or --batch jobs.csv")
         if output is None:  # named from its inputs, in the current folder
             output = Path(f"{Path(audio).stem}_{Path(portrait).stem}.mp4")
+        # every input and the output checked before any model loads
+        require_file(audio, "audio", AUDIO_EXTENSIONS + VIDEO_EXTENSIONS)
+        require_file(portrait, "portrait", IMAGE_EXTENSIONS)
+        require_output(output, overwrite, (".mp4",), inputs=(audio, portrait))
         jobs = [Job(1, audio, portrait, output, None, None)]
     else:
         if audio is not None or portrait is not None or output is not None:
             raise UsageError("--batch takes its jobs from the CSV; drop AUDIO, PORTRAIT and -o")
-        jobs = read_jobs(batch)
+        jobs = check_jobs(read_jobs(batch), overwrite)  # duplicates are found across shards
         if shard is not None:
             index, count = parse_shard(shard)
             jobs = jobs[index::count]
     if shard is not None and batch is None:
         raise UsageError("--shard needs --batch")
-    if batch is None:
-        require_output(output, overwrite, (".mp4",))
+    if poses is not None:
+        require_file(poses, "pose file", (".npz",))
     torch_device = pick_device(device)
     motion_model = load_motion(motion, str(torch_device))
     say = err_console if json_summary else console
@@ -172,42 +225,72 @@ def render_command(
         return renderers[source]
 
     results = []
-    for job in jobs:
-        try:
-            if batch is not None:
-                require_output(job.output, overwrite, (".mp4",))
-            renderer = renderer_for(job.model or model or default_model())
-            result = _render_one(renderer, job, motion_model, poses, fps,
-                                 job.seed if job.seed is not None else seed, warn_minutes)
-        except PosecastError as error:
-            if batch is None:
-                raise
-            err_console.print(f"error: job {job.index} ({job.output}): {error}", markup=False,
-                              highlight=False, soft_wrap=True)
-            results.append({"job": job.index, "output": str(job.output), "status": "failed",
-                            "error": str(error)})
-            continue
-        say.print(f"wrote {result.output}: {result.seconds:.2f} s of video ({result.frames} "
-                  f"frames, {renderer.width}x{renderer.height}, {renderer.steps} "
-                  f"steps) in {result.elapsed:.2f} s = {result.realtime_factor:.2f}x real time "
-                  f"(first frame after {result.first_frame:.2f} s; once started, "
-                  f"{result.frames / result.streaming:.1f} FPS = "
-                  f"{result.streaming_factor:.2f}x real time)", highlight=False,
-                  soft_wrap=True)
-        results.append({"job": job.index, "output": str(result.output), "status": "ok",
-                        "seconds": round(result.seconds, 3), "frames": result.frames,
-                        "elapsed": round(result.elapsed, 3),
-                        "realtime_factor": round(result.realtime_factor, 3),
-                        "streaming_factor": round(result.streaming_factor, 3)})
+    try:
+        for job in jobs:
+            try:
+                if job.problem is not None:
+                    raise UsageError(job.problem)
+                renderer = renderer_for(job.model or model or default_model())
+                result = _render_one(renderer, job, motion_model, poses, fps,
+                                     job.seed if job.seed is not None else seed, warn_minutes)
+            except Exception as error:
+                if batch is None or not (isinstance(error, PosecastError) or _keep_going()):
+                    raise
+                # this job failed (a bad row, a broken model folder, …): report it, run the next
+                message = str(error) if isinstance(error, PosecastError) else \
+                    f"{type(error).__name__}: {_first_line(error)}"
+                err_console.print(f"error: job {job.index} ({job.output or 'no output'}): "
+                                  f"{message}", markup=False, highlight=False, soft_wrap=True)
+                results.append({"job": job.index, "output": job.output and str(job.output),
+                                "status": "failed", "error": message})
+                continue
+            say.print(f"wrote {result.output}: {result.seconds:.2f} s of video ({result.frames} "
+                      f"frames, {renderer.width}x{renderer.height}, {renderer.steps} "
+                      f"steps) in {result.elapsed:.2f} s = {result.realtime_factor:.2f}x real time "
+                      f"(first frame after {result.first_frame:.2f} s; once started, "
+                      f"{result.frames / result.streaming:.1f} FPS = "
+                      f"{result.streaming_factor:.2f}x real time)", highlight=False,
+                      soft_wrap=True)
+            results.append({"job": job.index, "output": str(result.output), "status": "ok",
+                            "seconds": round(result.seconds, 3), "frames": result.frames,
+                            "elapsed": round(result.elapsed, 3),
+                            "realtime_factor": round(result.realtime_factor, 3),
+                            "streaming_factor": round(result.streaming_factor, 3)})
+    except (KeyboardInterrupt, Terminated):
+        if json_summary:  # the summary still lists every job; the CLI prints the one line
+            done = {result["job"] for result in results}
+            results += [{"job": job.index, "output": job.output and str(job.output),
+                         "status": "stopped"} for job in jobs if job.index not in done]
+            typer.echo(json.dumps(_summary(results), indent=2))
+        raise
     failed = sum(result["status"] == "failed" for result in results)
     if json_summary:
-        typer.echo(json.dumps({"jobs": results, "ok": len(results) - failed,
-                               "failed": failed}, indent=2))
+        typer.echo(json.dumps(_summary(results), indent=2))
     if batch is not None:
         say.print(f"{len(results) - failed} of {len(results)} jobs done"
                   + (f", {failed} failed" if failed else ""), highlight=False)
     if failed:
         raise typer.Exit(1)
+
+
+def _summary(results: list[dict]) -> dict:
+    """The --json summary: every job, then how many ended ok, failed and (if any) stopped."""
+    counts = {status: sum(result["status"] == status for result in results)
+              for status in ("ok", "failed", "stopped")}
+    return {"jobs": results, "ok": counts["ok"], "failed": counts["failed"],
+            **({"stopped": counts["stopped"]} if counts["stopped"] else {})}
+
+
+def _keep_going() -> bool:
+    """Whether a batch goes on after an unexpected error in one job (not with --debug, which
+    shows its traceback)."""
+    from posecast.cli import _debug
+
+    return not _debug["on"]
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [""])[0][:300]
 
 
 def _render_one(renderer, job: Job, motion_model, poses, fps: float, seed: int,

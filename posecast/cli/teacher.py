@@ -26,7 +26,7 @@ from posecast.paths import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, require_file, req
 
 
 def teacher_command(
-    portrait: Annotated[Path, typer.Argument(help="The person to animate (PNG, JPEG, WebP).",
+    portrait: Annotated[Path, typer.Argument(help="The person to animate (PNG, JPEG, WebP, TIFF).",
                                              show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="The MP4 to write.",
                                          show_default=False)],
@@ -82,7 +82,7 @@ def teacher_command(
 
     if (poses is None) == (driving_video is None):
         raise UsageError("give exactly one of --poses POSES.npz or --driving-video VIDEO")
-    require_output(output, overwrite, (".mp4",))
+    require_output(output, overwrite, (".mp4",), inputs=(audio, driving_video))
     torch_device = pick_device(device)
     if poses is not None:
         driving = Keypoints.load(poses)

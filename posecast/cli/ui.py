@@ -21,7 +21,8 @@ err_console = Console(stderr=True, emoji=False)
 
 
 def progress_bar(unit: str = "") -> Progress:
-    """A progress bar on stderr; it disappears when finished and hides itself when not a TTY."""
+    """A progress bar on stderr; it disappears when finished. Off when stderr is not a
+    terminal (rich would still print an empty line there, before any error message)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -31,4 +32,5 @@ def progress_bar(unit: str = "") -> Progress:
         TimeRemainingColumn(),
         console=err_console,
         transient=True,
+        disable=not err_console.is_terminal,
     )

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import soundfile
@@ -44,14 +48,17 @@ def load_audio(path: str | os.PathLike, sample_rate: int = DEFAULT_SAMPLE_RATE) 
     path = require_file(path, "audio", AUDIO_EXTENSIONS + VIDEO_EXTENSIONS)
     if path.stat().st_size == 0:
         raise InputError(f"{path}: the audio file is empty (0 bytes); give a real recording")
+    _refuse_cut_short_wav(path)
     try:
-        soundfile.info(str(path))
+        with _quiet_stderr():
+            soundfile.info(str(path))
         readable_by_libsndfile = True
     except (soundfile.LibsndfileError, RuntimeError):
         readable_by_libsndfile = False
     if readable_by_libsndfile:
         try:
-            channels, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+            with _quiet_stderr():
+                channels, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
         except (soundfile.LibsndfileError, RuntimeError, ValueError) as error:
             # libsndfile accepted the header but not the data
             raise InputError(f"{path}: the audio could not be decoded ({error})") from None
@@ -63,3 +70,51 @@ def load_audio(path: str | os.PathLike, sample_rate: int = DEFAULT_SAMPLE_RATE) 
     if samples.size == 0:
         raise InputError(f"{path}: the audio has no samples (0 s long); give a real recording")
     return AudioClip(np.ascontiguousarray(samples, dtype=np.float32), sample_rate)
+
+
+# A WAV header's data size when the writer did not know the length (a stream to a pipe).
+_UNKNOWN_WAV_SIZES = range(0x7FFFF000, 0x1_0000_0000)
+
+
+def _refuse_cut_short_wav(path: Path) -> None:
+    """One line for a WAV file whose header declares more audio than the file holds (a copy or
+    download cut short); libsndfile would silently read the part that is there."""
+    with path.open("rb") as handle:
+        riff = handle.read(12)
+        if len(riff) < 12 or riff[:4] != b"RIFF" or riff[8:] != b"WAVE":
+            return
+        byte_rate = 0
+        while len(header := handle.read(8)) == 8:  # chunks: id (4 bytes), size (4, little)
+            kind, size = header[:4], int.from_bytes(header[4:], "little")
+            if kind == b"fmt ":
+                byte_rate = int.from_bytes(handle.read(size)[8:12], "little")
+                handle.seek(size & 1, os.SEEK_CUR)
+            elif kind == b"data":
+                held = path.stat().st_size - handle.tell()
+                if size <= held or size in _UNKNOWN_WAV_SIZES or byte_rate == 0:
+                    return
+                raise InputError(
+                    f"{path}: the WAV file is cut short: its header promises "
+                    f"{size / byte_rate:.2f} s of audio, the file holds {held / byte_rate:.2f} "
+                    "s; copy or download it again (or re-export it)")
+            else:
+                handle.seek(size + (size & 1), os.SEEK_CUR)  # chunks are padded to even sizes
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence what C code prints on the process's stderr (libsndfile's MP3 decoder prints
+    "Note: Illegal Audio-MPEG-Header …" for damaged files; the error raised says it better)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable stderr: nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -12,7 +12,6 @@ import math
 import os
 import re
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +24,8 @@ from posecast.errors import InputError, MediaError
 from posecast.paths import atomic_output
 
 FFMPEG_ENV = "POSECAST_FFMPEG"
-_STDERR_TAIL = 600  # characters of ffmpeg's stderr carried into error messages
+# ffmpeg's internal context before a message, e.g. "[in#0 @ 0x55de16ed70c0] "
+_FFMPEG_CONTEXT = re.compile(r"\[[^\]]*? @ 0x[0-9a-f]+\]\s*")
 
 
 def ffmpeg_executable() -> str:
@@ -39,9 +39,11 @@ def ffmpeg_executable() -> str:
 
 
 def _tail(stderr: bytes | str) -> str:
+    """ffmpeg's last message, without its internal context, short enough for an error line."""
     text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
-    text = " | ".join(line.strip() for line in text.strip().splitlines() if line.strip())
-    return text[-_STDERR_TAIL:] or "(ffmpeg printed nothing)"
+    lines = [_FFMPEG_CONTEXT.sub("", line).strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and line != "Conversion failed!"]
+    return lines[-1][-200:] if lines else "ffmpeg printed nothing"
 
 
 def _compile(stream) -> list[str]:
@@ -77,6 +79,17 @@ class _StderrTail:
         return _tail(b"".join(self._chunks))
 
 
+def _feed(fd: int, samples: np.ndarray) -> None:
+    """Write mono `samples` (N,) into the pipe `fd` as float32 in [-1, 1], 64k at a time (no
+    second copy of a long recording), and close it: ffmpeg reads that as the end of the audio.
+    A reader that stopped early (ffmpeg failed or was killed) ends the feed quietly; ffmpeg's
+    exit status says why."""
+    with contextlib.suppress(OSError), open(fd, "wb") as pipe:
+        for start in range(0, len(samples), 1 << 16):
+            pipe.write(np.clip(samples[start:start + (1 << 16)], -1.0, 1.0).astype("<f4")
+                       .tobytes())
+
+
 # ----------------------------------------------------------------------------------------- probe
 
 
@@ -109,7 +122,8 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     video_lines = [line for line in header.splitlines() if ": Video: " in line]
     match = _VIDEO_STREAM.search(video_lines[0]) if video_lines else None
     if match is None:
-        raise InputError(f"{path}: no video stream could be read ({_tail(header)})")
+        raise InputError(f"{path}: no video stream could be read (ffmpeg: {_tail(header)}); "
+                         "give a video with a picture track, or re-export it as MP4")
     width, height = int(match.group(1)), int(match.group(2))
     fps_match = _FPS.search(video_lines[0])
     fps = float(fps_match.group(1)) if fps_match else 25.0
@@ -154,7 +168,8 @@ def iter_video_frames(path: str | os.PathLike,
             process.kill()
         returncode = process.wait()
     if returncode != 0:
-        raise MediaError(f"{path}: ffmpeg could not decode the video ({stderr.text()})")
+        raise MediaError(f"{path}: the video is damaged or cut short (ffmpeg: {stderr.text()}); "
+                         "re-export or re-download it")
 
 
 def decode_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
@@ -167,7 +182,15 @@ def decode_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     )
     result = subprocess.run(args, capture_output=True, stdin=subprocess.DEVNULL, check=False)
     if result.returncode != 0:
-        raise InputError(f"{path}: no readable audio ({_tail(result.stderr)})")
+        stderr = result.stderr.decode("utf-8", "replace")
+        if "does not contain any stream" in stderr or "matches no streams" in stderr:
+            problem, fix = "the file has no audio track", "give the speech, or a video with sound"
+        elif "Invalid data found when processing input" in stderr:
+            problem = "not audio or video that ffmpeg can read, or badly damaged"
+            fix = "re-export it as WAV or MP3"
+        else:
+            problem, fix = f"ffmpeg: {_tail(stderr)}", "re-export it as WAV or MP3"
+        raise InputError(f"{path}: no readable audio ({problem}); {fix}")
     return np.frombuffer(result.stdout, np.float32).copy()
 
 
@@ -177,7 +200,7 @@ def decode_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
 class Mp4Stream:
     """An ffmpeg process encoding RGB frames to H.264 (yuv420p) + AAC; made by `write_mp4`."""
 
-    def __init__(self, name: Path, tmp_path: Path, workdir: Path, fps: float, audio, crf: int,
+    def __init__(self, name: Path, tmp_path: Path, fps: float, audio, crf: int,
                  preset: str) -> None:
         self.name = name  # the user's output path, for messages
         self.fps = float(fps)
@@ -186,10 +209,11 @@ class Mp4Stream:
         self.target_frames = (
             max(1, math.ceil(round(audio.duration * self.fps, 6))) if audio is not None else None
         )
-        self._tmp_path, self._workdir, self._audio = tmp_path, workdir, audio
+        self._tmp_path, self._audio = tmp_path, audio
         self._crf, self._preset = crf, preset
         self._last_frame: np.ndarray | None = None
         self._process: subprocess.Popen | None = None
+        self._audio_feed: threading.Thread | None = None
 
     def _start(self, height: int, width: int) -> None:
         video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}",
@@ -197,17 +221,34 @@ class Mp4Stream:
         streams = [video.filter("pad", "ceil(iw/2)*2", "ceil(ih/2)*2")]
         options = dict(vcodec="libx264", pix_fmt="yuv420p", crf=self._crf, preset=self._preset,
                        movflags="+faststart", r=self.fps)
+        audio_read = None
         if self._audio is not None:
-            wav = self._workdir / "audio.wav"
-            self._audio.save_wav(wav)
+            # The audio reaches ffmpeg through a second pipe (raw float32 samples, fed by a
+            # thread), so nothing is written to a temporary folder that a kill would leave.
+            audio_read, audio_write = os.pipe()
+            audio_input = ffmpeg.input(f"pipe:{audio_read}", format="f32le", ac=1,
+                                       ar=self._audio.sample_rate)
             # apad + an explicit -t: the audio is padded with silence up to the last frame.
-            streams.append(ffmpeg.input(str(wav)).audio.filter("apad"))
+            streams.append(audio_input.audio.filter("apad"))
             options.update(acodec="aac", audio_bitrate="128k",
                            t=f"{self.target_frames / self.fps:.6f}")
         args = _compile(ffmpeg.output(*streams, str(self._tmp_path), format="mp4", **options)
                         .global_args("-loglevel", "error", "-y"))
-        self._process = _popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
+        try:
+            self._process = _popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE,
+                                   pass_fds=() if audio_read is None else (audio_read,))
+        except BaseException:
+            if audio_read is not None:
+                os.close(audio_write)
+            raise
+        finally:
+            if audio_read is not None:
+                os.close(audio_read)  # ffmpeg holds its own copy
+        if audio_read is not None:
+            self._audio_feed = threading.Thread(target=_feed, daemon=True,
+                                                args=(audio_write, self._audio.samples))
+            self._audio_feed.start()
         self._stderr = _StderrTail(self._process.stderr)
         self._shape = (height, width, 3)
 
@@ -249,6 +290,8 @@ class Mp4Stream:
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
             self._process.wait()
+        if self._audio_feed is not None:  # its pipe's reader is gone, so it ends at once
+            self._audio_feed.join(timeout=5)
 
 
 @contextlib.contextmanager
@@ -267,9 +310,8 @@ def write_mp4(path: str | os.PathLike, fps: float, audio=None, crf: int = 18,
                 mp4.write(frame)
     """
     path = Path(path)
-    with tempfile.TemporaryDirectory(prefix="posecast-") as workdir, \
-            atomic_output(path) as tmp_path:
-        stream = Mp4Stream(path, tmp_path, Path(workdir), fps, audio, crf, preset)
+    with atomic_output(path) as tmp_path:
+        stream = Mp4Stream(path, tmp_path, fps, audio, crf, preset)
         try:
             yield stream
             stream.finish()

@@ -1,4 +1,5 @@
-"""Still images: PNG, JPEG and WebP in (EXIF orientation applied, alpha flattened), PNG out."""
+"""Still images: PNG, JPEG, WebP and TIFF of any bit depth and mode in (EXIF orientation
+applied, alpha flattened, 16-bit and float scaled to 8 bits), PNG out."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from posecast.paths import IMAGE_EXTENSIONS, require_file
 def load_image(path: str | os.PathLike, kind: str = "image") -> np.ndarray:
     """Read an image as an (H, W, 3) uint8 RGB array.
 
-    EXIF orientation is applied (phone photos come out upright) and transparency is flattened
-    onto white, so a cut-out portrait gets a plain background rather than black.
+    EXIF orientation is applied (phone photos come out upright), transparency is flattened
+    onto white, so a cut-out portrait gets a plain background rather than black, and
+    single-channel 16-bit, 32-bit and float images are scaled to 8 bits (`_gray_to_8_bits`).
     """
     path = require_file(path, kind, IMAGE_EXTENSIONS)
     if path.stat().st_size == 0:
@@ -25,6 +27,8 @@ def load_image(path: str | os.PathLike, kind: str = "image") -> np.ndarray:
         with Image.open(path) as image:
             image.load()  # decode now, so truncated files fail here and not later
             image = ImageOps.exif_transpose(image)
+            if image.mode in _WIDE_GRAY_MODES:
+                image = _gray_to_8_bits(image)
             if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
                 rgba = image.convert("RGBA")
                 background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -39,6 +43,27 @@ def load_image(path: str | os.PathLike, kind: str = "image") -> np.ndarray:
         raise InputError(
             f"{path}: the image is damaged or truncated ({error}); re-export or re-download it"
         ) from None
+
+
+# Pillow's single-channel modes wider than 8 bits: 16-bit (byte orders), 32-bit int, float.
+# Its own convert("L") clips them at 255, which turns a 16-bit photo nearly white.
+_WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+_FULL_SCALES = (1.0, 255.0, 65535.0, 2.0**31 - 1)  # float, 8-bit, 16-bit, 32-bit white
+
+
+def _gray_to_8_bits(image: Image.Image) -> Image.Image:
+    """A wide single-channel image as 8-bit gray ("L"). 16-bit modes map 65535 to white; 32-bit
+    integer and float images, whose files do not say what white is, take the smallest usual
+    full scale that holds their brightest pixel (1 for float data in [0, 1], then 255, 65535,
+    2³¹ − 1). Negative values and NaN become black."""
+    values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0)  # (H, W)
+    if image.mode.startswith("I;16"):
+        white = 65535.0
+    else:
+        brightest = float(values.max(initial=0.0))
+        white = next((scale for scale in _FULL_SCALES if brightest <= scale), brightest)
+    gray = np.clip(np.round(values * (255.0 / white)), 0, 255).astype(np.uint8)
+    return Image.fromarray(gray, mode="L")
 
 
 def save_image(path: str | os.PathLike, rgb: np.ndarray) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from posecast.errors import InputError, UsageError
-from posecast.paths import usual_permissions
+from posecast.paths import temporary_beside, usual_permissions
 
 CHECKPOINT_DIR = "checkpoint"  # inside a training run's output folder
 
@@ -44,7 +43,7 @@ def save_checkpoint(folder: str | os.PathLike, step: int,
             for key, value in values.items():
                 tensors[f"optim.{name}.{index}.{key}"] = torch.as_tensor(value).cpu().contiguous()
         groups[name] = state["param_groups"]
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = temporary_beside(folder, folder=True)  # a killed run's leftovers are swept
     try:
         save_file(tensors, tmp / "state.safetensors")
         (tmp / "state.json").write_text(json.dumps(
