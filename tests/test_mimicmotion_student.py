@@ -157,12 +157,12 @@ def test_render_streams_a_mimicmotion_student_at_the_audio_length(run_cli, tmp_p
     _, student = student_folder
     clip = load_audio(speech_path)
     audio = tmp_path / "short.wav"
-    AudioClip(clip.samples[:int(0.16 * clip.sample_rate)], clip.sample_rate).save_wav(audio)
+    AudioClip(clip.samples[:int(0.2 * clip.sample_rate)], clip.sample_rate).save_wav(audio)
     out = tmp_path / "talk.mp4"
     result = run_cli("render", audio, portrait_path, "-o", out, "--model", student,
                      "--device", "cpu", "--json")
     assert result.code == 0, result.stderr
-    frames = frame_count(0.16, 25.0)
+    frames = frame_count(0.2, 25.0)
     assert json.loads(result.stdout)["jobs"][0]["frames"] == frames
     video = list(iter_video_frames(out))
     assert len(video) == frames and video[0].shape == (64, 64, 3)
@@ -279,3 +279,19 @@ def test_posecast_distill_makes_a_student_that_resumes_exactly_and_renders(
                      tmp_path / "fsdp", "--fsdp", *flags)
     assert result.code == 2 and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "again").exists() and not (tmp_path / "fsdp").exists()
+
+
+def test_bench_render_times_a_random_mimicmotion_student(run_cli):
+    """The same JSON fields as the DiT bench (fps, first frame, chunks, passes, the teacher's
+    FPS and the ratio), from a random-weight tiny student at 64 × 64."""
+    result = run_cli("bench", "render", "--preset", "mimicmotion-tiny", "--size", "64x64",
+                     "--seconds", "0.32", "--teacher-steps", "2", "--device", "cpu", "--json")
+    assert result.code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    student = summary["student"]
+    assert student["frames"] == 8 and student["chunks"] == 2 and student["passes_per_chunk"] == 5
+    assert student["size"] == "64x64" and student["decoder"] == "tiny"
+    assert student["fps"] > 0 and student["first_frame_s"] > 0
+    assert summary["ratio"] == pytest.approx(student["fps"] / summary["teacher_fps"])
+    result = run_cli("bench", "render", "--preset", "mimicmotion-huge", "--device", "cpu")
+    assert result.code == 2 and "unknown preset" in result.stderr

@@ -216,6 +216,9 @@ def bench_render(
     profile: Annotated[Path | None, typer.Option(
         help="Also profile one student run and write the operator table (where the time "
         "goes) to this text file.")] = None,
+    size: Annotated[str | None, typer.Option(
+        help="MimicMotion students: HEIGHTxWIDTH (default: the model's; random weights "
+        "576x1024).", show_default=False)] = None,
     device: Device = "auto",
 ) -> None:
     """The teacher and the student on the same portrait, poses and audio: FPS of denoising,
@@ -227,14 +230,27 @@ def bench_render(
       posecast bench render --preset base --seconds 8           (random weights, a GPU)
 
       posecast bench render --model student/ --teacher teacher/ --seconds 8
+
+      posecast bench render --preset mimicmotion --size 576x1024   (the paper's student)
     """
+    from posecast.families import family_of
+    from posecast.hub import resolve_folder
+
+    if preset.startswith("mimicmotion") or \
+            (model is not None and family_of(resolve_folder(model)) == "mimicmotion"):
+        _bench_mimicmotion_render(model, teacher, preset, seconds, fps, steps, teacher_steps,
+                                  skip_teacher, student_attention, attention_backend, size,
+                                  json_output, portrait_keypoints_file, device)
+        return
+    if size is not None:
+        raise UsageError("--size is for MimicMotion students; posecast's own presets have "
+                         "their size")
     import numpy as np
     import torch
 
     from posecast.attention.backends import resolve_backend
     from posecast.bench.render import bench_codec, time_student_render, time_teacher_render
     from posecast.config import preset as make_preset
-    from posecast.errors import UsageError
     from posecast.media import AudioClip, load_audio, load_image
     from posecast.models.denoiser import Denoiser
     from posecast.models.pretrained import from_pretrained
@@ -331,3 +347,103 @@ def bench_render(
         console.print(f"student / teacher (no I/O): "
                       f"{rows[1].fps(rows[1].total_s) / rows[0].fps(rows[0].total_s):.1f}x "
                       "(the teacher timed per frame from one window)", highlight=False)
+
+
+def _bench_mimicmotion_render(model, teacher, preset, seconds, fps, steps, teacher_steps,
+                              skip_teacher, student_attention, attention_backend, size,
+                              json_output, portrait_keypoints_file, device) -> None:
+    """`bench render` for the MimicMotion family: the causal student streaming chunk by chunk
+    with its fast decoder, against the teacher's denoising of one window (decoding excluded,
+    which flatters the teacher)."""
+    import numpy as np
+    import torch
+
+    from posecast.bench.render import PipelineTiming
+    from posecast.hub import resolve_folder
+    from posecast.media import AudioClip, load_audio, load_image
+    from posecast.mimicmotion.bench import UNETS, random_student, time_mimicmotion, time_student
+    from posecast.mimicmotion.student import StudentSettings, load_student
+    from posecast.motion import frame_count, motion_from_speech
+    from posecast.pose.framing import crop_resize, fit_box, fit_keypoints
+    from posecast.pose.keypoints import Keypoints
+
+    torch_device = pick_device(device)
+    height, width = (1024, 576) if size is None else parse_size(size, 64)
+    if model is not None:
+        dtype = torch.bfloat16 if torch_device.type == "cuda" else torch.float32
+        student = load_student(resolve_folder(model), torch_device, dtype)
+        if size is not None:
+            student.parts.recipe = student.parts.recipe.replace(height=height, width=width)
+        height, width = student.recipe.height, student.recipe.width
+    else:
+        if preset not in UNETS:
+            raise UsageError(f"unknown preset '{preset}' (MimicMotion: {', '.join(UNETS)})")
+        settings = StudentSettings(attention=student_attention)
+        student, conditions = random_student(preset, height, width, torch_device, settings)
+    if steps is not None:
+        student.settings = dataclasses.replace(student.settings, steps=steps)
+    if attention_backend is not None:
+        student.settings = dataclasses.replace(student.settings, backend=attention_backend)
+
+    speech = load_audio(EXAMPLES / "speech.wav")
+    repeats = int(np.ceil(seconds / speech.duration))
+    clip = AudioClip(np.tile(speech.samples, repeats)[:int(seconds * speech.sample_rate)],
+                     speech.sample_rate)
+    image = load_image(EXAMPLES / "astronaut.png")
+    keypoints = Keypoints.load(portrait_keypoints_file or EXAMPLES / "astronaut_keypoints.npz")
+    poses = motion_from_speech(clip, keypoints, fps)[:frame_count(clip.duration, fps)]
+    box = fit_box(image.shape[1], image.shape[0], width, height)
+    fitted = fit_keypoints(poses, box)
+    if model is not None:
+        conditions = student.conditions(crop_resize(image, box))
+    timing, counts = time_student(student, conditions, fitted, clip, fps)
+    device_name = torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" \
+        else "cpu"
+    teacher_row = None
+    if not skip_teacher:
+        if teacher is not None:
+            from posecast.mimicmotion.model import read_config
+
+            unet = read_config(resolve_folder(teacher))["unet"]
+        else:
+            unet = preset if model is None else student.network.unet.config
+        window = min(16, len(fitted))
+        t = time_mimicmotion(unet if isinstance(unet, str) else dict(unet), height, width,
+                             window, teacher_steps, torch_device, poses=poses)
+        denoise = len(fitted) / t.fps
+        teacher_row = PipelineTiming("teacher", len(fitted), denoise, 0.0, denoise, None, None)
+    summary = {"fps": timing.fps(timing.total_s), "denoise_fps": timing.fps(timing.denoise_s),
+               "decode_fps": timing.fps(timing.decode_s),
+               "fps_with_io": timing.fps(timing.with_io_s),
+               "first_frame_s": timing.first_frame_s, "frames": timing.frames,
+               "steps": student.settings.steps, "attention": student.settings.attention,
+               "attention_backend": student.settings.backend, "size": f"{width}x{height}",
+               "device": device_name, "family": "mimicmotion",
+               "decoder": "tiny" if student.fast_decoder is not None else "svd-vae",
+               **dataclasses.asdict(counts)}
+    if teacher_row is not None:
+        teacher_fps = teacher_row.fps(teacher_row.total_s)
+        summary = {"student": summary, "teacher": {
+            "fps": teacher_fps, "denoise_fps": teacher_fps, "decode_fps": None,
+            "steps": teacher_steps, "cfg_branches": 2}, "teacher_fps": teacher_fps,
+            "ratio": summary["fps"] / teacher_fps}
+    if json_output:
+        print(json.dumps(summary))
+        return
+    table = Table(title=f"render · MimicMotion student · {width}x{height} · {timing.frames} "
+                  f"frames · {student.settings.attention} · {device_name}")
+    for column in ("pipeline", "steps", "denoise FPS", "decode FPS", "FPS (no I/O)",
+                   "FPS (with I/O)", "first frame s"):
+        table.add_column(column, justify="right")
+    for row in ([teacher_row] if teacher_row else []) + [timing]:
+        table.add_row(row.name, str(teacher_steps if row is teacher_row
+                                    else student.settings.steps),
+                      f"{row.fps(row.denoise_s):.2f}",
+                      "-" if row is teacher_row else f"{row.fps(row.decode_s):.1f}",
+                      f"{row.fps(row.total_s):.2f}",
+                      "-" if row.with_io_s is None else f"{row.fps(row.with_io_s):.2f}",
+                      "-" if row.first_frame_s is None else f"{row.first_frame_s:.3f}")
+    console.print(table)
+    if teacher_row is not None:
+        console.print(f"student / teacher (no I/O): {summary['ratio']:.1f}x (the teacher: "
+                      "denoising of one 16-frame window, decoding excluded)", highlight=False)

@@ -40,9 +40,11 @@ class MimicMotionTiming:
     peak_memory_gb: float | None
 
 
-def random_network(preset: str, device: torch.device, dtype: torch.dtype) -> MimicMotion:
+def random_network(preset: str | dict, device: torch.device, dtype: torch.dtype
+                   ) -> MimicMotion:
+    """A preset's network, or one of a UNet config (a model folder's)."""
     with torch.device("meta"):
-        network = MimicMotion(UNETS[preset])
+        network = MimicMotion(UNETS[preset] if isinstance(preset, str) else preset)
     network = network.to_empty(device=device)
     generator = torch.Generator(device).manual_seed(0)
     with torch.no_grad():
@@ -51,7 +53,7 @@ def random_network(preset: str, device: torch.device, dtype: torch.dtype) -> Mim
     return network.to(dtype).eval()
 
 
-def time_mimicmotion(preset: str, height: int, width: int, frames: int, steps: int,
+def time_mimicmotion(preset: str | dict, height: int, width: int, frames: int, steps: int,
                      device: torch.device, repeats: int = 3, poses: Keypoints | None = None,
                      k_frames: int = 4) -> MimicMotionTiming:
     """With `poses` (a keypoint sequence, repeated or cut to the window and fitted to the
@@ -102,3 +104,82 @@ def time_mimicmotion(preset: str, height: int, width: int, frames: int, steps: i
         torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", frames,
         sum(p.numel() for p in network.parameters()), step_ms,
         frames / (steps * step_ms / 1000), peak)
+
+
+def random_student(preset: str, height: int, width: int, device: torch.device,
+                   settings) -> tuple:
+    """A random-weight student at `preset`'s UNet size and a random AutoencoderTiny with
+    TAESD's architecture (speed does not depend on the weights), and random conditions."""
+    from diffusers import AutoencoderTiny
+
+    from posecast.mimicmotion.model import MimicMotionTeacher, Recipe
+    from posecast.mimicmotion.student import Conditions, MimicMotionStudent
+
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    network = random_network(preset, device, dtype)
+    parts = MimicMotionTeacher(network, None, None, (0.0,) * 3, (1.0,) * 3, {},
+                               Recipe(height=height, width=width))
+    decoder = AutoencoderTiny().to(device, dtype).eval().requires_grad_(False)
+    student = MimicMotionStudent(parts, settings, decoder)
+    config = network.unet.config
+    g = torch.Generator(device).manual_seed(2)
+    conditions = Conditions(
+        torch.randn(1, 1, config.cross_attention_dim, generator=g, device=device, dtype=dtype),
+        torch.randn(1, 4, height // 8, width // 8, generator=g, device=device, dtype=dtype),
+        torch.tensor([[6.0, 127.0, 0.0]], device=device, dtype=dtype))
+    return student, conditions
+
+
+def time_student(student, conditions, poses: Keypoints, clip, fps: float, repeats: int = 3):
+    """The student streaming `poses` (frame pixels) chunk by chunk and decoding each chunk
+    with its decoder: (PipelineTiming, StreamingCounts), as the DiT bench reports them; I/O
+    excluded but for the with-I/O run into an MP4 with `clip`."""
+    import tempfile
+    from pathlib import Path
+
+    from posecast.attention.backends import KernelCalls
+    from posecast.bench.render import PipelineTiming, StreamingCounts
+    from posecast.media import write_mp4
+    from posecast.mimicmotion.causal import StudentCache
+    from posecast.mimicmotion.student import chunk_latents, decode
+    from posecast.models.codecs import to_uint8_frames
+
+    device, settings = student.device, student.settings
+    cache = StudentCache(settings.context_frames, settings.chunk, device)
+    frames = len(poses)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def run(sink=None) -> tuple[float, float, float, float]:
+        denoise = decoding = 0.0
+        first = None
+        sync()
+        started = tick = time.perf_counter()
+        for start, latents in chunk_latents(student, conditions, poses, 0, cache):
+            sync()
+            tock = time.perf_counter()
+            pixels = to_uint8_frames(decode(student, latents[0]))[:frames - start]
+            denoise += tock - tick
+            decoding += time.perf_counter() - tock
+            first = time.perf_counter() - started if first is None else first
+            for frame in pixels if sink is not None else ():
+                sink(frame)
+            tick = time.perf_counter()
+        return denoise, decoding, time.perf_counter() - started, first
+
+    chunks = -(-frames // settings.chunk)
+    before = KernelCalls.count
+    run()  # warm-up, counting the input-aware kernel calls
+    calls = (KernelCalls.count - before) / chunks
+    denoise, decoding, total, first = sorted((run() for _ in range(repeats)),
+                                             key=lambda timing: timing[2])[repeats // 2]
+    with tempfile.TemporaryDirectory() as folder, \
+            write_mp4(Path(folder) / "student.mp4", fps=fps, audio=clip) as mp4:
+        started = time.perf_counter()
+        run(mp4.write)
+    with_io = time.perf_counter() - started
+    layers = sum(1 for name, _ in student.network.named_modules() if name.endswith(".attn1"))
+    counts = StreamingCounts(chunks, settings.steps + 1, layers, calls, 0)
+    return PipelineTiming("student", frames, denoise, decoding, total, with_io, first), counts
