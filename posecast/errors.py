@@ -25,3 +25,17 @@ class MediaError(PosecastError):
 
 class DetectionError(InputError):
     """A person, face or hand that the command needs was not found in the input."""
+
+
+class ConfigError(UsageError, ValueError):
+    """A setting (of a model's config.json, a --config file, a checkpoint's state) that is of
+    the wrong type, out of range, or unknown. `field` is its dotted name ("codec.repo"); the
+    loader that knows the file puts its name in front."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(f"{field} {detail}" if field else detail)
+        self.field, self.detail = field, detail
+
+    def within(self, prefix: str) -> ConfigError:
+        """The same error for a field nested under `prefix` ("codec.")."""
+        return ConfigError(prefix + self.field, self.detail)
