@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from posecast import __version__
 from posecast.config import CodecConfig, DenoiserConfig
-from posecast.errors import ConfigError, InputError, UsageError
+from posecast.errors import ConfigError, InputError, PosecastError, UsageError
 from posecast.families import family_of
 from posecast.hub import folder_inside, is_repo_id, resolve_folder
 from posecast.models.denoiser import Denoiser
@@ -27,9 +27,13 @@ def save_pretrained(model: Denoiser, folder: str | os.PathLike, card: str = "",
     """Write (or replace) the model files in `folder`, each atomically, the config last.
     `state` replaces model.state_dict() (a sharded model's gathered weights)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().contiguous().cpu()
              for name, tensor in (state or model.state_dict()).items()}
+    bad = first_non_finite(state)
+    if bad is not None:  # a diverged run: keep the model that is there
+        raise PosecastError(f"{folder}: not written, {bad} holds NaN or infinite values (the "
+                            "training diverged); the model there is kept")
+    folder.mkdir(parents=True, exist_ok=True)
     with atomic_output(folder / WEIGHTS_NAME) as tmp:
         save_file(state, tmp, metadata={"format": "pt", "posecast": __version__})
     with atomic_output(folder / CARD_NAME) as tmp:
@@ -73,6 +77,14 @@ def _codec_inside(codec: CodecConfig, folder: Path, config_path: Path) -> CodecC
         raise InputError(f"{config_path}: codec.subfolder is {shown(subfolder)}; allowed: a "
                          "folder inside the codec's repo (no '..', not absolute)")
     return dataclasses.replace(codec, **changes)
+
+
+def first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or ±inf, or None."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            return name
+    return None
 
 
 def model_card(config: DenoiserConfig, extra: str = "") -> str:
