@@ -167,3 +167,13 @@ def test_a_model_config_that_is_not_json_is_one_line(tmp_path, model_folder):
     (folder / "config.json").write_text("[1, 2]")
     with pytest.raises(InputError, match=r"the config is \[1, 2\]; allowed: an object"):
         load_config(folder)
+
+
+def test_a_bad_training_setting_is_one_line_before_the_output_is_touched(run_cli, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "train_log.jsonl").write_text("")  # a posecast run folder --overwrite may replace
+    result = run_cli("train", tmp_path, "--out", out, "--preset", "tiny", "--overwrite",
+                     "--learning-rate", "-1", "--device", "cpu")
+    _one_line(result, 2, "--learning-rate: learning_rate is -1.0; allowed: a number from 0 to 1")
+    assert [path.name for path in out.iterdir()] == ["train_log.jsonl"]
