@@ -13,7 +13,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from posecast.errors import UsageError
+from posecast.errors import ConfigError, UsageError
+from posecast.validation import (
+    FLAG,
+    TEXT_OR_NULL,
+    Rule,
+    as_tuple,
+    build,
+    check_fields,
+    number,
+    one_of,
+    whole,
+)
+
+MAX_SIDE = 4096  # pixels a frame side (as `--size` allows)
+MAX_TOKENS_PER_FRAME = 128 * 128  # more does not fit attention over a window in any memory
+MAX_PARAMETERS = 20e9  # about 12·depth·hidden_size² (the blocks' weights)
 
 
 @dataclass(frozen=True)
@@ -34,6 +49,20 @@ class CodecConfig:
     downsample: int = 1
     scaling_factor: float = 1.0
 
+    def __post_init__(self) -> None:
+        check_fields(vars(self), CODEC_RULES)
+        if self.kind == "vae" and self.repo is None:
+            raise ConfigError("repo", "is null; a vae codec needs a Hub repo id (owner/name) "
+                              "or a folder inside the model folder")
+
+
+CODEC_RULES = {
+    "kind": one_of("pixel", "vae"), "repo": TEXT_OR_NULL, "subfolder": TEXT_OR_NULL,
+    "revision": TEXT_OR_NULL, "fast_decoder_repo": TEXT_OR_NULL,
+    "latent_channels": whole(1, 64), "downsample": whole(1, 64),
+    "scaling_factor": number(1e-6, 1e6),
+}
+
 
 @dataclass(frozen=True)
 class SamplerConfig:
@@ -43,6 +72,13 @@ class SamplerConfig:
     steps: int = 25
     cfg: float = 2.0
     shift: float = 3.0  # timestep shift (SD3-style); > 1 spends more steps at high noise
+
+    def __post_init__(self) -> None:
+        check_fields(vars(self), SAMPLER_RULES)
+
+
+SAMPLER_RULES = {"method": one_of("euler", "heun"), "steps": whole(1, 1000),
+                 "cfg": number(0, 100), "shift": number(0.01, 100)}
 
 
 @dataclass(frozen=True)
@@ -73,33 +109,44 @@ class DenoiserConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
 
     def __post_init__(self) -> None:
+        check_fields(vars(self), DENOISER_RULES)
+        for name, kind in (("codec", CodecConfig), ("sampler", SamplerConfig)):
+            if not isinstance(getattr(self, name), kind):
+                raise ConfigError(name, f"is not a {kind.__name__}")
         latent_h, latent_w = self.latent_size
         if self.height % self.codec.downsample or self.width % self.codec.downsample:
-            raise ValueError(f"frame size {self.width}x{self.height} is not divisible by the "
-                             f"codec's downsampling {self.codec.downsample}")
+            raise ConfigError("height", f"and width ({self.width}x{self.height}) must be "
+                              f"multiples of the codec's downsampling {self.codec.downsample}")
         if latent_h % self.patch_size or latent_w % self.patch_size:
-            raise ValueError(f"latent size {latent_w}x{latent_h} is not divisible by the patch "
-                             f"size {self.patch_size}")
+            raise ConfigError("patch_size", f"{self.patch_size} does not divide the latent size "
+                              f"{latent_w}x{latent_h}")
+        rows, cols = self.token_grid
+        if rows * cols > MAX_TOKENS_PER_FRAME:
+            raise ConfigError("height", f"and width ({self.width}x{self.height}) make "
+                              f"{rows * cols} tokens per frame; allowed: at most "
+                              f"{MAX_TOKENS_PER_FRAME} (a smaller frame or a larger patch_size)")
         if self.hidden_size % self.heads or (self.hidden_size // self.heads) % 2:
-            raise ValueError("hidden_size / heads must be an even whole number (RoPE pairs)")
+            raise ConfigError("heads", f"is {self.heads}; hidden_size ({self.hidden_size}) / "
+                              "heads must be an even whole number (RoPE pairs)")
+        parameters = 12 * self.depth * self.hidden_size ** 2
+        if parameters > MAX_PARAMETERS:
+            raise ConfigError("depth", f"{self.depth} with hidden_size {self.hidden_size} makes "
+                              f"about {parameters:.3g} parameters; allowed: at most "
+                              f"{MAX_PARAMETERS:.3g}")
         factor = self.codec.downsample * self.patch_size
         if 2 ** len(self.pose_guider_channels) != factor:
-            raise ValueError(f"the pose guider needs log2({factor}) stride-2 layers, one per "
-                             f"entry of pose_guider_channels")
-        if self.codec.kind not in ("pixel", "vae"):
-            raise ValueError(f"codec kind must be pixel or vae, not {self.codec.kind}")
-        if self.sampler.method not in ("euler", "heun"):
-            raise ValueError(f"sampler method must be euler or heun, not {self.sampler.method}")
-        if self.attention not in ("dense", "input_aware"):
-            raise ValueError(f"attention must be dense or input_aware, not {self.attention}")
-        if not 0 <= self.overlap < self.window:
-            raise ValueError("overlap must be at least 0 and smaller than window")
+            raise ConfigError("pose_guider_channels", f"has {len(self.pose_guider_channels)} "
+                              f"entries; the pose guider needs log2({factor}) stride-2 layers, "
+                              "one per entry")
+        if not self.overlap < self.window:
+            raise ConfigError("overlap", f"is {self.overlap}; it must be smaller than window "
+                              f"({self.window})")
         if self.chunk and self.window % self.chunk:
-            raise ValueError(f"a student's window ({self.window}) must be a whole number of "
-                             f"chunks ({self.chunk})")
+            raise ConfigError("window", f"is {self.window}; a student's window must be a whole "
+                              f"number of chunks ({self.chunk})")
         if self.chunk and self.reference_frame:
-            raise ValueError("a causal student takes the reference by channels only "
-                             "(reference_frame must be false)")
+            raise ConfigError("reference_frame", "is true; a causal student takes the reference "
+                              "by channels only (reference_frame must be false)")
 
     @property
     def is_student(self) -> bool:
@@ -129,16 +176,11 @@ class DenoiserConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DenoiserConfig:
-        data = dict(data)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
-        data["codec"] = CodecConfig(**data.get("codec", {}))
-        data["sampler"] = SamplerConfig(**data.get("sampler", {}))
-        if "pose_guider_channels" in data:
-            data["pose_guider_channels"] = tuple(data["pose_guider_channels"])
-        return cls(**data)
+        """From JSON; ConfigError names the first unknown, mistyped or out-of-range field."""
+        return build(cls, data, convert={
+            "codec": lambda codec: build(CodecConfig, codec, "codec."),
+            "sampler": lambda sampler: build(SamplerConfig, sampler, "sampler."),
+            "pose_guider_channels": as_tuple})
 
     def save(self, path: str | os.PathLike) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -146,6 +188,19 @@ class DenoiserConfig:
     @classmethod
     def load(cls, path: str | os.PathLike) -> DenoiserConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+DENOISER_RULES: dict[str, Rule] = {
+    "height": whole(1, MAX_SIDE), "width": whole(1, MAX_SIDE), "patch_size": whole(1, 64),
+    "hidden_size": whole(8, 16384), "depth": whole(1, 512), "heads": whole(1, 256),
+    "mlp_ratio": number(0.25, 16),
+    "pose_guider_channels": Rule(tuple, 1, 4096, item=int, max_items=8),
+    "reference_frame": FLAG, "attention": one_of("dense", "input_aware"),
+    "attention_backend": one_of("auto", "dense", "gather", "flex", "xformers"),
+    "k_frames": whole(0, 64), "block_size": whole(1, 4096), "region_dilation": whole(0, 64),
+    "background_reach": whole(0, 1024), "chunk": whole(0, 256), "window": whole(1, 1024),
+    "overlap": whole(0, 1023), "fps": number(1, 240), "condition_dropout": number(0, 1),
+}
 
 
 SD_VAE = CodecConfig(kind="vae", repo="stabilityai/sd-vae-ft-mse", latent_channels=4,
@@ -167,6 +222,39 @@ PRESETS: dict[str, DenoiserConfig] = {
     "base": DenoiserConfig(height=512, width=512, codec=SD_VAE, patch_size=2, hidden_size=1536,
                            depth=24, heads=12, pose_guider_channels=(32, 64, 128, 256),
                            window=16, overlap=4),
+}
+
+
+MAX_STEPS = 10**9
+MAX_SEED = 2**63 - 1  # what torch.Generator.manual_seed takes
+RATE = number(0, 1)  # learning rates, decays
+
+# α per region of the region-weighted losses (RegionWeights, TrainConfig.region_alphas)
+REGION_RULES: dict[str, Rule] = {region: number(0, 1000)
+                                 for region in ("face", "lips", "hands", "arms")}
+
+# posecast/train/teacher.py TrainConfig
+TRAIN_RULES: dict[str, Rule] = {
+    "max_steps": whole(1, MAX_STEPS), "batch_size": whole(1, 4096), "learning_rate": RATE,
+    "weight_decay": RATE, "ema_decay": RATE, "checkpoint_every": whole(1, MAX_STEPS),
+    "gradient_checkpointing": FLAG, "grad_clip": number(1e-6, 1e6), "seed": whole(0, MAX_SEED),
+}
+
+# posecast/train/distill.py DistillConfig (`posecast distill --config FILE`)
+DISTILL_RULES: dict[str, Rule] = {
+    "student_steps": whole(1, 8), "chunk": whole(1, 256), "window": whole(1, 1024, optional=True),
+    "k_frames": whole(0, 64), "attention": one_of("input_aware", "dense"),
+    "max_steps": whole(0, MAX_STEPS), "region_steps": whole(0, MAX_STEPS),
+    "batch_size": whole(1, 4096), "grad_accumulation": whole(1, 4096),
+    "learning_rate": RATE, "critic_learning_rate": RATE, "critic_updates": whole(1, 100),
+    "grad_clip": number(1e-6, 1e6), "gradient_checkpointing": FLAG,
+    "init_steps": whole(0, MAX_STEPS), "init_learning_rate": RATE,
+    "ode_pairs": whole(0, 100_000), "ode_steps": whole(1, 1000),
+    "teacher_cfg": number(0, 100, optional=True), "dmd_min_time": number(0, 1),
+    "dmd_max_time": number(0, 1), "region_loss_weight": number(0, 1000),
+    "ssim_weight": number(0, 1000), "perceptual": Rule(tuple, item=str, max_items=16),
+    "checkpoint_every": whole(1, MAX_STEPS), "sample_every": whole(0, MAX_STEPS),
+    "seed": whole(0, MAX_SEED), "fsdp": FLAG,
 }
 
 

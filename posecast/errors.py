@@ -30,3 +30,17 @@ class DetectionError(InputError):
 class Terminated(BaseException):
     """SIGTERM arrived (kill, timeout, SLURM, docker stop). Raised in the main thread like
     KeyboardInterrupt, so every cleanup runs; the CLI exits 143 (128 + 15) with one line."""
+
+
+class ConfigError(UsageError, ValueError):
+    """A setting (of a model's config.json, a --config file, a checkpoint's state) that is of
+    the wrong type, out of range, or unknown. `field` is its dotted name ("codec.repo"); the
+    loader that knows the file puts its name in front."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(f"{field} {detail}" if field else detail)
+        self.field, self.detail = field, detail
+
+    def within(self, prefix: str) -> ConfigError:
+        """The same error for a field nested under `prefix` ("codec.")."""
+        return ConfigError(prefix + self.field, self.detail)

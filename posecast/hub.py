@@ -8,10 +8,26 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from posecast.errors import PosecastError, UsageError
+
+REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def is_repo_id(text: str) -> bool:
+    """Whether `text` has the form of a Hub repo id: owner/name, without '..'."""
+    return REPO_ID.fullmatch(text) is not None and ".." not in text
+
+
+def folder_inside(text: str, root: Path) -> Path | None:
+    """`text` as an existing folder inside `root` (a relative path, links followed), or None."""
+    if Path(text).is_absolute():
+        return None
+    candidate = (root / text).resolve()
+    return candidate if candidate.is_dir() and candidate.is_relative_to(root.resolve()) else None
 
 
 def _offline() -> bool:

@@ -259,6 +259,85 @@ def test_denoiser_runs_with_input_aware_attention():
     torch.testing.assert_close(outputs["gather"], outputs["dense"], atol=1e-5, rtol=1e-5)
 
 
+def _fine_tune_loss_and_gradients(model, config, batch, seed=4):
+    """The teacher fine-tune's loss (train.teacher.flow_matching_loss) on `batch` under
+    `config`, and the gradient of every parameter of `model`."""
+    from posecast.models.codecs import PixelCodec
+    from posecast.train.teacher import flow_matching_loss
+
+    model.zero_grad(set_to_none=True)
+    loss = flow_matching_loss(model, PixelCodec(config.codec), batch, config,
+                              torch.Generator().manual_seed(seed), torch.device("cpu"))
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+class _DenseWithMask(torch.nn.Module):
+    """The dense oracle: the same network in dense attention, given each window's boolean
+    token mask (InputAwareMask.token_mask, over the tokens in their natural order) instead of
+    the input-aware plan (sorted tokens, gathered groups)."""
+
+    def __init__(self, network):
+        super().__init__()
+        self.network = network
+
+    def forward(self, *args, layout=None, **kwargs):
+        dense = torch.stack([mask.token_mask() for mask in layout])[:, None]  # (B, 1, N, N)
+        self.network.config = self.network.config.replace(attention="dense")
+        try:
+            return self.network(*args, layout=dense, **kwargs)
+        finally:
+            self.network.config = self.network.config.replace(attention="input_aware")
+
+
+def test_the_input_aware_fine_tune_equals_its_dense_oracle(synthetic_dataset, monkeypatch):
+    """The input-aware teacher fine-tune (`posecast train --init-from T --attention
+    input_aware`): with a mask that allows every pair its loss and gradients are the dense
+    path's; with the poses' real mask, those of dense attention under the same boolean mask
+    (which differ from unmasked attention: the mask matters)."""
+    from posecast.attention.mask import InputAwareMask
+    from posecast.data.clips import ClipDataset
+    from posecast.models.denoiser import Denoiser
+    from posecast.train import teacher
+
+    config = preset("tiny", attention="input_aware", attention_backend="gather", k_frames=1,
+                    reference_frame=True)
+    torch.manual_seed(0)
+    model = Denoiser(config)
+    with torch.no_grad():  # away from the zero-initialised output, so gradients reach everywhere
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    data = ClipDataset(synthetic_dataset, config.height, config.width)
+    batch = data.sample(2, config.window, torch.Generator().manual_seed(1))
+
+    dense_loss, dense_grads = _fine_tune_loss_and_gradients(model, config.replace(
+        attention="dense"), batch)
+    real_mask = teacher.mask_for_window
+
+    def allow_everything(poses, config, reference_poses=None):
+        tokens = real_mask(poses, config, reference_poses).query_groups.numel()
+        group = torch.zeros(tokens, dtype=torch.int64)  # one group, seeing itself
+        return InputAwareMask(group, group, torch.tensor([[True, False], [False, False]]))
+
+    monkeypatch.setattr(teacher, "mask_for_window", allow_everything)
+    loss, grads = _fine_tune_loss_and_gradients(model, config, batch)
+    torch.testing.assert_close(loss, dense_loss, atol=1e-6, rtol=1e-6)
+    for grad, dense in zip(grads, dense_grads, strict=True):
+        torch.testing.assert_close(grad, dense, atol=1e-6, rtol=1e-5)
+
+    monkeypatch.setattr(teacher, "mask_for_window", real_mask)
+    loss, grads = _fine_tune_loss_and_gradients(model, config, batch)
+    oracle_loss, oracle_grads = _fine_tune_loss_and_gradients(_DenseWithMask(model), config,
+                                                              batch)
+    assert model.config.attention == "input_aware"
+    torch.testing.assert_close(loss, oracle_loss, atol=1e-6, rtol=1e-6)
+    for grad, oracle in zip(grads, oracle_grads, strict=True):
+        torch.testing.assert_close(grad, oracle, atol=1e-6, rtol=1e-5)
+    # the real mask restricts attention: 100× the tolerance above apart from the dense path
+    assert max((grad - dense).abs().max()
+               for grad, dense in zip(grads, dense_grads, strict=True)) > 1e-4
+
+
 def test_teacher_fine_tunes_and_samples_with_input_aware_attention(tmp_path, trained_tiny,
                                                                    synthetic_dataset):
     from posecast.generate import prepare_conditions, sample_latents

@@ -90,3 +90,36 @@ def test_long_video_sampling_returns_every_frame(trained_tiny, frames):
                              on_evaluation=lambda: evaluations.append(1))
     assert latents.shape == (1, frames, 3, 32, 32) and torch.isfinite(latents).all()
     assert len(evaluations) == 2 * len(window_starts(frames, 4, 1))
+
+
+@pytest.mark.parametrize("frames,window,overlap,expected", [
+    # windows [0, 4) and [2, 6); ramps of 1/3, 2/3 over the 2 shared frames: a linear handover
+    (6, 4, 2, [10, 10, (2 / 3 * 10 + 1 / 3 * 20) / 1, (1 / 3 * 10 + 2 / 3 * 20) / 1, 20, 20]),
+    # windows [0, 4), [3, 7), [6, 10); one shared frame each, weighed 1/2 by both
+    (10, 4, 1, [10, 10, 10, 15, 20, 20, 25, 30, 30, 30]),
+    # the last window is moved back to end at frame 8: [0, 4), [3, 7), [4, 8); the middle
+    # window's ramps are 1/2 at both edges, the last's 1/2 at its first frame only
+    (8, 4, 1, [10, 10, 10, (0.5 * 10 + 0.5 * 20) / 1, (1 * 20 + 0.5 * 30) / 1.5,
+               (1 * 20 + 1 * 30) / 2, (0.5 * 20 + 1 * 30) / 1.5, 30]),
+])
+def test_window_fusion_weights_match_a_hand_computed_case(frames, window, overlap, expected):
+    """Window k predicts the constant 10·(k + 1); each frame gets the mean of its windows'
+    predictions weighted by the ramps written out above (not any positive weights)."""
+    starts = window_starts(frames, window, overlap)
+
+    def window_velocity(x, t, start, end):
+        return torch.full_like(x, 10.0 * (starts.index(start) + 1))
+
+    fused = windowed_velocity(window_velocity, frames, window, overlap)(
+        torch.zeros(1, frames, 1, dtype=torch.float64), 0.5)
+    torch.testing.assert_close(fused[0, :, 0], torch.tensor(expected, dtype=torch.float64))
+
+
+def test_mimicmotion_fusion_weights_match_a_hand_computed_case():
+    from posecast.mimicmotion.sampling import fusion_weights
+
+    # (j + 1/2)·2/L up to the middle, mirrored: odd and even lengths, and one frame
+    expected = {5: [0.2, 0.6, 1.0, 0.6, 0.2], 6: [1 / 6, 0.5, 5 / 6, 5 / 6, 0.5, 1 / 6], 1: [1.0]}
+    for length, weights in expected.items():
+        torch.testing.assert_close(fusion_weights(length),
+                                   torch.tensor(weights, dtype=torch.float64))

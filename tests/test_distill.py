@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from posecast.config import preset
@@ -43,16 +44,57 @@ def _log(folder):
 
 def test_distillation_trains_both_models_in_the_configured_ratio(tmp_path, synthetic_dataset,
                                                                  trained_tiny):
+    from torch.optim.optimizer import (
+        register_optimizer_step_post_hook,
+        register_optimizer_step_pre_hook,
+    )
+
     teacher, _ = trained_tiny
-    out = distill(synthetic_dataset, str(teacher), tmp_path / "student",
-                  DistillConfig(**QUICK), device="cpu")
+    # every optimiser step of the run, as (optimiser, whether it changed its parameters), and
+    # the phase of each finished step between them: counted here, not by the trainer
+    events, before = [], {}
+
+    def parameters(optimizer):
+        return [p for group in optimizer.param_groups for p in group["params"]]
+
+    def pre(optimizer, args, kwargs):
+        before[optimizer] = [p.detach().clone() for p in parameters(optimizer)]
+
+    def post(optimizer, args, kwargs):
+        changed = [not torch.equal(old, new) for old, new in
+                   zip(before.pop(optimizer), parameters(optimizer), strict=True)]
+        events.append((optimizer, any(changed)))
+
+    hooks = [register_optimizer_step_pre_hook(pre), register_optimizer_step_post_hook(post)]
+    try:
+        out = distill(synthetic_dataset, str(teacher), tmp_path / "student",
+                      DistillConfig(**QUICK), device="cpu",
+                      on_step=lambda report: events.append(report.phase))
+    finally:
+        for hook in hooks:
+            hook.remove()
     log = _log(out)
     assert [line["phase"] for line in log] == ["init"] * 6 + ["dmd"] * 6
     for line in log:
         assert all(math.isfinite(value) for value in line["losses"].values()), line
     assert log[0]["losses"]["ode"] > 0  # a trained teacher's end points are not the noise
-    for line in log[6:]:
-        assert line["critic_updates"] == 3 * line["generator_updates"]
+    steps, current = [], []  # the optimiser steps taken within each training step
+    for event in events:
+        if isinstance(event, str):
+            steps.append((event, current))
+            current = []
+        else:
+            current.append(event)
+    assert [phase for phase, _ in steps] == ["init"] * 6 + ["dmd"] * 6
+    init = steps[0][1][0][0]
+    assert all(taken == [(init, True)] for _, taken in steps[:6])
+    critic, student = steps[6][1][0][0], steps[6][1][-1][0]
+    for _, taken in steps[6:]:  # 3 critic steps, then 1 generator step, each changing weights
+        assert taken == [(critic, True)] * 3 + [(student, True)]
+    # the generator step trains the network the initialisation trained (the student); the
+    # critic steps train another one
+    assert {id(p) for p in parameters(student)} == {id(p) for p in parameters(init)}
+    assert not {id(p) for p in parameters(critic)} & {id(p) for p in parameters(student)}
     # the optimisers' own step counts: 3 critic steps per generator step
     state = load_file(out / "checkpoint" / "state.safetensors")
     assert state["optim.critic.0.step"].item() == 18
@@ -150,6 +192,42 @@ def test_region_weights_change_the_dmd_gradient_exactly_inside_the_masks(synthet
     changed = (weighted != plain).any(dim=2, keepdim=True)  # per pixel, over channels
     assert torch.equal(changed, masks_on & (plain != 0).any(dim=2, keepdim=True))
     torch.testing.assert_close(weighted, plain * weights)
+
+
+def test_the_dmd_gradient_moves_a_sample_towards_the_teachers_prediction(monkeypatch):
+    """DMD's generator gradient at a student sample x is ∝ (x̂₀_fake − x̂₀_real): a descent step
+    on dmd_loss moves x towards the teacher's (real score's) prediction, away from the critic's
+    (fake score's). Here both predictions are known exactly: the teacher predicts a fixed
+    target, the critic (which models the student's samples) predicts x itself, so the step
+    must point straight at the target; a flipped sign points straight away from it."""
+    from types import SimpleNamespace
+
+    from posecast.train import distill as distill_module
+
+    generator = torch.Generator().manual_seed(0)
+    x0 = torch.randn(2, 4, 3, 8, 8, generator=generator)
+    target = torch.randn(x0.shape, generator=generator)
+    teacher, critic = SimpleNamespace(config=preset("tiny")), SimpleNamespace(config=preset("tiny"))
+
+    def velocity(model, noisy, t, window, cfg):  # x̂₀ = noisy − t·v for the flow's velocity v
+        prediction = target if model is teacher else x0
+        return (noisy - prediction) / t.view(-1, 1, 1, 1, 1)
+
+    monkeypatch.setattr(distill_module, "teacher_velocity", velocity)
+    pixel_weights = 1 + torch.rand(2, 4, 1, 8, 8, generator=generator)  # region weights ≥ 1
+    for weights in (None, pixel_weights):
+        x = x0.clone().requires_grad_(True)
+        gradient = dmd_gradient(x, teacher, critic, None, torch.Generator().manual_seed(1),
+                                DistillConfig(), 2.0, weights)
+        dmd_loss(x, gradient).backward()
+        step = -x.grad  # gradient descent's direction
+        towards = target - x0
+        if weights is None:
+            assert F.cosine_similarity(step.flatten(), towards.flatten(), dim=0) > 0.999
+        else:  # per latent pixel still towards the target, scaled by its weight
+            assert ((step * towards) > 0).all()
+        nudged = x0 + 1e3 * step
+        assert (nudged - target).norm() < (x0 - target).norm()
 
 
 def test_the_reconstruction_loss_adds_each_regions_own_mean_error():

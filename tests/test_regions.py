@@ -76,8 +76,56 @@ def test_token_rasterisation():
     assert grid[0, 1, 2] == Region.FACE  # token (row 1, col 2) holds the face centre
     assert grid[0, 5, 3] == Region.LEFT_HAND  # any hand pixel wins the token
     assert grid[0, 7, 0] == Region.BACKGROUND
-    # each token is the max-priority label of its pixels, checked against a full-size map
-    labels = region_label_map(kp, 0, 32, 16, dilation=0.0)
-    np.testing.assert_array_equal(grid[0], labels.reshape(8, 4, 4, 4).max(axis=(1, 3)))
     grown = token_regions(kp, 8, 4, dilation=0.0, dilate_tokens=1)[0]
     assert (grown >= grid[0]).all() and grown[2, 2] == Region.FACE
+
+
+# Boxes in the pixels of a 16 × 32 (w × h) raster, inclusive (x0, y0, x1, y1): 8 × 4 tokens of
+# 4 × 4 pixels. Edges fall inside tokens and on their borders; the hand overlaps the torso.
+BOXES = {Region.FACE: (5, 2, 9, 6), Region.LEFT_HAND: (12, 17, 13, 21),
+         Region.BODY: (3, 8, 12, 31)}
+
+
+def boxed_keypoints(scale: float = 4.0) -> Keypoints:
+    """Keypoints whose face and left hand are the corners of their boxes and whose torso is
+    shoulders and hips at the corners of its box (no elbows, so no arms), in a frame `scale`
+    times the raster's size."""
+    kp = Keypoints.empty(1, width=int(16 * scale), height=int(32 * scale))
+    body, face, left = kp.body.copy(), kp.face.copy(), kp.left_hand.copy()
+
+    def corners(region):
+        x0, y0, x1, y1 = BOXES[region]
+        return scale * np.array([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], np.float32)
+
+    face[0, :4] = np.c_[corners(Region.FACE), np.ones(4)]
+    left[0, :4] = np.c_[corners(Region.LEFT_HAND), np.ones(4)]
+    for joint, xy in zip((LEFT_SHOULDER, RIGHT_SHOULDER, RIGHT_HIP, LEFT_HIP),
+                         corners(Region.BODY), strict=True):
+        body[0, joint] = (*xy, 1.0)
+    return Keypoints(body, face, left, kp.right_hand, 25, kp.width, kp.height)
+
+
+def test_token_rasterisation_matches_an_independent_box_oracle():
+    """The oracle works on tokens directly: a token holds a region when the region's pixel
+    interval overlaps the token's interval on both axes, and takes the highest-priority such
+    region; `dilate_tokens` then takes the maximum over the (2k + 1)² tokens around."""
+    supersample, rows, cols = 4, 8, 4
+    oracle = np.zeros((rows, cols), np.uint8)
+    for row in range(rows):
+        for col in range(cols):
+            top, left = row * supersample, col * supersample
+            for region, (x0, y0, x1, y1) in BOXES.items():
+                if x0 < left + supersample and x1 >= left and y0 < top + supersample \
+                        and y1 >= top:
+                    oracle[row, col] = max(oracle[row, col], region)
+    assert set(np.unique(oracle)) == {0, 1, 3, 5}  # every case present
+    grid = token_regions(boxed_keypoints(), rows, cols, supersample, dilation=0.0)
+    np.testing.assert_array_equal(grid[0], oracle)
+
+    grown = np.zeros_like(oracle)
+    for row in range(rows):
+        for col in range(cols):
+            grown[row, col] = oracle[max(row - 1, 0):row + 2, max(col - 1, 0):col + 2].max()
+    np.testing.assert_array_equal(
+        token_regions(boxed_keypoints(), rows, cols, supersample, dilation=0.0,
+                      dilate_tokens=1)[0], grown)

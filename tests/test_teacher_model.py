@@ -34,9 +34,9 @@ def test_config_round_trip(tmp_path):
         config.save(path)
         assert DenoiserConfig.load(path) == config
         json.loads(path.read_text())
-    with pytest.raises(ValueError, match="unknown config keys"):
+    with pytest.raises(ValueError, match="colour is not a known field"):
         DenoiserConfig.from_dict({"height": 32, "colour": "red"})
-    with pytest.raises(ValueError, match="patch size"):
+    with pytest.raises(ValueError, match="patch_size 4 does not divide"):
         preset("tiny", height=34)
     with pytest.raises(UsageError, match="unknown preset"):
         preset("huge")

@@ -11,7 +11,7 @@ import typer
 from posecast.cli.options import Device, Overwrite, check_seed, parse_region_alphas
 from posecast.cli.run_folder import prepare_run_folder
 from posecast.cli.ui import console, err_console, progress_bar
-from posecast.errors import UsageError
+from posecast.errors import ConfigError, UsageError
 
 
 def distill_command(
@@ -144,7 +144,16 @@ def distill_command(
         alphas = dict(settings.get("region_weights", {}))
         alphas.update(parse_region_alphas(region_alpha))
         settings["region_weights"] = RegionWeights(**alphas)
-    settings = DistillConfig.from_dict(settings)
+    try:
+        settings = DistillConfig.from_dict(settings)
+    except ConfigError as error:  # say where the bad value came from: a flag or the file
+        given = {name for name, value in flags.items() if value is not None}
+        given |= {"perceptual"} if perceptual else set()
+        given |= {"region_weights"} if region_alpha else set()
+        name = error.field.split(".")[0]
+        flag = "--region-alpha" if name == "region_weights" else f"--{name.replace('_', '-')}"
+        raise UsageError(f"{flag if name in given or config is None else config}: {error}"
+                         ) from None
     if resume:  # the saved run's settings; only stage lengths given as flags change
         _, settings = resumed_settings(out, max_steps, region_steps)
     # fail on a bad teacher, student shape or setting before touching the output

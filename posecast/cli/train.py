@@ -10,7 +10,7 @@ import typer
 from posecast.cli.options import Device, Overwrite, Seed, parse_region_alphas
 from posecast.cli.run_folder import prepare_run_folder
 from posecast.cli.ui import console, err_console, progress_bar
-from posecast.errors import PosecastError, UsageError
+from posecast.errors import ConfigError, PosecastError, UsageError
 
 
 def train_command(
@@ -115,11 +115,16 @@ def train_command(
         config = load_config(init_from).replace(attention=attention, k_frames=k_frames)
     else:
         config = make_preset(preset, attention=attention, k_frames=k_frames)
+    try:  # the settings are checked before the output folder is touched
+        train = TrainConfig(max_steps=max_steps, batch_size=batch_size,
+                            learning_rate=learning_rate, checkpoint_every=checkpoint_every,
+                            gradient_checkpointing=gradient_checkpointing, seed=seed,
+                            region_alphas=region_alphas)
+    except ConfigError as error:
+        name = error.field.split(".")[0]
+        flag = "--region-alpha" if name == "region_alphas" else f"--{name.replace('_', '-')}"
+        raise UsageError(f"{flag}: {error}") from None
     prepare_run_folder(out, dataset, resume, overwrite)
-    train = TrainConfig(max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
-                        checkpoint_every=checkpoint_every,
-                        gradient_checkpointing=gradient_checkpointing, seed=seed,
-                        region_alphas=region_alphas)
     with progress_bar("steps") as bar:
         task = bar.add_task("training", total=max_steps)
 

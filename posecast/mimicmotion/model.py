@@ -22,8 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from posecast.errors import InputError
+from posecast.errors import ConfigError, InputError
 from posecast.mimicmotion.posenet import PoseNet
+from posecast.validation import Rule, build, check_fields, number, whole
 
 FAMILY = "mimicmotion"
 COMPONENTS = {  # subfolder → a file it must hold
@@ -48,8 +49,27 @@ class Recipe:
     noise_aug_strength: float = 0.0  # noise added to the reference before the VAE encodes it
     decode_chunk: int = 8  # frames the temporal VAE decoder takes at a time
 
+    def __post_init__(self) -> None:
+        check_fields(vars(self), RECIPE_RULES)
+
     def replace(self, **changes: Any) -> Recipe:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+RECIPE_RULES = {
+    "height": whole(64, 4096), "width": whole(64, 4096), "window": whole(2, 1024),
+    "overlap": whole(0, 1022), "steps": whole(1, 1000), "min_guidance": number(0, 100),
+    "max_guidance": number(0, 100), "fps": whole(1, 240), "motion_bucket_id": whole(0, 1023),
+    "noise_aug_strength": number(0, 10), "decode_chunk": whole(1, 1024),
+}
+# the UNet config's sizes (diffusers fills in what is absent); checked before it is built
+UNET_RULES = {
+    "in_channels": whole(1, 64), "out_channels": whole(1, 64), "num_frames": whole(1, 1024),
+    "block_out_channels": Rule(tuple, 1, 4096, item=int, max_items=8),
+    "layers_per_block": whole(1, 16), "cross_attention_dim": whole(1, 8192),
+    "addition_time_embed_dim": whole(1, 8192),
+    "projection_class_embeddings_input_dim": whole(1, 65536),
+}
 
 
 class MimicMotion(nn.Module):
@@ -126,10 +146,17 @@ def read_config(folder: Path) -> dict:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as error:
         raise InputError(f"{folder}: unreadable config.json ({error})") from None
-    if config.get("family") != FAMILY or "unet" not in config:
+    if not isinstance(config, dict) or config.get("family") != FAMILY or "unet" not in config:
         raise InputError(f"{folder}: not a MimicMotion model folder (config.json needs "
                          f"family '{FAMILY}' and the UNet's config); make one with "
                          "`posecast import mimicmotion`")
+    try:
+        if not isinstance(config["unet"], dict):
+            raise ConfigError("unet", "is not an object (the UNet's diffusers config)")
+        check_fields(config["unet"], UNET_RULES, "unet.")
+        build(Recipe, config.get("recipe", {}), "recipe.")
+    except ConfigError as error:  # names the field, its value and what is allowed
+        raise InputError(f"{folder / 'config.json'}: {error}") from None
     return config
 
 

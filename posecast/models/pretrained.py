@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 from pathlib import Path
 
@@ -11,12 +11,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from posecast import __version__
-from posecast.config import DenoiserConfig
-from posecast.errors import InputError, UsageError
+from posecast.config import CodecConfig, DenoiserConfig
+from posecast.errors import ConfigError, InputError, PosecastError, UsageError
 from posecast.families import family_of
-from posecast.hub import resolve_folder
+from posecast.hub import folder_inside, is_repo_id, resolve_folder
 from posecast.models.denoiser import Denoiser
 from posecast.paths import atomic_output
+from posecast.validation import shown
 
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
 
@@ -26,16 +27,64 @@ def save_pretrained(model: Denoiser, folder: str | os.PathLike, card: str = "",
     """Write (or replace) the model files in `folder`, each atomically, the config last.
     `state` replaces model.state_dict() (a sharded model's gathered weights)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().contiguous().cpu()
              for name, tensor in (state or model.state_dict()).items()}
+    bad = first_non_finite(state)
+    if bad is not None:  # a diverged run: keep the model that is there
+        raise PosecastError(f"{folder}: not written, {bad} holds NaN or infinite values (the "
+                            "training diverged); the model there is kept")
+    folder.mkdir(parents=True, exist_ok=True)
     with atomic_output(folder / WEIGHTS_NAME) as tmp:
         save_file(state, tmp, metadata={"format": "pt", "posecast": __version__})
     with atomic_output(folder / CARD_NAME) as tmp:
         tmp.write_text(card or model_card(model.config))
     with atomic_output(folder / CONFIG_NAME) as tmp:
-        model.config.save(tmp)
+        model.config.replace(codec=_codec_relative_to(model.config.codec, folder)).save(tmp)
     return folder
+
+
+CODEC_SOURCES = ("repo", "fast_decoder_repo")
+
+
+def _codec_relative_to(codec: CodecConfig, folder: Path) -> CodecConfig:
+    """The codec as written to `folder`: its folders inside `folder` as relative paths (a
+    loaded model holds them as absolute ones), so the model folder can move."""
+    changes = {}
+    for name in CODEC_SOURCES:
+        text = getattr(codec, name)
+        if text is not None and Path(text).is_absolute() \
+                and Path(text).resolve().is_relative_to(folder.resolve()):
+            changes[name] = os.path.relpath(Path(text).resolve(), folder.resolve())
+    return dataclasses.replace(codec, **changes)
+
+
+def _codec_inside(codec: CodecConfig, folder: Path, config_path: Path) -> CodecConfig:
+    """The codec with its sources checked before anything is downloaded: a Hub repo id
+    (owner/name), or a folder inside the model folder (made absolute here, so it is never looked
+    up in the current folder). An absolute path or one that leaves the folder ('../..') is
+    refused."""
+    changes = {}
+    for name in CODEC_SOURCES:
+        text = getattr(codec, name)
+        local = None if text is None else folder_inside(text, folder)
+        if local is not None:
+            changes[name] = str(local)
+        elif text is not None and not is_repo_id(text):
+            raise InputError(f"{config_path}: codec.{name} is {shown(text)}; allowed: a Hub repo "
+                             "id (owner/name) or a folder inside the model folder")
+    subfolder = codec.subfolder
+    if subfolder is not None and (Path(subfolder).is_absolute() or ".." in Path(subfolder).parts):
+        raise InputError(f"{config_path}: codec.subfolder is {shown(subfolder)}; allowed: a "
+                         "folder inside the codec's repo (no '..', not absolute)")
+    return dataclasses.replace(codec, **changes)
+
+
+def first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or ±inf, or None."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            return name
+    return None
 
 
 def model_card(config: DenoiserConfig, extra: str = "") -> str:
@@ -66,9 +115,12 @@ def _resolve_model(path_or_repo: str | os.PathLike,
                          "its student rendered by `posecast render`; its distillation is not "
                          "built yet)")
     try:
-        return folder, DenoiserConfig.load(config_path)
-    except (ValueError, TypeError, json.JSONDecodeError) as error:
+        config = DenoiserConfig.load(config_path)
+    except ConfigError as error:  # names the field, its value and what is allowed
+        raise InputError(f"{config_path}: {error}") from None
+    except (OSError, ValueError) as error:  # unreadable, not UTF-8 or not JSON
         raise InputError(f"{config_path}: not a posecast model config ({error})") from None
+    return folder, config.replace(codec=_codec_inside(config.codec, folder, config_path))
 
 
 def load_config(path_or_repo: str | os.PathLike, revision: str | None = None) -> DenoiserConfig:

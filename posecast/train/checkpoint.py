@@ -2,12 +2,15 @@
 
 Layout of a checkpoint folder: `state.safetensors` (every tensor, keyed
 `<module>.<param>` and `optim.<name>.<param index>.<key>`) and `state.json` (the step, the
-optimizers' param groups, and whatever the trainer adds). It is written to a temporary folder
-and renamed, so a kill mid-write leaves the previous checkpoint intact.
+optimizers' param groups, the sha256 of each tensor file, and whatever the trainer adds). It is
+written to a temporary folder and renamed, so a kill mid-write leaves the previous checkpoint
+intact; a tensor file cut short or changed afterwards fails its checksum on resume. Tensors that
+are not finite (a diverged run) are never written: the previous checkpoint stays.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -15,13 +18,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from posecast.errors import InputError, UsageError
+from posecast.errors import InputError, PosecastError, UsageError
+from posecast.models.pretrained import first_non_finite
 from posecast.paths import temporary_beside, usual_permissions
 
 CHECKPOINT_DIR = "checkpoint"  # inside a training run's output folder
+TENSORS = "state.safetensors"
+
+
+def sha256(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def save_checkpoint(folder: str | os.PathLike, step: int,
@@ -43,11 +54,18 @@ def save_checkpoint(folder: str | os.PathLike, step: int,
             for key, value in values.items():
                 tensors[f"optim.{name}.{index}.{key}"] = torch.as_tensor(value).cpu().contiguous()
         groups[name] = state["param_groups"]
+    bad = first_non_finite(tensors)
+    if bad is not None:
+        kept = "the last checkpoint is kept" if find_checkpoint(folder) else "none is kept"
+        raise PosecastError(f"step {step}: {bad} holds NaN or infinite values (the training "
+                            f"diverged); no checkpoint was written and {kept}; lower the "
+                            "learning rate")
     tmp = temporary_beside(folder, folder=True)  # a killed run's leftovers are swept
     try:
-        save_file(tensors, tmp / "state.safetensors")
+        save_file(tensors, tmp / TENSORS)
         (tmp / "state.json").write_text(json.dumps(
-            {"step": step, "param_groups": groups, **(extra or {})}, indent=2))
+            {"step": step, "param_groups": groups, "sha256": {TENSORS: sha256(tmp / TENSORS)},
+             **(extra or {})}, indent=2))
         usual_permissions(tmp)
         old = previous_path(folder)
         shutil.rmtree(old, ignore_errors=True)  # a stale one from an interrupted swap
@@ -98,7 +116,14 @@ def read_checkpoint(folder: str | os.PathLike, modules: list[str], optimizers: l
     """state.json, and the named modules' and optimizers' state dicts."""
     folder = Path(folder)
     meta = json.loads((folder / "state.json").read_text())
-    tensors = load_file(folder / "state.safetensors")
+    expected = meta.get("sha256", {}).get(TENSORS)  # absent in checkpoints older than checksums
+    if expected is not None and sha256(folder / TENSORS) != expected:
+        raise ValueError(f"{TENSORS} does not match the sha256 in state.json: it was cut short "
+                         "or changed after it was written")
+    try:
+        tensors = load_file(folder / TENSORS)
+    except SafetensorError as error:
+        raise ValueError(f"{TENSORS}: {error}") from None
     module_states = {}
     for name in modules:
         prefix = f"{name}."

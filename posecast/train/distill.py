@@ -44,7 +44,7 @@ from safetensors.torch import load_file, save_file
 
 from posecast.attention.mask import mask_for_window
 from posecast.attention.plan import AttentionPlan
-from posecast.config import DenoiserConfig, SamplerConfig
+from posecast.config import DISTILL_RULES, REGION_RULES, DenoiserConfig, SamplerConfig
 from posecast.data.clips import ClipDataset
 from posecast.diffusion.flow import add_noise, sample_training_times, shift_time
 from posecast.errors import InputError, UsageError
@@ -73,6 +73,7 @@ from posecast.train.region_loss import (
     weights_from_bits,
 )
 from posecast.train.teacher import step_generator
+from posecast.validation import as_tuple, build, check_fields
 
 PAIRS_DIR = "ode_pairs"
 
@@ -119,15 +120,9 @@ class DistillConfig:
     fsdp: bool = False  # under torchrun: shard teacher, student and critic (sharding.py)
 
     def __post_init__(self) -> None:
-        checks = [(1 <= self.student_steps <= 8, "student steps must be 1 to 8"),
-                  (self.chunk >= 1, "chunk must be at least 1 frame"),
-                  (self.attention in ("input_aware", "dense"),
-                   "attention must be input_aware or dense"),
-                  (self.critic_updates >= 1, "critic updates must be at least 1"),
-                  (self.batch_size >= 1 and self.grad_accumulation >= 1,
-                   "batch size and gradient accumulation must be at least 1"),
-                  (self.region_steps >= 0, "region steps must be 0 or more"),
-                  (self.init_steps == 0 or self.ode_pairs >= 1,
+        check_fields(vars(self), DISTILL_RULES)  # types and ranges (ConfigError)
+        check_fields(vars(self.region_weights), REGION_RULES, "region_weights.")
+        checks = [(self.init_steps == 0 or self.ode_pairs >= 1,
                    "ODE initialisation needs at least one pair shard"),
                   (0 < self.dmd_min_time < self.dmd_max_time <= 1,
                    "DMD times must satisfy 0 < min < max <= 1")]
@@ -144,20 +139,11 @@ class DistillConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> DistillConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise UsageError(f"unknown distillation settings: {', '.join(sorted(unknown))}; "
-                             f"known: {', '.join(sorted(known))}")
-        data = dict(data)
-        if isinstance(data.get("region_weights"), dict):
-            data["region_weights"] = RegionWeights(**data["region_weights"])
-        if "perceptual" in data:
-            data["perceptual"] = tuple(data["perceptual"])
-        try:
-            return cls(**data)
-        except TypeError as error:  # e.g. a string where a number belongs
-            raise UsageError(f"distillation settings: {error}") from None
+        """From JSON; ConfigError names the first unknown, mistyped or out-of-range field."""
+        return build(cls, data, convert={
+            "region_weights": lambda weights: weights if isinstance(weights, RegionWeights)
+            else build(RegionWeights, weights, "region_weights."),
+            "perceptual": as_tuple})
 
 
 def student_config(teacher: DenoiserConfig, settings: DistillConfig) -> DenoiserConfig:

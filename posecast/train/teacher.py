@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from posecast.attention.mask import mask_for_window
-from posecast.config import DenoiserConfig
+from posecast.config import REGION_RULES, TRAIN_RULES, DenoiserConfig
 from posecast.data.clips import ClipDataset
 from posecast.diffusion.flow import add_noise, sample_training_times
 from posecast.models.codecs import make_codec
@@ -35,6 +35,7 @@ from posecast.train.checkpoint import (
     save_checkpoint,
 )
 from posecast.train.region_loss import RegionWeights, to_latent_grid, weights_from_bits
+from posecast.validation import check_fields
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,10 @@ class TrainConfig:
     # α per region in the loss weight w = 1 + Σ α_r·m_r (train/region_loss.py); regions not
     # named weigh 0, so the default is the plain flow-matching loss
     region_alphas: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_fields(vars(self), TRAIN_RULES)
+        check_fields(self.region_alphas, REGION_RULES, "region_alphas.")
 
 
 @dataclass(frozen=True)
