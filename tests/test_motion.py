@@ -152,8 +152,14 @@ def test_features_do_not_depend_on_the_analysis_block(speech_path):
     """Blocks of 37 frames (0.37 s, cut through windows and onsets) give what blocks of 10 s
     give: each block reads its windows' context."""
     from posecast.media import load_audio
+    from posecast.motion.features import frame_measures, resample_audio
 
     clip = load_audio(speech_path)
+    samples = resample_audio(clip)
+    whole, blocks = (frame_measures(samples, block) for block in (1000, 37))
+    for name in ("rms", "centroid", "f0", "flatness", "flux"):
+        np.testing.assert_allclose(getattr(blocks, name), getattr(whole, name), rtol=1e-5,
+                                   atol=1e-9, err_msg=name)
     frames = frame_count(clip.duration, 25.0)
     whole, blocks = (speech_features(clip, 25.0, frames, block=block) for block in (1000, 37))
     for name in ("loudness", "centroid", "pitch", "beats"):

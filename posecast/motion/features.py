@@ -112,7 +112,7 @@ def power_spectrum(samples: np.ndarray, first: int, last: int) -> np.ndarray:
 
 
 @dataclass
-class _FrameMeasures:
+class FrameMeasures:
     """Per 10 ms frame, over the whole clip: the raw measures before the clip's
     normalisations."""
 
@@ -123,12 +123,13 @@ class _FrameMeasures:
     flux: np.ndarray  # onset strength
 
 
-def _measure(samples: np.ndarray, block: int) -> _FrameMeasures:
+def frame_measures(samples: np.ndarray, block: int = BLOCK_FRAMES) -> FrameMeasures:
+    """Every 10 ms frame's raw measures, BLOCK_FRAMES frames at a time."""
     lr = librosa()
     frequencies = lr.fft_frequencies(sr=SAMPLE_RATE, n_fft=FFT_SIZE)
     band = (frequencies >= CENTROID_BAND[0]) & (frequencies <= CENTROID_BAND[1])
     mel_basis = lr.filters.mel(sr=SAMPLE_RATE, n_fft=FFT_SIZE, n_mels=ONSET_BANDS)
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in _FrameMeasures.__annotations__}
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in FrameMeasures.__annotations__}
     previous = None  # the last frame's mel dB (ONSET_BANDS, 1): the flux's reference
     for first, last in frame_blocks(samples, block):
         power = power_spectrum(samples, first, last)  # (257, n)
@@ -149,7 +150,7 @@ def _measure(samples: np.ndarray, block: int) -> _FrameMeasures:
             S=np.concatenate([reference, mel_db], axis=1), lag=1, max_size=1,
             center=False)[1:])
         previous = mel_db[:, -1:]
-    return _FrameMeasures(**{name: np.concatenate(values) for name, values in parts.items()})
+    return FrameMeasures(**{name: np.concatenate(values) for name, values in parts.items()})
 
 
 def _at_frames(values: np.ndarray, fps: float, frames: int) -> np.ndarray:
@@ -163,7 +164,7 @@ def speech_features(clip: AudioClip, fps: float, frames: int,
     """The clip's features at `frames` video frames; `block`: analysis frames per block
     (any block size gives the same features)."""
     samples = resample_audio(clip)
-    measures = _measure(samples, block)
+    measures = frame_measures(samples, block)
     if measures.rms.max() > 1e-5:  # not digital silence (-100 dB)
         decibels = 20 * np.log10(np.maximum(measures.rms, 1e-10))
         loudness = np.clip((decibels - (decibels.max() - 45)) / 39, 0, 1)
