@@ -18,8 +18,10 @@ length, and every block gives exactly what one pass over the whole clip would. W
 the whole clip is a few numbers per 10 ms (about 3 KB per second of audio), because the
 normalisations (peak loudness, percentiles, median pitch, onset threshold) are the clip's own.
 
-librosa's first import costs 1–2 s (scipy.signal, numba): `preload()` starts it in the
-background while a model loads, and numba's compiled functions are cached on disk.
+librosa's import costs 1.5–2 s on a quiet 2-core CPU (scipy.signal, numba's cached functions;
+3–5 s on a loaded one): `preload()` starts it in a background thread while a model loads. The
+very first import on a machine compiles numba functions (about 30 s here), cached on disk
+(NUMBA_CACHE_DIR, by default ~/.cache/posecast/numba) for every later run.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ NOISY = 0.03  # spectral flatness above which a frame is unvoiced (noise, not a 
 def librosa():
     """The librosa module. numba caches what it compiles in the user's cache folder when
     its own cache location (next to librosa's sources) may be read-only."""
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "posecast" / "numba"))
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_home / "posecast" / "numba"))
     import librosa as module
     import librosa.feature  # noqa: F401  (lazily loaded submodules, imported here once)
     import librosa.onset  # noqa: F401
