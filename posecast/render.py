@@ -32,6 +32,7 @@ from posecast.pose.draw import render_pose_maps
 from posecast.pose.extract import extract_image
 from posecast.pose.framing import Box, crop_resize, fit_keypoints, portrait_box, retarget
 from posecast.pose.keypoints import PARTS, Keypoints
+from posecast.pose.stream import PoseStream
 from posecast.student import CausalRollout, StreamState, student_timesteps
 
 DEFAULT_WARN_SECONDS = 600.0
@@ -67,8 +68,10 @@ def portrait_keypoints(image: np.ndarray, path: Path) -> Keypoints:
                              "100 pixels tall") from None
 
 
-def hold_to_length(poses: Keypoints, frames: int) -> Keypoints:
+def hold_to_length(poses: Keypoints | PoseStream, frames: int) -> Keypoints | PoseStream:
     """Exactly `frames` frames: cut, or the last pose held."""
+    if isinstance(poses, PoseStream):
+        return poses.hold_to_length(frames)
     index = np.minimum(np.arange(frames), len(poses) - 1)
     return replace(poses, **{part: getattr(poses, part)[index] for part in PARTS})
 
@@ -200,6 +203,12 @@ class Renderer:
     def steps(self) -> int:
         return len(self.timesteps) - 1
 
+    @property
+    def frames_kept(self) -> int:
+        """Recent poses a streamed pose sequence must keep: a window and two chunks (the one
+        generated and the one prepared ahead)."""
+        return self.config.window + 2 * self.config.chunk
+
     def _warm_up(self) -> None:
         """Two chunks of a still pose and the cache pass between them: every kernel, plan
         shape and compiled graph the render will use."""
@@ -230,17 +239,19 @@ class Renderer:
         image = load_image(portrait, kind="portrait")
         keypoints = portrait_keypoints(image, Path(portrait))
         frames = frame_count(clip.duration, fps)
+        box = self.frame(image, keypoints)
         if poses is not None:
             driving = Keypoints.load(poses)
-            sequence = resample(retarget(driving, keypoints), fps, frames)
-        else:
+            sequence = fit_keypoints(resample(retarget(driving, keypoints), fps, frames), box)
+        else:  # made chunk by chunk as the video needs it (memory flat in the audio's length)
             motion = motion if motion is not None else load_motion()
-            sequence = motion.generate(clip, keypoints, fps, frames, seed)
-        box = self.frame(image, keypoints)
-        return self.generate(clip, crop_resize(image, box), fit_keypoints(sequence, box),
-                              Path(output), fps, seed, started, on_progress)
+            chunks = motion.stream(clip, keypoints, fps, frames, seed)
+            sequence = PoseStream((fit_keypoints(chunk, box) for chunk in chunks), frames,
+                                  keep=self.frames_kept)
+        return self.generate(clip, crop_resize(image, box), sequence, Path(output), fps, seed,
+                             started, on_progress)
 
-    def chunks(self, reference: np.ndarray, poses: Keypoints, seed: int = 0
+    def chunks(self, reference: np.ndarray, poses: Keypoints | PoseStream, seed: int = 0
                ) -> Iterator[tuple[int, np.ndarray]]:
         """The video of `poses` (Keypoints in model-frame pixels) for `reference` (H, W, 3)
         uint8 at the model's size, chunk by chunk as each is ready: (index of its first frame,
@@ -252,11 +263,12 @@ class Renderer:
             with torch.no_grad():
                 yield start, to_uint8_frames(self.codec.decode(latents[0]))
 
-    def generate(self, clip: AudioClip, reference: np.ndarray, poses: Keypoints,
+    def generate(self, clip: AudioClip, reference: np.ndarray, poses: Keypoints | PoseStream,
                  output: Path, fps: float, seed: int = 0, started: float | None = None,
                  on_progress=None) -> RenderResult:
-        """The video of `poses` (Keypoints in model-frame pixels) for `reference` (H, W, 3)
-        uint8 at the model's size, streamed into `output` with `clip` muxed in."""
+        """The video of `poses` (Keypoints or a PoseStream, in model-frame pixels) for
+        `reference` (H, W, 3) uint8 at the model's size, streamed into `output` with `clip`
+        muxed in."""
         started = time.perf_counter() if started is None else started
         frames = len(poses)
         first_frame = None

@@ -15,6 +15,7 @@ from posecast.mimicmotion.student import chunk_latents, decode, load_student
 from posecast.models.codecs import to_uint8_frames
 from posecast.pose.framing import Box, fit_box
 from posecast.pose.keypoints import Keypoints
+from posecast.pose.stream import PoseStream
 from posecast.render import Renderer
 
 
@@ -59,11 +60,15 @@ class StudentRenderer(Renderer):
     def steps(self) -> int:
         return self.student.settings.steps
 
+    @property
+    def frames_kept(self) -> int:
+        return self.student.settings.window + 2 * self.student.settings.chunk
+
     def frame(self, image: np.ndarray, keypoints: Keypoints) -> Box:
         """The whole portrait fitted to the frame, as the teacher frames it."""
         return fit_box(image.shape[1], image.shape[0], self.width, self.height)
 
-    def chunks(self, reference: np.ndarray, poses: Keypoints, seed: int = 0
+    def chunks(self, reference: np.ndarray, poses: Keypoints | PoseStream, seed: int = 0
                ) -> Iterator[tuple[int, np.ndarray]]:
         conditions = self.student.conditions(reference)
         for start, latents in chunk_latents(self.student, conditions, poses, seed, self.cache):

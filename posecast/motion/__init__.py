@@ -1,8 +1,10 @@
 """Motion from speech: an audio track and a portrait's keypoints → a pose sequence.
 
-Two models share one interface, `generate(clip, portrait, fps, frames, seed) → Keypoints`:
-the built-in weight-free `ProceduralMotion` (procedural.py) and a learned sequence model
-trained with `posecast train-motion` (learned.py), chosen by `load_motion`.
+Two models share one interface, `generate(clip, portrait, fps, frames, seed) → Keypoints`, and
+`stream(…, chunk)` → the same poses as consecutive chunks, with memory bounded whatever the
+clip's length (what a render reads): the built-in weight-free `ProceduralMotion`
+(procedural.py) and a learned sequence model trained with `posecast train-motion` (learned.py),
+chosen by `load_motion`. Both read speech features measured with librosa (features.py).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import math
 
 from posecast.media import AudioClip
-from posecast.motion.features import SpeechFeatures, speech_features
+from posecast.motion.features import SpeechFeatures, preload, speech_features
 from posecast.motion.procedural import MotionStyle, ProceduralMotion
 from posecast.pose.keypoints import Keypoints
 
@@ -27,7 +29,9 @@ def frame_count(duration: float, fps: float) -> int:
 
 def load_motion(spec: str | None = None, device: str = "cpu"):
     """`procedural` (or None): the built-in model; otherwise a learned model's folder or
-    Hub repo id."""
+    Hub repo id. Starts importing librosa in the background: the caller loads other models
+    meanwhile, and the features of the first audio do not wait for it."""
+    preload()
     if spec is None or spec == BUILT_IN:
         return ProceduralMotion()
     from posecast.motion.learned import LearnedMotion

@@ -1,25 +1,68 @@
-"""Speech features at the video's frame rate, computed with numpy (fast, no model weights).
+"""Speech features at the video's frame rate, measured with librosa in bounded blocks.
 
-From a short-time spectrum (25 ms windows every 10 ms, 16 kHz mono):
-  loudness  (T,) in [0, 1]: frame energy in dB mapped from [peak − 45 dB, peak − 6 dB]; silence
+The audio (resampled by soxr to 16 kHz mono) is analysed in frames of 25 ms every 10 ms,
+librosa's centred framing (frame j is centred on sample j · HOP, zeros beyond the ends):
+  loudness  (T,) in [0, 1]: RMS in dB mapped from [peak − 45 dB, peak − 6 dB]; silence
             (digital zero or below the floor) is 0;
   centroid  (T,) in [0, 1]: spectral centroid of 300–4000 Hz, normalised by the clip's own
-            voiced percentiles (low = rounded vowels, high = spread vowels and fricatives);
-  pitch     (T,) semitones from the clip's median voiced pitch (0 where unvoiced);
-  beats     times (s) of stressed onsets (spectral flux peaks in loud speech, ≥ 0.35 s apart).
+            loud-frame percentiles (low = rounded vowels, high = spread vowels and fricatives);
+  pitch     (T,) semitones from the clip's median voiced pitch (YIN, 70–400 Hz; 0 where
+            unvoiced: quiet, or noise-like by spectral flatness);
+  beats     times (s) of stressed onsets (librosa's onset detection on the mel spectral flux
+            weighted by loudness, ≥ 0.35 s apart).
 Values at video frame i describe the audio around time (i + 0.5) / fps.
+
+Memory: the audio is analysed BLOCK_FRAMES frames (10 s) at a time, each block read with the
+context its windows need, so the spectra of a block are the largest arrays whatever the clip's
+length, and every block gives exactly what one pass over the whole clip would. What is kept for
+the whole clip is a few numbers per 10 ms (about 3 KB per second of audio), because the
+normalisations (peak loudness, percentiles, median pitch, onset threshold) are the clip's own.
+
+librosa's import costs 1.5–2 s on a quiet 2-core CPU (scipy.signal, numba's cached functions;
+3–5 s on a loaded one): `preload()` starts it in a background thread while a model loads. The
+very first import on a machine compiles numba functions (about 30 s here), cached on disk
+(NUMBA_CACHE_DIR, by default ~/.cache/posecast/numba) for every later run.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import soxr
 
 from posecast.media import AudioClip
 
 SAMPLE_RATE = 16_000
 HOP, WINDOW = 160, 400  # 10 ms, 25 ms
+FFT_SIZE = 512
+PITCH_WINDOW = 640  # 40 ms: two periods of the lowest pitch (70 Hz) and YIN's own window
+BLOCK_FRAMES = 1000  # 10 s of analysis frames per block
+CENTROID_BAND = (300.0, 4000.0)
+ONSET_BANDS = 40
+BEAT_GAP = 0.35  # seconds between beats at least
+NOISY = 0.03  # spectral flatness above which a frame is unvoiced (noise, not a harmonic voice)
+
+
+def librosa():
+    """The librosa module. numba caches what it compiles in the user's cache folder when
+    its own cache location (next to librosa's sources) may be read-only."""
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_home / "posecast" / "numba"))
+    import librosa as module
+    import librosa.feature  # noqa: F401  (lazily loaded submodules, imported here once)
+    import librosa.onset  # noqa: F401
+
+    return module
+
+
+def preload() -> None:
+    """Import librosa in a background thread (a render's model loads meanwhile)."""
+    threading.Thread(target=librosa, name="posecast-librosa-import", daemon=True).start()
 
 
 @dataclass(frozen=True)
@@ -36,32 +79,81 @@ class SpeechFeatures:
 
 
 def resample_audio(clip: AudioClip) -> np.ndarray:
-    if clip.sample_rate == SAMPLE_RATE:
-        return clip.samples.astype(np.float64)
-    duration = clip.duration
-    times = np.arange(int(round(duration * SAMPLE_RATE))) / SAMPLE_RATE
-    source = np.arange(len(clip.samples)) / clip.sample_rate
-    return np.interp(times, source, clip.samples.astype(np.float64))
+    """(N,) float32 samples at SAMPLE_RATE (soxr, high quality: anti-aliased)."""
+    samples = np.asarray(clip.samples, dtype=np.float32)
+    if clip.sample_rate == SAMPLE_RATE or samples.size == 0:
+        return samples
+    return soxr.resample(samples, clip.sample_rate, SAMPLE_RATE, quality="HQ")
 
 
-def frame_windows(samples: np.ndarray, size: int, hop: int) -> np.ndarray:
-    """(n, size) frames centred every `hop` samples (zero padded at the ends)."""
-    padded = np.pad(samples, (size // 2, size // 2 + hop))
-    count = max(1, int(np.ceil(len(samples) / hop)))
-    index = np.arange(size)[None, :] + hop * np.arange(count)[:, None]
-    return padded[index]
+def analysis_frames(samples: np.ndarray) -> int:
+    """Frames of a clip under centred framing (librosa's `center=True` count)."""
+    return 1 + len(samples) // HOP
 
 
-def _pitch(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per 10 ms: f0 in Hz (autocorrelation over 40 ms, 70–400 Hz) and voicing in [0, 1]."""
-    frames = frame_windows(samples, 640, HOP) * np.hanning(640)
-    spectrum = np.fft.rfft(frames, n=1280)
-    autocorrelation = np.fft.irfft(np.abs(spectrum) ** 2)[:, :640]
-    energy = autocorrelation[:, :1] + 1e-12
-    low, high = SAMPLE_RATE // 400, SAMPLE_RATE // 70
-    lag = low + np.argmax(autocorrelation[:, low:high], axis=1)
-    strength = autocorrelation[np.arange(len(lag)), lag] / energy[:, 0]
-    return SAMPLE_RATE / lag, np.clip(strength, 0, 1)
+def frame_segment(samples: np.ndarray, first: int, last: int, size: int) -> np.ndarray:
+    """The samples under frames first … last − 1 of `size` samples each (frame j centred on
+    sample j · HOP), zeros beyond the clip: framing it without centring (`center=False`)
+    gives exactly those frames."""
+    start, stop = first * HOP - size // 2, (last - 1) * HOP + size - size // 2
+    segment = samples[max(start, 0):max(min(stop, len(samples)), 0)]
+    return np.pad(segment, (max(-start, 0), stop - start - len(segment) - max(-start, 0)))
+
+
+def frame_blocks(samples: np.ndarray, block: int = BLOCK_FRAMES) -> Iterator[tuple[int, int]]:
+    """(first, last) analysis frames of each block, in order."""
+    total = analysis_frames(samples)
+    for first in range(0, total, block):
+        yield first, min(first + block, total)
+
+
+def power_spectrum(samples: np.ndarray, first: int, last: int) -> np.ndarray:
+    """(FFT_SIZE // 2 + 1, last − first) power of Hann-windowed 25 ms frames."""
+    stft = librosa().stft(frame_segment(samples, first, last, FFT_SIZE), n_fft=FFT_SIZE,
+                          hop_length=HOP, win_length=WINDOW, window="hann", center=False)
+    return np.abs(stft) ** 2
+
+
+@dataclass
+class FrameMeasures:
+    """Per 10 ms frame, over the whole clip: the raw measures before the clip's
+    normalisations."""
+
+    rms: np.ndarray
+    centroid: np.ndarray  # Hz
+    f0: np.ndarray  # Hz
+    flatness: np.ndarray
+    flux: np.ndarray  # onset strength
+
+
+def frame_measures(samples: np.ndarray, block: int = BLOCK_FRAMES) -> FrameMeasures:
+    """Every 10 ms frame's raw measures, BLOCK_FRAMES frames at a time."""
+    lr = librosa()
+    frequencies = lr.fft_frequencies(sr=SAMPLE_RATE, n_fft=FFT_SIZE)
+    band = (frequencies >= CENTROID_BAND[0]) & (frequencies <= CENTROID_BAND[1])
+    mel_basis = lr.filters.mel(sr=SAMPLE_RATE, n_fft=FFT_SIZE, n_mels=ONSET_BANDS)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in FrameMeasures.__annotations__}
+    previous = None  # the last frame's mel dB (ONSET_BANDS, 1): the flux's reference
+    for first, last in frame_blocks(samples, block):
+        power = power_spectrum(samples, first, last)  # (257, n)
+        parts["rms"].append(lr.feature.rms(y=frame_segment(samples, first, last, WINDOW),
+                                           frame_length=WINDOW, hop_length=HOP,
+                                           center=False)[0])
+        parts["centroid"].append(lr.feature.spectral_centroid(
+            S=power[band], freq=frequencies[band])[0])
+        parts["flatness"].append(lr.feature.spectral_flatness(S=power, power=1.0)[0])
+        parts["f0"].append(lr.yin(frame_segment(samples, first, last, PITCH_WINDOW), fmin=70,
+                                  fmax=400, sr=SAMPLE_RATE, frame_length=PITCH_WINDOW,
+                                  hop_length=HOP, center=False))
+        mel_db = lr.power_to_db(mel_basis @ power, top_db=None)  # (40, n); no clip-wide cap
+        reference = mel_db[:, :1] if previous is None else previous
+        # onset strength of [reference, block]: its first value compares reference with
+        # itself (0), the rest are the block's frames against the frame before each
+        parts["flux"].append(lr.onset.onset_strength(
+            S=np.concatenate([reference, mel_db], axis=1), lag=1, max_size=1,
+            center=False)[1:])
+        previous = mel_db[:, -1:]
+    return FrameMeasures(**{name: np.concatenate(values) for name, values in parts.items()})
 
 
 def _at_frames(values: np.ndarray, fps: float, frames: int) -> np.ndarray:
@@ -70,44 +162,38 @@ def _at_frames(values: np.ndarray, fps: float, frames: int) -> np.ndarray:
     return np.interp(times, np.arange(len(values)) * HOP / SAMPLE_RATE, values)
 
 
-def speech_features(clip: AudioClip, fps: float, frames: int) -> SpeechFeatures:
+def speech_features(clip: AudioClip, fps: float, frames: int,
+                    block: int = BLOCK_FRAMES) -> SpeechFeatures:
+    """The clip's features at `frames` video frames; `block`: analysis frames per block
+    (any block size gives the same features)."""
     samples = resample_audio(clip)
-    windowed = frame_windows(samples, WINDOW, HOP) * np.hanning(WINDOW)
-    power = np.abs(np.fft.rfft(windowed, n=512)) ** 2  # (n, 257)
-    energy = power.sum(1)
-    decibels = 10 * np.log10(energy + 1e-12)
-    peak = decibels.max() if energy.max() > 1e-8 else 0.0
-    loudness = np.clip((decibels - (peak - 45)) / 39, 0, 1) if energy.max() > 1e-8 else \
-        np.zeros_like(decibels)
+    measures = frame_measures(samples, block)
+    if measures.rms.max() > 1e-5:  # not digital silence (-100 dB)
+        decibels = 20 * np.log10(np.maximum(measures.rms, 1e-10))
+        loudness = np.clip((decibels - (decibels.max() - 45)) / 39, 0, 1)
+    else:
+        loudness = np.zeros_like(measures.rms)
 
-    frequencies = np.fft.rfftfreq(512, 1 / SAMPLE_RATE)
-    band = (frequencies >= 300) & (frequencies <= 4000)
-    centroid = (power[:, band] * frequencies[band]).sum(1) / (power[:, band].sum(1) + 1e-12)
-    voiced_loud = loudness > 0.3
-    if voiced_loud.sum() >= 5:
-        low, high = np.percentile(centroid[voiced_loud], [10, 90])
+    centroid = measures.centroid
+    loud = loudness > 0.3
+    if loud.sum() >= 5:
+        low, high = np.percentile(centroid[loud], [10, 90])
         centroid = np.clip((centroid - low) / max(high - low, 1.0), 0, 1)
     else:
         centroid = np.full_like(centroid, 0.5)
 
-    f0, voicing = _pitch(samples)
-    f0, voicing = f0[:len(loudness)], voicing[:len(loudness)]
-    voiced = (voicing > 0.45) & (loudness > 0.2)
-    semitones = np.zeros_like(f0)
+    voiced = (measures.flatness < NOISY) & (loudness > 0.2)
+    semitones = np.zeros(len(loudness))
     if voiced.sum() >= 5:
-        semitones[voiced] = 12 * np.log2(f0[voiced] / np.median(f0[voiced]))
+        f0 = measures.f0[voiced]
+        semitones[voiced] = 12 * np.log2(f0 / np.median(f0))
 
-    log_bands = np.log(power[:, 1:129].reshape(len(power), 16, 8).sum(-1) + 1e-9)
-    flux = np.maximum(np.diff(log_bands, axis=0, prepend=log_bands[:1]), 0).sum(1) * loudness
-    beats = []
-    if flux.max() > 0:
-        threshold = flux.mean() + 1.5 * flux.std()
-        for index in np.argsort(-flux):
-            time = index * HOP / SAMPLE_RATE
-            if flux[index] < threshold:
-                break
-            if all(abs(time - other) >= 0.35 for other in beats):
-                beats.append(time)
+    beats = np.zeros(0)
+    strength = measures.flux * loudness  # onsets in loud speech
+    if strength.max() > 0:
+        beats = librosa().onset.onset_detect(
+            onset_envelope=strength, sr=SAMPLE_RATE, hop_length=HOP, units="time",
+            wait=round(BEAT_GAP * SAMPLE_RATE / HOP), delta=0.2)
     return SpeechFeatures(fps, _at_frames(loudness, fps, frames),
                           _at_frames(centroid, fps, frames), _at_frames(semitones, fps, frames),
-                          np.sort(np.array(beats, dtype=np.float64)))
+                          np.asarray(beats, dtype=np.float64))

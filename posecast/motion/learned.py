@@ -1,7 +1,7 @@
 """A learned motion model: log-mel audio → keypoint offsets from the portrait's keypoints.
 
-Input per video frame: 40 log-mel bands (25 ms windows every 10 ms) sampled at 4 instants
-inside the frame, normalised per clip (mean and variance), so (T, 160). A small temporal
+Input per video frame: 40 log-mel bands (librosa; 25 ms windows every 10 ms) sampled at 4
+instants inside the frame, normalised per clip (mean and variance), so (T, 160). A small temporal
 convolution network (kernel 5, then dilated residual blocks reaching ±0.5 s at 25 fps) maps
 it to (T, 553 × 2) offsets of every keypoint (33 body, 478 face, 2 × 21 hand points) in the
 portrait's face frame (x along the eyes, y down the face), in face heights. Offsets are
@@ -17,7 +17,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -31,8 +31,17 @@ from torch import nn
 from posecast.errors import InputError, UsageError
 from posecast.hub import resolve_folder
 from posecast.media import AudioClip, load_audio
-from posecast.motion.features import HOP, SAMPLE_RATE, WINDOW, frame_windows, resample_audio
-from posecast.motion.procedural import FaceFrame
+from posecast.motion.features import (
+    FFT_SIZE,
+    HOP,
+    SAMPLE_RATE,
+    analysis_frames,
+    frame_blocks,
+    librosa,
+    power_spectrum,
+    resample_audio,
+)
+from posecast.motion.procedural import FaceFrame, has_face_mesh
 from posecast.paths import atomic_output
 from posecast.pose.face_mesh import mouth_opening
 from posecast.pose.keypoints import PART_SIZES, PARTS, Keypoints
@@ -50,33 +59,50 @@ class MotionConfig:
     fps: float = 25.0  # of the training clips; other rates are resampled to it
 
 
-def mel_filterbank(bands: int, size: int = 512) -> np.ndarray:
-    """(bands, size // 2 + 1) triangular filters, 60–7,600 Hz on the mel scale."""
-    def to_mel(hz):
-        return 2595 * np.log10(1 + hz / 700)
+class MelInputs:
+    """The network's inputs for any range of a clip's video frames: 40 log-mel bands
+    (librosa, HTK mel scale 60–7,600 Hz, unnormalised triangles, natural log of power + 1e-6)
+    sampled at `substeps` instants inside each frame, normalised by the whole clip's mean and
+    standard deviation per band. The statistics take one pass over the audio in blocks; a
+    range's spectra are computed when asked for, so memory is bounded by the range."""
 
-    edges = 700 * (10 ** (np.linspace(to_mel(60), to_mel(7600), bands + 2) / 2595) - 1)
-    frequencies = np.fft.rfftfreq(size, 1 / SAMPLE_RATE)
-    rising = (frequencies[None] - edges[:-2, None]) / (edges[1:-1, None] - edges[:-2, None])
-    falling = (edges[2:, None] - frequencies[None]) / (edges[2:, None] - edges[1:-1, None])
-    return np.clip(np.minimum(rising, falling), 0, None)
+    def __init__(self, clip: AudioClip, fps: float, config: MotionConfig) -> None:
+        self.samples, self.fps, self.config = resample_audio(clip), fps, config
+        self.basis = librosa().filters.mel(sr=SAMPLE_RATE, n_fft=FFT_SIZE, n_mels=config.mels,
+                                           fmin=60, fmax=7600, htk=True, norm=None)
+        self.count = analysis_frames(self.samples)
+        total, squares = np.zeros(config.mels), np.zeros(config.mels)
+        for first, last in frame_blocks(self.samples):
+            log_mel = self.log_mel(first, last)
+            total += log_mel.sum(0)
+            squares += (log_mel ** 2).sum(0)
+        self.mean = total / self.count
+        self.std = np.sqrt(np.maximum(squares / self.count - self.mean ** 2, 0))
+
+    def log_mel(self, first: int, last: int) -> np.ndarray:
+        """(last − first, mels) float64 log-mel of analysis frames first … last − 1."""
+        power = power_spectrum(self.samples, first, last).astype(np.float64)
+        return np.log(self.basis @ power + 1e-6).T
+
+    def __call__(self, first: int, last: int) -> np.ndarray:
+        """(last − first, mels × substeps) float32 for video frames first … last − 1."""
+        substeps = self.config.substeps
+        times = (np.arange(first, last)[:, None] + (np.arange(substeps) + 0.5)[None]
+                 / substeps) / self.fps
+        positions = np.clip(times * SAMPLE_RATE / HOP, 0, self.count - 1)
+        low = np.floor(positions).astype(int)
+        high = np.minimum(low + 1, self.count - 1)
+        start = int(low.min())
+        log_mel = self.log_mel(start, int(high.max()) + 1)
+        weight = (positions - low)[..., None]
+        sampled = log_mel[low - start] * (1 - weight) + log_mel[high - start] * weight
+        sampled = (sampled - self.mean) / (self.std + 1e-3)  # (frames, substeps, mels)
+        return sampled.reshape(last - first, -1).astype(np.float32)
 
 
 def audio_inputs(clip: AudioClip, fps: float, frames: int, config: MotionConfig) -> np.ndarray:
     """(frames, mels × substeps) float32, normalised over the clip."""
-    samples = resample_audio(clip)
-    windows = frame_windows(samples, WINDOW, HOP) * np.hanning(WINDOW)
-    power = np.abs(np.fft.rfft(windows, n=512)) ** 2
-    log_mel = np.log(power @ mel_filterbank(config.mels).T + 1e-6)  # (n, mels), 100 per second
-    times = (np.arange(frames)[:, None] + (np.arange(config.substeps) + 0.5)[None]
-             / config.substeps) / fps
-    positions = np.clip(times * SAMPLE_RATE / HOP, 0, len(log_mel) - 1)
-    low = np.floor(positions).astype(int)
-    high = np.minimum(low + 1, len(log_mel) - 1)
-    weight = (positions - low)[..., None]
-    sampled = log_mel[low] * (1 - weight) + log_mel[high] * weight  # (frames, substeps, mels)
-    sampled = (sampled - log_mel.mean(0)) / (log_mel.std(0) + 1e-3)
-    return sampled.reshape(frames, -1).astype(np.float32)
+    return MelInputs(clip, fps, config)(0, frames)
 
 
 def stacked_points(keypoints: Keypoints) -> np.ndarray:
@@ -101,6 +127,9 @@ class MotionNetwork(nn.Module):
         self.head = nn.Conv1d(width, POINTS * 2, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        # frames on each side an output frame depends on: the input kernel's 2, then d per
+        # dilated block (kernel 3)
+        self.reach = 2 + sum(config.dilations)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """audio (B, T, mels × substeps) → offsets (B, T, 553, 2)."""
@@ -151,23 +180,39 @@ class LearnedMotion:
                  seed: int = 0) -> Keypoints:
         """The portrait's keypoints plus the predicted offsets (deterministic; `seed` is
         accepted for the common interface)."""
-        if not (portrait.face[0, :468, 2] > 0).all():
+        return Keypoints.concatenate(list(self.stream(clip, portrait, fps, frames, seed,
+                                                      chunk=frames)))
+
+    def stream(self, clip: AudioClip, portrait: Keypoints, fps: float, frames: int,
+               seed: int = 0, chunk: int = 250) -> Iterator[Keypoints]:
+        """The same poses `chunk` frames at a time: each chunk's network pass sees its
+        frames plus the network's reach on either side, so chunks join exactly. The portrait
+        is checked and the clip's statistics measured now (errors surface here)."""
+        if not has_face_mesh(portrait):
             raise InputError("the learned motion model needs the portrait's face mesh")
-        inputs = torch.from_numpy(audio_inputs(clip, fps, frames, self.config))[None]
-        with torch.no_grad():
-            offsets = self.network(inputs.to(self.device))[0].cpu().numpy()  # (T, 553, 2)
+        return self._chunks(MelInputs(clip, fps, self.config), portrait, fps, frames, chunk)
+
+    def _chunks(self, inputs: MelInputs, portrait: Keypoints, fps: float, frames: int,
+                chunk: int) -> Iterator[Keypoints]:
+        reach = self.network.reach
         geometry = FaceFrame.of(portrait.face[0])
-        pixels = (offsets[..., :1] * geometry.right + offsets[..., 1:] * geometry.down) \
-            * geometry.face_height
-        base = stacked_points(portrait)[:1]  # (1, 553, 3)
-        moved = np.repeat(base, frames, axis=0).astype(np.float64)
-        present = base[0, :, 2] > 0
-        moved[:, present, :2] += pixels[:, present]
-        parts, start = {}, 0
-        for part in PARTS:
-            parts[part] = moved[:, start:start + PART_SIZES[part]].astype(np.float32)
-            start += PART_SIZES[part]
-        return replace(portrait, **parts, fps=fps)
+        base = stacked_points(portrait)[0].astype(np.float64)  # (553, 3)
+        present = base[:, 2] > 0
+        for start in range(0, frames, chunk):
+            end = min(start + chunk, frames)
+            first, last = max(0, start - reach), min(frames, end + reach)
+            with torch.no_grad():
+                window = torch.from_numpy(inputs(first, last))[None].to(self.device)
+                offsets = self.network(window)[0, start - first:end - first].cpu().numpy()
+            pixels = (offsets[..., :1] * geometry.right + offsets[..., 1:] * geometry.down) \
+                * geometry.face_height  # (n, 553, 2)
+            moved = np.repeat(base[None], end - start, axis=0)
+            moved[:, present, :2] += pixels[:, present]
+            parts, index = {}, 0
+            for part in PARTS:
+                parts[part] = moved[:, index:index + PART_SIZES[part]].astype(np.float32)
+                index += PART_SIZES[part]
+            yield replace(portrait, **parts, fps=fps)
 
 
 @dataclass

@@ -16,6 +16,7 @@ Deterministic for a seed.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -37,6 +38,7 @@ HEAD_BODY_POINTS = tuple(range(0, 11))  # nose, eyes, ears, mouth of the body mo
 HAND_BODY_POINTS = {LEFT_WRIST: (15, 17, 19, 21), RIGHT_WRIST: (16, 18, 20, 22)}
 HAND_PART = {LEFT_WRIST: "left_hand", RIGHT_WRIST: "right_hand"}
 ELBOW = {LEFT_WRIST: LEFT_ELBOW, RIGHT_WRIST: RIGHT_ELBOW}
+STROKE_SECONDS = 6.0  # a stroke's pulse has decayed below 1e-15 of its peak by then
 
 
 @dataclass(frozen=True)
@@ -111,8 +113,40 @@ class FaceFrame:
         return relative @ self.right, relative @ self.down
 
 
+def has_face_mesh(keypoints: Keypoints) -> bool:
+    """Whether the first frame holds the whole face mesh (motion moves the face from it)."""
+    return bool((keypoints.face[0, :468, 2] > 0).all())
+
+
+@dataclass(frozen=True)
+class MotionTracks:
+    """How much of each movement in every video frame: a few numbers per frame, so a whole
+    clip's tracks are small (about 100 bytes per frame) and its poses are made from them chunk
+    by chunk."""
+
+    fps: float
+    opening: np.ndarray  # (T,) mouth opening in [0, 1]
+    round: np.ndarray  # (T,) lip corners pulled in, in [0, 1]
+    wide: np.ndarray  # (T,) lip corners pushed out, in [0, 1]
+    closure: np.ndarray  # (T,) eyelids, 0 open … 1 closed
+    roll: np.ndarray  # (T,) head roll in radians
+    nod: np.ndarray  # (T,) head shift down the face, pixels
+    sway: np.ndarray  # (T,) head shift along the eyes, pixels
+    strokes: dict[int, np.ndarray]  # wrist → (T, 2) hand displacement in pixels
+
+    def __len__(self) -> int:
+        return len(self.opening)
+
+    def __getitem__(self, frames: slice) -> MotionTracks:
+        return MotionTracks(self.fps, *(getattr(self, name)[frames] for name in
+                                        ("opening", "round", "wide", "closure", "roll", "nod",
+                                         "sway")),
+                            {wrist: stroke[frames] for wrist, stroke in self.strokes.items()})
+
+
 class ProceduralMotion:
-    """`generate(clip, portrait, fps, frames, seed)` → Keypoints of `frames` frames."""
+    """`generate(clip, portrait, fps, frames, seed)` → Keypoints of `frames` frames;
+    `stream(…)` → the same poses as consecutive chunks (bounded memory for any length)."""
 
     name = "procedural"
 
@@ -121,31 +155,110 @@ class ProceduralMotion:
 
     def generate(self, clip: AudioClip, portrait: Keypoints, fps: float, frames: int,
                  seed: int = 0) -> Keypoints:
-        return self.from_features(speech_features(clip, fps, frames), portrait, seed)
+        return Keypoints.concatenate(list(self.stream(clip, portrait, fps, frames, seed,
+                                                      chunk=frames)))
 
-    def from_features(self, features: SpeechFeatures, portrait: Keypoints, seed: int = 0
-                      ) -> Keypoints:
+    def stream(self, clip: AudioClip, portrait: Keypoints, fps: float, frames: int,
+               seed: int = 0, chunk: int = 250) -> Iterator[Keypoints]:
+        """The poses `chunk` frames at a time. The tracks come from the whole clip's features
+        now (their normalisations are the clip's own; errors surface here), each chunk's
+        keypoints when it is read."""
+        tracks = self.tracks(speech_features(clip, fps, frames), portrait, seed)
+        return (self.poses(tracks[start:start + chunk], portrait)
+                for start in range(0, frames, chunk))
+
+    def tracks(self, features: SpeechFeatures, portrait: Keypoints, seed: int = 0
+               ) -> MotionTracks:
+        """Every movement's amount per frame, deterministic for `seed`."""
         frames, fps = features.frames, features.fps
         rng = np.random.default_rng(seed)
+        opening = mouth_envelope(features.loudness, fps) * self.style.mouth
+        round_ = opening * np.clip((0.4 - features.centroid) / 0.4, 0, 1)
+        wide = opening * np.clip((features.centroid - 0.6) / 0.4, 0, 1)
+        closure = self._blinks(frames, fps, rng)
+        roll, nod, sway = self._head(portrait, features, rng)
+        strokes = self._gestures(portrait, features, rng)
+        return MotionTracks(fps, opening, round_, wide, closure, roll, nod, sway, strokes)
+
+    def poses(self, tracks: MotionTracks, portrait: Keypoints) -> Keypoints:
+        """The portrait's keypoints moved by `tracks`, one frame per track frame."""
+        frames = len(tracks)
         face = np.repeat(portrait.face[:1].astype(np.float64), frames, axis=0)
         body = np.repeat(portrait.body[:1].astype(np.float64), frames, axis=0)
         hands = {part: np.repeat(getattr(portrait, part)[:1].astype(np.float64), frames, 0)
                  for part in ("left_hand", "right_hand")}
-        has_face = (portrait.face[0, :468, 2] > 0).all()
-        if has_face:
+        if has_face_mesh(portrait):
             geometry = FaceFrame.of(portrait.face[0])
-            self._mouth(face, geometry, features)
-            self._blinks(face, fps, rng)
-            self._head(face, body, geometry, features, rng)
-        self._gestures(body, hands, features, rng)
+            self._move_mouth(face, geometry, tracks)
+            self._move_lids(face, tracks.closure)
+            self._move_head(face, body, geometry, tracks)
+        self._move_hands(body, hands, tracks.strokes)
         return replace(portrait, body=body.astype(np.float32), face=face.astype(np.float32),
                        left_hand=hands["left_hand"].astype(np.float32),
-                       right_hand=hands["right_hand"].astype(np.float32), fps=fps)
+                       right_hand=hands["right_hand"].astype(np.float32), fps=tracks.fps)
 
-    def _mouth(self, face: np.ndarray, geometry: FaceFrame, features: SpeechFeatures) -> None:
-        opening = mouth_envelope(features.loudness, features.fps) * self.style.mouth
-        round_ = opening * np.clip((0.4 - features.centroid) / 0.4, 0, 1)
-        wide = opening * np.clip((features.centroid - 0.6) / 0.4, 0, 1)
+    # ------------------------------------------------------------------ tracks
+
+    def _blinks(self, frames: int, fps: float, rng: np.random.Generator) -> np.ndarray:
+        closure = np.zeros(frames)
+        rate = max(self.style.blinks, 1e-3)
+        time = rng.uniform(0.5, 2.0)
+        profile_times = np.array([0.0, 0.04, 0.08, 0.12, 0.16, 0.2])
+        profile = np.array([0.0, 0.6, 1.0, 0.9, 0.4, 0.0])
+        while self.style.blinks > 0 and time < frames / fps:
+            offsets = np.arange(int(np.ceil(0.2 * fps)) + 1) / fps
+            index = np.round((time + offsets) * fps).astype(int)
+            keep = index < frames
+            closure[index[keep]] = np.maximum(closure[index[keep]],
+                                              np.interp(offsets[keep], profile_times, profile))
+            time += rng.uniform(2.0, 6.0) / rate
+        return closure
+
+    def _head(self, portrait: Keypoints, features: SpeechFeatures, rng
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """roll (radians), nod and sway (pixels) per frame."""
+        frames, fps = features.frames, features.fps
+        if not has_face_mesh(portrait):
+            return np.zeros(frames), np.zeros(frames), np.zeros(frames)
+        face_height = FaceFrame.of(portrait.face[0]).face_height
+        amount = self.style.head
+        loud = _smooth(features.loudness, fps, 0.15)
+        emphasis = np.clip(loud - _smooth(features.loudness, fps, 0.8), 0, None)
+        roll = np.radians(amount * (1.2 * _drift(frames, fps, rng)
+                                    + 1.5 * np.tanh(_smooth(features.pitch, fps, 0.3) / 4)))
+        nod = amount * face_height * (0.008 * _drift(frames, fps, rng)
+                                      + 0.06 * _smooth(emphasis, fps, 0.1))
+        sway = amount * face_height * 0.012 * _drift(frames, fps, rng)
+        return roll, nod, sway
+
+    def _gestures(self, portrait: Keypoints, features: SpeechFeatures, rng
+                  ) -> dict[int, np.ndarray]:
+        """wrist → (T, 2) stroke displacement: a pulse down and back at each beat."""
+        body = portrait.body[0]
+        shoulders = body[[LEFT_SHOULDER, RIGHT_SHOULDER]]
+        visible = [wrist for wrist in (LEFT_WRIST, RIGHT_WRIST) if body[wrist, 2] > 0.5]
+        if self.style.gestures <= 0 or len(features.beats) == 0 or \
+                (shoulders[:, 2] < 0.5).any() or not visible:
+            return {}
+        width = float(np.linalg.norm(shoulders[0, :2] - shoulders[1, :2]))
+        fps = features.fps
+        strokes = {wrist: np.zeros((features.frames, 2)) for wrist in visible}
+        peak = 0.15  # seconds to the lowest point of a stroke
+        span = int(np.ceil(STROKE_SECONDS * fps))
+        for beat in features.beats:
+            wrist = visible[int(rng.integers(len(visible)))]
+            amplitude = rng.uniform(0.5, 1.0) * 0.12 * width * self.style.gestures
+            direction = np.array([rng.uniform(-0.4, 0.4), 1.0])
+            first = int(np.ceil(beat * fps - 1e-9))  # the first frame at or after the beat
+            frames = np.arange(first, min(first + span, features.frames))
+            lag = (frames / fps - beat) / peak
+            strokes[wrist][frames] += amplitude * (lag * np.exp(1 - lag))[:, None] * direction
+        return strokes
+
+    # ------------------------------------------------------------------ poses
+
+    def _move_mouth(self, face: np.ndarray, geometry: FaceFrame, tracks: MotionTracks
+                    ) -> None:
         xy = face[0, :, :2]
         across, below = geometry.local(xy)
         lip_thickness = 0.04 * geometry.face_height
@@ -159,25 +272,13 @@ class ProceduralMotion:
         upper[list(fm.UPPER_LIP)] = -0.12 * sideways[list(fm.UPPER_LIP)]
         lips = np.zeros(len(xy))
         lips[list(fm.UPPER_LIP + fm.LOWER_LIP + fm.MOUTH_CORNERS + fm.INNER_MOUTH_CORNERS)] = 1
-        drop = 0.35 * geometry.mouth_width * opening  # (T,)
+        drop = 0.35 * geometry.mouth_width * tracks.opening  # (T,)
         down = drop[:, None] * (lower + upper)[None]  # (T, N) pixels along the face's down
-        spread = (-0.3 * round_ + 0.15 * wide)[:, None] * (across * lips)[None]  # (T, N)
+        spread = (-0.3 * tracks.round + 0.15 * tracks.wide)[:, None] * (across * lips)[None]
         face[:, :, :2] += down[..., None] * geometry.down + spread[..., None] * geometry.right
 
-    def _blinks(self, face: np.ndarray, fps: float, rng: np.random.Generator) -> None:
-        frames = len(face)
-        closure = np.zeros(frames)
-        rate = max(self.style.blinks, 1e-3)
-        time = rng.uniform(0.5, 2.0)
-        profile_times = np.array([0.0, 0.04, 0.08, 0.12, 0.16, 0.2])
-        profile = np.array([0.0, 0.6, 1.0, 0.9, 0.4, 0.0])
-        while self.style.blinks > 0 and time < frames / fps:
-            offsets = np.arange(int(np.ceil(0.2 * fps)) + 1) / fps
-            index = np.round((time + offsets) * fps).astype(int)
-            keep = index < frames
-            closure[index[keep]] = np.maximum(closure[index[keep]],
-                                              np.interp(offsets[keep], profile_times, profile))
-            time += rng.uniform(2.0, 6.0) / rate
+    @staticmethod
+    def _move_lids(face: np.ndarray, closure: np.ndarray) -> None:
         for lids, iris in ((fm.RIGHT_EYE_LIDS, fm.RIGHT_IRIS), (fm.LEFT_EYE_LIDS, fm.LEFT_IRIS)):
             upper, lower = (list(points) for points in zip(*lids, strict=True))
             gap = face[:, lower, :2] - face[:, upper, :2]
@@ -185,45 +286,22 @@ class ProceduralMotion:
             if face.shape[1] > max(iris):
                 face[:, list(iris), :2] += 0.3 * closure[:, None, None] * gap.mean(1)[:, None]
 
-    def _head(self, face, body, geometry: FaceFrame, features: SpeechFeatures, rng) -> None:
-        frames, fps = features.frames, features.fps
-        amount = self.style.head
-        loud = _smooth(features.loudness, fps, 0.15)
-        emphasis = np.clip(loud - _smooth(features.loudness, fps, 0.8), 0, None)
-        roll = np.radians(amount * (1.2 * _drift(frames, fps, rng)
-                                    + 1.5 * np.tanh(_smooth(features.pitch, fps, 0.3) / 4)))
-        nod = amount * geometry.face_height * (0.008 * _drift(frames, fps, rng)
-                                               + 0.06 * _smooth(emphasis, fps, 0.1))
-        sway = amount * geometry.face_height * 0.012 * _drift(frames, fps, rng)
+    @staticmethod
+    def _move_head(face: np.ndarray, body: np.ndarray, geometry: FaceFrame,
+                   tracks: MotionTracks) -> None:
         pivot = geometry.mouth + 0.75 * geometry.face_height * geometry.down  # about the neck
-        cos, sin = np.cos(roll)[:, None], np.sin(roll)[:, None]
-        shift = nod[:, None, None] * geometry.down + sway[:, None, None] * geometry.right
+        cos, sin = np.cos(tracks.roll)[:, None], np.sin(tracks.roll)[:, None]
+        shift = tracks.nod[:, None, None] * geometry.down \
+            + tracks.sway[:, None, None] * geometry.right
         for points, index in ((face, slice(None)), (body, list(HEAD_BODY_POINTS))):
             xy = points[:, index, :2] - pivot
             rotated = np.stack([cos * xy[..., 0] - sin * xy[..., 1],
                                 sin * xy[..., 0] + cos * xy[..., 1]], -1)
             points[:, index, :2] = rotated + pivot + shift
 
-    def _gestures(self, body, hands, features: SpeechFeatures, rng) -> None:
-        if self.style.gestures <= 0 or len(features.beats) == 0:
-            return
-        shoulders = body[0, [LEFT_SHOULDER, RIGHT_SHOULDER]]
-        if (shoulders[:, 2] < 0.5).any():
-            return
-        width = float(np.linalg.norm(shoulders[0, :2] - shoulders[1, :2]))
-        visible = [wrist for wrist in (LEFT_WRIST, RIGHT_WRIST) if body[0, wrist, 2] > 0.5]
-        if not visible:
-            return
-        times = np.arange(len(body)) / features.fps
-        strokes = {wrist: np.zeros((len(body), 2)) for wrist in visible}
-        peak = 0.15  # seconds to the lowest point of a stroke
-        for beat in features.beats:
-            wrist = visible[int(rng.integers(len(visible)))]
-            amplitude = rng.uniform(0.5, 1.0) * 0.12 * width * self.style.gestures
-            direction = np.array([rng.uniform(-0.4, 0.4), 1.0])
-            lag = np.clip(times - beat, 0, None) / peak
-            pulse = np.where(times >= beat, lag * np.exp(1 - lag), 0.0)
-            strokes[wrist] += amplitude * pulse[:, None] * direction
+    @staticmethod
+    def _move_hands(body: np.ndarray, hands: dict[str, np.ndarray],
+                    strokes: dict[int, np.ndarray]) -> None:
         for wrist, stroke in strokes.items():
             body[:, list(HAND_BODY_POINTS[wrist]), :2] += stroke[:, None]
             body[:, ELBOW[wrist], :2] += 0.4 * stroke
