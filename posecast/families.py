@@ -222,11 +222,11 @@ def family_of(folder) -> str:
         return "dit"
 
 
-def load_teacher(model: str, device: torch.device) -> LoadedTeacher:
-    """A teacher of any family from a model folder or Hub repo id."""
+def load_teacher(model: str, device: torch.device, revision: str | None = None) -> LoadedTeacher:
+    """A teacher of any family from a model folder or Hub repo id (at `revision`)."""
     from posecast.hub import resolve_folder
 
-    folder = resolve_folder(model)
+    folder = resolve_folder(model, revision)
     family = family_of(folder)
     if family == "mimicmotion":
         from posecast.mimicmotion.model import load_teacher as load_mimicmotion
@@ -246,13 +246,14 @@ def load_teacher(model: str, device: torch.device) -> LoadedTeacher:
     return DitTeacher(from_pretrained(folder, device=device), device)
 
 
-def training_family(init_from: str | None, out, resume: bool) -> str:
+def training_family(init_from: str | None, out, resume: bool,
+                    revision: str | None = None) -> str:
     """The family `posecast train` trains: the one of --init-from, or, resuming, the one the
     run was started with (a MimicMotion run's checkpoint names its initial folder)."""
     from posecast.hub import resolve_folder
 
     if init_from is not None:
-        return family_of(resolve_folder(init_from))
+        return family_of(resolve_folder(init_from, revision))
     state = out / "checkpoint" / "state.json"
     try:
         return "mimicmotion" if resume and "init_from" in json.loads(state.read_text()) \

@@ -8,7 +8,13 @@ from typing import Annotated
 
 import typer
 
-from posecast.cli.options import Device, Overwrite, check_seed, parse_region_alphas
+from posecast.cli.options import (
+    Device,
+    Overwrite,
+    check_seed,
+    parse_region_alphas,
+    revision_option,
+)
 from posecast.cli.run_folder import prepare_run_folder
 from posecast.cli.ui import console, err_console, progress_bar
 from posecast.errors import UsageError
@@ -22,6 +28,7 @@ def distill_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output student model folder (also "
                                       "holds checkpoint/, ode_pairs/, train_log.jsonl).",
                                       show_default=False)],
+    revision: revision_option("--teacher") = None,
     config: Annotated[Path | None, typer.Option(
         help="JSON file of settings (DistillConfig field names); flags override it.")] = None,
     student_steps: Annotated[int | None, typer.Option(
@@ -141,7 +148,7 @@ def distill_command(
     else:  # fail on a bad teacher or student shape before touching the output
         from posecast.models.pretrained import load_config
 
-        student_config(load_config(teacher), settings)
+        student_config(load_config(teacher, revision), settings)
     prepare_run_folder(out, dataset, resume, overwrite)
 
     with progress_bar("steps") as bar:
@@ -159,7 +166,7 @@ def distill_command(
         distill(dataset, teacher, out, settings, resume=resume, device=device, on_step=on_step,
                 on_message=lambda text: err_console.print(text, markup=False, highlight=False,
                                                           soft_wrap=True),
-                on_pairs=on_pairs)
+                on_pairs=on_pairs, teacher_revision=revision)
     console.print(f"student written to {out} (render it with `posecast render --model {out}`; "
                   f"resume state in {out}/checkpoint)", highlight=False, soft_wrap=True)
 

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from posecast.cli.devices import parse_size, pick_device
-from posecast.cli.options import Device, Overwrite, Seed
+from posecast.cli.options import Device, Overwrite, Seed, revision_option
 from posecast.cli.ui import console, err_console, progress_bar
 from posecast.errors import PosecastError, UsageError
 from posecast.paths import require_output
@@ -93,6 +93,7 @@ def render_command(
     model: Annotated[str | None, typer.Option(
         help="A distilled student: model folder or Hub repo id \\[default: the bundled starter "
         "model].", show_default=False)] = None,
+    revision: revision_option("--model") = None,
     motion: Annotated[str, typer.Option(
         help="Motion from speech: 'procedural' (built in, no weights) or a model folder / repo "
         "id trained with `posecast train-motion`.")] = "procedural",
@@ -156,6 +157,8 @@ def render_command(
             jobs = jobs[index::count]
     if shard is not None and batch is None:
         raise UsageError("--shard needs --batch")
+    if revision is not None and model is None:
+        raise UsageError("--revision needs --model OWNER/NAME (the Hub repo it picks from)")
     if batch is None:
         require_output(output, overwrite, (".mp4",))
     torch_device = pick_device(device)
@@ -165,14 +168,16 @@ def render_command(
 
     def renderer_for(source: str) -> Renderer:
         if source not in renderers:
+            source_revision = revision if source == model else None  # a CSV row names its own
             shape = None
             if size is not None:
-                config = load_config(source)
+                config = load_config(source, source_revision)
                 shape = parse_size(size, config.codec.downsample * config.patch_size)
             renderers[source] = Renderer(source, torch_device, size=shape, steps=steps,
                                          compile=compile,
                                          on_warning=lambda text: say.print(text,
-                                                                           highlight=False))
+                                                                           highlight=False),
+                                         revision=source_revision)
         return renderers[source]
 
     results = []

@@ -19,6 +19,7 @@ from posecast.cli.options import (
     Seed,
     Size,
     Steps,
+    revision_option,
 )
 from posecast.cli.ui import console, progress_bar
 from posecast.errors import PosecastError, UsageError
@@ -35,6 +36,7 @@ def teacher_command(
         "a MimicMotion folder from `posecast import mimicmotion`. Default: the bundled starter "
         "teacher (64×64, the one the starter student was distilled from).")]
     = None,
+    revision: revision_option("--model") = None,
     poses: Annotated[Path | None, typer.Option(help="A keypoint file (.npz) to follow.")] = None,
     driving_video: Annotated[Path | None, typer.Option(
         help="A video whose person's motion to follow.")] = None,
@@ -98,12 +100,14 @@ def teacher_command(
     from posecast.families import load_teacher
 
     if model is None:
+        if revision is not None:
+            raise UsageError("--revision needs --model OWNER/NAME (the Hub repo it picks from)")
         from posecast.assets import starter_teacher
 
         model = str(starter_teacher())
     if attention not in (None, "dense", "input_aware"):
         raise UsageError(f"--attention {attention}: choose dense or input_aware")
-    sampler = load_teacher(model, torch_device)
+    sampler = load_teacher(model, torch_device, revision)
     if attention is not None:
         sampler.set_attention(attention, k_frames)
     changes = {}
