@@ -84,6 +84,8 @@ def teacher_command(
 
     if (poses is None) == (driving_video is None):
         raise UsageError("give exactly one of --poses POSES.npz or --driving-video VIDEO")
+    if revision is not None and model is None:
+        raise UsageError("--revision needs --model OWNER/NAME (the Hub repo it picks from)")
     require_output(output, overwrite, (".mp4",))
     torch_device = pick_device(device)
     if poses is not None:
@@ -100,8 +102,6 @@ def teacher_command(
     from posecast.families import load_teacher
 
     if model is None:
-        if revision is not None:
-            raise UsageError("--revision needs --model OWNER/NAME (the Hub repo it picks from)")
         from posecast.assets import starter_teacher
 
         model = str(starter_teacher())
