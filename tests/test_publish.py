@@ -244,3 +244,29 @@ def test_upload_failures_are_one_line(run_cli, tmp_path, hub, run_folder, monkey
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     fails("HF_HUB_OFFLINE is set", "me/student")
     assert hub.repos == {}  # nothing was created by any of them
+
+
+def test_render_takes_a_revision_of_a_published_model(run_cli, tmp_path, portrait_path,
+                                                      tiny_student, trained_tiny, monkeypatch):
+    """A repo whose main holds a teacher and whose branch v1 holds the exported student (as
+    `posecast upload --revision v1` leaves it): --revision v1 renders, main is refused."""
+    cache = tmp_path / "hf-cache"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert run_cli("export", tiny_student, tmp_path / "student").code == 0
+    repo = cache / "models--me--talker"
+    for branch, folder, commit in (("main", trained_tiny[0], "a" * 40),
+                                   ("v1", tmp_path / "student", "b" * 40)):
+        (repo / "snapshots" / commit).mkdir(parents=True)
+        for name in MODEL_FILES:
+            (repo / "snapshots" / commit / name).write_bytes((folder / name).read_bytes())
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / branch).write_text(commit)
+    audio = tmp_path / "speech.wav"
+    AudioClip(syllables(0.3), 16_000).save_wav(audio)
+    result = run_cli("render", audio, portrait_path, "-o", tmp_path / "main.mp4", "--model",
+                     "me/talker", "--device", "cpu")
+    assert result.code != 0 and "is a teacher" in result.stderr, result.stderr
+    result = run_cli("render", audio, portrait_path, "-o", tmp_path / "v1.mp4", "--model",
+                     "me/talker", "--revision", "v1", "--device", "cpu")
+    assert result.code == 0 and (tmp_path / "v1.mp4").is_file(), result.stderr

@@ -92,7 +92,7 @@ def render_command(
                                                 show_default=False)] = None,
     model: Annotated[str | None, typer.Option(
         help="A distilled student: model folder or Hub repo id \\[default: the bundled starter "
-        "model].", show_default=False)] = None,
+        "model].", show_default=False, envvar="POSECAST_MODEL")] = None,
     revision: revision_option("--model") = None,
     motion: Annotated[str, typer.Option(
         help="Motion from speech: 'procedural' (built in, no weights) or a model folder / repo "
