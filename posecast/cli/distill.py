@@ -10,13 +10,14 @@ import typer
 
 from posecast.cli.options import (
     Device,
+    JsonSummary,
     Overwrite,
     check_seed,
     parse_region_alphas,
     revision_option,
 )
 from posecast.cli.run_folder import prepare_run_folder
-from posecast.cli.ui import console, err_console, progress_bar
+from posecast.cli.ui import err_console, print_result, progress_bar
 from posecast.errors import UsageError
 
 
@@ -107,6 +108,7 @@ def distill_command(
                                              callback=check_seed,
                                              show_default=False)] = None,
     device: Device = "auto",
+    json_summary: JsonSummary = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Distil a teacher into a causal few-step student: ODE-pair initialisation, then DMD
@@ -167,8 +169,9 @@ def distill_command(
                 on_message=lambda text: err_console.print(text, markup=False, highlight=False,
                                                           soft_wrap=True),
                 on_pairs=on_pairs, teacher_revision=revision)
-    console.print(f"student written to {out} (render it with `posecast render --model {out}`; "
-                  f"resume state in {out}/checkpoint)", highlight=False, soft_wrap=True)
+    print_result(f"student written to {out} (render it with `posecast render --model {out}`; "
+                 f"resume state in {out}/checkpoint)",
+                 {"model": str(out), "checkpoint": str(out / "checkpoint")}, json_summary)
 
 
 def _read_config_file(path: Path) -> dict:

@@ -3,21 +3,18 @@ Hub repo."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from posecast.cli.options import Overwrite
-from posecast.cli.ui import console, err_console
+from posecast.cli.options import JsonSummary, Overwrite
+from posecast.cli.ui import err_console, print_result
 
 License = Annotated[str | None, typer.Option(
     "--license", help="The licence id the card declares (Hub ids: apache-2.0, mit, "
     "cc-by-4.0, other, …) \\[default: apache-2.0; other for MimicMotion models, whose own "
     "licences apply].", show_default=False)]
-JsonSummary = Annotated[bool, typer.Option(
-    "--json", help="Print a JSON summary on stdout (messages go to stderr).")]
 
 
 def export_command(
@@ -41,12 +38,9 @@ def export_command(
     from posecast.publish import export_model
 
     export = export_model(run, out, license, overwrite)
-    if json_summary:
-        typer.echo(json.dumps({"folder": str(export.folder), "family": export.family,
-                               "files": export.files}, indent=2))
-    else:
-        console.print(f"wrote {export.folder} ({', '.join(export.files)})", markup=False,
-                      highlight=False, soft_wrap=True)
+    print_result(f"wrote {export.folder} ({', '.join(export.files)})",
+                 {"folder": str(export.folder), "family": export.family, "files": export.files},
+                 json_summary)
 
 
 def upload_command(
@@ -77,10 +71,6 @@ def upload_command(
     upload = upload_model(source, repo_id, private, revision, license,
                           on_message=lambda text: err_console.print(text, markup=False,
                                                                     highlight=False))
-    if json_summary:
-        typer.echo(json.dumps({"repo_id": upload.repo_id, "revision": upload.revision,
-                               "url": upload.url, "files": upload.files}, indent=2))
-    else:
-        console.print(f"uploaded {', '.join(upload.files)} to {upload.repo_id} "
-                      f"({upload.revision}): {upload.url}", markup=False, highlight=False,
-                      soft_wrap=True)
+    print_result(f"uploaded {', '.join(upload.files)} to {upload.repo_id} ({upload.revision}): "
+                 f"{upload.url}", {"repo_id": upload.repo_id, "revision": upload.revision,
+                                   "url": upload.url, "files": upload.files}, json_summary)

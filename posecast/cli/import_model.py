@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from posecast.cli.options import Overwrite
-from posecast.cli.ui import console, err_console
+from posecast.cli.options import JsonSummary, Overwrite
+from posecast.cli.ui import err_console, print_result
 
 import_app = typer.Typer(help="Convert public weights into posecast model folders (once; the "
                          "folders then work offline).", no_args_is_help=True)
@@ -28,6 +28,7 @@ def import_mimicmotion_command(
     revision: Annotated[str | None, typer.Option(
         help="A Hub revision (branch, tag or commit) of the SVD repo.", show_default=False)]
     = None,
+    json_summary: JsonSummary = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Import MimicMotion (the paper's teacher): SVD's UNet with a pose network.
@@ -48,7 +49,7 @@ def import_mimicmotion_command(
     folder = import_mimicmotion(out, svd, checkpoint, revision, overwrite,
                                 on_message=lambda text: err_console.print(text, markup=False,
                                                                           highlight=False))
-    console.print(f"wrote {folder}", markup=False, highlight=False)
+    print_result(f"wrote {folder}", {"folder": str(folder)}, json_summary)
 
 
 @import_app.command("lpips")
@@ -59,6 +60,7 @@ def import_lpips_command(
                                         "vgg.pth of the lpips package).", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="The folder to write (the plug-in's "
                                       "weights and a card).", show_default=False)],
+    json_summary: JsonSummary = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Import LPIPS (VGG16) for the perceptual plug-in of `posecast distill --perceptual`.
@@ -82,4 +84,4 @@ def import_lpips_command(
 
     folder = import_lpips(require_file(vgg, "VGG16 weights"),
                           require_file(lin, "LPIPS weights"), out, overwrite)
-    console.print(f"wrote {folder}", markup=False, highlight=False)
+    print_result(f"wrote {folder}", {"folder": str(folder)}, json_summary)

@@ -16,6 +16,8 @@ AllowMissing = Annotated[
         help="Write zeros for a face or body that is not found instead of stopping.",
     ),
 ]
+JsonSummary = Annotated[bool, typer.Option(
+    "--json", help="Print a JSON summary on stdout (messages go to stderr).")]
 Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu, or cuda[:N].",
                                      envvar="POSECAST_DEVICE")]
 MAX_SEED = 2**63 - 1  # what torch.Generator.manual_seed takes

@@ -15,13 +15,14 @@ from posecast.cli.options import (
     AllowMissing,
     Cfg,
     Device,
+    JsonSummary,
     Overwrite,
     Seed,
     Size,
     Steps,
     revision_option,
 )
-from posecast.cli.ui import console, progress_bar
+from posecast.cli.ui import print_result, progress_bar
 from posecast.errors import PosecastError, UsageError
 from posecast.paths import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, require_file, require_output
 
@@ -60,6 +61,7 @@ def teacher_command(
     seed: Seed = 0,
     device: Device = "auto",
     allow_missing: AllowMissing = False,
+    json_summary: JsonSummary = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Render PORTRAIT moving like a pose sequence, with the slow, high-quality teacher.
@@ -139,7 +141,9 @@ def teacher_command(
         for frame in itertools.chain([first], video):
             mp4.write(frame)
     elapsed = time.perf_counter() - started
-    console.print(f"wrote {output}: {frames} frames ({frames / fps:.2f} s) at "
-                  f"{sampler.width}x{sampler.height}, {steps} steps, CFG {cfg:g}, in "
-                  f"{elapsed:.1f} s ({frames / elapsed:.2f} frames/s)", highlight=False,
-                  soft_wrap=True)
+    print_result(f"wrote {output}: {frames} frames ({frames / fps:.2f} s) at "
+                 f"{sampler.width}x{sampler.height}, {steps} steps, CFG {cfg:g}, in "
+                 f"{elapsed:.1f} s ({frames / elapsed:.2f} frames/s)",
+                 {"output": str(output), "frames": frames, "seconds": round(frames / fps, 3),
+                  "width": sampler.width, "height": sampler.height, "steps": steps, "cfg": cfg,
+                  "elapsed": round(elapsed, 3)}, json_summary)

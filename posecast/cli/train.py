@@ -7,9 +7,16 @@ from typing import Annotated
 
 import typer
 
-from posecast.cli.options import Device, Overwrite, Seed, parse_region_alphas, revision_option
+from posecast.cli.options import (
+    Device,
+    JsonSummary,
+    Overwrite,
+    Seed,
+    parse_region_alphas,
+    revision_option,
+)
 from posecast.cli.run_folder import prepare_run_folder
-from posecast.cli.ui import console, err_console, progress_bar
+from posecast.cli.ui import err_console, print_result, progress_bar
 from posecast.errors import PosecastError, UsageError
 
 
@@ -53,6 +60,7 @@ def train_command(
         "(FSDP2) instead of copying it to each.")] = False,
     seed: Seed = 0,
     device: Device = "auto",
+    json_summary: JsonSummary = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Train a pose-conditioned video denoiser (the teacher) with flow matching.
@@ -109,8 +117,8 @@ def train_command(
                 raise PosecastError(f"out of GPU memory fine-tuning windows of {frames} frames "
                                     f"at batch size {batch_size}; lower --frames or "
                                     "--batch-size, or add --gradient-checkpointing") from None
-        console.print(f"model written to {out} (resume state in {out}/checkpoint)",
-                      highlight=False, soft_wrap=True)
+        print_result(f"model written to {out} (resume state in {out}/checkpoint)",
+                     {"model": str(out), "checkpoint": str(out / "checkpoint")}, json_summary)
         return
     if fsdp:
         raise UsageError("--fsdp shards a MimicMotion fine-tune; posecast's own teachers train "
@@ -140,5 +148,5 @@ def train_command(
                       init_from=init_from, init_revision=revision, on_step=on_step,
                       on_message=lambda text: err_console.print(text, markup=False,
                                                                 highlight=False, soft_wrap=True))
-    console.print(f"model written to {out} (EMA weights; resume state in {out}/checkpoint)",
-                  highlight=False, soft_wrap=True)
+    print_result(f"model written to {out} (EMA weights; resume state in {out}/checkpoint)",
+                 {"model": str(out), "checkpoint": str(out / "checkpoint")}, json_summary)
