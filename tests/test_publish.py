@@ -97,6 +97,35 @@ def run_folder(tmp_path):
     return run
 
 
+def test_a_mimicmotion_fine_tune_exports_with_its_components_and_licence(run_cli, tmp_path):
+    """A MimicMotion run folder's model is its weights plus SVD's components; the card keeps
+    the licences and declares `other`, and the base model named as a repo id."""
+    run = tmp_path / "mm"
+    files = {"config.json": json.dumps({"family": "mimicmotion"}).encode(),
+             "model.safetensors": b"weights", "vae/config.json": b"{}",
+             "vae/diffusion_pytorch_model.safetensors": b"vae", "image_encoder/config.json": b"{}",
+             "feature_extractor/preprocessor_config.json": b"{}",
+             "scheduler/scheduler_config.json": b"{}",
+             "README.md": b"---\nlicense: other\n---\n# MimicMotion\n\nLicences: research only.\n",
+             "checkpoint/state.json": json.dumps({"step": 2, "settings": {"frames": 4},
+                                                   "init_from": "me/mimicmotion"}).encode(),
+             "checkpoint/state.safetensors": b"optimiser", "train_log.jsonl": b""}
+    for name, data in files.items():
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_bytes(data)
+    out = tmp_path / "exported"
+    result = run_cli("export", run, out, "--json")
+    assert result.code == 0, result.stderr
+    expected = sorted(name for name in files if not name.startswith(("checkpoint", "train_")))
+    assert json.loads(result.stdout)["files"] == expected == _files(out)
+    metadata, body = split_card((out / "README.md").read_text())
+    assert metadata["license"] == "other" and metadata["base_model"] == "me/mimicmotion"
+    assert "research only" in body and "fine-tuned from `me/mimicmotion`" in body
+    (run / "scheduler" / "scheduler_config.json").unlink()
+    result = run_cli("export", run, tmp_path / "again")
+    assert result.code == 1 and "lacks scheduler/scheduler_config.json" in result.stderr
+
+
 class StandInHub:
     """The endpoints `posecast upload` calls (create_repo, create_branch, validate-yaml,
     preupload, commit), answering as the Hub does: 401 for a wrong token, 409 for an existing
