@@ -144,7 +144,8 @@ def model_card(run: Path, license: str) -> str:
     metadata["library_name"] = "posecast"
     tags = [tag for tag in metadata.get("tags") or [] if isinstance(tag, str)]
     metadata["tags"] = tags + [tag for tag in ("posecast",) if tag not in tags]
-    start = (state or {}).get("teacher") or (state or {}).get("init_from")
+    start = next((state[key] for key in ("teacher", "init_from", "initial_model")
+                  if state and isinstance(state.get(key), str)), None)
     if start and _is_repo_id(start):
         metadata["base_model"] = start
     if state is not None:
@@ -170,7 +171,7 @@ def _without_local_paths(body: str, state: dict) -> str:
     """The card with the run's local paths (teacher, initial model, data; the card of
     `posecast distill` names its teacher as given) cut to their folder names: the trainer's
     file system is not published."""
-    for key in ("teacher", "init_from", "dataset"):
+    for key in ("teacher", "init_from", "initial_model", "dataset"):
         value = state.get(key)
         if isinstance(value, str) and value and not _is_repo_id(value):
             name = Path(value).name
@@ -197,7 +198,7 @@ def training_section(run: Path, state: dict, body: str) -> str:
         origin = f"fine-tuned from {start}" if start else "fine-tuned"
     else:
         command, recipe = "posecast train", state.get("train_config", {})
-        start = _named(state.get("init_from"), state.get("init_revision"))
+        start = _named(state.get("initial_model"), state.get("initial_revision"))
         origin = f"fine-tuned from {start}" if start else "trained from scratch"
     lines = ["## Training", "",
              f"`{command}`, {origin}, for {state.get('step', '?')} steps.", "",

@@ -92,7 +92,7 @@ def run_folder(tmp_path):
     (run / "checkpoint" / "state.safetensors").write_bytes(b"optimiser state")
     (run / "checkpoint" / "state.json").write_text(json.dumps({
         "step": 3, "train_config": {"max_steps": 3, "learning_rate": 0.001},
-        "dataset": str(tmp_path / "data" / "clips"), "init_from": None}))
+        "dataset": str(tmp_path / "data" / "clips"), "initial_model": None}))
     (run / "train_log.jsonl").write_text('{"step": 3, "loss": 0.5}\n')
     return run
 

@@ -18,7 +18,8 @@ from rich.progress import (
 # Piped or redirected output (logs, batch jobs) gets wide lines instead of rich's 80 columns.
 # emoji=False: ":smile:" in a file name must print as typed.
 console = Console(emoji=False) if sys.stdout.isatty() else Console(width=240, emoji=False)
-err_console = Console(stderr=True, emoji=False)
+err_console = Console(stderr=True, emoji=False) if sys.stderr.isatty() else \
+    Console(stderr=True, width=240, emoji=False)  # tables moved there by --json stay whole
 
 
 def print_result(text: str, summary: dict, as_json: bool) -> None:

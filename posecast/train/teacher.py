@@ -140,7 +140,8 @@ def train_teacher(dataset: str | os.PathLike, out: str | os.PathLike, config: De
                 train = dataclasses.replace(TrainConfig(**saved["train_config"]),
                                             max_steps=train.max_steps)
                 # where the run started, for its model card (`posecast export`)
-                init_from, init_revision = saved.get("init_from"), saved.get("init_revision")
+                init_from = saved.get("initial_model")
+                init_revision = saved.get("initial_revision")
             except (ValueError, KeyError, TypeError) as error:
                 raise damaged(found, error) from None
         torch.manual_seed(train.seed)  # identical initial weights on every rank
@@ -188,8 +189,9 @@ def train_teacher(dataset: str | os.PathLike, out: str | os.PathLike, config: De
                                     {"model": optimizer},
                                     {"model_config": config.to_dict(),
                                      "train_config": dataclasses.asdict(train),
-                                     "dataset": str(dataset), "init_from": init_from,
-                                     "init_revision": init_revision})
+                                     # not "init_from": that key marks a MimicMotion run
+                                     "dataset": str(dataset), "initial_model": init_from,
+                                     "initial_revision": init_revision})
                     save_pretrained(ema, out)
         if log is not None:
             log.close()
