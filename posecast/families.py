@@ -223,11 +223,11 @@ def family_of(folder) -> str:
         return "dit"
 
 
-def load_teacher(model: str, device: torch.device) -> LoadedTeacher:
-    """A teacher of any family from a model folder or Hub repo id."""
+def load_teacher(model: str, device: torch.device, revision: str | None = None) -> LoadedTeacher:
+    """A teacher of any family from a model folder or Hub repo id (at `revision`)."""
     from posecast.hub import resolve_folder
 
-    folder = resolve_folder(model)
+    folder = resolve_folder(model, revision)
     family = family_of(folder)
     if family == "mimicmotion":
         from posecast.mimicmotion.model import load_teacher as load_mimicmotion
@@ -253,11 +253,12 @@ def load_teacher(model: str, device: torch.device) -> LoadedTeacher:
 
 def load_renderer(model: str, device: torch.device, size: tuple[int, int] | None = None,
                   steps: int | None = None, compile: bool | None = None,
-                  on_warning: Callable[[str], None] | None = None):
+                  on_warning: Callable[[str], None] | None = None,
+                  revision: str | None = None):
     """A student of any family, loaded to render (posecast.render.Renderer's interface)."""
     from posecast.hub import resolve_folder
 
-    family = family_of(resolve_folder(model))
+    family = family_of(resolve_folder(model, revision))
     if family == "mimicmotion":
         from posecast.mimicmotion.render import StudentRenderer as renderer_class
     elif family == "dit":
@@ -265,14 +266,14 @@ def load_renderer(model: str, device: torch.device, size: tuple[int, int] | None
     else:
         raise UsageError(f"{model}: unknown model family '{family}' (known: dit, mimicmotion)")
     return renderer_class(model, device, size=size, steps=steps, compile=compile,
-                          on_warning=on_warning)
+                          on_warning=on_warning, revision=revision)
 
 
-def size_multiple(model: str) -> int:
+def size_multiple(model: str, revision: str | None = None) -> int:
     """What a model's frame sides must be multiples of (for --size)."""
     from posecast.hub import resolve_folder
 
-    folder = resolve_folder(model)
+    folder = resolve_folder(model, revision)
     if family_of(folder) == "mimicmotion":
         return MimicMotionFamilyTeacher.size_multiple
     from posecast.models.pretrained import load_config
@@ -281,13 +282,14 @@ def size_multiple(model: str) -> int:
     return config.codec.downsample * config.patch_size
 
 
-def training_family(init_from: str | None, out, resume: bool) -> str:
+def training_family(init_from: str | None, out, resume: bool,
+                    revision: str | None = None) -> str:
     """The family `posecast train` trains: the one of --init-from, or, resuming, the one the
     run was started with (a MimicMotion run's checkpoint names its initial folder)."""
     from posecast.hub import resolve_folder
 
     if init_from is not None:
-        return family_of(resolve_folder(init_from))
+        return family_of(resolve_folder(init_from, revision))
     state = out / "checkpoint" / "state.json"
     try:
         return "mimicmotion" if resume and "init_from" in json.loads(state.read_text()) \

@@ -35,11 +35,13 @@ def _offline() -> bool:
 
 
 @contextlib.contextmanager
-def _hub_errors(text: str, kind: str, revision: str | None) -> Iterator[None]:
-    """Turn huggingface_hub's failures for `text` into one line that says what to do."""
+def _hub_errors(text: str, kind: str, revision: str | None,
+                offline: bool | None = None) -> Iterator[None]:
+    """Turn huggingface_hub's failures for `text` into one line that says what to do
+    (`offline`: the lookup was restricted to the cache; default: HF_HUB_OFFLINE)."""
     from huggingface_hub import errors
 
-    offline = _offline()
+    offline = _offline() if offline is None else offline
     try:
         yield
     except errors.HFValidationError:
@@ -55,8 +57,9 @@ def _hub_errors(text: str, kind: str, revision: str | None) -> Iterator[None]:
     except errors.LocalEntryNotFoundError:
         if offline:
             raise PosecastError(f"{text}: not in the local Hugging Face cache and HF_HUB_OFFLINE "
-                                "is set; download it on a connected machine (`hf download "
-                                f"{text}`) or give a local folder") from None
+                                "is set (or local_files_only); download it on a connected "
+                                f"machine (`hf download {text}`) or give a local folder"
+                                ) from None
         raise PosecastError(f"{text}: the Hugging Face Hub cannot be reached and the {kind} is "
                             "not cached; connect, or give a local folder") from None
     except errors.EntryNotFoundError:  # after its subclass LocalEntryNotFoundError
@@ -67,8 +70,14 @@ def _hub_errors(text: str, kind: str, revision: str | None) -> Iterator[None]:
 
 
 def resolve_folder(path_or_repo: str | os.PathLike, revision: str | None = None,
-                   allow_patterns: list[str] | None = None, kind: str = "model") -> Path:
-    """A local folder holding the files of `path_or_repo` (a folder path or a Hub repo id)."""
+                   allow_patterns: list[str] | None = None, kind: str = "model", *,
+                   cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
+                   local_files_only: bool | None = None) -> Path:
+    """A local folder holding the files of `path_or_repo` (a folder path or a Hub repo id).
+
+    `revision` (branch, tag or commit), `cache_dir` (default: HF_HUB_CACHE), `token` (default:
+    HF_TOKEN or the saved login) and `local_files_only` (default: HF_HUB_OFFLINE) mean what
+    they mean to huggingface_hub; they apply to repo ids only."""
     local = Path(path_or_repo).expanduser()
     if local.is_dir():
         return local
@@ -79,10 +88,11 @@ def resolve_folder(path_or_repo: str | os.PathLike, revision: str | None = None,
                          "(owner/name); check the path")
     import huggingface_hub
 
-    with _hub_errors(text, kind, revision):
+    offline = _offline() if local_files_only is None else local_files_only
+    with _hub_errors(text, kind, revision, offline):
         folder = huggingface_hub.snapshot_download(
-            repo_id=text, revision=revision, allow_patterns=allow_patterns,
-            local_files_only=_offline(), cache_dir=os.environ.get("HF_HUB_CACHE"),
+            repo_id=text, revision=revision, allow_patterns=allow_patterns, token=token,
+            local_files_only=offline, cache_dir=cache_dir or os.environ.get("HF_HUB_CACHE"),
         )
     return Path(folder)
 

@@ -154,9 +154,10 @@ class Renderer:
     def __init__(self, model: str | os.PathLike, device: torch.device,
                  size: tuple[int, int] | None = None, steps: int | None = None,
                  compile: bool | None = None,
-                 on_warning: Callable[[str], None] | None = None) -> None:
+                 on_warning: Callable[[str], None] | None = None,
+                 revision: str | None = None) -> None:
         self.source = str(model)
-        network = from_pretrained(model, device=device)
+        network = from_pretrained(model, revision, device=device)
         if not network.config.is_student:
             raise UsageError(f"{model}: this model is a teacher (bidirectional, many steps), not "
                              "a distilled student; make one with `posecast distill`, or render "

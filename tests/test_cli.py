@@ -175,6 +175,7 @@ HEAVY = ("torch", "mediapipe", "diffusers", "transformers", "librosa")
 @pytest.mark.parametrize("argv,env", [
     (["--help"], {}), (["--version"], {}), (["render", "--help"], {}),
     (["bench", "render", "--help"], {}), (["import", "mimicmotion", "--help"], {}),
+    (["export", "--help"], {}), (["upload", "--help"], {}), (["import", "lpips", "--help"], {}),
     ([], {"_POSECAST_COMPLETE": "complete_bash", "COMP_WORDS": "posecast re",
           "COMP_CWORD": "1"}),
 ])

@@ -72,11 +72,12 @@ def test_scores_of_identical_and_damaged_clips(run_cli, tmp_path, cospeech_datas
         for frame in iter_video_frames(damaged, info):
             mp4.write(np.clip(frame.astype(int) + 40, 0, 255).astype(np.uint8))
     (outputs / "timings.json").write_text(json.dumps({photo[0].stem: 12.5}))
-    result = run_cli("eval", outputs, "--references", references, "--json",
-                     tmp_path / "scores.json")
+    result = run_cli("eval", outputs, "--references", references, "-o",
+                     tmp_path / "scores.json", "--json")
     assert result.code == 0, result.stderr
-    scores = {clip["name"]: clip for clip in
-              json.loads((tmp_path / "scores.json").read_text())["clips"]}
+    report = json.loads(result.stdout)  # --json: stdout is the report alone
+    assert report == json.loads((tmp_path / "scores.json").read_text())
+    scores = {clip["name"]: clip for clip in report["clips"]}
     same, worse = scores[photo[0].stem], scores[damaged.stem]
     assert same["psnr"] > 60 and same["face_psnr"] > 60 and same["ssim"] > 0.999
     assert worse["psnr"] < 25 and worse["ssim"] < same["ssim"]
@@ -84,7 +85,7 @@ def test_scores_of_identical_and_damaged_clips(run_cli, tmp_path, cospeech_datas
     assert same["lip_sync_r"] is not None and same["lip_sync_r"] > 0.3
     assert abs(same["lip_sync_lag"]) <= 2
     assert same["mouth_r"] > 0.999 and same["mouth_amplitude"] == pytest.approx(1, abs=1e-3)
-    assert "mean" in result.stdout
+    assert "mean" in result.stderr  # the table
 
 
 def test_eval_needs_matching_references(run_cli, tmp_path, cospeech_dataset):

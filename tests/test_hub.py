@@ -125,3 +125,55 @@ def test_vae_codec_from_the_hf_cache(tmp_path, offline_cache):
                     pose_guider_channels=(8, 8))
     out = Denoiser(config)(latents[None], torch.rand(1), latents[0:1], torch.rand(1, 3, 3, 16, 16))
     assert out.shape == (1, 3, 4, 8, 8)
+
+
+def _two_revisions(cache, repo_id: str, tmp_path):
+    """A cached repo whose main and v1 hold different models (depth 2 and depth 1)."""
+    models = {}
+    for name, depth, commit in (("main", 2, "a" * 40), ("v1", 1, "b" * 40)):
+        model = Denoiser(preset("tiny", depth=depth))
+        folder = save_pretrained(model, tmp_path / name)
+        snapshot = cache / ("models--" + repo_id.replace("/", "--")) / "snapshots" / commit
+        snapshot.mkdir(parents=True)
+        for path in folder.iterdir():
+            (snapshot / path.name).write_bytes(path.read_bytes())
+        refs = snapshot.parent.parent / "refs"
+        refs.mkdir(exist_ok=True)
+        (refs / name).write_text(commit)
+        models[name] = model
+    return models
+
+
+def test_from_pretrained_takes_revision_cache_dir_and_local_files_only(tmp_path, monkeypatch):
+    """As huggingface_hub's from_pretrained: a revision picks the snapshot, cache_dir names
+    the cache, local_files_only keeps to it (without HF_HUB_OFFLINE)."""
+    cache = tmp_path / "elsewhere"
+    _two_revisions(cache, "posecast/tiny-test", tmp_path)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    options = {"cache_dir": cache, "local_files_only": True}
+    assert from_pretrained("posecast/tiny-test", **options).config.depth == 2
+    assert from_pretrained("posecast/tiny-test", "v1", **options).config.depth == 1
+    with pytest.raises(PosecastError, match="not in the local Hugging Face cache"):
+        from_pretrained("posecast/tiny-test", "v2", **options)  # no network tried
+    with pytest.raises(PosecastError, match="not in the local Hugging Face cache"):
+        from_pretrained("posecast/tiny-test", local_files_only=True)  # HF_HUB_CACHE is empty
+
+
+def test_revision_on_the_command_line(run_cli, tmp_path, offline_cache, synthetic_dataset):
+    """`--revision` picks the snapshot `--init-from` starts from, and the exported card names
+    the repo and the revision."""
+    _two_revisions(offline_cache, "posecast/tiny-test", tmp_path)
+    out = tmp_path / "run"
+    result = run_cli("train", synthetic_dataset, "--init-from", "posecast/tiny-test",
+                     "--revision", "v1", "--out", out, "--max-steps", "1", "--batch-size", "1",
+                     "--device", "cpu")
+    assert result.code == 0, result.stderr
+    assert from_pretrained(out).config.depth == 1  # v1's architecture, not main's
+    assert run_cli("export", out, tmp_path / "exported").code == 0
+    card = (tmp_path / "exported" / "README.md").read_text()
+    assert "base_model: posecast/tiny-test" in card
+    assert "fine-tuned from `posecast/tiny-test` at revision `v1`" in card
+    result = run_cli("teacher", tmp_path / "me.png", "-o", tmp_path / "x.mp4", "--poses",
+                     tmp_path / "p.npz", "--revision", "v1")
+    assert result.code == 2 and "--revision needs --model" in result.stderr

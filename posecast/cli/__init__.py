@@ -18,6 +18,7 @@ from posecast import __version__
 from posecast.cli import (
     distill,
     evaluate,
+    export,
     keypoints,
     make_dataset,
     motion,
@@ -48,6 +49,8 @@ app.command(name="render")(render.render_command)
 app.command(name="train-motion")(train_motion.train_motion_command)
 app.command(name="make-dataset")(make_dataset.make_dataset_command)
 app.command(name="eval")(evaluate.evaluate_command)
+app.command(name="export")(export.export_command)
+app.command(name="upload")(export.upload_command)
 app.add_typer(bench_app, name="bench")
 app.add_typer(import_app, name="import")
 

@@ -11,8 +11,8 @@ import typer
 from rich.table import Table
 
 from posecast.cli.devices import parse_size, pick_device
-from posecast.cli.options import Device
-from posecast.cli.ui import console
+from posecast.cli.options import Device, JsonSummary
+from posecast.cli.ui import console, err_console
 from posecast.errors import UsageError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"  # the checkout's bundled inputs
@@ -39,6 +39,7 @@ def bench_teacher(
     fast_decode: Annotated[bool, typer.Option(
         help="Decode with the tiny fast decoder instead of the full VAE.")] = False,
     repeats: Annotated[int, typer.Option(help="Timed repetitions after one warm-up.", min=1)] = 3,
+    json_summary: JsonSummary = False,
     device: Device = "auto",
 ) -> None:
     """Time the teacher: ms per denoising step, decode ms per frame, FPS.
@@ -72,17 +73,20 @@ def bench_teacher(
         from posecast.pose.keypoints import Keypoints
 
         example_poses = Keypoints.load(EXAMPLES / "astronaut_poses.npz")
+        timings = []
         for mode in attention.split(","):
             if mode not in ("dense", "input_aware"):
                 raise UsageError(f"--attention {mode}: choose dense and/or input_aware")
             for count in (int(f) for f in frames.split(",")):
                 t = time_mimicmotion(preset, height, width, count, steps, torch_device, repeats,
                                      example_poses if mode == "input_aware" else None)
+                timings.append({"attention": mode, **dataclasses.asdict(t)})
                 table.add_row(f"{t.parameters / 1e6:.0f} M",
                               "dense" if mode == "dense" else "input-aware (levels 1-3, K 4)",
                               str(count), f"{t.step_ms:.1f}", f"{t.fps:.3f}",
                               "-" if t.peak_memory_gb is None else f"{t.peak_memory_gb:.1f}")
-        console.print(table)
+        _print_table(table, {"preset": preset, "width": width, "height": height,
+                             "steps": steps, "cfg": cfg, "timings": timings}, json_summary)
         return
 
     config = make_preset(preset)
@@ -99,7 +103,18 @@ def bench_teacher(
                   f"{timing.step_ms:.1f}", f"{timing.decode_ms_per_frame:.2f}",
                   f"{timing.fps:.3f}",
                   "-" if timing.peak_memory_gb is None else f"{timing.peak_memory_gb:.1f}")
-    console.print(table)
+    _print_table(table, {"preset": preset, "width": config.width, "height": config.height,
+                         "steps": steps, "cfg": cfg, "timings": [dataclasses.asdict(timing)]},
+                 json_summary)
+
+
+def _print_table(table: Table, summary: dict, as_json: bool) -> None:
+    """The table on stdout, or with --json `summary` on stdout and the table on stderr."""
+    if as_json:
+        err_console.print(table)
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        console.print(table)
 
 
 @bench_app.command("attention")

@@ -8,9 +8,16 @@ from typing import Annotated
 
 import typer
 
-from posecast.cli.options import Device, Overwrite, check_seed, parse_region_alphas
+from posecast.cli.options import (
+    Device,
+    JsonSummary,
+    Overwrite,
+    check_seed,
+    parse_region_alphas,
+    revision_option,
+)
 from posecast.cli.run_folder import prepare_run_folder
-from posecast.cli.ui import console, err_console, progress_bar
+from posecast.cli.ui import err_console, print_result, progress_bar
 from posecast.errors import ConfigError, UsageError
 
 
@@ -22,6 +29,7 @@ def distill_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output student model folder (also "
                                       "holds checkpoint/, ode_pairs/, train_log.jsonl).",
                                       show_default=False)],
+    revision: revision_option("--teacher") = None,
     config: Annotated[Path | None, typer.Option(
         help="JSON file of settings (DistillConfig field names); flags override it.")] = None,
     student_steps: Annotated[int | None, typer.Option(
@@ -104,6 +112,7 @@ def distill_command(
                                              callback=check_seed,
                                              show_default=False)] = None,
     device: Device = "auto",
+    json_summary: JsonSummary = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Distil a teacher into a causal few-step student: ODE-pair initialisation, then DMD
@@ -162,15 +171,17 @@ def distill_command(
         from posecast.mimicmotion import distill as family_distill
         from posecast.mimicmotion.model import read_config
 
-        if "student" in read_config(resolve_folder(teacher)):
+        teacher_folder = resolve_folder(teacher, revision)
+        if "student" in read_config(teacher_folder):
             raise UsageError(f"--teacher {teacher}: a student folder; give the teacher it was "
                              "distilled from")
         family_distill.check_settings(settings)
-        family_distill.student_settings(resolve_folder(teacher), settings)
+        family_distill.student_settings(teacher_folder, settings)
         if fast_decoder is not None and not (fast_decoder / "config.json").is_file():
             raise UsageError(f"--fast-decoder {fast_decoder}: not an AutoencoderTiny folder "
                              "(no config.json)")
         run_distill, extra = family_distill.distill, {"fast_decoder": fast_decoder}
+        teacher = str(teacher_folder)  # the revision is resolved here
     else:
         from posecast.models.pretrained import load_config
         from posecast.train.distill import distill as run_distill
@@ -179,7 +190,8 @@ def distill_command(
             raise UsageError("--fast-decoder is for MimicMotion teachers; posecast's own "
                              "students decode with their model's codec")
         if not resume:
-            student_config(load_config(teacher), settings)
+            student_config(load_config(teacher, revision), settings)
+        extra = {"teacher_revision": revision}
     prepare_run_folder(out, dataset, resume, overwrite)
 
     with progress_bar("steps") as bar:
@@ -198,8 +210,9 @@ def distill_command(
                     on_step=on_step, on_pairs=on_pairs, **extra,
                     on_message=lambda text: err_console.print(text, markup=False,
                                                               highlight=False, soft_wrap=True))
-    console.print(f"student written to {out} (render it with `posecast render --model {out}`; "
-                  f"resume state in {out}/checkpoint)", highlight=False, soft_wrap=True)
+    print_result(f"student written to {out} (render it with `posecast render --model {out}`; "
+                 f"resume state in {out}/checkpoint)",
+                 {"model": str(out), "checkpoint": str(out / "checkpoint")}, json_summary)
 
 
 def _read_config_file(path: Path) -> dict:

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from posecast.cli.options import Overwrite
-from posecast.cli.ui import console, progress_bar
+from posecast.cli.ui import console, err_console, progress_bar
 from posecast.paths import atomic_output, require_output
 
 COLUMNS = (("psnr", "PSNR", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
@@ -27,8 +27,12 @@ def evaluate_command(
     references: Annotated[Path, typer.Option(
         help="Folder of the real clips, same file names (e.g. a make-dataset heldout/).",
         show_default=False)],
-    json_path: Annotated[Path | None, typer.Option(
-        "--json", help="Also write the scores (per clip and mean) to this JSON file.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Also write the scores (per clip and mean) to this JSON file.",
+        show_default=False)] = None,
+    json_summary: Annotated[bool, typer.Option(
+        "--json", help="Print the scores as JSON on stdout (the table goes to stderr).")]
+    = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Score rendered clips: PSNR and SSIM (frame, face, hands), lip sync (mouth opening vs
@@ -39,12 +43,12 @@ def evaluate_command(
 
     [bold]Example[/bold]
 
-      posecast eval renders/ --references clips/heldout --json scores.json
+      posecast eval renders/ --references clips/heldout -o scores.json
     """
     from posecast.evaluate import evaluate_folder
 
-    if json_path is not None:
-        require_output(json_path, overwrite, (".json",))
+    if output is not None:
+        require_output(output, overwrite, (".json",))
     with progress_bar("clips") as bar:
         task = bar.add_task("scoring", total=len(list(outputs.glob("*.mp4"))) or None)
         report = evaluate_folder(outputs, references, on_clip=lambda _: bar.advance(task))
@@ -56,8 +60,11 @@ def evaluate_command(
     for row in rows:
         table.add_row(row["name"], *("-" if row[key] is None else style.format(row[key])
                                      for key, _, style in COLUMNS))
-    console.print(table)
-    if json_path is not None:
-        with atomic_output(json_path) as tmp:
+    say = err_console if json_summary else console  # stdout holds only the JSON
+    say.print(table)
+    if output is not None:
+        with atomic_output(output) as tmp:
             tmp.write_text(json.dumps(report, indent=2) + "\n")
-        console.print(f"wrote {json_path}", highlight=False)
+        say.print(f"wrote {output}", highlight=False)
+    if json_summary:
+        typer.echo(json.dumps(report, indent=2))

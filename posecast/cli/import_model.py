@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from posecast.cli.options import Overwrite
-from posecast.cli.ui import console, err_console
+from posecast.cli.options import JsonSummary, Overwrite
+from posecast.cli.ui import err_console, print_result
 
 import_app = typer.Typer(help="Convert public weights into posecast model folders (once; the "
                          "folders then work offline).", no_args_is_help=True)
@@ -28,6 +28,7 @@ def import_mimicmotion_command(
     revision: Annotated[str | None, typer.Option(
         help="A Hub revision (branch, tag or commit) of the SVD repo.", show_default=False)]
     = None,
+    json_summary: JsonSummary = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Import MimicMotion (the paper's teacher): SVD's UNet with a pose network.
@@ -48,4 +49,39 @@ def import_mimicmotion_command(
     folder = import_mimicmotion(out, svd, checkpoint, revision, overwrite,
                                 on_message=lambda text: err_console.print(text, markup=False,
                                                                           highlight=False))
-    console.print(f"wrote {folder}", markup=False, highlight=False)
+    print_result(f"wrote {folder}", {"folder": str(folder)}, json_summary)
+
+
+@import_app.command("lpips")
+def import_lpips_command(
+    vgg: Annotated[Path, typer.Argument(help="torchvision's VGG16 weights (vgg16-397923af.pth "
+                                        "from download.pytorch.org).", show_default=False)],
+    lin: Annotated[Path, typer.Argument(help="LPIPS v0.1's linear heads (lpips/weights/v0.1/"
+                                        "vgg.pth of the lpips package).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The folder to write (the plug-in's "
+                                      "weights and a card).", show_default=False)],
+    json_summary: JsonSummary = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """Import LPIPS (VGG16) for the perceptual plug-in of `posecast distill --perceptual`.
+
+    Reads the two published .pth files with torch.load(weights_only=True) (anything but
+    tensors is refused without running it), checks every key and shape, and writes
+    OUT/lpips_vgg16.safetensors with a card that names both sources and their licences.
+
+    [bold]Example[/bold]
+
+      curl -LO https://download.pytorch.org/models/vgg16-397923af.pth
+
+      curl -L -o lpips_vgg.pth https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth
+
+      posecast import lpips vgg16-397923af.pth lpips_vgg.pth --out lpips/
+
+      posecast distill clips/ --teacher teacher/ --out student/ --perceptual lpips=lpips/:0.1
+    """
+    from posecast.paths import require_file
+    from posecast.train.perceptual import import_lpips
+
+    folder = import_lpips(require_file(vgg, "VGG16 weights"),
+                          require_file(lin, "LPIPS weights"), out, overwrite)
+    print_result(f"wrote {folder}", {"folder": str(folder)}, json_summary)

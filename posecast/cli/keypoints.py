@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from posecast.cli.options import AllowMissing, Overwrite
-from posecast.cli.ui import console, err_console, progress_bar
+from posecast.cli.options import AllowMissing, JsonSummary, Overwrite
+from posecast.cli.ui import err_console, print_result, progress_bar
 from posecast.errors import UsageError
 from posecast.paths import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, atomic_output, require_output
 
@@ -25,6 +25,7 @@ def keypoints_command(
     = None,
     smooth: Annotated[bool, typer.Option(help="One-Euro filter the tracks of a video.")] = False,
     allow_missing: AllowMissing = False,
+    json_summary: JsonSummary = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Find face (478), body (33) and hand (2 × 21) landmarks with mediapipe.
@@ -45,7 +46,7 @@ def keypoints_command(
     if input.is_dir():
         if preview is not None:
             raise UsageError("--preview works for one image or video, not for a folder")
-        _extract_folder(input, output, smooth, allow_missing)
+        _extract_folder(input, output, smooth, allow_missing, json_summary)
         return
     if suffix in VIDEO_EXTENSIONS:
         kind, preview_types = "video", (".mp4",)
@@ -81,7 +82,7 @@ def keypoints_command(
         keypoints.save(tmp)
         if preview is not None:
             _write_preview(input, kind, keypoints, preview)
-    _report(keypoints, output, preview, elapsed)
+    _report(keypoints, output, preview, elapsed, json_summary)
 
 
 def _write_preview(input: Path, kind: str, keypoints, preview: Path) -> None:
@@ -107,19 +108,25 @@ def _write_preview(input: Path, kind: str, keypoints, preview: Path) -> None:
                 mp4.write(draw_pose(frame, keypoints, t))
 
 
-def _report(keypoints, output: Path, preview: Path | None, elapsed: float) -> None:
+def _report(keypoints, output: Path, preview: Path | None, elapsed: float,
+            as_json: bool) -> None:
     from posecast.pose.keypoints import PART_SIZES
 
     rates = keypoints.detection_rates()
     found = ", ".join(f"{part.replace('_', ' ')} ({PART_SIZES[part]} points) in {rate:.0%}"
                       for part, rate in rates.items())
-    console.print(f"{len(keypoints)} frame(s) of {keypoints.width}x{keypoints.height} in "
-                  f"{elapsed:.2f} s; found {found} of frames", highlight=False, soft_wrap=True)
-    console.print(f"wrote {output}" + (f" and {preview}" if preview else ""), highlight=False,
-                  soft_wrap=True)
+    print_result(f"{len(keypoints)} frame(s) of {keypoints.width}x{keypoints.height} in "
+                 f"{elapsed:.2f} s; found {found} of frames\nwrote {output}"
+                 + (f" and {preview}" if preview else ""),
+                 {"output": str(output), "preview": None if preview is None else str(preview),
+                  "frames": len(keypoints), "width": keypoints.width,
+                  "height": keypoints.height, "seconds": round(elapsed, 3),
+                  "detection_rates": {part: round(float(rate), 4)
+                                      for part, rate in rates.items()}}, as_json)
 
 
-def _extract_folder(folder: Path, cache: Path, smooth: bool, allow_missing: bool) -> None:
+def _extract_folder(folder: Path, cache: Path, smooth: bool, allow_missing: bool,
+                    as_json: bool) -> None:
     from posecast.pose.extract import extract_folder, find_clips
 
     if cache.exists() and not cache.is_dir():
@@ -140,8 +147,10 @@ def _extract_folder(folder: Path, cache: Path, smooth: bool, allow_missing: bool
                 err_console.print(f"skipped {result.clip}: {result.message}", markup=False,
                                   highlight=False, soft_wrap=True)
             bar.advance(task)
-    console.print(f"{counts['done']} extracted, {counts['skipped']} already cached, "
-                  f"{counts['failed']} failed in {time.perf_counter() - started:.1f} s → {cache}",
-                  highlight=False)
+    elapsed = time.perf_counter() - started
+    print_result(f"{counts['done']} extracted, {counts['skipped']} already cached, "
+                 f"{counts['failed']} failed in {elapsed:.1f} s → {cache}",
+                 {"cache": str(cache), "extracted": counts["done"], "cached": counts["skipped"],
+                  "failed": counts["failed"], "seconds": round(elapsed, 3)}, as_json)
     if counts["failed"]:
         raise typer.Exit(1)

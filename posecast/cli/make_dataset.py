@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from posecast.cli.options import Overwrite, Seed
-from posecast.cli.ui import console, err_console, progress_bar
+from posecast.cli.options import JsonSummary, Overwrite, Seed
+from posecast.cli.ui import err_console, print_result, progress_bar
 from posecast.errors import UsageError
 from posecast.paths import usual_permissions
 
@@ -27,6 +27,7 @@ def make_dataset_command(
     held_out_people: Annotated[int, typer.Option(
         help="Drawn people kept for evaluation only (the last ones).", min=0)] = 2,
     seed: Seed = 0,
+    json_summary: JsonSummary = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Make talking clips with exact keypoints: the bundled public-domain portraits warped
@@ -65,6 +66,7 @@ def make_dataset_command(
         raise
     held = sum(record.split == "heldout" for record in records)
     seconds = sum(record.seconds for record in records)
-    console.print(f"wrote {len(records)} clips ({seconds:.0f} s of speech) to {out}: "
-                  f"{len(records) - held} in {out}/train, {held} in {out}/heldout",
-                  highlight=False, soft_wrap=True)
+    print_result(f"wrote {len(records)} clips ({seconds:.0f} s of speech) to {out}: "
+                 f"{len(records) - held} in {out}/train, {held} in {out}/heldout",
+                 {"folder": str(out), "clips": len(records), "train": len(records) - held,
+                  "heldout": held, "seconds_of_speech": round(seconds, 3)}, json_summary)

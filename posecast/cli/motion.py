@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from posecast.cli.options import Overwrite, Seed
-from posecast.cli.ui import console
+from posecast.cli.options import JsonSummary, Overwrite, Seed
+from posecast.cli.ui import print_result
 from posecast.errors import UsageError
 from posecast.paths import (
     AUDIO_EXTENSIONS,
@@ -37,6 +37,7 @@ def motion_command(
         "train-motion`.")] = "procedural",
     fps: Annotated[float, typer.Option(help="Frames per second.", min=1.0, max=120.0)] = 25.0,
     seed: Seed = 0,
+    json_summary: JsonSummary = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Make the portrait's keypoints move with the speech: mouth, head, blinks, hand beats.
@@ -66,9 +67,12 @@ def motion_command(
         poses.save(tmp)
         if preview is not None:
             write_preview(preview, image, poses, clip)
-    console.print(f"wrote {output}" + (f" and {preview}" if preview else "") +
-                  f": {len(poses)} frames at {fps:g} fps ({clip.duration:.2f} s) in "
-                  f"{elapsed:.2f} s", highlight=False, soft_wrap=True)
+    print_result(f"wrote {output}" + (f" and {preview}" if preview else "") +
+                 f": {len(poses)} frames at {fps:g} fps ({clip.duration:.2f} s) in "
+                 f"{elapsed:.2f} s",
+                 {"output": str(output), "preview": None if preview is None else str(preview),
+                  "frames": len(poses), "fps": fps, "seconds": round(clip.duration, 3),
+                  "elapsed": round(elapsed, 3)}, json_summary)
 
 
 def write_preview(path: Path, image, poses, clip) -> None:

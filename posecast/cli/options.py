@@ -16,7 +16,10 @@ AllowMissing = Annotated[
         help="Write zeros for a face or body that is not found instead of stopping.",
     ),
 ]
-Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu, or cuda[:N].")]
+JsonSummary = Annotated[bool, typer.Option(
+    "--json", help="Print a JSON summary on stdout (messages go to stderr).")]
+Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu, or cuda[:N].",
+                                     envvar="POSECAST_DEVICE")]
 MAX_SEED = 2**63 - 1  # what torch.Generator.manual_seed takes
 
 
@@ -31,6 +34,15 @@ Seed = Annotated[int, typer.Option(help="Random seed (0 to 2^63 − 1); the same
                                    "same output.", callback=check_seed)]
 ModelOption = Annotated[str, typer.Option(
     "--model", help="A model folder, or a Hugging Face repo id (owner/name).")]
+
+
+def revision_option(of: str):
+    """`--revision` for the repo id given with the option `of` (e.g. "--model")."""
+    return Annotated[str | None, typer.Option(
+        "--revision", help=f"The Hub revision (branch, tag or commit) of the repo id given "
+        f"with {of} (default: main); not used for a local folder.", show_default=False)]
+
+
 Steps = Annotated[int | None, typer.Option(help="Denoising steps (default: the model's).",
                                             min=1)]
 Cfg = Annotated[float | None, typer.Option(

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from posecast.cli.devices import parse_size, pick_device
-from posecast.cli.options import MAX_SEED, Device, Overwrite, Seed, check_seed
+from posecast.cli.options import MAX_SEED, Device, Overwrite, Seed, check_seed, revision_option
 from posecast.cli.ui import console, err_console, progress_bar
 from posecast.errors import PosecastError, Terminated, UsageError
 from posecast.paths import (
@@ -139,7 +139,8 @@ def render_command(
                                                 show_default=False)] = None,
     model: Annotated[str | None, typer.Option(
         help="A distilled student: model folder or Hub repo id \\[default: the bundled starter "
-        "model].", show_default=False)] = None,
+        "model].", show_default=False, envvar="POSECAST_MODEL")] = None,
+    revision: revision_option("--model") = None,
     motion: Annotated[str, typer.Option(
         help="Motion from speech: 'procedural' (built in, no weights) or a model folder / repo "
         "id trained with `posecast train-motion`.")] = "procedural",
@@ -208,6 +209,8 @@ def render_command(
             jobs = jobs[index::count]
     if shard is not None and batch is None:
         raise UsageError("--shard needs --batch")
+    if revision is not None and model is None:
+        raise UsageError("--revision needs --model OWNER/NAME (the Hub repo it picks from)")
     if poses is not None:
         require_file(poses, "pose file", (".npz",))
     torch_device = pick_device(device)
@@ -217,9 +220,11 @@ def render_command(
 
     def renderer_for(source: str):
         if source not in renderers:
-            shape = None if size is None else parse_size(size, size_multiple(source))
+            source_revision = revision if source == model else None  # a CSV row names its own
+            shape = None if size is None else parse_size(size, size_multiple(source,
+                                                                             source_revision))
             renderers[source] = load_renderer(source, torch_device, size=shape, steps=steps,
-                                              compile=compile,
+                                              compile=compile, revision=source_revision,
                                               on_warning=lambda text: say.print(
                                                   text, highlight=False))
         return renderers[source]

@@ -15,12 +15,14 @@ from posecast.cli.options import (
     AllowMissing,
     Cfg,
     Device,
+    JsonSummary,
     Overwrite,
     Seed,
     Size,
     Steps,
+    revision_option,
 )
-from posecast.cli.ui import console, progress_bar
+from posecast.cli.ui import print_result, progress_bar
 from posecast.errors import PosecastError, UsageError
 from posecast.paths import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, require_file, require_output
 
@@ -35,6 +37,7 @@ def teacher_command(
         "a MimicMotion folder from `posecast import mimicmotion`. Default: the bundled starter "
         "teacher (64×64, the one the starter student was distilled from).")]
     = None,
+    revision: revision_option("--model") = None,
     poses: Annotated[Path | None, typer.Option(help="A keypoint file (.npz) to follow.")] = None,
     driving_video: Annotated[Path | None, typer.Option(
         help="A video whose person's motion to follow.")] = None,
@@ -58,6 +61,7 @@ def teacher_command(
     seed: Seed = 0,
     device: Device = "auto",
     allow_missing: AllowMissing = False,
+    json_summary: JsonSummary = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Render PORTRAIT moving like a pose sequence, with the slow, high-quality teacher.
@@ -82,6 +86,8 @@ def teacher_command(
 
     if (poses is None) == (driving_video is None):
         raise UsageError("give exactly one of --poses POSES.npz or --driving-video VIDEO")
+    if revision is not None and model is None:
+        raise UsageError("--revision needs --model OWNER/NAME (the Hub repo it picks from)")
     require_output(output, overwrite, (".mp4",), inputs=(audio, driving_video))
     torch_device = pick_device(device)
     if poses is not None:
@@ -103,7 +109,7 @@ def teacher_command(
         model = str(starter_teacher())
     if attention not in (None, "dense", "input_aware"):
         raise UsageError(f"--attention {attention}: choose dense or input_aware")
-    sampler = load_teacher(model, torch_device)
+    sampler = load_teacher(model, torch_device, revision)
     if attention is not None:
         sampler.set_attention(attention, k_frames)
     changes = {}
@@ -135,7 +141,9 @@ def teacher_command(
         for frame in itertools.chain([first], video):
             mp4.write(frame)
     elapsed = time.perf_counter() - started
-    console.print(f"wrote {output}: {frames} frames ({frames / fps:.2f} s) at "
-                  f"{sampler.width}x{sampler.height}, {steps} steps, CFG {cfg:g}, in "
-                  f"{elapsed:.1f} s ({frames / elapsed:.2f} frames/s)", highlight=False,
-                  soft_wrap=True)
+    print_result(f"wrote {output}: {frames} frames ({frames / fps:.2f} s) at "
+                 f"{sampler.width}x{sampler.height}, {steps} steps, CFG {cfg:g}, in "
+                 f"{elapsed:.1f} s ({frames / elapsed:.2f} frames/s)",
+                 {"output": str(output), "frames": frames, "seconds": round(frames / fps, 3),
+                  "width": sampler.width, "height": sampler.height, "steps": steps, "cfg": cfg,
+                  "elapsed": round(elapsed, 3)}, json_summary)

@@ -7,9 +7,16 @@ from typing import Annotated
 
 import typer
 
-from posecast.cli.options import Device, Overwrite, Seed, parse_region_alphas
+from posecast.cli.options import (
+    Device,
+    JsonSummary,
+    Overwrite,
+    Seed,
+    parse_region_alphas,
+    revision_option,
+)
 from posecast.cli.run_folder import prepare_run_folder
-from posecast.cli.ui import console, err_console, progress_bar
+from posecast.cli.ui import err_console, print_result, progress_bar
 from posecast.errors import ConfigError, PosecastError, UsageError
 
 
@@ -42,6 +49,7 @@ def train_command(
         help="Start from a trained model (folder or repo id), e.g. to fine-tune a dense "
         "teacher with --attention input_aware; a MimicMotion folder (from `posecast import "
         "mimicmotion`) is fine-tuned with SVD's objective (the paper's stage 1).")] = None,
+    revision: revision_option("--init-from") = None,
     region_alpha: Annotated[list[str] | None, typer.Option(
         help="Weigh the loss by w = 1 + Σ α_r·m_r over the keypoints' regions, as REGION=ALPHA "
         "(face, lips, hands, arms; unnamed regions 0); repeat for several. On small frames the "
@@ -52,6 +60,7 @@ def train_command(
         "(FSDP2) instead of copying it to each.")] = False,
     seed: Seed = 0,
     device: Device = "auto",
+    json_summary: JsonSummary = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Train a pose-conditioned video denoiser (the teacher) with flow matching.
@@ -77,7 +86,13 @@ def train_command(
         raise UsageError(f"--attention {attention}: use dense or input_aware")
     from posecast.families import training_family
 
-    if training_family(init_from, out, resume) == "mimicmotion":
+    if revision is not None and init_from is None:
+        raise UsageError("--revision needs --init-from OWNER/NAME (the Hub repo it picks from)")
+    if training_family(init_from, out, resume, revision) == "mimicmotion":
+        if revision is not None:  # the fine-tune reads a folder: this revision's snapshot
+            from posecast.hub import resolve_folder
+
+            init_from = str(resolve_folder(init_from, revision))
         from posecast.mimicmotion.train import FineTuneConfig, fine_tune
 
         settings = FineTuneConfig(
@@ -102,8 +117,8 @@ def train_command(
                 raise PosecastError(f"out of GPU memory fine-tuning windows of {frames} frames "
                                     f"at batch size {batch_size}; lower --frames or "
                                     "--batch-size, or add --gradient-checkpointing") from None
-        console.print(f"model written to {out} (resume state in {out}/checkpoint)",
-                      highlight=False, soft_wrap=True)
+        print_result(f"model written to {out} (resume state in {out}/checkpoint)",
+                     {"model": str(out), "checkpoint": str(out / "checkpoint")}, json_summary)
         return
     if fsdp:
         raise UsageError("--fsdp shards a MimicMotion fine-tune; posecast's own teachers train "
@@ -112,7 +127,8 @@ def train_command(
     if init_from is not None:
         from posecast.models.pretrained import load_config
 
-        config = load_config(init_from).replace(attention=attention, k_frames=k_frames)
+        config = load_config(init_from, revision).replace(attention=attention,
+                                                          k_frames=k_frames)
     else:
         config = make_preset(preset, attention=attention, k_frames=k_frames)
     try:  # the settings are checked before the output folder is touched
@@ -134,8 +150,8 @@ def train_command(
                        "clips/s")
 
         train_teacher(dataset, out, config, train, resume=resume, device=device,
-                      init_from=init_from, on_step=on_step,
+                      init_from=init_from, init_revision=revision, on_step=on_step,
                       on_message=lambda text: err_console.print(text, markup=False,
                                                                 highlight=False, soft_wrap=True))
-    console.print(f"model written to {out} (EMA weights; resume state in {out}/checkpoint)",
-                  highlight=False, soft_wrap=True)
+    print_result(f"model written to {out} (EMA weights; resume state in {out}/checkpoint)",
+                 {"model": str(out), "checkpoint": str(out / "checkpoint")}, json_summary)

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from posecast.cli.options import Device, Overwrite, Seed
+from posecast.cli.options import Device, JsonSummary, Overwrite, Seed
 from posecast.cli.run_folder import prepare_run_folder
-from posecast.cli.ui import console, err_console, progress_bar
+from posecast.cli.ui import err_console, print_result, progress_bar
 
 
 def train_motion_command(
@@ -25,6 +25,7 @@ def train_motion_command(
     = 1e-3,
     seed: Seed = 0,
     device: Device = "auto",
+    json_summary: JsonSummary = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Train the learned motion model (log-mel audio → keypoint offsets) on clips whose
@@ -49,5 +50,5 @@ def train_motion_command(
                                                            description=f"loss {loss:.5f}"),
                      on_message=lambda text: err_console.print(text, markup=False,
                                                                highlight=False, soft_wrap=True))
-    console.print(f"motion model written to {out} (use it with --motion {out})",
-                  highlight=False, soft_wrap=True)
+    print_result(f"motion model written to {out} (use it with --motion {out})",
+                 {"model": str(out)}, json_summary)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 from rich.console import Console
@@ -17,7 +18,19 @@ from rich.progress import (
 # Piped or redirected output (logs, batch jobs) gets wide lines instead of rich's 80 columns.
 # emoji=False: ":smile:" in a file name must print as typed.
 console = Console(emoji=False) if sys.stdout.isatty() else Console(width=240, emoji=False)
-err_console = Console(stderr=True, emoji=False)
+err_console = Console(stderr=True, emoji=False) if sys.stderr.isatty() else \
+    Console(stderr=True, width=240, emoji=False)  # tables moved there by --json stay whole
+
+
+def print_result(text: str, summary: dict, as_json: bool) -> None:
+    """A command's last word: `text` on stdout, or with --json `summary` as one JSON object on
+    stdout and `text` on stderr (so a pipe into a JSON reader gets JSON alone)."""
+    if as_json:
+        err_console.print(text, markup=False, highlight=False, soft_wrap=True)
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        sys.stdout.flush()
+    else:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def progress_bar(unit: str = "") -> Progress:

@@ -26,12 +26,13 @@ class StudentRenderer(Renderer):
     def __init__(self, model: str | os.PathLike, device: torch.device,
                  size: tuple[int, int] | None = None, steps: int | None = None,
                  compile: bool | None = None,
-                 on_warning: Callable[[str], None] | None = None) -> None:
+                 on_warning: Callable[[str], None] | None = None,
+                 revision: str | None = None) -> None:
         from posecast.hub import resolve_folder
 
         self.source = str(model)
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        self.student = load_student(resolve_folder(model), device, dtype)
+        self.student = load_student(resolve_folder(model, revision), device, dtype)
         parts = self.student.parts
         if size is not None:
             parts.recipe = parts.recipe.replace(height=size[0], width=size[1])

@@ -101,9 +101,10 @@ def model_card(config: DenoiserConfig, extra: str = "") -> str:
     )
 
 
-def _resolve_model(path_or_repo: str | os.PathLike,
-                   revision: str | None) -> tuple[Path, DenoiserConfig]:
-    folder = resolve_folder(path_or_repo, revision, [CONFIG_NAME, WEIGHTS_NAME, CARD_NAME])
+def _resolve_model(path_or_repo: str | os.PathLike, revision: str | None,
+                   **hub_options) -> tuple[Path, DenoiserConfig]:
+    folder = resolve_folder(path_or_repo, revision, [CONFIG_NAME, WEIGHTS_NAME, CARD_NAME],
+                            **hub_options)
     config_path = folder / CONFIG_NAME
     if not config_path.is_file() or not (folder / WEIGHTS_NAME).is_file():
         raise InputError(f"{path_or_repo}: not a posecast model folder (needs {CONFIG_NAME} and "
@@ -123,19 +124,28 @@ def _resolve_model(path_or_repo: str | os.PathLike,
     return folder, config.replace(codec=_codec_inside(config.codec, folder, config_path))
 
 
-def load_config(path_or_repo: str | os.PathLike, revision: str | None = None) -> DenoiserConfig:
+def load_config(path_or_repo: str | os.PathLike, revision: str | None = None, *,
+                cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
+                local_files_only: bool | None = None) -> DenoiserConfig:
     """A model folder's config alone (no weights are read)."""
-    return _resolve_model(path_or_repo, revision)[1]
+    return _resolve_model(path_or_repo, revision, cache_dir=cache_dir, token=token,
+                          local_files_only=local_files_only)[1]
 
 
 def from_pretrained(path_or_repo: str | os.PathLike, revision: str | None = None,
-                    device: torch.device | str = "cpu", **config_changes) -> Denoiser:
+                    device: torch.device | str = "cpu", *,
+                    cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
+                    local_files_only: bool | None = None, **config_changes) -> Denoiser:
     """Load a model folder (local, or a Hub repo id resolved through the HF cache).
 
-    `config_changes` override config fields that do not change the weights' shapes (for
-    example attention="input_aware").
+    For a repo id, `revision` (branch, tag or commit), `cache_dir`, `token` and
+    `local_files_only` work as in huggingface_hub's `from_pretrained` (defaults: main,
+    HF_HUB_CACHE, HF_TOKEN or the saved login, HF_HUB_OFFLINE). `config_changes` override
+    config fields that do not change the weights' shapes (for example
+    attention="input_aware").
     """
-    folder, config = _resolve_model(path_or_repo, revision)
+    folder, config = _resolve_model(path_or_repo, revision, cache_dir=cache_dir, token=token,
+                                    local_files_only=local_files_only)
     weights_path = folder / WEIGHTS_NAME
     if config_changes:
         config = config.replace(**config_changes)

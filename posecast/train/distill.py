@@ -433,16 +433,19 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
             settings: DistillConfig, resume: bool = False, device: str = "auto",
             on_step: Callable[[DistillReport], None] | None = None,
             on_message: Callable[[str], None] | None = None,
-            on_pairs: Callable[[int, int], None] | None = None) -> Path:
-    """Distil the teacher at `teacher_source` into a student model folder `out` (also holding
-    checkpoint/, ode_pairs/, train_log.jsonl and samples/). Returns `out`."""
+            on_pairs: Callable[[int, int], None] | None = None,
+            teacher_revision: str | None = None) -> Path:
+    """Distil the teacher at `teacher_source` (a Hub repo id at `teacher_revision`, or a
+    folder) into a student model folder `out` (also holding checkpoint/, ode_pairs/,
+    train_log.jsonl and samples/). Returns `out`."""
     out = Path(out)
     env = distributed.setup(device)
     try:
         checkpoint_dir = out / CHECKPOINT_DIR
         if resume:
             found, settings = resumed_settings(out, settings.max_steps, settings.region_steps)
-        teacher = from_pretrained(teacher_source, device=env.device).requires_grad_(False)
+        teacher = from_pretrained(teacher_source, teacher_revision,
+                                  device=env.device).requires_grad_(False)
         config = student_config(teacher.config, settings)
         torch.manual_seed(settings.seed)
         student = Denoiser(config).to(env.device)
@@ -547,7 +550,9 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
                     save_checkpoint(checkpoint_dir, step, states, optimizer_states,
                                     {"distill_config": settings.to_dict(),
                                      "student_config": config.to_dict(),
-                                     "teacher": str(teacher_source), "counters": counters})
+                                     "teacher": str(teacher_source),
+                                     "teacher_revision": teacher_revision,
+                                     "dataset": str(dataset), "counters": counters})
                     save_pretrained(student, out, student_card(config, settings,
                                                                teacher_source, step),
                                     state=states["student"] if sharded else None)

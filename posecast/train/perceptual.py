@@ -11,13 +11,19 @@ Plug-ins:
          The folder holds `lpips_vgg16.safetensors` with keys `features.<i>.weight|bias` for
          the 13 convolutions of VGG16 (torchvision numbering 0, 2, 5, …, 28) and
          `heads.<j>.weight` (1, C_j, 1, 1) for the five taps (relu1_2 … relu5_3).
+         `posecast import lpips` makes it from the published weights: torchvision's VGG16
+         (vgg16-397923af.pth, keys `features.<i>.weight|bias`; its classifier is not used)
+         and LPIPS v0.1's linear heads (lpips/weights/v0.1/vgg.pth of the `lpips` package,
+         keys `lin<j>.model.1.weight`, or `.model.0.` when saved without dropout).
 A face-identity term (the paper's, on the face) has no plug-in yet.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,7 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from posecast.errors import PosecastError, UsageError
+from posecast.errors import InputError, PosecastError, UsageError
 from posecast.hub import resolve_folder
 from posecast.pose.keypoints import Keypoints
 from posecast.pose.regions import Region, region_masks
@@ -112,6 +118,86 @@ def _load_lpips(source: str, device: torch.device) -> nn.Module:
 
 
 PLUGINS = {"lpips": (_load_lpips, body_mask)}
+LPIPS_CARD = """# LPIPS (VGG16) for posecast's perceptual plug-in
+
+Converted by `posecast import lpips` from the published weights: torchvision's ImageNet VGG16
+(features only; BSD-3-Clause code, weights trained on ImageNet) and LPIPS v0.1's linear heads
+(Zhang et al., "The Unreasonable Effectiveness of Deep Features as a Perceptual Metric", CVPR
+2018; BSD-2-Clause). Their licences apply to this copy.
+
+Use: `posecast distill … --perceptual lpips=THIS_FOLDER:WEIGHT`.
+"""
+
+
+def lpips_state_from_published(vgg: dict[str, torch.Tensor], lin: dict[str, torch.Tensor],
+                               vgg_name: str = "the VGG16 weights",
+                               lin_name: str = "the LPIPS weights") -> dict[str, torch.Tensor]:
+    """torchvision's vgg16 state dict and LPIPS' linear layers → LpipsNetwork's state dict
+    (float32), checking every key and shape; a one-line error names the first mismatch."""
+    with torch.device("meta"):  # shapes only
+        expected = LpipsNetwork().state_dict()
+    unexpected = sorted(key for key in vgg if key.startswith("features.")
+                        and key not in expected)
+    if unexpected:
+        raise InputError(f"{vgg_name}: '{unexpected[0]}' is not a convolution of VGG16; give "
+                         "torchvision's vgg16 weights (not vgg16_bn or another network)")
+    state = {}
+    for key, target in expected.items():
+        if key.startswith("features."):
+            source, names = vgg, [key]
+        else:  # heads.<j>.weight ← lin<j>.model.1.weight (after a dropout) or .model.0.
+            tap = key.split(".")[1]
+            source, names = lin, [f"lin{tap}.model.1.weight", f"lin{tap}.model.0.weight"]
+        found = next((name for name in names if name in source), None)
+        if found is None:
+            where = vgg_name if source is vgg else lin_name
+            raise InputError(f"{where}: lacks '{names[0]}'; is it "
+                             + ("torchvision's vgg16?" if source is vgg
+                                else "LPIPS v0.1's vgg.pth (its linear heads)?"))
+        if source[found].shape != target.shape:
+            where = vgg_name if source is vgg else lin_name
+            raise InputError(f"{where}: '{found}' has shape {tuple(source[found].shape)} where "
+                             f"LPIPS' VGG16 has {tuple(target.shape)}")
+        state[key] = source[found].float().contiguous()
+    return state
+
+
+def import_lpips(vgg_path: str | os.PathLike, lin_path: str | os.PathLike,
+                 out: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write the plug-in's folder `out` (LPIPS_FILE and a card) from the published .pth files,
+    read with torch.load(weights_only=True); `out` appears whole or not at all."""
+    import shutil
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    from posecast.mimicmotion.importer import load_checkpoint
+    from posecast.paths import usual_permissions
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise UsageError(f"{out}: already exists; pass --overwrite to replace it")
+    if out.exists() and not (out.is_dir() and ((out / LPIPS_FILE).is_file()
+                                               or not any(out.iterdir()))):
+        raise UsageError(f"{out}: is not an LPIPS weights folder; refusing to replace it "
+                         "(give a new path)")
+    if not out.parent.is_dir():
+        raise UsageError(f"{out}: the parent folder {out.parent} does not exist")
+    state = lpips_state_from_published(load_checkpoint(Path(vgg_path)),
+                                       load_checkpoint(Path(lin_path)), str(vgg_path),
+                                       str(lin_path))
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.importing-", dir=out.parent))
+    try:
+        save_file(state, staging / LPIPS_FILE, metadata={"format": "pt"})
+        (staging / "README.md").write_text(LPIPS_CARD)
+        usual_permissions(staging)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
 
 
 def parse_term(spec: str) -> tuple[str, str, float]:

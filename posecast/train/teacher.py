@@ -125,15 +125,15 @@ def flow_matching_loss(model, codec, batch: dict[str, torch.Tensor], config: Den
 
 def train_teacher(dataset: str | os.PathLike, out: str | os.PathLike, config: DenoiserConfig,
                   train: TrainConfig, resume: bool = False, device: str = "auto",
-                  init_from: str | None = None,
+                  init_from: str | None = None, init_revision: str | None = None,
                   on_step: Callable[[StepReport], None] | None = None,
                   on_message: Callable[[str], None] | None = None) -> Path:
     """Train, checkpointing into `out/checkpoint`; the EMA weights go to `out` as a model
     folder at each checkpoint and at the end. Returns `out`.
 
-    `init_from` (a model folder or repo id) starts from trained weights: the paper's stage 1
-    fine-tunes a dense teacher with `config.attention = "input_aware"`. Its architecture must
-    match `config` (attention settings may differ)."""
+    `init_from` (a model folder, or a repo id at `init_revision`) starts from trained
+    weights: the paper's stage 1 fine-tunes a dense teacher with `config.attention =
+    "input_aware"`. Its architecture must match `config` (attention settings may differ)."""
     out = Path(out)
     env = distributed.setup(device)
     try:
@@ -144,12 +144,15 @@ def train_teacher(dataset: str | os.PathLike, out: str | os.PathLike, config: De
                 config = DenoiserConfig.from_dict(saved["model_config"])
                 train = dataclasses.replace(TrainConfig(**saved["train_config"]),
                                             max_steps=train.max_steps)
+                # where the run started, for its model card (`posecast export`)
+                init_from = saved.get("initial_model")
+                init_revision = saved.get("initial_revision")
             except (ValueError, KeyError, TypeError) as error:
                 raise damaged(found, error) from None
         torch.manual_seed(train.seed)  # identical initial weights on every rank
         model = Denoiser(config).to(env.device)
         if init_from is not None and not resume:
-            model.load_state_dict(from_pretrained(init_from).state_dict())
+            model.load_state_dict(from_pretrained(init_from, init_revision).state_dict())
         model.gradient_checkpointing = train.gradient_checkpointing
         ema = copy.deepcopy(model).eval().requires_grad_(False)
         optimizer = torch.optim.AdamW(model.parameters(), lr=train.learning_rate,
@@ -190,7 +193,10 @@ def train_teacher(dataset: str | os.PathLike, out: str | os.PathLike, config: De
                     save_checkpoint(checkpoint_dir, step, {"model": model, "ema": ema},
                                     {"model": optimizer},
                                     {"model_config": config.to_dict(),
-                                     "train_config": dataclasses.asdict(train)})
+                                     "train_config": dataclasses.asdict(train),
+                                     # not "init_from": that key marks a MimicMotion run
+                                     "dataset": str(dataset), "initial_model": init_from,
+                                     "initial_revision": init_revision})
                     save_pretrained(ema, out)
         if log is not None:
             log.close()
