@@ -39,6 +39,19 @@ DEFAULT_WARN_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
+class Job:
+    """A render's inputs, read and framed: the audio, the portrait (H, W, 3) uint8 at the
+    model's size, its poses in model-frame pixels (one per video frame; streamed), the frame
+    rate and the seed."""
+
+    clip: AudioClip
+    reference: np.ndarray
+    poses: Keypoints | PoseStream
+    fps: float
+    seed: int
+
+
+@dataclass(frozen=True)
 class RenderResult:
     output: Path
     frames: int
@@ -225,14 +238,13 @@ class Renderer:
     def frame(self, image: np.ndarray, keypoints: Keypoints) -> Box:
         return portrait_box(keypoints, image.shape[1], image.shape[0], self.width, self.height)
 
-    def render(self, audio: str | os.PathLike, portrait: str | os.PathLike,
-               output: str | os.PathLike, motion=None, poses: str | os.PathLike | None = None,
-               fps: float = 25.0, seed: int = 0,
-               on_progress: Callable[[float, float], None] | None = None,
-               on_warning: Callable[[str], None] | None = None,
-               warn_seconds: float = DEFAULT_WARN_SECONDS) -> RenderResult:
-        """Render one job; on_progress(seconds of video done, total seconds)."""
-        started = time.perf_counter()
+    def prepare(self, audio: str | os.PathLike, portrait: str | os.PathLike, motion=None,
+                poses: str | os.PathLike | None = None, fps: float = 25.0, seed: int = 0,
+                on_warning: Callable[[str], None] | None = None,
+                warn_seconds: float = DEFAULT_WARN_SECONDS) -> Job:
+        """Read the audio and the portrait, frame the portrait and set up its motion (from
+        `motion`, default the built-in model, or the keypoint file `poses`): what `frames` and
+        `generate` take."""
         clip = load_audio(require_file(audio, "audio", AUDIO_EXTENSIONS + VIDEO_EXTENSIONS))
         if clip.duration > warn_seconds and on_warning is not None:
             on_warning(f"warning: {audio} lasts {clip.duration / 60:.1f} min (over "
@@ -249,8 +261,26 @@ class Renderer:
             chunks = motion.stream(clip, keypoints, fps, frames, seed)
             sequence = PoseStream((fit_keypoints(chunk, box) for chunk in chunks), frames,
                                   keep=self.frames_kept)
-        return self.generate(clip, crop_resize(image, box), sequence, Path(output), fps, seed,
+        return Job(clip, crop_resize(image, box), sequence, fps, seed)
+
+    def render(self, audio: str | os.PathLike, portrait: str | os.PathLike,
+               output: str | os.PathLike, motion=None, poses: str | os.PathLike | None = None,
+               fps: float = 25.0, seed: int = 0,
+               on_progress: Callable[[float, float], None] | None = None,
+               on_warning: Callable[[str], None] | None = None,
+               warn_seconds: float = DEFAULT_WARN_SECONDS) -> RenderResult:
+        """Render one job into `output`; on_progress(seconds of video done, total seconds)."""
+        started = time.perf_counter()
+        job = self.prepare(audio, portrait, motion, poses, fps, seed, on_warning, warn_seconds)
+        return self.generate(job.clip, job.reference, job.poses, Path(output), fps, seed,
                              started, on_progress)
+
+    def frames(self, job: Job) -> Iterator[np.ndarray]:
+        """A prepared job's frames, (H, W, 3) uint8, each as soon as its chunk is done;
+        exactly one per pose."""
+        count = len(job.poses)
+        for start, pixels in self.chunks(job.reference, job.poses, job.seed):
+            yield from pixels[:count - start]
 
     def chunks(self, reference: np.ndarray, poses: Keypoints | PoseStream, seed: int = 0
                ) -> Iterator[tuple[int, np.ndarray]]:
@@ -275,13 +305,12 @@ class Renderer:
         first_frame = None
         loop_started = time.perf_counter()
         with write_mp4(output, fps=fps, audio=clip) as mp4:
-            for start, pixels in self.chunks(reference, poses, seed):
-                for frame in pixels[:frames - start]:
-                    mp4.write(frame)
+            for index, frame in enumerate(self.frames(Job(clip, reference, poses, fps, seed))):
+                mp4.write(frame)
                 if first_frame is None:
                     first_frame = time.perf_counter() - started
                 if on_progress is not None:
-                    on_progress(min(start + len(pixels), frames) / fps, frames / fps)
+                    on_progress((index + 1) / fps, frames / fps)
         finished = time.perf_counter()
         return RenderResult(output, frames, frames / fps, finished - started,
                             first_frame or 0.0, finished - loop_started)

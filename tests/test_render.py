@@ -268,3 +268,25 @@ def test_the_design_cards_command_writes_one_mp4_named_from_its_inputs(run_cli, 
     again = run_cli("render", audio, portrait_path, "--device", "cpu")
     assert again.code == 2 and "already exists" in again.stderr
     assert [p.name for p in work.iterdir()] == [name]
+
+
+def test_the_pipeline_yields_the_frames_render_writes(tmp_path, speech_path, portrait_path):
+    """`Pipeline(...)(audio, portrait)` yields exactly ceil(seconds × fps) frames at the
+    model's size, and `render` writes those same frames (up to H.264's loss) into the MP4."""
+    import posecast
+    from posecast.media import AudioClip, iter_video_frames, load_audio
+    from posecast.motion import frame_count
+
+    clip = load_audio(speech_path)
+    audio = tmp_path / "short.wav"
+    AudioClip(clip.samples[:int(0.5 * clip.sample_rate)], clip.sample_rate).save_wav(audio)
+    pipe = posecast.Pipeline.from_pretrained(device="cpu")
+    frames = list(pipe(audio, portrait_path, seed=3))
+    assert len(frames) == frame_count(0.5, 25.0)
+    assert frames[0].shape == (pipe.height, pipe.width, 3) and frames[0].dtype == np.uint8
+    pipe.render(audio, portrait_path, tmp_path / "talk.mp4", seed=3)
+    written = list(iter_video_frames(tmp_path / "talk.mp4"))
+    assert len(written) == len(frames)
+    error = np.mean([np.abs(a.astype(float) - b).mean()
+                     for a, b in zip(frames, written, strict=True)])
+    assert error < 6.0, error

@@ -232,7 +232,7 @@ def bench_render(
         help="Also profile one student run and write the operator table (where the time "
         "goes) to this text file.")] = None,
     size: Annotated[str | None, typer.Option(
-        help="MimicMotion students: HEIGHTxWIDTH (default: the model's; random weights "
+        help="MimicMotion students: WIDTHxHEIGHT (default: the model's; random weights "
         "576x1024).", show_default=False)] = None,
     device: Device = "auto",
 ) -> None:

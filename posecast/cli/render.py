@@ -187,6 +187,7 @@ def render_command(
     """
     from posecast.families import load_renderer, size_multiple
     from posecast.motion import load_motion
+    from posecast.pipeline import Pipeline
 
     if size is not None:
         parse_size(size, 1)  # its form and bounds now; the model's multiple once it is known
@@ -216,18 +217,19 @@ def render_command(
     torch_device = pick_device(device)
     motion_model = load_motion(motion, str(torch_device))
     say = err_console if json_summary else console
-    renderers = {}
+    pipelines = {}  # one per model: a batch loads each model once
 
-    def renderer_for(source: str):
-        if source not in renderers:
+    def renderer_for(source: str) -> Pipeline:
+        if source not in pipelines:
             source_revision = revision if source == model else None  # a CSV row names its own
             shape = None if size is None else parse_size(size, size_multiple(source,
                                                                              source_revision))
-            renderers[source] = load_renderer(source, torch_device, size=shape, steps=steps,
-                                              compile=compile, revision=source_revision,
-                                              on_warning=lambda text: say.print(
-                                                  text, highlight=False))
-        return renderers[source]
+            pipelines[source] = Pipeline(
+                load_renderer(source, torch_device, size=shape, steps=steps, compile=compile,
+                              revision=source_revision,
+                              on_warning=lambda text: say.print(text, highlight=False)),
+                motion_model)
+        return pipelines[source]
 
     results = []
     try:
@@ -236,7 +238,7 @@ def render_command(
                 if job.problem is not None:
                     raise UsageError(job.problem)
                 renderer = renderer_for(job.model or model or default_model())
-                result = _render_one(renderer, job, motion_model, poses, fps,
+                result = _render_one(renderer, job, poses, fps,
                                      job.seed if job.seed is not None else seed, warn_minutes)
             except Exception as error:
                 if batch is None or not (isinstance(error, PosecastError) or _keep_going()):
@@ -298,13 +300,11 @@ def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [""])[0][:300]
 
 
-def _render_one(renderer, job: Job, motion_model, poses, fps: float, seed: int,
-                warn_minutes: float):
+def _render_one(pipeline, job: Job, poses, fps: float, seed: int, warn_minutes: float):
     with progress_bar("s of video") as bar:
         task = bar.add_task(f"rendering {job.output.name}", total=None)
-        return renderer.render(
-            job.audio, job.portrait, job.output, motion=motion_model, poses=poses, fps=fps,
-            seed=seed,
+        return pipeline.render(
+            job.audio, job.portrait, job.output, poses=poses, fps=fps, seed=seed,
             on_progress=lambda done, total: bar.update(task, completed=done, total=total),
             on_warning=lambda text: err_console.print(text, markup=False, highlight=False),
             warn_seconds=warn_minutes * 60)
