@@ -144,8 +144,9 @@ def bench_attention(
         "--json", help="With --check: print the result as JSON on stdout.")] = False,
     device: Device = "auto",
 ) -> None:
-    """Dense SDPA against input-aware sparse attention, or (--check) every backend against an
-    exact oracle.
+    """Dense SDPA against input-aware sparse attention, or (--check) each backend's accuracy.
+
+    With --check, every backend is compared against an exact oracle.
 
     [bold]Examples[/bold]
 
@@ -236,9 +237,11 @@ def bench_render(
         "576x1024).", show_default=False)] = None,
     device: Device = "auto",
 ) -> None:
-    """The teacher and the student on the same portrait, poses and audio: FPS of denoising,
-    decoding and in total (I/O excluded and included), their ratio, the student's time to
-    first frame. The student decodes with the fast decoder when its codec has one.
+    """The teacher against the student: FPS, their ratio, the student's first-frame latency.
+
+    Both run on the same portrait, poses and audio: FPS of denoising, decoding and in total
+    (I/O excluded and included), their ratio, the student's time to first frame. The student
+    decodes with the fast decoder when its codec has one.
 
     [bold]Examples[/bold]
 

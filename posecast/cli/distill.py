@@ -115,14 +115,17 @@ def distill_command(
     json_summary: JsonSummary = False,
     overwrite: Overwrite = False,
 ) -> None:
-    """Distil a teacher into a causal few-step student: ODE-pair initialisation, then DMD
-    with the input-aware region loss. The output is a model folder `posecast render` loads.
+    """Distil a teacher into a causal few-step student that `posecast render` loads.
+
+    ODE-pair initialisation, then DMD with the input-aware region loss; the output is a model
+    folder.
 
     The teacher may be posecast's own or a MimicMotion folder (`posecast import mimicmotion`,
     fine-tuned with `posecast train`); the student is of the teacher's family.
 
     The same command runs on many GPUs (gradients averaged across processes):
-    torchrun --nproc-per-node 8 -m posecast distill clips/ --teacher teacher/ --out student/
+
+      torchrun --nproc-per-node 8 -m posecast distill clips/ --teacher teacher/ --out student/
 
     [bold]Example[/bold]
 

@@ -30,9 +30,11 @@ def make_dataset_command(
     json_summary: JsonSummary = False,
     overwrite: Overwrite = False,
 ) -> None:
-    """Make talking clips with exact keypoints: the bundled public-domain portraits warped
-    along speech-driven motion, and drawn people with moving hands; speech from espeak-ng
-    (a build-time tool; without it, a speech-like buzz). Deterministic for a seed.
+    """Make talking clips with exact keypoints, a training set that needs no download.
+
+    The bundled public-domain portraits are warped along speech-driven motion, and drawn
+    people move their hands; speech from espeak-ng (a build-time tool; without it, a
+    speech-like buzz). Deterministic for a seed.
 
     [bold]Example[/bold]
 

@@ -66,7 +66,8 @@ def train_command(
     """Train a pose-conditioned video denoiser (the teacher) with flow matching.
 
     The same command runs on many GPUs:
-    torchrun --nproc-per-node 8 -m posecast train clips/ --out teacher/
+
+      torchrun --nproc-per-node 8 -m posecast train clips/ --out teacher/
 
     [bold]Example[/bold]
 
