@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import copy
+from typing import Annotated, get_args
 
 import typer
 
@@ -67,3 +68,12 @@ def parse_region_alphas(values: list[str]) -> dict[str, float]:
         if not 0 <= alphas[name] < float("inf"):
             raise UsageError(f"--region-alpha {value}: the weight must be a number ≥ 0")
     return alphas
+
+
+def in_panel(option, panel: str):
+    """A shared option of this module (an Annotated type) listed in --help under `panel`:
+    the long commands group their options (`device: in_panel(Device, "Run") = "auto"`)."""
+    kind, info = get_args(option)
+    info = copy.copy(info)  # the shared one stays without a panel for the other commands
+    info.rich_help_panel = panel
+    return Annotated[kind, info]
