@@ -29,6 +29,9 @@ PANELS = {
                    "Optimisation", "MimicMotion", "Run"],
     ("train",): ["Output", "Model", "Training", "MimicMotion"],
     ("render",): ["Output", "Model", "Motion", "Batch", "Device"],
+    ("teacher",): ["Output", "Model", "Motion", "Device"],
+    ("make-dataset",): ["Clips", "People", "Output"],
+    ("bench", "render"): ["Models", "Workload", "Run"],
 }
 
 
@@ -111,3 +114,12 @@ def test_each_default_is_stated_once(run_cli, monkeypatch, words):
     for row in text.splitlines():
         if re.match(r"│ .*--", row):
             assert len(re.findall(r"default:", row, re.IGNORECASE)) <= 1, " ".join(row.split())
+
+
+@pytest.mark.parametrize("words", [path for path in COMMANDS if path not in PANELS], ids=" ".join)
+def test_short_commands_keep_one_options_box(run_cli, monkeypatch, words):
+    """A heading given to a shared option (--device, --json, …) on a long command stays there:
+    the other commands list it with their own options."""
+    text = _help(run_cli, monkeypatch, words, 160)
+    titles = re.findall(r"^╭─ (.+?) ─", text, re.MULTILINE)
+    assert set(titles) <= {"Arguments", "Options"}, titles

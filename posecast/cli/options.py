@@ -41,16 +41,16 @@ def revision_option(of: str):
     """`--revision` for the repo id given with the option `of` (e.g. "--model")."""
     return Annotated[str | None, typer.Option(
         "--revision", help=f"The Hub revision (branch, tag or commit) of the repo id given "
-        f"with {of} (default: main); not used for a local folder.", show_default=False)]
+        f"with {of}; not used for a local folder \\[default: main].", show_default=False)]
 
 
-Steps = Annotated[int | None, typer.Option(help="Denoising steps (default: the model's).",
+Steps = Annotated[int | None, typer.Option(help="Denoising steps \\[default: the model's].",
                                             min=1)]
 Cfg = Annotated[float | None, typer.Option(
-    help="Classifier-free guidance scale over pose + reference; 1 = off (default: the "
-    "model's).", min=0.0, max=100.0)]
+    help="Classifier-free guidance scale over pose + reference; 1 = off \\[default: the "
+    "model's].", min=0.0, max=100.0)]
 Size = Annotated[str | None, typer.Option(
-    help="Output WxH in pixels (default: the model's native size).")]
+    help="Output WxH in pixels \\[default: the model's native size].")]
 
 
 def parse_region_alphas(values: list[str]) -> dict[str, float]:

@@ -142,8 +142,8 @@ def render_command(
                                                     "and shoulders visible.",
                                                     show_default=False)] = None,
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", rich_help_panel="Output", help="The MP4 to write (default: "
-        "AUDIO_PORTRAIT.mp4, from the inputs' names, in the current folder).",
+        "--output", "-o", rich_help_panel="Output", help="The MP4 to write \\[default: "
+        "AUDIO_PORTRAIT.mp4, from the inputs' names, in the current folder].",
         show_default=False)] = None,
     model: Annotated[str | None, typer.Option(
         rich_help_panel="Model",
@@ -159,13 +159,13 @@ def render_command(
         help="Follow this keypoint file (.npz) instead of motion from the speech.")] = None,
     steps: Annotated[int | None, typer.Option(
         rich_help_panel="Model",
-        help="Student steps (default: the model's, which it was trained for).", min=1,
+        help="Student steps \\[default: the model's, which it was trained for].", min=1,
         max=8)] = None,
     fps: Annotated[float, typer.Option(
         rich_help_panel="Output", help="Output frame rate.", min=1.0, max=120.0)] = 25.0,
     size: Annotated[str | None, typer.Option(
         rich_help_panel="Output",
-        help="Output WxH (default: the model's native size).")] = None,
+        help="Output WxH \\[default: the model's native size].")] = None,
     seed: in_panel(Seed, "Model") = 0,
     batch: Annotated[Path | None, typer.Option(
         rich_help_panel="Batch",
@@ -184,8 +184,8 @@ def render_command(
         help="Warn (then render anyway) when the audio is longer than this.", min=0.0)] = 10.0,
     compile: Annotated[bool | None, typer.Option(
         "--compile/--no-compile", rich_help_panel="Device", help="Compile the student's chunk "
-        "step (CUDA graphs on CUDA; the warm-up before the first frame pays for it). Default: "
-        "on CUDA only.",
+        "step (CUDA graphs on CUDA; the warm-up before the first frame pays for it) "
+        "\\[default: on CUDA only].",
         show_default=False)] = None,
     device: in_panel(Device, "Device") = "auto",
     overwrite: in_panel(Overwrite, "Output") = False,

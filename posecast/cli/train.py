@@ -38,7 +38,7 @@ def train_command(
         rich_help_panel="Training", help="Windows per process per step.", min=1)] = 4,
     learning_rate: Annotated[float | None, typer.Option(
         rich_help_panel="Training",
-        help="AdamW learning rate (default: 3e-4; 1e-5 when fine-tuning MimicMotion).",
+        help="AdamW learning rate \\[default: 3e-4; 1e-5 when fine-tuning MimicMotion].",
         show_default=False)] = None,
     frames: Annotated[int, typer.Option(
         rich_help_panel="MimicMotion",
