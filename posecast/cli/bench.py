@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from posecast.cli.devices import parse_size, pick_device
-from posecast.cli.options import Device, JsonSummary
+from posecast.cli.options import Device, JsonSummary, in_panel
 from posecast.cli.ui import console, err_console
 from posecast.errors import UsageError
 
@@ -26,7 +26,7 @@ def bench_teacher(
     preset: Annotated[str, typer.Option(
         help="tiny, mini, small, base, or mimicmotion (the paper's teacher at real size).")]
     = "base",
-    size: Annotated[str | None, typer.Option(help="WxH in pixels (default: the preset's).")]
+    size: Annotated[str | None, typer.Option(help="WxH in pixels \\[default: the preset's].")]
     = None,
     frames: Annotated[str, typer.Option(
         help="mimicmotion: frames per window, comma-separated.")] = "16,72",
@@ -120,7 +120,7 @@ def _print_table(table: Table, summary: dict, as_json: bool) -> None:
 @bench_app.command("attention")
 def bench_attention(
     poses: Annotated[str | None, typer.Option(
-        help="Keypoints (.npz) the masks come from (default: the bundled example's).")] = None,
+        help="Keypoints (.npz) the masks come from \\[default: the bundled example's].")] = None,
     frames: Annotated[int, typer.Option(help="Frames per window.")] = 16,
     grids: Annotated[str, typer.Option(
         help="Token grid sides, comma-separated (32 → 1,024 tokens per frame).")] = "32,48,96",
@@ -144,8 +144,9 @@ def bench_attention(
         "--json", help="With --check: print the result as JSON on stdout.")] = False,
     device: Device = "auto",
 ) -> None:
-    """Dense SDPA against input-aware sparse attention, or (--check) every backend against an
-    exact oracle.
+    """Dense SDPA against input-aware sparse attention, or (--check) each backend's accuracy.
+
+    With --check, every backend is compared against an exact oracle.
 
     [bold]Examples[/bold]
 
@@ -199,46 +200,61 @@ def bench_attention(
 @bench_app.command("render")
 def bench_render(
     model: Annotated[str | None, typer.Option(
-        help="A student model folder or repo id (default: random weights of --preset).")]
+        rich_help_panel="Models",
+        help="A student model folder or repo id \\[default: random weights of --preset].")]
     = None,
     teacher: Annotated[str | None, typer.Option(
-        help="The teacher to compare (default: random weights of the student's architecture "
-        "as a teacher).")] = None,
+        rich_help_panel="Models",
+        help="The teacher to compare \\[default: random weights of the student's architecture "
+        "as a teacher].")] = None,
     preset: Annotated[str, typer.Option(
-        help="With random weights: tiny, mini, small or base.")] = "base",
-    seconds: Annotated[float, typer.Option(help="Seconds of video.", min=0.1)] = 8.0,
-    fps: Annotated[float, typer.Option(help="Frames per second.", min=1.0)] = 25.0,
-    steps: Annotated[int | None, typer.Option(help="Student steps (default: the model's).")]
-    = None,
-    teacher_steps: Annotated[int, typer.Option(help="Teacher steps.")] = 25,
-    cfg: Annotated[float, typer.Option(help="Teacher guidance scale.")] = 2.0,
-    skip_teacher: Annotated[bool, typer.Option(help="Time the student only.")] = False,
+        rich_help_panel="Models", help="With random weights: tiny, mini, small or base.")]
+    = "base",
+    seconds: Annotated[float, typer.Option(
+        rich_help_panel="Workload", help="Seconds of video.", min=0.1)] = 8.0,
+    fps: Annotated[float, typer.Option(
+        rich_help_panel="Workload", help="Frames per second.", min=1.0)] = 25.0,
+    steps: Annotated[int | None, typer.Option(
+        rich_help_panel="Workload", help="Student steps \\[default: the model's].")] = None,
+    teacher_steps: Annotated[int, typer.Option(
+        rich_help_panel="Workload", help="Teacher steps.")] = 25,
+    cfg: Annotated[float, typer.Option(
+        rich_help_panel="Workload", help="Teacher guidance scale.")] = 2.0,
+    skip_teacher: Annotated[bool, typer.Option(
+        rich_help_panel="Run", help="Time the student only.")] = False,
     student_attention: Annotated[str, typer.Option(
+        rich_help_panel="Models",
         help="With random weights: the student's attention, input_aware or dense.")]
     = "input_aware",
     attention_backend: Annotated[str | None, typer.Option(
-        help="The student's input-aware backend: flex, gather, dense or xformers (default: "
-        "the model's, auto = flex on CUDA, gather on the CPU).")] = None,
+        rich_help_panel="Models",
+        help="The student's input-aware backend: flex, gather, dense or xformers \\[default: "
+        "the model's, auto = flex on CUDA, gather on the CPU].")] = None,
     compile: Annotated[bool | None, typer.Option(
-        "--compile/--no-compile", help="Compile the student's chunk step (CUDA graphs on "
-        "CUDA). Default: on CUDA only.")] = None,
+        "--compile/--no-compile", rich_help_panel="Run", help="Compile the student's chunk step "
+        "(CUDA graphs on CUDA) \\[default: on CUDA only].")] = None,
     json_output: Annotated[bool, typer.Option(
-        "--json", help="Print one JSON object on stdout instead of the table.")] = False,
+        "--json", rich_help_panel="Run",
+        help="Print one JSON object on stdout instead of the table.")] = False,
     portrait_keypoints_file: Annotated[Path | None, typer.Option(
-        "--portrait-keypoints", help="The portrait's keypoints (.npz, one frame). Default: "
-        "examples/astronaut_keypoints.npz, extracted once with `posecast keypoints`, so the "
-        "bench needs no face detector.")] = None,
+        "--portrait-keypoints", rich_help_panel="Workload", help="The portrait's keypoints "
+        "(.npz, one frame), extracted once with `posecast keypoints`, so the bench needs no "
+        "face detector \\[default: examples/astronaut_keypoints.npz].")] = None,
     profile: Annotated[Path | None, typer.Option(
+        rich_help_panel="Run",
         help="Also profile one student run and write the operator table (where the time "
         "goes) to this text file.")] = None,
     size: Annotated[str | None, typer.Option(
-        help="MimicMotion students: WIDTHxHEIGHT (default: the model's; random weights "
-        "576x1024).", show_default=False)] = None,
-    device: Device = "auto",
+        rich_help_panel="Models",
+        help="MimicMotion students: WIDTHxHEIGHT \\[default: the model's; random weights "
+        "576x1024].", show_default=False)] = None,
+    device: in_panel(Device, "Run") = "auto",
 ) -> None:
-    """The teacher and the student on the same portrait, poses and audio: FPS of denoising,
-    decoding and in total (I/O excluded and included), their ratio, the student's time to
-    first frame. The student decodes with the fast decoder when its codec has one.
+    """The teacher against the student: FPS, their ratio, the student's first-frame latency.
+
+    Both run on the same portrait, poses and audio: FPS of denoising, decoding and in total
+    (I/O excluded and included), their ratio, the student's time to first frame. The student
+    decodes with the fast decoder when its codec has one.
 
     [bold]Examples[/bold]
 

@@ -13,6 +13,7 @@ from posecast.cli.options import (
     JsonSummary,
     Overwrite,
     check_seed,
+    in_panel,
     parse_region_alphas,
     revision_option,
 )
@@ -24,105 +25,133 @@ from posecast.errors import ConfigError, UsageError
 def distill_command(
     dataset: Annotated[Path, typer.Argument(help="Folder of clips (the teacher's training data "
                                             "or like it).", show_default=False)],
-    teacher: Annotated[str, typer.Option(help="The teacher: a model folder or Hub repo id.",
-                                         show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output student model folder (also "
-                                      "holds checkpoint/, ode_pairs/, train_log.jsonl).",
-                                      show_default=False)],
-    revision: revision_option("--teacher") = None,
+    teacher: Annotated[str, typer.Option(
+        rich_help_panel="Teacher and output",
+        help="The teacher: a model folder or Hub repo id.", show_default=False)],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", rich_help_panel="Teacher and output",
+        help="Output student model folder (also holds checkpoint/, ode_pairs/, "
+        "train_log.jsonl).", show_default=False)],
+    revision: in_panel(revision_option("--teacher"), "Teacher and output") = None,
     config: Annotated[Path | None, typer.Option(
+        rich_help_panel="Teacher and output",
         help="JSON file of settings (DistillConfig field names); flags override it.")] = None,
     student_steps: Annotated[int | None, typer.Option(
+        rich_help_panel="Student",
         help="Denoising steps of the student, 1-8 \\[default: 4].", min=1, max=8,
         show_default=False)] = None,
     chunk: Annotated[int | None, typer.Option(
+        rich_help_panel="Student",
         help="Frames generated together; attention is causal across chunks \\[default: 4].",
         min=1, show_default=False)] = None,
     window: Annotated[int | None, typer.Option(
+        rich_help_panel="Student",
         help="Frames per training rollout = KV-cache context + one chunk; a multiple of "
         "--chunk \\[default: the teacher's window].", min=1, show_default=False)] = None,
     k_frames: Annotated[int | None, typer.Option(
+        rich_help_panel="Student",
         help="Pose-similar past frames each frame attends to \\[default: 3].", min=0,
         show_default=False)] = None,
     attention: Annotated[str | None, typer.Option(
+        rich_help_panel="Student",
         help="input_aware (the method) or dense (the ablation) \\[default: input_aware].",
         show_default=False)] = None,
+    init_steps: Annotated[int | None, typer.Option(
+        rich_help_panel="ODE initialisation",
+        help="ODE-pair regression steps before DMD; 0 skips the initialisation "
+        "\\[default: 200].", min=0, show_default=False)] = None,
+    ode_pairs: Annotated[int | None, typer.Option(
+        rich_help_panel="ODE initialisation",
+        help="Teacher trajectory shards (of --batch-size windows) to regress on \\[default: 32].",
+        min=1, show_default=False)] = None,
     max_steps: Annotated[int | None, typer.Option(
+        rich_help_panel="DMD",
         help="DMD generator steps, after the initialisation steps \\[default: 1000; on "
         "--resume, the saved run's].", min=1,
         show_default=False)] = None,
     region_steps: Annotated[int | None, typer.Option(
+        rich_help_panel="Region loss",
         help="Steps on the region loss alone after the DMD steps (no teacher or critic; "
         "the initialisation's optimiser and learning rate) \\[default: 0; on --resume, the "
         "saved run's].", min=0,
         show_default=False)] = None,
-    init_steps: Annotated[int | None, typer.Option(
-        help="ODE-pair regression steps before DMD; 0 skips the initialisation "
-        "\\[default: 200].", min=0, show_default=False)] = None,
-    ode_pairs: Annotated[int | None, typer.Option(
-        help="Teacher trajectory shards (of --batch-size windows) to regress on \\[default: 32].",
-        min=1, show_default=False)] = None,
     critic_updates: Annotated[int | None, typer.Option(
+        rich_help_panel="DMD",
         help="Critic steps per generator step \\[default: 5].", min=1,
         show_default=False)] = None,
     batch_size: Annotated[int | None, typer.Option(
+        rich_help_panel="Optimisation",
         help="Windows per process per micro-batch \\[default: 2].", min=1,
         show_default=False)] = None,
     grad_accumulation: Annotated[int | None, typer.Option(
+        rich_help_panel="Optimisation",
         help="Micro-batches per optimiser step \\[default: 1].", min=1,
         show_default=False)] = None,
     learning_rate: Annotated[float | None, typer.Option(
+        rich_help_panel="DMD",
         help="Student learning rate in the DMD stage \\[default: 2e-5].",
         show_default=False)] = None,
     teacher_cfg: Annotated[float | None, typer.Option(
+        rich_help_panel="DMD",
         help="CFG of the teacher's score \\[default: the teacher's own].", min=0.0,
         show_default=False)] = None,
     region_loss_weight: Annotated[float | None, typer.Option(
+        rich_help_panel="Region loss",
         help="Weight of the region loss on decoded frames (L1 + SSIM against the real "
         "clip, whole frame plus α_r × each region's mean); 0 turns it off \\[default: 0.25].",
         min=0.0, show_default=False)] = None,
     region_alpha: Annotated[list[str] | None, typer.Option(
+        rich_help_panel="Region loss",
         help="Region weight α_r, as REGION=ALPHA (face, lips, hands, arms; defaults 1, 1, "
         "2, 0.5): the DMD gradient is scaled by 1 + Σ α_r·m_r and the region loss adds α_r × "
         "each region's mean error; repeat the option for several.",
         show_default=False)] = None,
     perceptual: Annotated[list[str] | None, typer.Option(
+        rich_help_panel="Region loss",
         help="A perceptual plug-in, NAME=FOLDER_OR_REPO[:WEIGHT] (lpips); skipped with a "
         "warning when its weights are unavailable.", show_default=False)] = None,
-    checkpoint_every: Annotated[int | None, typer.Option(
-        help="Steps between checkpoints \\[default: 100].", min=1, show_default=False)] = None,
-    sample_every: Annotated[int | None, typer.Option(
-        help="Write OUT/samples/step-N.mp4 (real | student) every N steps; 0 never "
-        "\\[default: 0].", min=0, show_default=False)] = None,
-    gradient_checkpointing: Annotated[bool | None, typer.Option(
-        "--gradient-checkpointing/--no-gradient-checkpointing",
-        help="Recompute activations in the backward pass (less memory).",
-        show_default=False)] = None,
-    fsdp: Annotated[bool | None, typer.Option(
-        "--fsdp/--no-fsdp", help="Under torchrun: shard the teacher, student and critic across "
-        "the processes (FSDP2) for models that do not fit one GPU.", show_default=False)] = None,
     fast_decoder: Annotated[Path | None, typer.Option(
+        rich_help_panel="MimicMotion",
         help="MimicMotion teachers: an AutoencoderTiny folder for SD latents (diffusers layout, "
         "e.g. a download of madebyollin/taesd) the student renders with; without it the "
         "student decodes with SVD's temporal VAE.", show_default=False)] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(
+        rich_help_panel="Run",
+        help="Steps between checkpoints \\[default: 100].", min=1, show_default=False)] = None,
+    sample_every: Annotated[int | None, typer.Option(
+        rich_help_panel="Run",
+        help="Write OUT/samples/step-N.mp4 (real | student) every N steps; 0 never "
+        "\\[default: 0].", min=0, show_default=False)] = None,
+    gradient_checkpointing: Annotated[bool | None, typer.Option(
+        "--gradient-checkpointing/--no-gradient-checkpointing", rich_help_panel="Optimisation",
+        help="Recompute activations in the backward pass (less memory).",
+        show_default=False)] = None,
+    fsdp: Annotated[bool | None, typer.Option(
+        "--fsdp/--no-fsdp", rich_help_panel="Optimisation",
+        help="Under torchrun: shard the teacher, student and critic across the processes "
+        "(FSDP2) for models that do not fit one GPU.", show_default=False)] = None,
     resume: Annotated[bool, typer.Option(
+        rich_help_panel="Run",
         help="Continue from OUT/checkpoint exactly, with the settings it was saved with; "
         "--max-steps and --region-steps given here change the run's length.")] = False,
-    seed: Annotated[int | None, typer.Option(help="Random seed \\[default: 0].",
-                                             callback=check_seed,
-                                             show_default=False)] = None,
-    device: Device = "auto",
-    json_summary: JsonSummary = False,
-    overwrite: Overwrite = False,
+    seed: Annotated[int | None, typer.Option(
+        rich_help_panel="Run", help="Random seed \\[default: 0].", callback=check_seed,
+        show_default=False)] = None,
+    device: in_panel(Device, "Run") = "auto",
+    json_summary: in_panel(JsonSummary, "Run") = False,
+    overwrite: in_panel(Overwrite, "Run") = False,
 ) -> None:
-    """Distil a teacher into a causal few-step student: ODE-pair initialisation, then DMD
-    with the input-aware region loss. The output is a model folder `posecast render` loads.
+    """Distil a teacher into a causal few-step student that `posecast render` loads.
+
+    ODE-pair initialisation, then DMD with the input-aware region loss; the output is a model
+    folder.
 
     The teacher may be posecast's own or a MimicMotion folder (`posecast import mimicmotion`,
     fine-tuned with `posecast train`); the student is of the teacher's family.
 
     The same command runs on many GPUs (gradients averaged across processes):
-    torchrun --nproc-per-node 8 -m posecast distill clips/ --teacher teacher/ --out student/
+
+      torchrun --nproc-per-node 8 -m posecast distill clips/ --teacher teacher/ --out student/
 
     [bold]Example[/bold]
 

@@ -35,11 +35,13 @@ def evaluate_command(
     = False,
     overwrite: Overwrite = False,
 ) -> None:
-    """Score rendered clips: PSNR and SSIM (frame, face, hands), lip sync (mouth opening vs
-    loudness: best r and its lag in frames; the mean row: the peak of the clips' mean lag
-    curve), the mouth's darkness against the reference's (r, and amplitude: below 1 it opens
-    less), hand keypoint confidence (HKC), and FPS when
-    OUTPUTS/timings.json gives it. See posecast/evaluate.py for the exact definitions.
+    """Score rendered clips: image quality, lip sync, mouth, hand keypoints and FPS.
+
+    PSNR and SSIM (frame, face, hands), lip sync (mouth opening vs loudness: best r and its
+    lag in frames; the mean row: the peak of the clips' mean lag curve), the mouth's darkness
+    against the reference's (r, and amplitude: below 1 it opens less), hand keypoint
+    confidence (HKC), and FPS when OUTPUTS/timings.json gives it. See posecast/evaluate.py for
+    the exact definitions.
 
     [bold]Example[/bold]
 

@@ -26,10 +26,12 @@ def export_command(
     json_summary: JsonSummary = False,
     overwrite: Overwrite = False,
 ) -> None:
-    """Copy a trained model out of its run folder: config.json, model.safetensors and a model
-    card (README.md) with the licence, library name, base model, the data and the recipe; no
-    checkpoint/, ode_pairs/, samples/ or training log. OUT then renders like any model folder
-    and can be published with `posecast upload` or `hf upload`.
+    """Copy a trained model out of its run folder, ready to render or publish.
+
+    config.json, model.safetensors and a model card (README.md) with the licence, library
+    name, base model, the data and the recipe; no checkpoint/, ode_pairs/, samples/ or training
+    log. OUT then renders like any model folder and can be published with `posecast upload` or
+    `hf upload`.
 
     [bold]Example[/bold]
 
@@ -56,9 +58,10 @@ def upload_command(
     license: License = None,
     json_summary: JsonSummary = False,
 ) -> None:
-    """Publish a model on the Hugging Face Hub: exactly the files `posecast export` writes
-    (config, weights, card), in one commit. The token is HF_TOKEN (or `hf auth login`'s);
-    it needs write access.
+    """Publish a model on the Hugging Face Hub (the files `posecast export` writes).
+
+    Exactly config, weights and card, in one commit. The token is HF_TOKEN (or
+    `hf auth login`'s); it needs write access.
 
     [bold]Examples[/bold]
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from posecast.cli.options import JsonSummary, Overwrite, Seed
+from posecast.cli.options import JsonSummary, Overwrite, Seed, in_panel
 from posecast.cli.ui import err_console, print_result, progress_bar
 from posecast.errors import UsageError
 from posecast.paths import usual_permissions
@@ -18,21 +18,26 @@ from posecast.paths import usual_permissions
 def make_dataset_command(
     out: Annotated[Path, typer.Argument(help="Folder to create (train/, heldout/, "
                                         "manifest.json).", show_default=False)],
-    clips: Annotated[int, typer.Option(help="Number of clips (people take turns).", min=1)]
-    = 48,
-    size: Annotated[int, typer.Option(help="Frame side in pixels.", min=64, max=1024)] = 256,
-    fps: Annotated[float, typer.Option(help="Frames per second.", min=1.0, max=60.0)] = 25.0,
-    drawn_people: Annotated[int, typer.Option(help="Drawn people besides the two photos.",
-                                              min=0)] = 8,
+    clips: Annotated[int, typer.Option(
+        rich_help_panel="Clips", help="Number of clips (people take turns).", min=1)] = 48,
+    size: Annotated[int, typer.Option(
+        rich_help_panel="Clips", help="Frame side in pixels.", min=64, max=1024)] = 256,
+    fps: Annotated[float, typer.Option(
+        rich_help_panel="Clips", help="Frames per second.", min=1.0, max=60.0)] = 25.0,
+    drawn_people: Annotated[int, typer.Option(
+        rich_help_panel="People", help="Drawn people besides the two photos.", min=0)] = 8,
     held_out_people: Annotated[int, typer.Option(
-        help="Drawn people kept for evaluation only (the last ones).", min=0)] = 2,
-    seed: Seed = 0,
-    json_summary: JsonSummary = False,
-    overwrite: Overwrite = False,
+        rich_help_panel="People", help="Drawn people kept for evaluation only (the last ones).",
+        min=0)] = 2,
+    seed: in_panel(Seed, "Clips") = 0,
+    json_summary: in_panel(JsonSummary, "Output") = False,
+    overwrite: in_panel(Overwrite, "Output") = False,
 ) -> None:
-    """Make talking clips with exact keypoints: the bundled public-domain portraits warped
-    along speech-driven motion, and drawn people with moving hands; speech from espeak-ng
-    (a build-time tool; without it, a speech-like buzz). Deterministic for a seed.
+    """Make talking clips with exact keypoints, a training set that needs no download.
+
+    The bundled public-domain portraits are warped along speech-driven motion, and drawn
+    people move their hands; speech from espeak-ng (a build-time tool; without it, a
+    speech-like buzz). Deterministic for a seed.
 
     [bold]Example[/bold]
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import copy
+from typing import Annotated, get_args
 
 import typer
 
@@ -40,16 +41,16 @@ def revision_option(of: str):
     """`--revision` for the repo id given with the option `of` (e.g. "--model")."""
     return Annotated[str | None, typer.Option(
         "--revision", help=f"The Hub revision (branch, tag or commit) of the repo id given "
-        f"with {of} (default: main); not used for a local folder.", show_default=False)]
+        f"with {of}; not used for a local folder \\[default: main].", show_default=False)]
 
 
-Steps = Annotated[int | None, typer.Option(help="Denoising steps (default: the model's).",
+Steps = Annotated[int | None, typer.Option(help="Denoising steps \\[default: the model's].",
                                             min=1)]
 Cfg = Annotated[float | None, typer.Option(
-    help="Classifier-free guidance scale over pose + reference; 1 = off (default: the "
-    "model's).", min=0.0, max=100.0)]
+    help="Classifier-free guidance scale over pose + reference; 1 = off \\[default: the "
+    "model's].", min=0.0, max=100.0)]
 Size = Annotated[str | None, typer.Option(
-    help="Output WxH in pixels (default: the model's native size).")]
+    help="Output WxH in pixels \\[default: the model's native size].")]
 
 
 def parse_region_alphas(values: list[str]) -> dict[str, float]:
@@ -67,3 +68,12 @@ def parse_region_alphas(values: list[str]) -> dict[str, float]:
         if not 0 <= alphas[name] < float("inf"):
             raise UsageError(f"--region-alpha {value}: the weight must be a number ≥ 0")
     return alphas
+
+
+def in_panel(option, panel: str):
+    """A shared option of this module (an Annotated type) listed in --help under `panel`:
+    the long commands group their options (`device: in_panel(Device, "Run") = "auto"`)."""
+    kind, info = get_args(option)
+    info = copy.copy(info)  # the shared one stays without a panel for the other commands
+    info.rich_help_panel = panel
+    return Annotated[kind, info]

@@ -11,7 +11,15 @@ from typing import Annotated
 import typer
 
 from posecast.cli.devices import parse_size, pick_device
-from posecast.cli.options import MAX_SEED, Device, Overwrite, Seed, check_seed, revision_option
+from posecast.cli.options import (
+    MAX_SEED,
+    Device,
+    Overwrite,
+    Seed,
+    check_seed,
+    in_panel,
+    revision_option,
+)
 from posecast.cli.ui import console, err_console, progress_bar
 from posecast.errors import PosecastError, Terminated, UsageError
 from posecast.paths import (
@@ -133,43 +141,54 @@ def render_command(
     portrait: Annotated[Path | None, typer.Argument(help="The person (PNG, JPEG, WebP, TIFF), face "
                                                     "and shoulders visible.",
                                                     show_default=False)] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="The MP4 to write "
-                                                "(default: AUDIO_PORTRAIT.mp4, from the inputs' "
-                                                "names, in the current folder).",
-                                                show_default=False)] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", rich_help_panel="Output", help="The MP4 to write \\[default: "
+        "AUDIO_PORTRAIT.mp4, from the inputs' names, in the current folder].",
+        show_default=False)] = None,
     model: Annotated[str | None, typer.Option(
+        rich_help_panel="Model",
         help="A distilled student: model folder or Hub repo id \\[default: the bundled starter "
         "model].", show_default=False, envvar="POSECAST_MODEL")] = None,
-    revision: revision_option("--model") = None,
+    revision: in_panel(revision_option("--model"), "Model") = None,
     motion: Annotated[str, typer.Option(
+        rich_help_panel="Motion",
         help="Motion from speech: 'procedural' (built in, no weights) or a model folder / repo "
         "id trained with `posecast train-motion`.")] = "procedural",
     poses: Annotated[Path | None, typer.Option(
+        rich_help_panel="Motion",
         help="Follow this keypoint file (.npz) instead of motion from the speech.")] = None,
     steps: Annotated[int | None, typer.Option(
-        help="Student steps (default: the model's, which it was trained for).", min=1,
+        rich_help_panel="Model",
+        help="Student steps \\[default: the model's, which it was trained for].", min=1,
         max=8)] = None,
-    fps: Annotated[float, typer.Option(help="Output frame rate.", min=1.0, max=120.0)] = 25.0,
+    fps: Annotated[float, typer.Option(
+        rich_help_panel="Output", help="Output frame rate.", min=1.0, max=120.0)] = 25.0,
     size: Annotated[str | None, typer.Option(
-        help="Output WxH (default: the model's native size).")] = None,
-    seed: Seed = 0,
+        rich_help_panel="Output",
+        help="Output WxH \\[default: the model's native size].")] = None,
+    seed: in_panel(Seed, "Model") = 0,
     batch: Annotated[Path | None, typer.Option(
+        rich_help_panel="Batch",
         help="A CSV of jobs (columns audio, portrait, output; optional seed, model; paths "
         "relative to the CSV). The model loads once; failed jobs are reported, the rest go on.",
         show_default=False)] = None,
     shard: Annotated[str | None, typer.Option(
+        rich_help_panel="Batch",
         help="With --batch: take jobs I, I+N, I+2N, … (I from 0), e.g. $SLURM_ARRAY_TASK_ID/8.",
         show_default=False)] = None,
     json_summary: Annotated[bool, typer.Option(
-        "--json", help="Print a JSON summary on stdout (messages go to stderr).")] = False,
+        "--json", rich_help_panel="Output",
+        help="Print a JSON summary on stdout (messages go to stderr).")] = False,
     warn_minutes: Annotated[float, typer.Option(
+        rich_help_panel="Output",
         help="Warn (then render anyway) when the audio is longer than this.", min=0.0)] = 10.0,
     compile: Annotated[bool | None, typer.Option(
-        "--compile/--no-compile", help="Compile the student's chunk step (CUDA graphs on CUDA; "
-        "the warm-up before the first frame pays for it). Default: on CUDA only.",
+        "--compile/--no-compile", rich_help_panel="Device", help="Compile the student's chunk "
+        "step (CUDA graphs on CUDA; the warm-up before the first frame pays for it) "
+        "\\[default: on CUDA only].",
         show_default=False)] = None,
-    device: Device = "auto",
-    overwrite: Overwrite = False,
+    device: in_panel(Device, "Device") = "auto",
+    overwrite: in_panel(Overwrite, "Output") = False,
 ) -> None:
     """Render PORTRAIT speaking AUDIO: lips, head, blinks and hand beats follow the speech.
 

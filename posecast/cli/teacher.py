@@ -20,6 +20,7 @@ from posecast.cli.options import (
     Seed,
     Size,
     Steps,
+    in_panel,
     revision_option,
 )
 from posecast.cli.ui import print_result, progress_bar
@@ -30,39 +31,47 @@ from posecast.paths import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, require_file, req
 def teacher_command(
     portrait: Annotated[Path, typer.Argument(help="The person to animate (PNG, JPEG, WebP, TIFF).",
                                              show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The MP4 to write.",
-                                         show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", rich_help_panel="Output",
+                                         help="The MP4 to write.", show_default=False)],
     model: Annotated[str | None, typer.Option(
+        rich_help_panel="Model",
         help="A teacher model folder or Hugging Face repo id (owner/name): posecast's own, or "
-        "a MimicMotion folder from `posecast import mimicmotion`. Default: the bundled starter "
-        "teacher (64×64, the one the starter student was distilled from).")]
+        "a MimicMotion folder from `posecast import mimicmotion` \\[default: the bundled "
+        "starter teacher (64×64, the one the starter student was distilled from)].")]
     = None,
-    revision: revision_option("--model") = None,
-    poses: Annotated[Path | None, typer.Option(help="A keypoint file (.npz) to follow.")] = None,
+    revision: in_panel(revision_option("--model"), "Model") = None,
+    poses: Annotated[Path | None, typer.Option(
+        rich_help_panel="Motion", help="A keypoint file (.npz) to follow.")] = None,
     driving_video: Annotated[Path | None, typer.Option(
+        rich_help_panel="Motion",
         help="A video whose person's motion to follow.")] = None,
     audio: Annotated[Path | None, typer.Option(
+        rich_help_panel="Output",
         help="Audio to mux; the video then lasts exactly as long as it.")] = None,
-    steps: Steps = None,
-    cfg: Cfg = None,
-    fps: Annotated[float | None, typer.Option(help="Output frame rate (default: the poses').",
-                                              min=1.0, max=240.0)] = None,
-    size: Size = None,
+    steps: in_panel(Steps, "Model") = None,
+    cfg: in_panel(Cfg, "Model") = None,
+    fps: Annotated[float | None, typer.Option(
+        rich_help_panel="Output", help="Output frame rate \\[default: the poses'].", min=1.0,
+        max=240.0)] = None,
+    size: in_panel(Size, "Output") = None,
     attention: Annotated[str | None, typer.Option(
-        help="dense, or input_aware: the paper's pose-restricted joint attention (default: "
-        "the model's own).", show_default=False)] = None,
+        rich_help_panel="Model",
+        help="dense, or input_aware: the paper's pose-restricted joint attention \\[default: "
+        "the model's own].", show_default=False)] = None,
     k_frames: Annotated[int | None, typer.Option(
+        rich_help_panel="Model",
         help="With --attention input_aware: the pose-similar past frames each frame sees.",
         min=0, max=16, show_default=False)] = None,
     recipe: Annotated[list[str] | None, typer.Option(
+        rich_help_panel="Model",
         help="MimicMotion: a sampling setting as KEY=VALUE (window, overlap, min_guidance, "
         "max_guidance, fps, motion_bucket_id, noise_aug_strength, decode_chunk); repeatable.",
         show_default=False)] = None,
-    seed: Seed = 0,
-    device: Device = "auto",
-    allow_missing: AllowMissing = False,
-    json_summary: JsonSummary = False,
-    overwrite: Overwrite = False,
+    seed: in_panel(Seed, "Model") = 0,
+    device: in_panel(Device, "Device") = "auto",
+    allow_missing: in_panel(AllowMissing, "Motion") = False,
+    json_summary: in_panel(JsonSummary, "Output") = False,
+    overwrite: in_panel(Overwrite, "Output") = False,
 ) -> None:
     """Render PORTRAIT moving like a pose sequence, with the slow, high-quality teacher.
 

@@ -12,6 +12,7 @@ from posecast.cli.options import (
     JsonSummary,
     Overwrite,
     Seed,
+    in_panel,
     parse_region_alphas,
     revision_option,
 )
@@ -24,49 +25,63 @@ def train_command(
     dataset: Annotated[Path, typer.Argument(help="Folder of clips (videos with audio); keypoints "
                                             "are cached in DATASET/.posecast-keypoints.",
                                             show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output model folder (also holds the "
-                                      "checkpoint and train_log.jsonl).", show_default=False)],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", rich_help_panel="Output",
+        help="Output model folder (also holds the checkpoint and train_log.jsonl).",
+        show_default=False)],
     preset: Annotated[str, typer.Option(
+        rich_help_panel="Model",
         help="Model size: tiny, mini (the bundled starter), small or base.")] = "small",
-    max_steps: Annotated[int, typer.Option(help="Total optimiser steps.", min=1)] = 2000,
-    batch_size: Annotated[int, typer.Option(help="Windows per process per step.", min=1)] = 4,
+    max_steps: Annotated[int, typer.Option(
+        rich_help_panel="Training", help="Total optimiser steps.", min=1)] = 2000,
+    batch_size: Annotated[int, typer.Option(
+        rich_help_panel="Training", help="Windows per process per step.", min=1)] = 4,
     learning_rate: Annotated[float | None, typer.Option(
-        help="AdamW learning rate (default: 3e-4; 1e-5 when fine-tuning MimicMotion).",
+        rich_help_panel="Training",
+        help="AdamW learning rate \\[default: 3e-4; 1e-5 when fine-tuning MimicMotion].",
         show_default=False)] = None,
     frames: Annotated[int, typer.Option(
+        rich_help_panel="MimicMotion",
         help="MimicMotion: frames per training window, the reference frame first.", min=2)]
     = 16,
-    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.", min=1)]
-    = 250,
+    checkpoint_every: Annotated[int, typer.Option(
+        rich_help_panel="Output", help="Steps between checkpoints.", min=1)] = 250,
     gradient_checkpointing: Annotated[bool, typer.Option(
+        rich_help_panel="Training",
         help="Recompute activations in the backward pass (less memory, ~30 % slower).")] = False,
-    resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint exactly.")] = False,
+    resume: Annotated[bool, typer.Option(
+        rich_help_panel="Output", help="Continue from OUT/checkpoint exactly.")] = False,
     attention: Annotated[str, typer.Option(
+        rich_help_panel="Model",
         help="dense, or input_aware (pose-guided sparse attention, METHOD.md).")] = "dense",
     k_frames: Annotated[int, typer.Option(
+        rich_help_panel="Model",
         help="input_aware: pose-similar past frames each frame attends to.")] = 3,
     init_from: Annotated[str | None, typer.Option(
+        rich_help_panel="Model",
         help="Start from a trained model (folder or repo id), e.g. to fine-tune a dense "
         "teacher with --attention input_aware; a MimicMotion folder (from `posecast import "
         "mimicmotion`) is fine-tuned with SVD's objective (the paper's stage 1).")] = None,
-    revision: revision_option("--init-from") = None,
+    revision: in_panel(revision_option("--init-from"), "Model") = None,
     region_alpha: Annotated[list[str] | None, typer.Option(
+        rich_help_panel="Training",
         help="Weigh the loss by w = 1 + Σ α_r·m_r over the keypoints' regions, as REGION=ALPHA "
         "(face, lips, hands, arms; unnamed regions 0); repeat for several. On small frames the "
         "mouth is a few pixels, which an unweighted loss barely counts.", show_default=False)]
     = None,
     fsdp: Annotated[bool, typer.Option(
-        "--fsdp", help="MimicMotion under torchrun: shard the network across the processes "
-        "(FSDP2) instead of copying it to each.")] = False,
-    seed: Seed = 0,
-    device: Device = "auto",
-    json_summary: JsonSummary = False,
-    overwrite: Overwrite = False,
+        "--fsdp", rich_help_panel="MimicMotion", help="MimicMotion under torchrun: shard the "
+        "network across the processes (FSDP2) instead of copying it to each.")] = False,
+    seed: in_panel(Seed, "Training") = 0,
+    device: in_panel(Device, "Training") = "auto",
+    json_summary: in_panel(JsonSummary, "Output") = False,
+    overwrite: in_panel(Overwrite, "Output") = False,
 ) -> None:
     """Train a pose-conditioned video denoiser (the teacher) with flow matching.
 
     The same command runs on many GPUs:
-    torchrun --nproc-per-node 8 -m posecast train clips/ --out teacher/
+
+      torchrun --nproc-per-node 8 -m posecast train clips/ --out teacher/
 
     [bold]Example[/bold]
 

@@ -28,8 +28,10 @@ def train_motion_command(
     json_summary: JsonSummary = False,
     overwrite: Overwrite = False,
 ) -> None:
-    """Train the learned motion model (log-mel audio → keypoint offsets) on clips whose
-    keypoints show a face in every frame. Use it with `--motion OUT` in `render`/`motion`.
+    """Train the learned motion model (log-mel audio → keypoint offsets) for `--motion`.
+
+    It learns from clips whose keypoints show a face in every frame. Use it with
+    `--motion OUT` in `render`/`motion`.
 
     [bold]Example[/bold]
 
