@@ -122,3 +122,19 @@ def test_save_pretrained_never_writes_non_finite_weights(tmp_path):
     with pytest.raises(PosecastError, match="NaN or infinite values"):
         save_pretrained(model, tmp_path / "m")
     assert (tmp_path / "m" / "model.safetensors").read_bytes() == before
+
+
+def test_a_resumed_run_logs_every_step_once(run_cli, tmp_path, synthetic_dataset):
+    """A run killed after its last checkpoint has logged steps the resumed run repeats (and
+    perhaps half a line): after --resume the log holds each step exactly once."""
+    out = tmp_path / "teacher"
+    args = ["train", synthetic_dataset, "--preset", "tiny", "--out", out, "--batch-size", "1",
+            "--checkpoint-every", "2", "--device", "cpu"]
+    assert run_cli(*args, "--max-steps", "2").code == 0
+    log = out / "train_log.jsonl"
+    with log.open("a") as killed:  # what the killed run wrote after its checkpoint at step 2
+        killed.write(json.dumps({"step": 3, "loss": 1.0}) + "\n" + '{"step": 4, "lo')
+    result = run_cli(*args, "--max-steps", "4", "--resume")
+    assert result.code == 0, result.stderr
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]

@@ -458,6 +458,7 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
         CHECKPOINT_DIR,
         damaged,
         load_checkpoint,
+        open_log,
         save_checkpoint,
     )
     from posecast.train.distill import resumed_settings
@@ -487,7 +488,7 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
             out.mkdir(parents=True, exist_ok=True)
         if settings.init_steps and step < settings.init_steps:
             make_ode_pairs(run, data, out / PAIRS_DIR, env, on_pairs)
-        log = (out / "train_log.jsonl").open("a") if env.is_main else None
+        log = open_log(out, step) if env.is_main else None
         total = settings.init_steps + settings.max_steps
         while step < total:
             started = time.perf_counter()

@@ -171,6 +171,7 @@ def fine_tune(dataset: str | os.PathLike, out: str | os.PathLike, init_from: str
         damaged,
         load_checkpoint,
         open_for_resume,
+        open_log,
         save_checkpoint,
     )
     from posecast.train.teacher import apply_gradients, log_step, step_generator
@@ -230,7 +231,7 @@ def fine_tune(dataset: str | os.PathLike, out: str | os.PathLike, init_from: str
             teacher.network = trained
         if env.is_main:
             out.mkdir(parents=True, exist_ok=True)
-        log = (out / "train_log.jsonl").open("a") if env.is_main else None
+        log = open_log(out, step) if env.is_main else None
         while step < settings.max_steps:
             started = time.perf_counter()
             generator = step_generator(settings.seed, step, env.rank)

@@ -151,3 +151,26 @@ def load_checkpoint(folder: str | os.PathLike, modules: dict[str, nn.Module],
     for name, optimizer in optimizers.items():
         optimizer.load_state_dict(optimizer_states[name])
     return meta
+
+
+LOG_NAME = "train_log.jsonl"  # one JSON line per step, in a run's output folder
+
+
+def open_log(out: Path, step: int):
+    """The run's log, open for appending from `step` on: lines of later steps (logged by a run
+    killed after its last checkpoint, which the resumed run repeats) and a cut-short last line
+    are dropped first, so every step is logged once."""
+    path = out / LOG_NAME
+    if path.exists():
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line + "\n")
+            except (ValueError, KeyError, TypeError):
+                continue  # half-written when the run was killed
+        from posecast.paths import atomic_output
+
+        with atomic_output(path) as tmp:
+            tmp.write_text("".join(kept))
+    return path.open("a")

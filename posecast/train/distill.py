@@ -61,6 +61,7 @@ from posecast.train.checkpoint import (
     damaged,
     load_checkpoint,
     open_for_resume,
+    open_log,
     read_checkpoint,
     save_checkpoint,
 )
@@ -501,7 +502,7 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
             make_ode_pairs(pairs_dir, teacher, codec, data, settings, config.window,
                            timesteps, cfg, env, sharded, on_pairs)
 
-        log = (out / "train_log.jsonl").open("a") if env.is_main else None
+        log = open_log(out, step) if env.is_main else None
         fixed_sample = data.sample(1, config.window, torch.Generator().manual_seed(settings.seed))
         while step < settings.total_steps:
             started = time.perf_counter()

@@ -32,6 +32,7 @@ from posecast.train.checkpoint import (
     damaged,
     load_checkpoint,
     open_for_resume,
+    open_log,
     save_checkpoint,
 )
 from posecast.train.region_loss import RegionWeights, to_latent_grid, weights_from_bits
@@ -173,7 +174,7 @@ def train_teacher(dataset: str | os.PathLike, out: str | os.PathLike, config: De
                 model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
         if env.is_main:
             out.mkdir(parents=True, exist_ok=True)
-        log = (out / "train_log.jsonl").open("a") if env.is_main else None
+        log = open_log(out, step) if env.is_main else None
         model.train()
         while step < train.max_steps:
             started = time.perf_counter()
