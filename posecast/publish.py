@@ -25,6 +25,7 @@ from pathlib import Path
 
 from posecast.errors import InputError, PosecastError, UsageError
 from posecast.families import family_of
+from posecast.paths import temporary_beside
 
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
 DEFAULT_LICENSES = {"dit": "apache-2.0", "mimicmotion": "other"}  # MimicMotion's and SVD's own
@@ -77,7 +78,7 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, license: str | 
     files = model_files(run)
     family = family_of(run)
     card = model_card(run, license or DEFAULT_LICENSES[family])
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.exporting-", dir=out.parent))
+    staging = temporary_beside(out, folder=True)  # a killed run's is swept next time
     try:
         for name in files:
             (staging / name).parent.mkdir(parents=True, exist_ok=True)

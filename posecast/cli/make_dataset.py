@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +11,7 @@ import typer
 from posecast.cli.options import JsonSummary, Overwrite, Seed, in_panel
 from posecast.cli.ui import err_console, print_result, progress_bar
 from posecast.errors import UsageError
-from posecast.paths import usual_permissions
+from posecast.paths import temporary_beside, usual_permissions
 
 
 def make_dataset_command(
@@ -56,7 +55,7 @@ def make_dataset_command(
         err_console.print("warning: espeak-ng is not installed, so the speech is a "
                           "speech-like buzz (apt install espeak-ng for real sentences)",
                           markup=False, highlight=False)
-    building = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    building = temporary_beside(out, folder=True)  # a killed run's is swept next time
     try:
         with progress_bar("clips") as bar:
             task = bar.add_task("making clips", total=clips)

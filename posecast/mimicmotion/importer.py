@@ -15,7 +15,6 @@ import json
 import os
 import pickle
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +31,7 @@ from posecast.mimicmotion.model import (
     is_mimicmotion_folder,
     missing_component,
 )
-from posecast.paths import usual_permissions
+from posecast.paths import temporary_beside, usual_permissions
 
 DEFAULT_SVD = "stabilityai/stable-video-diffusion-img2vid-xt-1-1"
 DEFAULT_CHECKPOINT = "tencent/MimicMotion:MimicMotion_1-1.pth"
@@ -146,7 +145,7 @@ def import_mimicmotion(out: str | os.PathLike, svd: str = DEFAULT_SVD,
     state = load_checkpoint(path)
     check_state(state, unet_config, path)
     say(f"converting {len(state)} tensors to safetensors")
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.importing-", dir=out.parent))
+    staging = temporary_beside(out, folder=True)  # a killed run's is swept next time
     try:
         from safetensors.torch import save_file
 

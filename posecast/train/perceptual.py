@@ -34,6 +34,7 @@ from torch import nn
 
 from posecast.errors import InputError, PosecastError, UsageError
 from posecast.hub import resolve_folder
+from posecast.paths import temporary_beside
 from posecast.pose.keypoints import Keypoints
 from posecast.pose.regions import Region, region_masks
 
@@ -167,7 +168,6 @@ def import_lpips(vgg_path: str | os.PathLike, lin_path: str | os.PathLike,
     """Write the plug-in's folder `out` (LPIPS_FILE and a card) from the published .pth files,
     read with torch.load(weights_only=True); `out` appears whole or not at all."""
     import shutil
-    import tempfile
 
     from safetensors.torch import save_file
 
@@ -186,7 +186,7 @@ def import_lpips(vgg_path: str | os.PathLike, lin_path: str | os.PathLike,
     state = lpips_state_from_published(load_checkpoint(Path(vgg_path)),
                                        load_checkpoint(Path(lin_path)), str(vgg_path),
                                        str(lin_path))
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.importing-", dir=out.parent))
+    staging = temporary_beside(out, folder=True)  # a killed run's is swept next time
     try:
         save_file(state, staging / LPIPS_FILE, metadata={"format": "pt"})
         (staging / "README.md").write_text(LPIPS_CARD)
