@@ -10,7 +10,9 @@ EDM terms (D(x; σ) is the clean estimate, σ the noise level):
      takes `critic_updates` EDM steps on fresh student samples; then the student takes one
      step along the DMD gradient at its samples x, (D_critic − D_teacher)(x + σε; σ) / mean
      |x − D_teacher|, scaled per latent pixel by the region weight map (face, lips, hands,
-     arms: region_loss.py); the teacher uses CFG.
+     arms: region_loss.py), plus λ_region times the region loss (masked L1 + SSIM) of the
+     decoded samples against the clips' frames and any perceptual plug-ins; the teacher uses
+     CFG. Frames decode with the fast decoder (`--fast-decoder`) or else SVD's VAE.
 Student samples come from StudentStream, the code rendering uses, stopping each chunk at a
 random step (backward simulation on the student's own cached rollouts).
 
@@ -18,8 +20,8 @@ The teacher's windows are led by the reference's own frame and pose (frame 0, as
 samples); its output there is dropped. Every step's randomness comes from (seed, step, rank),
 so a resumed run repeats an uninterrupted one (bit-exact on the CPU). Under torchrun the
 gradients are averaged across processes. Not built for this family yet: FSDP sharding,
-gradient checkpointing of the student, the decoded-frame region loss (masked L1/SSIM) and
-perceptual plug-ins; they are refused or reported with one line.
+gradient checkpointing of the student and the region-only stage; they are refused with one
+line.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class Window:
     """A batch of training windows: the student's W frames and the teacher's lead frame."""
 
     conditions: Conditions  # (B, …)
+    frames: torch.Tensor  # (B, W, 3, H, W) the clips' real frames in [-1, 1]
     maps: torch.Tensor  # (B, W, 3, H, W) pose maps in [-1, 1]
     poses: list[Keypoints]  # B windows of W frames, frame pixels
     lead_latent: torch.Tensor  # (B, 4, h, w) the reference's scaled latent
@@ -100,7 +103,8 @@ def prepare_window(parts: MimicMotionTeacher, batch: dict) -> Window:
     time_ids = torch.tensor([[recipe.fps - 1, recipe.motion_bucket_id,
                               recipe.noise_aug_strength]] * size, device=device, dtype=dtype)
     conditions = Conditions(embeddings.to(dtype), latent.to(dtype), time_ids)
-    return Window(conditions, maps_of(batch["poses"]), list(batch["poses"]),
+    return Window(conditions, batch["frames"].to(device).float(), maps_of(batch["poses"]),
+                  list(batch["poses"]),
                   (latent * vae.config.scaling_factor).float(),
                   maps_of(batch["reference_poses"]), list(batch["reference_poses"]))
 
@@ -157,6 +161,22 @@ class GuidedTeacher:
             conditional, unconditional = out.chunk(2)
             out = unconditional + cfg * (conditional - unconditional)
         return out
+
+
+class PixelDecoder:
+    """Latents → frames with gradients to the latents, for the decoded-frame losses: the
+    student's fast decoder (AutoencoderTiny) when it has one, else SVD's temporal VAE."""
+
+    def __init__(self, vae, fast_decoder=None) -> None:
+        self.vae, self.fast_decoder = vae, fast_decoder
+
+    def decode(self, latents: torch.Tensor, differentiable: bool = True) -> torch.Tensor:
+        """(N, 4, h, w) scaled latents → (N, 3, H, W) in [-1, 1]."""
+        if self.fast_decoder is not None:
+            return self.fast_decoder.decode(latents).sample.float()
+        dtype = next(self.vae.parameters()).dtype
+        scaled = (latents / self.vae.config.scaling_factor).to(dtype)
+        return self.vae.decode(scaled, num_frames=latents.shape[0]).sample.float()
 
 
 def karras(high: float, low: float, count: int, rho: float = 7.0) -> list[float]:
@@ -275,7 +295,8 @@ class MimicMotionDistillation:
     """The networks, optimisers and data of one run (see `distill`)."""
 
     def __init__(self, teacher_folder: Path, settings: DistillConfig, device: torch.device,
-                 world_size: int) -> None:
+                 world_size: int, fast_decoder: Path | None = None,
+                 on_message: Callable[[str], None] | None = None) -> None:
         from posecast.families import load_teacher as load_family_teacher
 
         family = load_family_teacher(str(teacher_folder), device)  # its attention, fp32 on CPU
@@ -306,6 +327,16 @@ class MimicMotionDistillation:
             "init": torch.optim.AdamW(self.student.network.parameters(),
                                       lr=settings.init_learning_rate, weight_decay=0.0)}
         self.modules = {"student": self.student.network, "critic": critic_network}
+        tiny = None
+        if fast_decoder is not None:
+            from diffusers import AutoencoderTiny
+
+            tiny = AutoencoderTiny.from_pretrained(fast_decoder).to(device).eval()
+            tiny.requires_grad_(False)
+        self.decoder = PixelDecoder(parts.vae, tiny)
+        from posecast.train.perceptual import load_perceptual_terms
+
+        self.perceptual = load_perceptual_terms(settings.perceptual, device, on_message)
         self.counters = {"critic_updates": 0, "generator_updates": 0}
 
     @staticmethod
@@ -381,9 +412,12 @@ class MimicMotionDistillation:
         gradient = dmd_gradient(
             sample, lambda x, s: self.teacher(window, x, s, lead_noise, self.cfg),
             lambda x, s: self.critic(window, x, s, lead_noise, 1.0), sigma, noise, weights)
-        from posecast.train.distill import dmd_loss
+        from posecast.train.distill import dmd_loss, frame_losses
 
-        self._step("student", dmd_loss(sample, gradient))
+        loss = dmd_loss(sample, gradient) + frame_losses(
+            sample, window, bits, self.decoder, settings, self.perceptual, losses,
+            settings.region_loss_weight)
+        self._step("student", loss)
         self.counters["generator_updates"] += 1
         losses["dmd"] = gradient.abs().mean().item()
         return losses
@@ -471,10 +505,9 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
         if resume:
             found, settings = resumed_settings(out, settings.max_steps, settings.region_steps)
         teacher_folder = resolve_folder(teacher_source)
-        if settings.region_loss_weight and on_message is not None:
-            on_message("note: the decoded-frame region loss is not built for MimicMotion "
-                       "students yet; the region weights act on the DMD gradient only")
-        run = MimicMotionDistillation(teacher_folder, settings, env.device, env.world_size)
+        run = MimicMotionDistillation(teacher_folder, settings, env.device, env.world_size,
+                                      None if fast_decoder is None else Path(fast_decoder),
+                                      on_message)
         step = 0
         if resume:
             try:
@@ -529,9 +562,6 @@ def check_settings(settings: DistillConfig) -> None:
     if settings.gradient_checkpointing:
         raise UsageError("--gradient-checkpointing is not built for MimicMotion students yet "
                          "(the causal cache is read at recomputation)")
-    if settings.perceptual:
-        raise UsageError("--perceptual: the decoded-frame losses are not built for MimicMotion "
-                         "students yet")
     if settings.region_steps:
         raise UsageError("--region-steps: the region-only stage is not built for MimicMotion "
                          "students yet")

@@ -612,14 +612,14 @@ def _dmd_step(student, critic, teacher, student_optimizer, critic_optimizer, cod
                                 to_latent_grid(pixel_weights, config.latent_size))
         loss = dmd_loss(sample, gradient)
         losses["dmd"] += gradient.abs().mean().item() / settings.grad_accumulation
-        loss = loss + _frame_losses(sample, window, bits, codec, settings, perceptual, losses,
+        loss = loss + frame_losses(sample, window, bits, codec, settings, perceptual, losses,
                                     settings.region_loss_weight)
         (loss / settings.grad_accumulation).backward()
     _optimiser_step(student, student_optimizer, reduce, settings.grad_clip)
     return losses
 
 
-def _frame_losses(sample, window: Window, bits: torch.Tensor, codec, settings: DistillConfig,
+def frame_losses(sample, window: Window, bits: torch.Tensor, codec, settings: DistillConfig,
                   perceptual: list[PerceptualTerm], losses: dict[str, float],
                   region_weight: float) -> torch.Tensor | float:
     """region_weight·L_region + the plug-ins' terms on the decoded samples (B, W, C, h, w)
@@ -654,7 +654,7 @@ def _region_step(student, optimizer, codec, data, teacher_config, settings, time
         sample = student_sample(student, window, timesteps, generator,
                                 exit_steps=random_exit_steps(chunks, steps, shared))
         bits = batch_region_bits(window.poses, config.height, config.width)
-        loss = _frame_losses(sample, window, bits, codec, settings, perceptual, losses, 1.0)
+        loss = frame_losses(sample, window, bits, codec, settings, perceptual, losses, 1.0)
         (loss / settings.grad_accumulation).backward()
     _optimiser_step(student, optimizer, reduce, settings.grad_clip)
     return losses
