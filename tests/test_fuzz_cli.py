@@ -60,6 +60,16 @@ def silent_wav(tmp: Path, name: str = "silent.wav", samples: int = 0) -> Path:
     return tmp / name
 
 
+def float_wav(tmp: Path, bad: float, name: str = "float.wav") -> Path:
+    """A 32-bit float WAV of 2 s whose last second is `bad` (NaN or inf)."""
+    import soundfile
+
+    samples = (0.1 * np.sin(np.arange(32_000) / 10)).astype(np.float32)
+    samples[16_000:] = bad
+    soundfile.write(str(tmp / name), samples, 16_000, subtype="FLOAT")
+    return tmp / name
+
+
 def blank_png(tmp: Path, name: str = "blank.png") -> Path:
     """A grey picture with nobody in it."""
     from PIL import Image
@@ -190,6 +200,8 @@ CASES = [
          "silent.wav"),
     Case("render-audio-truncated", lambda t: render_tiny(truncated(t, "a.wav", SPEECH),
                                                          PORTRAIT), 1, "a.wav"),
+    Case("render-audio-nan-samples", lambda t: render_tiny(float_wav(t, np.nan), PORTRAIT), 1,
+         "NaN or infinite"),
     Case("render-audio-is-folder", lambda t: ["render", folder(t, "a.wav"), PORTRAIT], 2,
          "a.wav"),
     Case("render-audio-missing", lambda t: ["render", t / "none.wav", PORTRAIT], 2, "none.wav"),
@@ -315,6 +327,8 @@ CASES = [
     # ---------------------------------------------------------------------------------- motion
     Case("motion-audio-empty", lambda t: ["motion", empty(t, "a.wav"), PORTRAIT, "-o",
                                           t / "m.npz"], 1, "a.wav"),
+    Case("motion-audio-inf-samples", lambda t: ["motion", float_wav(t, np.inf), PORTRAIT, "-o",
+                                                t / "m.npz"], 1, "NaN or infinite"),
     Case("motion-portrait-noise", lambda t: ["motion", SPEECH, noise(t, "p.jpg"), "-o",
                                              t / "m.npz"], 1, "p.jpg"),
     Case("motion-out-txt", lambda t: ["motion", SPEECH, PORTRAIT, "-o", t / "m.txt"], 2,
@@ -413,8 +427,12 @@ CASES = [
          "not a posecast model or run folder"),
     Case("export-run-config-garbage", lambda t: ["export", model(t, config="]"), t / "out"], 1,
          "config.json"),
+    Case("export-weights-noise", lambda t: ["export", model(t, weights=NOISE), t / "out"], 1,
+         "not a readable safetensors file"),
     Case("export-out-exists", lambda t: ["export", model(t), folder(t, "out")], 2, "out"),
     Case("upload-source-missing", lambda t: ["upload", t / "none", "me/model"], 2, "none"),
+    Case("upload-weights-noise", lambda t: ["upload", model(t, weights=NOISE), "me/model"], 1,
+         "not a readable safetensors file"),
     Case("upload-repo-id-bogus", lambda t: ["upload", model(t), "not a repo id"], 2,
          "not a repo id"),
     # --------------------------------------------------------------------------------- imports
