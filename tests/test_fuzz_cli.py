@@ -3,7 +3,8 @@ model folders, configs, CSVs, option values and paths. Each case builds its bad 
 fresh folder, runs `posecast …` in this process, and checks the CLI's promise for a known
 failure: exit 1 (bad content) or 2 (bad command line), exactly one line on stderr,
 `error: …`, naming what is wrong, no traceback, and nothing left on disk (no new file, no
-input changed).
+input changed). Two commands print named notices first, allowed by their case: `import
+mimicmotion` its licence lines, `train` a "skipped CLIP: why" line per unusable clip.
 
 Option values the parser itself refuses (`--fps -3`, an unknown option) get Click's usage box
 instead and are not part of this corpus; every case here passes the parser.
@@ -52,11 +53,11 @@ def folder(tmp: Path, name: str) -> Path:
     return tmp / name
 
 
-def silent_wav(tmp: Path, name: str = "silent.wav", samples: int = 0) -> Path:
-    """A well-formed 16 kHz WAV of `samples` zero samples (0: no audio at all)."""
+def silent_wav(tmp: Path, name: str = "silent.wav") -> Path:
+    """A well-formed 16 kHz WAV header with no samples at all."""
     with wave.open(str(tmp / name), "wb") as file:
         file.setnchannels(1), file.setsampwidth(2), file.setframerate(16_000)
-        file.writeframes(b"\0\0" * samples)
+        file.writeframes(b"")
     return tmp / name
 
 
