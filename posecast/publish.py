@@ -63,7 +63,21 @@ def model_files(folder: Path) -> list[str]:
         from posecast.models.pretrained import load_config
 
         load_config(folder)  # a one-line error for a config posecast cannot read
+        _check_weights_header(folder / WEIGHTS_NAME)
     return files
+
+
+def _check_weights_header(path: Path) -> None:
+    """A one-line error for weights that are not safetensors (cut short, overwritten): reading
+    the header alone is cheap, and a model that cannot load must not be exported."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as weights:
+            weights.keys()
+    except Exception as error:  # SafetensorError, OSError: the file is not usable
+        raise InputError(f"{path}: not a readable safetensors file ({error}); the model "
+                         "cannot load, so it is not exported") from None
 
 
 def export_model(run: str | os.PathLike, out: str | os.PathLike, license: str | None = None,

@@ -63,8 +63,13 @@ def test_the_cli_refuses_a_used_folder_and_leaves_nothing_half_made(run_cli, tmp
     result = run_cli("make-dataset", out, "--clips", "1", "--size", "64")
     assert result.code == 2 and "--overwrite" in result.stderr
     assert (out / "mine.txt").exists()
-    result = run_cli("make-dataset", out, "--clips", "2", "--size", "64", "--drawn-people", "1",
-                     "--held-out-people", "0", "--overwrite")
+    args = ["make-dataset", out, "--clips", "2", "--size", "64", "--drawn-people", "1",
+            "--held-out-people", "0", "--overwrite"]
+    result = run_cli(*args)  # --overwrite deletes only a folder make-dataset made
+    assert result.code == 2 and "not a dataset" in result.stderr
+    assert (out / "mine.txt").exists()
+    (out / "manifest.json").write_text("{}")  # as an earlier make-dataset leaves it
+    result = run_cli(*args)
     assert result.code == 0, result.stderr
     assert not (out / "mine.txt").exists() and (out / "manifest.json").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["clips"]  # no temporary folder left

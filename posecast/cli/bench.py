@@ -21,6 +21,17 @@ bench_app = typer.Typer(help="Speed benchmarks (random weights; I/O excluded).",
                         no_args_is_help=True)
 
 
+def whole_numbers(text: str, flag: str, low: int) -> list[int]:
+    """"1,2,4" → [1, 2, 4], each at least `low`, or one line naming the flag."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < low:
+        raise UsageError(f"{flag} {text}: give whole numbers of at least {low}, comma-separated")
+    return values
+
+
 @bench_app.command("teacher")
 def bench_teacher(
     preset: Annotated[str, typer.Option(
@@ -77,7 +88,7 @@ def bench_teacher(
         for mode in attention.split(","):
             if mode not in ("dense", "input_aware"):
                 raise UsageError(f"--attention {mode}: choose dense and/or input_aware")
-            for count in (int(f) for f in frames.split(",")):
+            for count in whole_numbers(frames, "--frames", 1):
                 t = time_mimicmotion(preset, height, width, count, steps, torch_device, repeats,
                                      example_poses if mode == "input_aware" else None)
                 timings.append({"attention": mode, **dataclasses.asdict(t)})
@@ -157,6 +168,12 @@ def bench_attention(
     from posecast.bench.attention import check_backends, time_attention
     from posecast.pose.keypoints import Keypoints
 
+    for flag, value in (("--frames", frames), ("--heads", heads), ("--head-dim", head_dim),
+                        ("--block-size", block_size)):
+        if value < 1:  # a traceback from torch otherwise, after the first timings
+            raise UsageError(f"{flag} {value}: give a whole number of at least 1")
+    grid_sides, k_values = whole_numbers(grids, "--grids", 1), whole_numbers(k_frames,
+                                                                           "--k-frames", 0)
     source = Path(poses) if poses else EXAMPLES / "astronaut_poses.npz"
     keypoints = Keypoints.load(source)
     torch_device = pick_device(device)
@@ -182,8 +199,8 @@ def bench_attention(
     for column in ("tokens", "K", "density", "blocks kept", "dense fwd ms", "sparse fwd ms",
                    "fwd ×", "dense f+b ms", "sparse f+b ms", "f+b ×", "max err"):
         table.add_column(column, justify="right")
-    for grid in (int(g) for g in grids.split(",")):
-        for k in (int(k) for k in k_frames.split(",")):
+    for grid in grid_sides:
+        for k in k_values:
             t = time_attention(keypoints, frames, grid, k, heads, head_dim, torch_device,
                                block_size, repeats, backward, attention_backend)
             table.add_row(

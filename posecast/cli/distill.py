@@ -249,6 +249,9 @@ def _read_config_file(path: Path) -> dict:
         data = json.loads(path.read_text())
     except OSError as error:
         raise UsageError(f"{path}: cannot read the config file ({error.strerror})") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not a text file (not UTF-8); give a JSON file of "
+                         "settings") from None
     except json.JSONDecodeError as error:
         raise UsageError(f"{path}: not valid JSON ({error})") from None
     if not isinstance(data, dict):

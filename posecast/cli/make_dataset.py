@@ -49,6 +49,10 @@ def make_dataset_command(
         raise UsageError("--held-out-people cannot exceed --drawn-people")
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise UsageError(f"{out}: already exists; pass --overwrite to replace it")
+    if overwrite and out.exists() and (not out.is_dir() or any(out.iterdir())) \
+            and not (out / "manifest.json").is_file():  # what make-dataset writes
+        raise UsageError(f"{out}: not a dataset from `posecast make-dataset` (no manifest.json); "
+                         "refusing to delete it with --overwrite; give a new folder")
     if not out.parent.is_dir():
         raise UsageError(f"{out}: the parent folder {out.parent} does not exist")
     if not espeak_available():

@@ -10,6 +10,7 @@ import typer
 from posecast.cli.options import Device, JsonSummary, Overwrite, Seed
 from posecast.cli.run_folder import prepare_run_folder
 from posecast.cli.ui import err_console, print_result, progress_bar
+from posecast.errors import ConfigError, UsageError
 
 
 def train_motion_command(
@@ -38,8 +39,14 @@ def train_motion_command(
       posecast train-motion clips/ --out motion/ --max-steps 2000
     """
     from posecast.cli.devices import pick_device
+    from posecast.config import TRAIN_RULES
     from posecast.motion.learned import MotionConfig, train_motion
+    from posecast.validation import check_fields
 
+    try:  # torch's own check would be a traceback, after the output folder was prepared
+        check_fields({"learning_rate": learning_rate}, TRAIN_RULES)
+    except ConfigError as error:
+        raise UsageError(f"--learning-rate: {error}") from None
     torch_device = pick_device(device)
     prepare_run_folder(out, dataset, resume=False, overwrite=overwrite, can_resume=False)
     config = MotionConfig()

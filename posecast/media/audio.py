@@ -69,6 +69,9 @@ def load_audio(path: str | os.PathLike, sample_rate: int = DEFAULT_SAMPLE_RATE) 
         samples = decode_audio(path, sample_rate)
     if samples.size == 0:
         raise InputError(f"{path}: the audio has no samples (0 s long); give a real recording")
+    if not np.isfinite(samples).all():  # a float WAV can hold NaN or inf; no measure takes them
+        raise InputError(f"{path}: the audio holds NaN or infinite samples; give a real "
+                         "recording")
     return AudioClip(np.ascontiguousarray(samples, dtype=np.float32), sample_rate)
 
 
