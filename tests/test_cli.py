@@ -211,3 +211,19 @@ def test_seed_and_size_out_of_range_are_one_line_errors(run_cli, tmp_path, args,
     result = run_cli("distill", tmp_path, "--teacher", tmp_path, "--out", tmp_path / "s",
                      "--seed", "-1")
     assert result.code == 2 and "from 0 to" in result.stderr
+
+
+@pytest.mark.parametrize("args, says", [
+    (["render", "--nope"], "No such option: --nope"),
+    (["render", "a.wav", "b.png", "--fps", "-3"], "'--fps'"),
+    (["distill"], "Missing argument 'dataset'"),
+    (["train", "clips", "--max-steps", "abc"], "'--max-steps'"),
+    (["bench", "render", "--device"], "requires an argument"),
+])
+def test_option_errors_are_one_line_like_every_other_error(run_cli, args, says):
+    """Typer's own parse errors (it draws a box of several lines) go through the same one-line
+    printer as posecast's errors, pointing at the command's --help."""
+    result = run_cli(*args)
+    assert result.code == 2 and says in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--help" in lines[0]

@@ -6,8 +6,9 @@ failure: exit 1 (bad content) or 2 (bad command line), exactly one line on stder
 input changed). Two commands print named notices first, allowed by their case: `import
 mimicmotion` its licence lines, `train` a "skipped CLIP: why" line per unusable clip.
 
-Option values the parser itself refuses (`--fps -3`, an unknown option) get Click's usage box
-instead and are not part of this corpus; every case here passes the parser.
+Option values the parser itself refuses (`--fps -3`, an unknown option) are one line too, tested
+in test_cli.py (test_option_errors_are_one_line_like_every_other_error); every case here passes
+the parser.
 """
 
 from __future__ import annotations

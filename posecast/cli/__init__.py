@@ -83,9 +83,24 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def main() -> None:
+    try:  # typer vendors click (0.2x); older typers use click itself
+        from typer._click.exceptions import UsageError as ParseError
+    except ImportError:
+        from click.exceptions import UsageError as ParseError
+
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        app()
+        code = app(standalone_mode=False)  # click's errors come here, not to its own printer
+        if isinstance(code, int) and code:  # typer.Exit(code)
+            sys.exit(code)
+    except ParseError as error:  # an unknown option, a missing or malformed value
+        command = error.ctx.command_path if error.ctx is not None else "posecast"
+        err_console.print(f"error: {error.format_message()} (see `{command} --help`)",
+                          markup=False, highlight=False, soft_wrap=True)
+        sys.exit(error.exit_code)
+    except typer.Abort:  # Ctrl-C or end of input, as click reports them
+        err_console.print("error: interrupted", markup=False, highlight=False)
+        sys.exit(130)
     except PosecastError as error:
         if _debug["on"]:
             raise
