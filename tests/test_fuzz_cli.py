@@ -54,6 +54,13 @@ def folder(tmp: Path, name: str) -> Path:
     return tmp / name
 
 
+def folder_of_noise(tmp: Path) -> Path:
+    """A folder of two "clips" that are random bytes."""
+    clips = folder(tmp, "clips")
+    noise(clips, "a.mp4"), noise(clips, "b.mp4")
+    return clips
+
+
 def silent_wav(tmp: Path, name: str = "silent.wav") -> Path:
     """A well-formed 16 kHz WAV header with no samples at all."""
     with wave.open(str(tmp / name), "wb") as file:
@@ -320,6 +327,9 @@ CASES = [
          2, "none.png"),
     Case("keypoints-empty-folder", lambda t: ["keypoints", folder(t, "clips"), "-o",
                                               t / "cache"], 2, "clips"),
+    Case("keypoints-folder-of-noise", lambda t: ["keypoints", folder_of_noise(t), "-o",
+                                                 "cache"], 1, "none of its 2 clips",
+         notes=("skipped ",)),
     Case("keypoints-out-json", lambda t: ["keypoints", PORTRAIT, "-o", t / "k.json"], 2,
          "k.json"),
     Case("keypoints-preview-gif", lambda t: ["keypoints", PORTRAIT, "-o", t / "k.npz",
@@ -461,6 +471,8 @@ CASES = [
     Case("bench-attention-poses-noise", lambda t: ["bench", "attention", "--poses",
                                                    noise(t, "p.npz"), "--device", "cpu"], 1,
          "p.npz"),
+    Case("bench-attention-block-size-7", lambda t: ["bench", "attention", "--block-size", "7",
+                                                    "--device", "cpu"], 2, "multiple of 16"),
     Case("bench-attention-heads-zero", lambda t: ["bench", "attention", "--heads", "0",
                                                   "--device", "cpu"], 2, "--heads"),
     Case("bench-attention-frames-zero", lambda t: ["bench", "attention", "--frames", "0",

@@ -138,8 +138,9 @@ def bench_attention(
     k_frames: Annotated[str, typer.Option(help="K values, comma-separated.")] = "1,2,4,8",
     heads: Annotated[int, typer.Option(help="Attention heads.")] = 12,
     head_dim: Annotated[int, typer.Option(help="Channels per head.")] = 128,
-    block_size: Annotated[int, typer.Option(help="Block size of the flex tables (64 or 128).")]
-    = 128,
+    block_size: Annotated[int, typer.Option(
+        help="Block size of the flex tables: a multiple of 16 (128 on CUDA, its kernel "
+        "tiles).")] = 128,
     repeats: Annotated[int, typer.Option(help="Timed repetitions after one warm-up.", min=1)]
     = 10,
     backward: Annotated[bool, typer.Option(help="Also time forward + backward.")] = True,
@@ -168,10 +169,11 @@ def bench_attention(
     from posecast.bench.attention import check_backends, time_attention
     from posecast.pose.keypoints import Keypoints
 
-    for flag, value in (("--frames", frames), ("--heads", heads), ("--head-dim", head_dim),
-                        ("--block-size", block_size)):
+    for flag, value in (("--frames", frames), ("--heads", heads), ("--head-dim", head_dim)):
         if value < 1:  # a traceback from torch otherwise, after the first timings
             raise UsageError(f"{flag} {value}: give a whole number of at least 1")
+    if block_size < 16 or block_size % 16:  # FlexAttention's tiles
+        raise UsageError(f"--block-size {block_size}: give a multiple of 16 (128 on CUDA)")
     grid_sides, k_values = whole_numbers(grids, "--grids", 1), whole_numbers(k_frames,
                                                                            "--k-frames", 0)
     source = Path(poses) if poses else EXAMPLES / "astronaut_poses.npz"

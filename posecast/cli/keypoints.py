@@ -10,7 +10,7 @@ import typer
 
 from posecast.cli.options import AllowMissing, JsonSummary, Overwrite
 from posecast.cli.ui import err_console, print_result, progress_bar
-from posecast.errors import UsageError
+from posecast.errors import InputError, UsageError
 from posecast.paths import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, atomic_output, require_output
 
 
@@ -136,6 +136,7 @@ def _extract_folder(folder: Path, cache: Path, smooth: bool, allow_missing: bool
     clips = find_clips(folder)
     if not clips:
         raise UsageError(f"{folder}: no video clips found ({', '.join(VIDEO_EXTENSIONS)})")
+    created = not cache.exists()
     cache.mkdir(exist_ok=True)
     counts = {"done": 0, "skipped": 0, "failed": 0}
     started = time.perf_counter()
@@ -148,6 +149,11 @@ def _extract_folder(folder: Path, cache: Path, smooth: bool, allow_missing: bool
                                   highlight=False, soft_wrap=True)
             bar.advance(task)
     elapsed = time.perf_counter() - started
+    if counts["failed"] == len(clips):  # nothing usable: an error, and no empty cache left
+        if created and not any(cache.iterdir()):
+            cache.rmdir()
+        raise InputError(f"{folder}: none of its {len(clips)} clips could be read (each is "
+                         "named above); give clips ffmpeg can decode with one person in view")
     print_result(f"{counts['done']} extracted, {counts['skipped']} already cached, "
                  f"{counts['failed']} failed in {elapsed:.1f} s → {cache}",
                  {"cache": str(cache), "extracted": counts["done"], "cached": counts["skipped"],
