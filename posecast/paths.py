@@ -156,6 +156,26 @@ def temporary_beside(path: str | os.PathLike, folder: bool = False) -> Path:
 
 
 @contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `path`; on success it replaces `path` (a folder
+    or file there is removed first), on failure it is deleted. A killed run's is swept by the
+    next run writing `path`."""
+    path = Path(path)
+    staging = temporary_beside(path, folder=True)
+    try:
+        yield staging
+        usual_permissions(staging)
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` on success, delete on failure.
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from posecast.errors import InputError, PosecastError, UsageError
 from posecast.families import family_of
-from posecast.paths import temporary_beside
+from posecast.paths import atomic_folder
 
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
 DEFAULT_LICENSES = {"dit": "apache-2.0", "mimicmotion": "other"}  # MimicMotion's and SVD's own
@@ -92,21 +92,11 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, license: str | 
     files = model_files(run)
     family = family_of(run)
     card = model_card(run, license or DEFAULT_LICENSES[family])
-    staging = temporary_beside(out, folder=True)  # a killed run's is swept next time
-    try:
+    with atomic_folder(out) as staging:
         for name in files:
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(run / name, staging / name)
         (staging / CARD_NAME).write_text(card)
-        from posecast.paths import usual_permissions
-
-        usual_permissions(staging)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return Export(out, sorted([*files, CARD_NAME]), family)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +10,7 @@ import typer
 from posecast.cli.options import JsonSummary, Overwrite, Seed, in_panel
 from posecast.cli.ui import err_console, print_result, progress_bar
 from posecast.errors import UsageError
-from posecast.paths import temporary_beside, usual_permissions
+from posecast.paths import atomic_folder
 
 
 def make_dataset_command(
@@ -59,19 +58,10 @@ def make_dataset_command(
         err_console.print("warning: espeak-ng is not installed, so the speech is a "
                           "speech-like buzz (apt install espeak-ng for real sentences)",
                           markup=False, highlight=False)
-    building = temporary_beside(out, folder=True)  # a killed run's is swept next time
-    try:
-        with progress_bar("clips") as bar:
-            task = bar.add_task("making clips", total=clips)
-            records = make_cospeech_dataset(building, clips, seed, size, fps, drawn_people,
-                                            held_out_people, on_clip=lambda _: bar.advance(task))
-        usual_permissions(building)
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        building.rename(out)
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
+    with atomic_folder(out) as building, progress_bar("clips") as bar:
+        task = bar.add_task("making clips", total=clips)
+        records = make_cospeech_dataset(building, clips, seed, size, fps, drawn_people,
+                                        held_out_people, on_clip=lambda _: bar.advance(task))
     held = sum(record.split == "heldout" for record in records)
     seconds = sum(record.seconds for record in records)
     print_result(f"wrote {len(records)} clips ({seconds:.0f} s of speech) to {out}: "

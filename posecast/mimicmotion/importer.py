@@ -31,7 +31,7 @@ from posecast.mimicmotion.model import (
     is_mimicmotion_folder,
     missing_component,
 )
-from posecast.paths import temporary_beside, usual_permissions
+from posecast.paths import atomic_folder
 
 DEFAULT_SVD = "stabilityai/stable-video-diffusion-img2vid-xt-1-1"
 DEFAULT_CHECKPOINT = "tencent/MimicMotion:MimicMotion_1-1.pth"
@@ -145,8 +145,7 @@ def import_mimicmotion(out: str | os.PathLike, svd: str = DEFAULT_SVD,
     state = load_checkpoint(path)
     check_state(state, unet_config, path)
     say(f"converting {len(state)} tensors to safetensors")
-    staging = temporary_beside(out, folder=True)  # a killed run's is swept next time
-    try:
+    with atomic_folder(out) as staging:
         from safetensors.torch import save_file
 
         save_file({key: value.contiguous() for key, value in state.items()},
@@ -159,11 +158,4 @@ def import_mimicmotion(out: str | os.PathLike, svd: str = DEFAULT_SVD,
                   "sources": {"svd": svd, "checkpoint": checkpoint, "revision": revision}}
         (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         (staging / "README.md").write_text(model_card(svd, checkpoint, revision))
-        usual_permissions(staging)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out

@@ -34,7 +34,7 @@ from torch import nn
 
 from posecast.errors import InputError, PosecastError, UsageError
 from posecast.hub import resolve_folder
-from posecast.paths import temporary_beside
+from posecast.paths import atomic_folder
 from posecast.pose.keypoints import Keypoints
 from posecast.pose.regions import Region, region_masks
 
@@ -167,12 +167,10 @@ def import_lpips(vgg_path: str | os.PathLike, lin_path: str | os.PathLike,
                  out: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write the plug-in's folder `out` (LPIPS_FILE and a card) from the published .pth files,
     read with torch.load(weights_only=True); `out` appears whole or not at all."""
-    import shutil
 
     from safetensors.torch import save_file
 
     from posecast.mimicmotion.importer import load_checkpoint
-    from posecast.paths import usual_permissions
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -186,17 +184,9 @@ def import_lpips(vgg_path: str | os.PathLike, lin_path: str | os.PathLike,
     state = lpips_state_from_published(load_checkpoint(Path(vgg_path)),
                                        load_checkpoint(Path(lin_path)), str(vgg_path),
                                        str(lin_path))
-    staging = temporary_beside(out, folder=True)  # a killed run's is swept next time
-    try:
+    with atomic_folder(out) as staging:
         save_file(state, staging / LPIPS_FILE, metadata={"format": "pt"})
         (staging / "README.md").write_text(LPIPS_CARD)
-        usual_permissions(staging)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 
