@@ -295,18 +295,14 @@ def bench_render(
     if size is not None:
         raise UsageError("--size is for MimicMotion students; posecast's own presets have "
                          "their size")
-    import numpy as np
     import torch
 
     from posecast.attention.backends import resolve_backend
     from posecast.bench.render import bench_codec, time_student_render, time_teacher_render
     from posecast.config import preset as make_preset
-    from posecast.media import AudioClip, load_audio, load_image
     from posecast.models.denoiser import Denoiser
     from posecast.models.pretrained import from_pretrained
-    from posecast.motion import frame_count, motion_from_speech
     from posecast.pose.framing import crop_resize, fit_keypoints, portrait_box
-    from posecast.pose.keypoints import Keypoints
     from posecast.train.distill import DistillConfig, student_config
 
     torch_device = pick_device(device)
@@ -331,13 +327,7 @@ def bench_render(
                                      torch.float32).eval()
     config = student.config
 
-    speech = load_audio(EXAMPLES / "speech.wav")
-    repeats = int(np.ceil(seconds / speech.duration))
-    clip = AudioClip(np.tile(speech.samples, repeats)[:int(seconds * speech.sample_rate)],
-                     speech.sample_rate)
-    image = load_image(EXAMPLES / "astronaut.png")
-    keypoints = Keypoints.load(portrait_keypoints_file or EXAMPLES / "astronaut_keypoints.npz")
-    poses = motion_from_speech(clip, keypoints, fps)[:frame_count(clip.duration, fps)]
+    clip, image, keypoints, poses = _bench_inputs(seconds, fps, portrait_keypoints_file)
     box = portrait_box(keypoints, image.shape[1], image.shape[0], config.width, config.height)
     fitted = fit_keypoints(poses, box)
     reference = torch.from_numpy(crop_resize(image, box)).permute(2, 0, 1)[None].float()
@@ -399,23 +389,37 @@ def bench_render(
                       "(the teacher timed per frame from one window)", highlight=False)
 
 
+def _bench_inputs(seconds: float, fps: float, portrait_keypoints_file: Path | None):
+    """The bundled speech repeated to `seconds`, the bundled portrait, its keypoints and the
+    built-in motion for the clip (what both families' render benches time)."""
+    import numpy as np
+
+    from posecast.media import AudioClip, load_audio, load_image
+    from posecast.motion import frame_count, motion_from_speech
+    from posecast.pose.keypoints import Keypoints
+
+    speech = load_audio(EXAMPLES / "speech.wav")
+    repeats = int(np.ceil(seconds / speech.duration))
+    clip = AudioClip(np.tile(speech.samples, repeats)[:int(seconds * speech.sample_rate)],
+                     speech.sample_rate)
+    keypoints = Keypoints.load(portrait_keypoints_file or EXAMPLES / "astronaut_keypoints.npz")
+    poses = motion_from_speech(clip, keypoints, fps)[:frame_count(clip.duration, fps)]
+    return clip, load_image(EXAMPLES / "astronaut.png"), keypoints, poses
+
+
 def _bench_mimicmotion_render(model, teacher, preset, seconds, fps, steps, teacher_steps,
                               skip_teacher, student_attention, attention_backend, size,
                               json_output, portrait_keypoints_file, device) -> None:
     """`bench render` for the MimicMotion family: the causal student streaming chunk by chunk
     with its fast decoder, against the teacher's denoising of one window (decoding excluded,
     which flatters the teacher)."""
-    import numpy as np
     import torch
 
     from posecast.bench.render import PipelineTiming
     from posecast.hub import resolve_folder
-    from posecast.media import AudioClip, load_audio, load_image
     from posecast.mimicmotion.bench import UNETS, random_student, time_mimicmotion, time_student
     from posecast.mimicmotion.student import StudentSettings, load_student
-    from posecast.motion import frame_count, motion_from_speech
     from posecast.pose.framing import crop_resize, fit_box, fit_keypoints
-    from posecast.pose.keypoints import Keypoints
 
     torch_device = pick_device(device)
     height, width = (1024, 576) if size is None else parse_size(size, 64)
@@ -435,13 +439,7 @@ def _bench_mimicmotion_render(model, teacher, preset, seconds, fps, steps, teach
     if attention_backend is not None:
         student.settings = dataclasses.replace(student.settings, backend=attention_backend)
 
-    speech = load_audio(EXAMPLES / "speech.wav")
-    repeats = int(np.ceil(seconds / speech.duration))
-    clip = AudioClip(np.tile(speech.samples, repeats)[:int(seconds * speech.sample_rate)],
-                     speech.sample_rate)
-    image = load_image(EXAMPLES / "astronaut.png")
-    keypoints = Keypoints.load(portrait_keypoints_file or EXAMPLES / "astronaut_keypoints.npz")
-    poses = motion_from_speech(clip, keypoints, fps)[:frame_count(clip.duration, fps)]
+    clip, image, _, poses = _bench_inputs(seconds, fps, portrait_keypoints_file)
     box = fit_box(image.shape[1], image.shape[0], width, height)
     fitted = fit_keypoints(poses, box)
     if model is not None:
