@@ -29,6 +29,7 @@ from posecast.train.region_loss import (
     REGION_BITS,
     RegionWeights,
     batch_region_bits,
+    edge_error,
     region_reconstruction_loss,
     weights_from_bits,
 )
@@ -273,6 +274,29 @@ def test_the_reconstruction_loss_pulls_hardest_inside_the_regions(synthetic_data
         expected[inside] += getattr(alphas, name) / inside.sum()
     torch.testing.assert_close(pull, expected)
     assert (bits == 0).any()
+
+
+def test_the_edge_term_charges_a_patch_grid_that_the_pixel_error_does_not_see():
+    # a smooth ramp, and two outputs 0.1 away from it at every pixel: one shifted as a whole,
+    # one with every 4×4 patch shifted up or down (a patch grid); the per-pixel error is the
+    # same for both, the edge term only for the grid
+    ramp = torch.linspace(-0.8, 0.8, 16).expand(1, 3, 16, 16)
+    signs = torch.randint(0, 2, (4, 4), generator=torch.Generator().manual_seed(0)) * 2 - 1
+    signs[0, :2] = torch.tensor([1, -1])  # neighbouring patches differ at least once
+    grid = ramp + 0.1 * signs.repeat_interleave(4, 0).repeat_interleave(4, 1)
+    bits = torch.zeros(1, 16, 16, dtype=torch.uint8)
+    alphas = RegionWeights()
+    for output in (ramp + 0.1, grid):
+        torch.testing.assert_close(region_reconstruction_loss(output, ramp, bits, alphas, 0.0),
+                                   torch.tensor(0.1))
+    assert edge_error(ramp + 0.1, ramp).item() < 1e-6
+    # a jump of 0.2 on each of the 4 pixel rows (columns) of a border between unlike patches,
+    # among the 16 × 15 neighbouring pairs of each direction
+    across_columns = 4 * (signs.diff(dim=1) != 0).sum() * 0.2 / (16 * 15)
+    across_rows = 4 * (signs.diff(dim=0) != 0).sum() * 0.2 / (16 * 15)
+    torch.testing.assert_close(edge_error(grid, ramp), (across_columns + across_rows) / 2)
+    with_edges = region_reconstruction_loss(grid, ramp, bits, alphas, 0.0, edge_weight=2.0)
+    torch.testing.assert_close(with_edges, 0.1 + 2.0 * edge_error(grid, ramp))
 
 
 def test_the_weight_map_covers_face_and_hands(synthetic_dataset):

@@ -113,6 +113,7 @@ class DistillConfig:
     region_weights: RegionWeights = field(default_factory=RegionWeights)
     region_loss_weight: float = 0.25  # λ_region on the decoded-frame loss (0 turns it off)
     ssim_weight: float = 0.5  # inside the region loss: L1 + ssim_weight · (1 − SSIM)
+    edge_weight: float = 0.0  # + edge_weight · mean |∇x̂ − ∇x| (region_loss.edge_error)
     perceptual: tuple[str, ...] = ()  # plug-ins, "name=folder_or_repo[:weight]" (perceptual.py)
     # bookkeeping
     checkpoint_every: int = 100
@@ -631,7 +632,8 @@ def frame_losses(sample, window: Window, bits: torch.Tensor, codec, settings: Di
     total = 0.0
     if region_weight:
         region = region_reconstruction_loss(frames, target, bits.flatten(0, 1),
-                                            settings.region_weights, settings.ssim_weight)
+                                            settings.region_weights, settings.ssim_weight,
+                                            settings.edge_weight)
         total = total + region_weight * region
         losses["region"] = losses.get("region", 0.0) + region.item() / settings.grad_accumulation
     for term in perceptual:

@@ -6,7 +6,8 @@ face mesh's lip landmarks), α_r its weight. Two uses:
 - the weight map w = 1 + α_face·m_face + α_lips·m_lips + α_hands·m_hands + α_arms·m_arms
   scales the DMD gradient per latent pixel (and the teacher's loss, train/teacher.py);
 - the reconstruction loss on decoded frames against the real clip is the whole frame's error
-  plus α_r times each region's own mean error (L1 + λ_ssim·(1 − SSIM)).
+  plus α_r times each region's own mean error (L1 + λ_ssim·(1 − SSIM)), plus an optional
+  edge term on the steps between neighbouring pixels (see `edge_error`).
 """
 
 from __future__ import annotations
@@ -117,13 +118,27 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor, window: int = 11) -> torch.Tensor
     return ssim.mean(1, keepdim=True)
 
 
+def edge_error(frames: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean |∇frames − ∇target| over every pair of horizontally or vertically neighbouring
+    pixels of images (N, 3, H, W). The per-pixel error does not care whether two neighbours
+    err alike or apart; this term does, so it charges the steps a patch-wise head draws at
+    its patch borders (a grid) where the real frame has none."""
+    def steps(image):
+        return image.diff(dim=-1), image.diff(dim=-2)  # (N, 3, H, W − 1), (N, 3, H − 1, W)
+
+    (out_x, out_y), (real_x, real_y) = steps(frames), steps(target)
+    return ((out_x - real_x).abs().mean() + (out_y - real_y).abs().mean()) / 2
+
+
 def region_reconstruction_loss(frames: torch.Tensor, target: torch.Tensor, bits: torch.Tensor,
-                               alphas: RegionWeights, ssim_weight: float = 0.5) -> torch.Tensor:
+                               alphas: RegionWeights, ssim_weight: float = 0.5,
+                               edge_weight: float = 0.0) -> torch.Tensor:
     """METHOD.md's Σ_r λ_r·L_r on frames (N, 3, H, W) against the real ones: the error
     e = L1 + ssim_weight·(1 − SSIM) per pixel, as a mean over the whole frame plus α_r times
     its mean inside each region r (bits (N, H, W), REGION_BITS) that the batch shows. Each
     region is its own mean, so the lips (about 20 of 4,096 pixels at 64×64) count as much as
-    α_lips says, not as little as their area. 0 for a perfect match."""
+    α_lips says, not as little as their area. With edge_weight, + edge_weight·`edge_error` over
+    the whole frame. 0 for a perfect match."""
     error = (frames - target).abs().mean(1, keepdim=True)  # (N, 1, H, W)
     if ssim_weight:
         error = error + ssim_weight * (1 - ssim_map(frames, target))
@@ -134,4 +149,6 @@ def region_reconstruction_loss(frames: torch.Tensor, target: torch.Tensor, bits:
         inside = (bits & bit).bool()
         if alpha and inside.any():
             loss = loss + alpha * error[inside].mean()
+    if edge_weight:
+        loss = loss + edge_weight * edge_error(frames, target)
     return loss
