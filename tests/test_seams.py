@@ -71,3 +71,18 @@ def test_the_meter_keeps_running_sums_and_handles_flat_and_tiny_frames():
     frames = [np.full((8, 8, 3), 90, np.uint8), lines]
     # mean step at x ≡ 3 (mod 4), the only such x: 30 in one frame of two; elsewhere 0
     assert seam_ratio(frames) == pytest.approx((15 + 1e-3) / 1e-3, rel=1e-3)
+
+
+def test_known_steps_give_their_ratio():
+    """Raw frames (no MP4) whose steps are known: the ratio is the step on the grid over the
+    step elsewhere, at the period and phase that score most, along either axis."""
+    def frame_of_steps(steps: list[float]) -> np.ndarray:
+        row = np.cumsum([0.0, *steps])  # (len(steps) + 1,) grey levels
+        return rgb(np.tile(row, (len(row), 1)))
+
+    two = frame_of_steps([1, 3] * 31 + [1])  # a 2-pixel grid: step 3 at odd x, 1 at even x
+    four = frame_of_steps([1, 1, 5, 1] * 15 + [1, 1, 5])  # step 5 at x ≡ 2 (mod 4)
+    for frame, ratio in ((two, 3), (four, 5)):
+        assert seam_ratio([frame]) == pytest.approx(ratio, rel=1e-3)
+        assert seam_ratio([frame.transpose(1, 0, 2)]) == pytest.approx(ratio, rel=1e-3)
+
