@@ -77,7 +77,7 @@ class ClipScores:
     # before these fields existed still load)
     mouth_r: float | None = None
     mouth_amplitude: float | None = None
-    seam_ratio: float | None = None
+    seam_ratio: float | None = None  # None: frames too small to measure
     face_found: float | None = None  # share of frames; None: no frame scored
 
 
