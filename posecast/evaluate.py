@@ -25,8 +25,9 @@ face and hand masks.
                    sync is scored only above 80 %);
   seam ratio       the patch grid of the output (posecast/seams.py): the mean step between
                    neighbouring pixels at every p-th position over the step at the others,
-                   the largest over both axes, periods 2 and 4 and every phase (about 1 on
-                   real footage, higher where a grid shows);
+                   the largest over both axes, periods 2 and 4 and every phase (higher
+                   where a grid shows; MP4's blocks and still edges lift it too, so compare
+                   it with the real clips');
   FPS              from OUTPUTS/timings.json ({name: frames per second}) when present.
 """
 

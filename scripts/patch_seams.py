@@ -1,6 +1,6 @@
 """Patch seams in folders of rendered videos, no references needed: `posecast eval`'s seam
-ratio (posecast/seams.py) of each video, and per folder their mean and the highest. About 1 on
-real footage; a model whose patches drift apart draws a visible grid and scores higher.
+ratio (posecast/seams.py) of each video, and per folder their mean and the highest. A model
+whose patches drift apart draws a visible grid and scores higher than the real clips.
 
     python scripts/patch_seams.py runs/heldout/real runs/heldout/method
 """

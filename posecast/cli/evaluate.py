@@ -42,9 +42,10 @@ def evaluate_command(
     lag in frames; the mean row: the peak of the clips' mean lag curve), the mouth's darkness
     against the reference's (r, and amplitude: below 1 it opens less), face found (the share
     of frames where mediapipe finds the face; lip sync needs over 80 %), seam ratio (the step
-    between neighbouring pixels on a 2- or 4-pixel grid against elsewhere: about 1 on real
-    footage, higher where the patch grid shows), hand keypoint confidence (HKC), and FPS when
-    OUTPUTS/timings.json gives it. See posecast/evaluate.py for the exact definitions.
+    between neighbouring pixels on a 2- or 4-pixel grid against elsewhere: higher where the
+    patch grid shows; compare it with the real clips', as MP4's blocks and still edges lift it
+    too), hand keypoint confidence (HKC), and FPS when OUTPUTS/timings.json gives it. See
+    posecast/evaluate.py for the exact definitions.
 
     [bold]Example[/bold]
 
