@@ -21,6 +21,13 @@ face and hand masks.
   HKC              the share of frames in which mediapipe finds a hand on the output that the
                    reference shows (mediapipe gives no per-point hand confidence; the paper's
                    HKC averages DWPose confidences);
+  face found       the share of the output's frames in which mediapipe finds the face (lip
+                   sync is scored only above 80 %);
+  seam ratio       the patch grid of the output (posecast/seams.py): the mean step between
+                   neighbouring pixels at every p-th position over the step at the others,
+                   the largest over both axes, periods 2 and 4 and every phase (higher
+                   where a grid shows; MP4's blocks and still edges lift it too, so compare
+                   it with the real clips');
   FPS              from OUTPUTS/timings.json ({name: frames per second}) when present.
 """
 
@@ -45,6 +52,7 @@ from posecast.pose.face_mesh import LIP_OUTLINE, mouth_opening
 from posecast.pose.framing import crop_resize, fit_box, fit_keypoints
 from posecast.pose.keypoints import Keypoints
 from posecast.pose.regions import Region, region_masks
+from posecast.seams import SeamMeter
 from posecast.train.region_loss import ssim_map
 
 LAGS = range(-5, 6)
@@ -70,6 +78,8 @@ class ClipScores:
     # before these fields existed still load)
     mouth_r: float | None = None
     mouth_amplitude: float | None = None
+    seam_ratio: float | None = None  # None: frames too small to measure
+    face_found: float | None = None  # share of frames; None: no frame scored
 
 
 def _reference_keypoints(references: Path, path: Path) -> Keypoints:
@@ -145,7 +155,8 @@ def score_clip(output: Path, reference: Path, references: Path, fps: float | Non
     # per region: summed squared error, summed SSIM and pixel count over all frames
     squared_sum = dict.fromkeys(("all", "face", "hand"), 0.0)
     ssim_sum, pixels = dict(squared_sum), dict(squared_sum)
-    hands_expected = hands_found = 0
+    hands_expected = hands_found = faces_found = 0
+    seams = SeamMeter()
     openings, darkness, reference_darkness = [], [], []
     scale = DETECTION_SIDE / max(info.width, info.height)
     with HolisticDetector(video=True) as detector:
@@ -162,13 +173,15 @@ def score_clip(output: Path, reference: Path, references: Path, fps: float | Non
                 squared_sum[name] += float((squared * mask).sum())
                 ssim_sum[name] += float((structure * mask).sum())
                 pixels[name] += float(mask.sum())
+            seams.add(output_frame)
             darkness.append(mouth_darkness(output_frame, keypoints.face[t]))
             reference_darkness.append(mouth_darkness(target, keypoints.face[t]))
             large = cv2.resize(output_frame, None, fx=scale, fy=scale,
                                interpolation=cv2.INTER_CUBIC)
             found = detector.detect(large)
-            openings.append(mouth_opening(found["face"]) if found["face"][:, 2].any()
-                            else np.nan)
+            face = bool(found["face"][:, 2].any())
+            faces_found += face
+            openings.append(mouth_opening(found["face"]) if face else np.nan)
             for part in ("left_hand", "right_hand"):
                 if getattr(keypoints, part)[t, :, 2].any():
                     hands_expected += 1
@@ -183,8 +196,9 @@ def score_clip(output: Path, reference: Path, references: Path, fps: float | Non
         return None if pixels[name] == 0 else ssim_sum[name] / pixels[name]
 
     openings = np.array(openings)
+    face_found = faces_found / count if count else None
     curve = None
-    if np.isfinite(openings).mean() > 0.8 and info.has_audio:
+    if face_found is not None and face_found > 0.8 and info.has_audio:
         filled = np.where(np.isfinite(openings), openings, np.nanmedian(openings))
         loudness = speech_features(load_audio(output), info.fps, count).loudness
         curve = lip_sync_curve(filled, loudness)
@@ -193,7 +207,7 @@ def score_clip(output: Path, reference: Path, references: Path, fps: float | Non
                       psnr("hand"), ssim("hand"), r, lag,
                       None if r is None else as_list(curve),
                       hands_found / hands_expected if hands_expected else None, fps,
-                      *mouth_agreement(darkness, reference_darkness))
+                      *mouth_agreement(darkness, reference_darkness), seams.ratio(), face_found)
 
 
 def evaluate_folder(outputs: str | os.PathLike, references: str | os.PathLike,

@@ -5,7 +5,9 @@ of a `posecast make-dataset` folder from their own first frame, poses and audio,
 Rows: (with --real) the real clips themselves, each measure's ceiling | teacher | teacher +
 input-aware attention | plain DMD student | DMD + region loss (the method) | causal student
 with dense attention. Columns: FPS (generation + MP4 encoding, on
-this machine, one clip at a time), PSNR, face PSNR, hand PSNR, lip-sync r and lag, HKC.
+this machine, one clip at a time), PSNR, face PSNR, hand PSNR, lip-sync r and lag, mouth r and
+amplitude, face found (the share of frames where mediapipe finds the face), seam ratio (the
+patch grid), HKC; each as `posecast eval` defines it.
 
     python scripts/ablation.py --data runs/cospeech64 --teacher runs/teacher \
         --method runs/student --plain-dmd runs/student_plain \
@@ -176,7 +178,8 @@ def main() -> int:
             continue
         if args.reuse and (folder / "scores.json").exists():
             report = json.loads((folder / "scores.json").read_text())
-            if any("lip_sync_curve" not in clip for clip in report["clips"]):
+            if any("lip_sync_curve" not in clip or "seam_ratio" not in clip
+                   for clip in report["clips"]):
                 sys.exit(f"{folder}: scores from an older posecast eval; use --rescore")
             results[key] = (title, report)
             continue
@@ -196,7 +199,7 @@ def main() -> int:
         results[key] = (title, report)
 
     header = ("| variant | FPS | PSNR | face PSNR | hand PSNR | lip-sync r | lag | mouth r | "
-              "mouth amp. | HKC |\n" + "|---" * 10 + "|\n")
+              "mouth amp. | face found | seam ratio | HKC |\n" + "|---" * 12 + "|\n")
     lines = []
     for title, report in results.values():
         mean = report["mean"]
@@ -207,6 +210,7 @@ def main() -> int:
                      f"{cell('face_psnr', '{:.2f}')} | {cell('hand_psnr', '{:.2f}')} | "
                      f"{cell('lip_sync_r', '{:.3f}')} | {cell('lip_sync_lag', '{:+d}')} | "
                      f"{cell('mouth_r', '{:.3f}')} | {cell('mouth_amplitude', '{:.2f}')} | "
+                     f"{cell('face_found', '{:.0%}')} | {cell('seam_ratio', '{:.2f}')} | "
                      f"{cell('hkc', '{:.3f}')} |")
     table = header + "\n".join(lines) + "\n\n" + lip_sync_table(args.data, results)
     print(table)

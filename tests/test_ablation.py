@@ -1,5 +1,6 @@
 """scripts/ablation.py, the miniature ablation: it renders and scores every row it is given,
-writes both tables, and a rerun with --reuse rebuilds the same tables without rendering."""
+writes both tables (the first with `posecast eval`'s means, seam ratio and face found among
+them), and a rerun with --reuse rebuilds the same tables without rendering."""
 
 from __future__ import annotations
 
@@ -42,6 +43,13 @@ def test_the_ablation_script_reproduces_its_tables(tmp_path, cospeech_dataset, t
     assert scores["mean"]["psnr"] > 5 and scores["mean"]["fps"] > 0
     real = json.loads((out / "real" / "scores.json").read_text())
     assert real["mean"]["psnr"] > 30  # the real clips against themselves, after MP4 encoding
+    # the main table's columns hold the mean scores, the face found as a percentage
+    lines = text.splitlines()
+    columns = [cell.strip() for cell in lines[0].split("|")]
+    real_cells = dict(zip(columns, (cell.strip() for cell in next(
+        line for line in lines if line.startswith("| the real clips")).split("|")), strict=True))
+    assert real_cells["seam ratio"] == f"{real['mean']['seam_ratio']:.2f}"
+    assert real_cells["face found"] == f"{real['mean']['face_found']:.0%}"
 
     # the lip-sync table: a cell per group of held-out clips, counting the clips in it
     clips = {Path(clip["file"]).stem: clip for clip in manifest["clips"]}
@@ -61,6 +69,13 @@ def test_the_ablation_script_reproduces_its_tables(tmp_path, cospeech_dataset, t
     assert again.returncode == 0, again.stderr[-2000:]
     assert table.read_text() == text
     assert {path: path.stat().st_mtime_ns for path in out.rglob("*.mp4")} == before
+
+    # scores from before the seam ratio existed are not reused: the table would lack it
+    for clip in scores["clips"]:
+        del clip["seam_ratio"]
+    (out / "method" / "scores.json").write_text(json.dumps(scores))
+    old = run_ablation(*common, "--reuse")
+    assert old.returncode != 0 and "use --rescore" in old.stderr
 
 
 def test_the_ablation_script_picks_clips_by_name_and_rows(tmp_path, cospeech_dataset,

@@ -1,5 +1,6 @@
-"""`posecast eval`: a clip scored against itself is perfect, a damaged one is not, and the
-lip-sync score finds the speech in a real-photo clip."""
+"""`posecast eval`: a clip scored against itself is perfect, a damaged one is not, the
+lip-sync score finds the speech in a real-photo clip, and the share of frames with a face
+counts the frames where mediapipe finds one."""
 
 from __future__ import annotations
 
@@ -71,6 +72,14 @@ def test_scores_of_identical_and_damaged_clips(run_cli, tmp_path, cospeech_datas
     with write_mp4(outputs / damaged.name, fps=info.fps, audio=load_audio(damaged)) as mp4:
         for frame in iter_video_frames(damaged, info):
             mp4.write(np.clip(frame.astype(int) + 40, 0, 255).astype(np.uint8))
+    # another photo clip whose face is blanked out from 40 % of the way on, and a third with
+    # no face at all (flat grey frames)
+    for path, kept in ((photo[1], 0.4), (photo[2], 0.0)):
+        info = probe_video(path)
+        frames = list(iter_video_frames(path, info))
+        with write_mp4(outputs / path.name, fps=info.fps, audio=load_audio(path)) as mp4:
+            for t, frame in enumerate(frames):
+                mp4.write(frame if t < kept * len(frames) else np.full_like(frame, 128))
     (outputs / "timings.json").write_text(json.dumps({photo[0].stem: 12.5}))
     result = run_cli("eval", outputs, "--references", references, "-o",
                      tmp_path / "scores.json", "--json")
@@ -85,6 +94,14 @@ def test_scores_of_identical_and_damaged_clips(run_cli, tmp_path, cospeech_datas
     assert same["lip_sync_r"] is not None and same["lip_sync_r"] > 0.3
     assert abs(same["lip_sync_lag"]) <= 2
     assert same["mouth_r"] > 0.999 and same["mouth_amplitude"] == pytest.approx(1, abs=1e-3)
+    half, blank = scores[photo[1].stem], scores[photo[2].stem]
+    assert same["face_found"] > 0.8  # lip sync is scored above 80 %
+    assert 0.2 < half["face_found"] <= 0.4 and half["lip_sync_r"] is None
+    assert blank["face_found"] == 0 and blank["lip_sync_r"] is None
+    assert blank["seam_ratio"] == pytest.approx(1, abs=0.01)  # flat: no grid
+    for field in ("face_found", "seam_ratio"):  # the mean row: the mean over clips
+        assert report["mean"][field] == pytest.approx(np.mean([clip[field] for clip
+                                                               in report["clips"]]))
     assert "mean" in result.stderr  # the table
 
 

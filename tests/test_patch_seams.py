@@ -1,9 +1,10 @@
-"""scripts/patch_seams.py: a video whose 4-pixel patches are offset from each other scores a
-higher seam ratio than a smooth one."""
+"""scripts/patch_seams.py: per folder, the seam ratio of its videos; a folder whose videos
+show a 4-pixel patch grid scores higher than one of smooth videos."""
 
 from __future__ import annotations
 
-import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,26 +14,27 @@ from posecast.media import write_mp4
 SCRIPT = Path(__file__).parents[1] / "scripts" / "patch_seams.py"
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("patch_seams", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_a_patch_grid_raises_the_seam_ratio(tmp_path):
+def test_the_script_tabulates_each_folders_seam_ratio(tmp_path):
     rng = np.random.default_rng(0)
-    ramp = np.tile(np.linspace(40, 200, 64), (64, 1))  # smooth left-to-right gradient
-    offsets = np.kron(rng.integers(-12, 13, (16, 16)), np.ones((4, 4)))  # one step per patch
-    for name, image in (("smooth", ramp), ("grid", ramp + offsets)):
+    y, x = np.mgrid[:64, :64].astype(float)
+    offsets = np.kron(rng.integers(-12, 13, (16, 16)), np.ones((4, 4)))  # one level a patch
+    for name, grid in (("smooth", 0), ("grid", offsets)):
         (tmp_path / name).mkdir()
-        frame = np.repeat(np.clip(image, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
-        with write_mp4(tmp_path / name / "clip.mp4", fps=25) as mp4:
-            for _ in range(5):
-                mp4.write(frame)
-    seams = _load_script().seam_ratio
-    smooth_across, smooth_inside, count = seams(tmp_path / "smooth", 4)
-    grid_across, grid_inside, _ = seams(tmp_path / "grid", 4)
-    assert count == 1
-    assert abs(smooth_across / smooth_inside - 1) < 0.2
-    assert grid_across / grid_inside > 2
+        for clip in range(2):
+            with write_mp4(tmp_path / name / f"{clip}.mp4", fps=25) as mp4:
+                for t in range(3):  # a ramp with a slow wave, drifting
+                    image = 60 + 1.3 * x + 0.9 * y + 12 * np.sin((x + 2 * y + t + 9 * clip) / 7)
+                    image = np.clip(image + grid, 0, 255).astype(np.uint8)
+                    mp4.write(np.repeat(image[..., None], 3, axis=2))
+    (tmp_path / "empty").mkdir()
+    result = subprocess.run([sys.executable, str(SCRIPT), *(str(tmp_path / name) for name in
+                                                             ("smooth", "grid", "empty"))],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = {Path(line.split("|")[1].strip()).name: [cell.strip() for cell in
+                                                    line.split("|")[2:-1]]
+            for line in result.stdout.splitlines()[2:]}
+    assert rows["empty"] == ["0", "-", "-"]
+    assert rows["smooth"][0] == rows["grid"][0] == "2"
+    assert float(rows["smooth"][1]) < 1.3 < 1.6 < float(rows["grid"][1])
+    assert float(rows["grid"][2]) >= float(rows["grid"][1])

@@ -18,6 +18,7 @@ COLUMNS = (("psnr", "PSNR", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
            ("hand_psnr", "hand PSNR", "{:.2f}"), ("hand_ssim", "hand SSIM", "{:.3f}"),
            ("lip_sync_r", "lip-sync r", "{:.3f}"), ("lip_sync_lag", "lag", "{:+d}"),
            ("mouth_r", "mouth r", "{:.3f}"), ("mouth_amplitude", "mouth amp.", "{:.2f}"),
+           ("face_found", "face found", "{:.0%}"), ("seam_ratio", "seam ratio", "{:.2f}"),
            ("hkc", "HKC", "{:.3f}"), ("fps", "FPS", "{:.1f}"))
 
 
@@ -35,13 +36,16 @@ def evaluate_command(
     = False,
     overwrite: Overwrite = False,
 ) -> None:
-    """Score rendered clips: image quality, lip sync, mouth, hand keypoints and FPS.
+    """Score rendered clips: image quality, lip sync, mouth, patch grid, hands and FPS.
 
     PSNR and SSIM (frame, face, hands), lip sync (mouth opening vs loudness: best r and its
     lag in frames; the mean row: the peak of the clips' mean lag curve), the mouth's darkness
-    against the reference's (r, and amplitude: below 1 it opens less), hand keypoint
-    confidence (HKC), and FPS when OUTPUTS/timings.json gives it. See posecast/evaluate.py for
-    the exact definitions.
+    against the reference's (r, and amplitude: below 1 it opens less), face found (the share
+    of frames where mediapipe finds the face; lip sync needs over 80 %), seam ratio (the step
+    between neighbouring pixels on a 2- or 4-pixel grid against elsewhere: higher where the
+    patch grid shows; compare it with the real clips', as MP4's blocks and still edges lift it
+    too), hand keypoint confidence (HKC), and FPS when OUTPUTS/timings.json gives it. See
+    posecast/evaluate.py for the exact definitions.
 
     [bold]Example[/bold]
 
