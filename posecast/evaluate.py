@@ -1,9 +1,10 @@
-"""Quality metrics of rendered clips against their references (`posecast eval`).
+"""Quality metrics of rendered clips, against their references where given (`posecast eval`).
 
 Pairs: OUTPUTS/<name>.mp4 with REFERENCES/<name>.mp4. References are cropped and resized to
 the output's size the way training fits clips (largest centred crop); their keypoints come
 from REFERENCES/.posecast-keypoints (extracted with mediapipe when missing) and give the
-face and hand masks.
+face and hand masks. Without references (any video, such as `posecast render`'s) only lip
+sync, face found, seam ratio and FPS are scored.
   PSNR, SSIM       whole frame, face region, hand region (pixels in the region only);
   lip sync         mediapipe's mouth opening on the output (frames upscaled to 256 px) against
                    the loudness envelope of the output's audio: Pearson r at each lag of −5…5
@@ -63,11 +64,11 @@ DETECTION_SIDE = 256
 class ClipScores:
     name: str
     frames: int
-    psnr: float
-    ssim: float
-    face_psnr: float
-    face_ssim: float
-    hand_psnr: float | None  # None: no hand in the reference
+    psnr: float | None  # None: no reference
+    ssim: float | None
+    face_psnr: float | None  # None: no reference, or no face in it
+    face_ssim: float | None
+    hand_psnr: float | None  # None: no reference, or no hand in it
     hand_ssim: float | None
     lip_sync_r: float | None  # None: no face found on the output, or silent audio
     lip_sync_lag: int | None
@@ -139,19 +140,23 @@ def mouth_agreement(output: list[float | None], reference: list[float | None]
     return float(np.corrcoef(pairs.T)[0, 1]), float(pairs[:, 0].std() / pairs[:, 1].std())
 
 
-def score_clip(output: Path, reference: Path, references: Path, fps: float | None = None
-               ) -> ClipScores:
+def score_clip(output: Path, reference: Path | None = None, references: Path | None = None,
+               fps: float | None = None) -> ClipScores:
+    """The scores of one rendered clip. Without a reference (the real clip, in the folder
+    `references` that caches its keypoints) only what needs none: lip sync against the
+    output's own audio, face found, seam ratio and FPS; the rest is None."""
     from posecast.pose.mediapipe_holistic import HolisticDetector
 
     info = probe_video(output)
     frames = list(iter_video_frames(output, info))
-    reference_info = probe_video(reference)
-    box = fit_box(reference_info.width, reference_info.height, info.width, info.height)
-    targets = [crop_resize(frame, box) for frame in iter_video_frames(reference,
-                                                                      reference_info)]
-    count = min(len(frames), len(targets))
-    keypoints = fit_keypoints(_reference_keypoints(references, reference), box)
-    count = min(count, len(keypoints))
+    count, targets, keypoints = len(frames), [], None
+    if reference is not None:
+        reference_info = probe_video(reference)
+        box = fit_box(reference_info.width, reference_info.height, info.width, info.height)
+        targets = [crop_resize(frame, box) for frame in iter_video_frames(reference,
+                                                                          reference_info)]
+        keypoints = fit_keypoints(_reference_keypoints(references, reference), box)
+        count = min(count, len(targets), len(keypoints))
     # per region: summed squared error, summed SSIM and pixel count over all frames
     squared_sum = dict.fromkeys(("all", "face", "hand"), 0.0)
     ssim_sum, pixels = dict(squared_sum), dict(squared_sum)
@@ -161,7 +166,17 @@ def score_clip(output: Path, reference: Path, references: Path, fps: float | Non
     scale = DETECTION_SIDE / max(info.width, info.height)
     with HolisticDetector(video=True) as detector:
         for t in range(count):
-            output_frame, target = frames[t], targets[t]
+            output_frame = frames[t]
+            seams.add(output_frame)
+            large = cv2.resize(output_frame, None, fx=scale, fy=scale,
+                               interpolation=cv2.INTER_CUBIC)
+            found = detector.detect(large)
+            face = bool(found["face"][:, 2].any())
+            faces_found += face
+            openings.append(mouth_opening(found["face"]) if face else np.nan)
+            if keypoints is None:
+                continue
+            target = targets[t]
             masks = region_masks(keypoints, t, info.height, info.width)
             regions = {"all": np.ones((info.height, info.width), bool),
                        "face": masks[Region.FACE],
@@ -173,15 +188,8 @@ def score_clip(output: Path, reference: Path, references: Path, fps: float | Non
                 squared_sum[name] += float((squared * mask).sum())
                 ssim_sum[name] += float((structure * mask).sum())
                 pixels[name] += float(mask.sum())
-            seams.add(output_frame)
             darkness.append(mouth_darkness(output_frame, keypoints.face[t]))
             reference_darkness.append(mouth_darkness(target, keypoints.face[t]))
-            large = cv2.resize(output_frame, None, fx=scale, fy=scale,
-                               interpolation=cv2.INTER_CUBIC)
-            found = detector.detect(large)
-            face = bool(found["face"][:, 2].any())
-            faces_found += face
-            openings.append(mouth_opening(found["face"]) if face else np.nan)
             for part in ("left_hand", "right_hand"):
                 if getattr(keypoints, part)[t, :, 2].any():
                     hands_expected += 1
@@ -210,18 +218,26 @@ def score_clip(output: Path, reference: Path, references: Path, fps: float | Non
                       *mouth_agreement(darkness, reference_darkness), seams.ratio(), face_found)
 
 
-def evaluate_folder(outputs: str | os.PathLike, references: str | os.PathLike,
+def evaluate_folder(outputs: str | os.PathLike, references: str | os.PathLike | None = None,
                     on_clip: Callable[[ClipScores], None] | None = None) -> dict:
     """Scores per clip and their means (over clips where a score exists; lip sync: the peak
-    of the frame-weighted mean lag curve)."""
-    outputs, references = Path(outputs), Path(references)
-    for folder, what in ((outputs, "outputs"), (references, "references")):
-        if not folder.is_dir():
-            raise UsageError(f"{folder}: no such {what} folder")
-    timings_path = outputs / "timings.json"
+    of the frame-weighted mean lag curve). `outputs`: a folder of .mp4 clips or one .mp4."""
+    outputs = Path(outputs)
+    if outputs.is_file() and outputs.suffix.lower() == ".mp4":
+        videos, folder = [outputs], outputs.parent
+    elif outputs.is_dir():
+        videos, folder = sorted(outputs.glob("*.mp4")), outputs
+    else:
+        raise UsageError(f"{outputs}: neither an .mp4 file nor a folder of them")
+    if references is not None:
+        references = Path(references)
+        if not references.is_dir():
+            raise UsageError(f"{references}: no such references folder")
+    timings_path = folder / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
-    pairs = [(path, references / path.name) for path in sorted(outputs.glob("*.mp4"))]
-    missing = [path.name for path, reference in pairs if not reference.exists()]
+    pairs = [(path, None if references is None else references / path.name) for path in videos]
+    missing = [path.name for path, reference in pairs
+               if reference is not None and not reference.exists()]
     if missing:
         raise UsageError(f"{references}: no reference for {', '.join(missing[:3])}"
                          + (" …" if len(missing) > 3 else ""))

@@ -103,6 +103,17 @@ def test_scores_of_identical_and_damaged_clips(run_cli, tmp_path, cospeech_datas
         assert report["mean"][field] == pytest.approx(np.mean([clip[field] for clip
                                                                in report["clips"]]))
     assert "mean" in result.stderr  # the table
+    # one video without references (as `posecast render` writes it): what needs no reference
+    # is scored as above, the rest is left empty
+    alone = run_cli("eval", outputs / photo[0].name, "--json")
+    assert alone.code == 0, alone.stderr
+    clip = json.loads(alone.stdout)["clips"][0]
+    for field in ("lip_sync_r", "lip_sync_lag", "lip_sync_curve", "face_found", "seam_ratio",
+                  "fps"):  # fps: the folder's timings.json still names the clip
+        assert clip[field] == pytest.approx(same[field]), field
+    assert clip["frames"] == same["frames"]
+    assert all(clip[field] is None for field in ("psnr", "face_psnr", "hand_psnr", "mouth_r",
+                                                 "hkc"))
 
 
 def test_eval_needs_matching_references(run_cli, tmp_path, cospeech_dataset):

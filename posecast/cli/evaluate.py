@@ -1,4 +1,5 @@
-"""`posecast eval`: quality of rendered clips against references, as a table and JSON."""
+"""`posecast eval`: quality of rendered clips (against references where given), as a table
+and JSON."""
 
 from __future__ import annotations
 
@@ -23,11 +24,12 @@ COLUMNS = (("psnr", "PSNR", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
 
 
 def evaluate_command(
-    outputs: Annotated[Path, typer.Argument(help="Folder of rendered .mp4 clips.",
+    outputs: Annotated[Path, typer.Argument(help="Folder of rendered .mp4 clips, or one .mp4.",
                                             show_default=False)],
-    references: Annotated[Path, typer.Option(
-        help="Folder of the real clips, same file names (e.g. a make-dataset heldout/).",
-        show_default=False)],
+    references: Annotated[Path | None, typer.Option(
+        help="Folder of the real clips, same file names (e.g. a make-dataset heldout/). "
+             "Without it: lip sync, face found, seam ratio and FPS only.",
+        show_default=False)] = None,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Also write the scores (per clip and mean) to this JSON file.",
         show_default=False)] = None,
@@ -36,7 +38,8 @@ def evaluate_command(
     = False,
     overwrite: Overwrite = False,
 ) -> None:
-    """Score rendered clips: image quality, lip sync, mouth, patch grid, hands and FPS.
+    """Score rendered clips: lip sync, face found, patch grid and FPS; with --references also
+    image quality, mouth and hands.
 
     PSNR and SSIM (frame, face, hands), lip sync (mouth opening vs loudness: best r and its
     lag in frames; the mean row: the peak of the clips' mean lag curve), the mouth's darkness
@@ -50,15 +53,18 @@ def evaluate_command(
     [bold]Example[/bold]
 
       posecast eval renders/ --references clips/heldout -o scores.json
+
+      posecast eval out.mp4
     """
     from posecast.evaluate import evaluate_folder
 
     if output is not None:
         require_output(output, overwrite, (".json",))
     with progress_bar("clips") as bar:
-        task = bar.add_task("scoring", total=len(list(outputs.glob("*.mp4"))) or None)
+        total = len(list(outputs.glob("*.mp4"))) if outputs.is_dir() else 1
+        task = bar.add_task("scoring", total=total or None)
         report = evaluate_folder(outputs, references, on_clip=lambda _: bar.advance(task))
-    table = Table(title=f"{outputs} against {references}")
+    table = Table(title=str(outputs) if references is None else f"{outputs} against {references}")
     table.add_column("clip")
     for _, title, _ in COLUMNS:
         table.add_column(title, justify="right")
