@@ -321,3 +321,52 @@ def test_the_region_loss_on_decoded_frames_steers_the_student(teacher_8x, synthe
         assert ("region" in losses) == (weight > 0)
     assert losses["region"] > 0
     assert not torch.allclose(updates[0.0], updates[1.0])
+
+
+def test_gradient_checkpointing_gives_the_same_gradients_from_fewer_saved_tensors(
+        teacher_8x, synthetic_dataset):
+    """One DMD step (two critic updates, then the student on DMD + the region loss of its
+    two-chunk samples, decoded) with and without --gradient-checkpointing: the same losses
+    and gradients of both networks, while autograd keeps fewer bytes for each backward pass.
+    The student's blocks recompute after later chunks have moved the cache on."""
+    from posecast.data.clips import ClipDataset
+    from posecast.mimicmotion.distill import MimicMotionDistillation
+    from posecast.train.distill import DistillConfig
+
+    teacher, taesd = teacher_8x
+    data = ClipDataset(synthetic_dataset, 64, 64)
+    results = {}
+    for on in (False, True):
+        settings = DistillConfig(**{**DISTILL, "region_loss_weight": 1.0,
+                                    "gradient_checkpointing": on})
+        run = MimicMotionDistillation(teacher, settings, torch.device("cpu"), 1, taesd)
+        steps, saved = [], [0]  # (name, loss, gradients, bytes saved for its backward)
+
+        def backward_only(name, loss, run=run, steps=steps, saved=saved):
+            loss.backward()  # no optimiser step: every backward sees the same weights
+            module = run.modules["critic" if name == "critic" else "student"]
+            steps.append((name, loss.item(), [p.grad.clone() for p in module.parameters()
+                                              if p.grad is not None], saved[0]))
+            module.zero_grad(set_to_none=True)
+            saved[0] = 0
+
+        def pack(tensor, saved=saved):
+            saved[0] += tensor.numel() * tensor.element_size()
+            return tensor
+
+        run._step = backward_only
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            losses = run.dmd_step(data, torch.Generator().manual_seed(5),
+                                  torch.Generator().manual_seed(6))
+        results[on] = losses, steps
+    (losses, plain), (losses_on, recomputed) = results[False], results[True]
+    assert losses == pytest.approx(losses_on, abs=1e-5)
+    assert [step[0] for step in plain] == ["critic", "critic", "student"]
+    for (name, loss, grads, size), (name_on, loss_on, grads_on, size_on) in zip(
+            plain, recomputed, strict=True):
+        assert name == name_on and loss == pytest.approx(loss_on, abs=1e-5)
+        assert len(grads) == len(grads_on) > 0
+        for grad, grad_on in zip(grads, grads_on, strict=True):
+            torch.testing.assert_close(grad_on, grad, atol=1e-5, rtol=1e-5)
+        assert size_on < 0.8 * size, (name, size_on, size)
+

@@ -19,9 +19,10 @@ random step (backward simulation on the student's own cached rollouts).
 The teacher's windows are led by the reference's own frame and pose (frame 0, as MimicMotion
 samples); its output there is dropped. Every step's randomness comes from (seed, step, rank),
 so a resumed run repeats an uninterrupted one (bit-exact on the CPU). Under torchrun the
-gradients are averaged across processes. Not built for this family yet: FSDP sharding,
-gradient checkpointing of the student and the region-only stage; they are refused with one
-line.
+gradients are averaged across processes. With `gradient_checkpointing` the student's UNet
+blocks recompute in the backward pass under the cache state they first read
+(causal.recompute_blocks), the critic's ResNets with diffusers' own. Not built for this family
+yet: FSDP sharding and the region-only stage; they are refused with one line.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import torch.nn.functional as F
 
 from posecast.errors import UsageError
 from posecast.mimicmotion.attention import InputAwareUNet
+from posecast.mimicmotion.causal import recompute_blocks
 from posecast.mimicmotion.model import MimicMotion, MimicMotionTeacher, read_config
 from posecast.mimicmotion.sampling import clip_embedding
 from posecast.mimicmotion.student import (
@@ -312,6 +314,9 @@ class MimicMotionDistillation:
         student_parts = dataclasses.replace(parts, network=self._copy(parts.network, config))
         self.student = MimicMotionStudent(student_parts, self.student_settings)
         critic_network = self._copy(parts.network, config)
+        if settings.gradient_checkpointing:  # the critic is not causal: diffusers' own will do
+            recompute_blocks(self.student.network, self.student.context)
+            critic_network.unet.enable_gradient_checkpointing()
         critic_attention = None
         if family.attention is not None:
             critic_attention = InputAwareUNet(critic_network, family.attention.settings)
@@ -421,6 +426,7 @@ class MimicMotionDistillation:
         self.counters["generator_updates"] += 1
         losses["dmd"] = gradient.abs().mean().item()
         return losses
+
 
 
 def make_ode_pairs(run: MimicMotionDistillation, data, folder: Path, env,
@@ -559,9 +565,6 @@ def check_settings(settings: DistillConfig) -> None:
     if settings.fsdp:
         raise UsageError("--fsdp: sharding is not built for MimicMotion students yet; use "
                          "DDP (torchrun without --fsdp)")
-    if settings.gradient_checkpointing:
-        raise UsageError("--gradient-checkpointing is not built for MimicMotion students yet "
-                         "(the causal cache is read at recomputation)")
     if settings.region_steps:
         raise UsageError("--region-steps: the region-only stage is not built for MimicMotion "
                          "students yet")
