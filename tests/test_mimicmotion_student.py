@@ -370,3 +370,48 @@ def test_gradient_checkpointing_gives_the_same_gradients_from_fewer_saved_tensor
             torch.testing.assert_close(grad_on, grad, atol=1e-5, rtol=1e-5)
         assert size_on < 0.8 * size, (name, size_on, size)
 
+
+def test_region_steps_train_the_student_alone_and_resume_exactly(
+        tmp_path, monkeypatch, teacher_8x, synthetic_dataset):
+    """--region-steps 2 after one ODE-init and one DMD step: two logged "region" steps on the
+    region loss alone that change the student and nothing else, with the initialisation's
+    optimiser and no call to the teacher or the critic; reaching them by --resume of the
+    finished run, one region step at a time, gives the straight run's bytes."""
+    from safetensors.torch import load_file
+
+    from posecast.mimicmotion.distill import GuidedTeacher, distill
+    from posecast.train.distill import DistillConfig
+
+    teacher, taesd = teacher_8x
+    settings = dict(DISTILL, max_steps=1, critic_updates=1)
+    straight = distill(synthetic_dataset, str(teacher), tmp_path / "straight",
+                       DistillConfig(**settings, region_steps=2), device="cpu",
+                       fast_decoder=taesd)
+    split = distill(synthetic_dataset, str(teacher), tmp_path / "split",
+                    DistillConfig(**settings), device="cpu", fast_decoder=taesd)
+    after_dmd = load_file(split / "checkpoint" / "state.safetensors")
+
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("the region stage called the teacher or the critic")
+
+    monkeypatch.setattr(GuidedTeacher, "__call__", no_teacher)
+    for region_steps in (1, 2):  # the second resume starts inside the region stage
+        distill(synthetic_dataset, str(teacher), split,
+                DistillConfig(**settings, region_steps=region_steps), resume=True,
+                device="cpu", fast_decoder=taesd)
+    log = [json.loads(line) for line in (split / "train_log.jsonl").open()]
+    assert [entry["phase"] for entry in log] == ["init", "dmd", "region", "region"]
+    assert [entry["step"] for entry in log] == [1, 2, 3, 4]
+    assert all(set(entry["losses"]) == {"region"} and entry["losses"]["region"] > 0
+               for entry in log[2:])
+    assert log[-1]["generator_updates"] == 1 and log[-1]["critic_updates"] == 1
+    state = load_file(split / "checkpoint" / "state.safetensors")
+    critic = [key for key in state if key.startswith("critic.")]
+    student = [key for key in state if key.startswith("student.")]
+    assert critic and student
+    assert all(torch.equal(state[key], after_dmd[key]) for key in critic)
+    assert any(not torch.equal(state[key], after_dmd[key]) for key in student)
+    assert state["optim.init.0.step"].item() == 3 and state["optim.student.0.step"].item() == 1
+    for name in ("checkpoint/state.safetensors", "model.safetensors"):
+        a, b = load_file(straight / name), load_file(split / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a), name

@@ -13,6 +13,9 @@ EDM terms (D(x; σ) is the clean estimate, σ the noise level):
      arms: region_loss.py), plus λ_region times the region loss (masked L1 + SSIM) of the
      decoded samples against the clips' frames and any perceptual plug-ins; the teacher uses
      CFG. Frames decode with the fast decoder (`--fast-decoder`) or else SVD's VAE.
+  3. Region steps (`region_steps`, none by default): the student's samples on the region
+     loss (+ plug-ins) alone, with the initialisation's optimiser; neither the teacher nor the
+     critic is called (the DiT family's third stage, train/distill.py).
 Student samples come from StudentStream, the code rendering uses, stopping each chunk at a
 random step (backward simulation on the student's own cached rollouts).
 
@@ -22,7 +25,7 @@ so a resumed run repeats an uninterrupted one (bit-exact on the CPU). Under torc
 gradients are averaged across processes. With `gradient_checkpointing` the student's UNet
 blocks recompute in the backward pass under the cache state they first read
 (causal.recompute_blocks), the critic's ResNets with diffusers' own. Not built for this family
-yet: FSDP sharding and the region-only stage; they are refused with one line.
+yet: FSDP sharding; it is refused with one line.
 """
 
 from __future__ import annotations
@@ -427,6 +430,25 @@ class MimicMotionDistillation:
         losses["dmd"] = gradient.abs().mean().item()
         return losses
 
+    def region_step(self, data, generator: torch.Generator, shared: torch.Generator
+                    ) -> dict[str, float]:
+        """One student step on the region loss (+ plug-ins) of its own samples alone, with the
+        initialisation's optimiser; neither the teacher nor the critic is called."""
+        from posecast.train.distill import frame_losses, random_exit_steps
+        from posecast.train.region_loss import batch_region_bits
+
+        settings, recipe = self.settings, self.parts.recipe
+        frames, chunk = self.student_settings.window, self.student_settings.chunk
+        window = prepare_window(self.parts, data.sample(settings.batch_size, frames, generator))
+        sample = student_sample(self.student, window, frames, generator,
+                                random_exit_steps(frames // chunk, self.student_settings.steps,
+                                                  shared))
+        bits = batch_region_bits(window.poses, recipe.height, recipe.width)
+        losses: dict[str, float] = {}
+        loss = frame_losses(sample, window, bits, self.decoder, settings, self.perceptual,
+                            losses, 1.0)
+        self._step("init", loss)
+        return losses
 
 
 def make_ode_pairs(run: MimicMotionDistillation, data, folder: Path, env,
@@ -528,15 +550,17 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
         if settings.init_steps and step < settings.init_steps:
             make_ode_pairs(run, data, out / PAIRS_DIR, env, on_pairs)
         log = open_log(out, step) if env.is_main else None
-        total = settings.init_steps + settings.max_steps
+        total = settings.total_steps
         while step < total:
             started = time.perf_counter()
             generator = step_generator(settings.seed, step, env.rank)
             shared = step_generator(settings.seed, step, -1)
             if step < settings.init_steps:
                 phase, losses = "init", run.init_step(data, out / PAIRS_DIR, generator)
-            else:
+            elif step < settings.init_steps + settings.max_steps:
                 phase, losses = "dmd", run.dmd_step(data, generator, shared)
+            else:
+                phase, losses = "region", run.region_step(data, generator, shared)
             step += 1
             report = DistillReport(step, total, phase, losses, run.counters["critic_updates"],
                                    run.counters["generator_updates"],
@@ -565,6 +589,3 @@ def check_settings(settings: DistillConfig) -> None:
     if settings.fsdp:
         raise UsageError("--fsdp: sharding is not built for MimicMotion students yet; use "
                          "DDP (torchrun without --fsdp)")
-    if settings.region_steps:
-        raise UsageError("--region-steps: the region-only stage is not built for MimicMotion "
-                         "students yet")
