@@ -192,8 +192,7 @@ def recompute_blocks(network, context: CausalContext) -> None:
     """Gradient checkpointing of a causal network's UNet blocks (see the module's docstring).
     The blocks' forwards are replaced on the instances, so the module tree and state-dict keys
     stay as they are."""
-    unet = network.unet
-    for block in [*unet.down_blocks, unet.mid_block, *unet.up_blocks]:
+    for block in network.blocks:
         block.forward = _RecomputedForward(block.forward, context)
 
 
