@@ -5,8 +5,8 @@ commands take a family instead of branching on the architecture.
                distillation into the causal student, rendering
   mimicmotion  SVD's UNet with MimicMotion's pose network (posecast/mimicmotion/): imported
                from public weights, sampled by `teacher`, fine-tuned by `train`; its causal
-               few-step student (a folder whose config.json holds "student") streams in
-               `render`; its distillation is not built yet and `distill` refuses it
+               few-step student (a folder whose config.json holds "student"), made by
+               `distill`, streams in `render`
 
 A model folder names its family in config.json ("family"; none means dit).
 """

@@ -204,7 +204,6 @@ def distill_command(
         if "student" in read_config(teacher_folder):
             raise UsageError(f"--teacher {teacher}: a student folder; give the teacher it was "
                              "distilled from")
-        family_distill.check_settings(settings)
         family_distill.student_settings(teacher_folder, settings)
         if fast_decoder is not None and not (fast_decoder / "config.json").is_file():
             raise UsageError(f"--fast-decoder {fast_decoder}: not an AutoencoderTiny folder "

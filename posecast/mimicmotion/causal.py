@@ -22,15 +22,25 @@ A pass runs in one of two ways, set on the `CausalContext` the installed modules
   cached  one chunk against the cache; with `commit` the chunk's keys, values and last conv
           inputs are written after they are read (the chunk's pass at the commit noise level)
 The state-dict keys stay MimicMotion's own, so a student folder loads like a teacher's.
+
+With `recompute_blocks` (gradient checkpointing) the UNet's down, mid and up blocks keep only
+their inputs in a forward pass with gradients and run again in the backward pass. By then
+later chunks have moved the context on, so each block's recomputation runs under the context
+it first ran with (`ContextState`: the cache as it was, its plans and frame position) and
+never writes the cache.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from posecast.attention.backends import input_aware_attention
 from posecast.attention.plan import AttentionPlan
@@ -94,6 +104,16 @@ class StudentCache:
             if name.startswith("conv"):
                 tensor.zero_()
 
+    def snapshot(self) -> StudentCache:
+        """The cache as it is now, unaffected by later commits: what a block recomputing in the
+        backward pass reads. A training cache (in_place False) replaces its buffers on a write,
+        so they are shared; an in-place cache's are copied."""
+        frozen = copy.copy(self)
+        frozen.buffers = {name: tensor.clone() if self.in_place else tensor
+                          for name, tensor in self.buffers.items()}
+        frozen.valid, frozen.slots = self.valid.clone(), self.slots.clone()
+        return frozen
+
     def mark_static(self) -> None:
         import torch._dynamo
 
@@ -124,6 +144,56 @@ class CausalContext:
         chunk_of = torch.arange(frames, device=device) // self.chunk
         behind = chunk_of[:, None] - chunk_of[None, :]  # (i, j) chunks between them
         return (behind >= 0) & (behind <= self.context_frames // self.chunk)
+
+
+@dataclass(frozen=True)
+class ContextState:
+    """What a pass read from its CausalContext, kept for recomputing it."""
+
+    cache: StudentCache | None
+    first_frame: torch.Tensor
+    plans: dict[int, AttentionPlan]
+
+    @classmethod
+    def of(cls, context: CausalContext) -> ContextState:
+        cache = None if context.cache is None else context.cache.snapshot()
+        return cls(cache, context.first_frame.clone(), dict(context.plans))
+
+    @contextlib.contextmanager
+    def installed(self, context: CausalContext) -> Iterator[None]:
+        """The context as this state saw it, without commits (the pass already wrote the
+        cache); the context's own state is back afterwards."""
+        saved = (context.cache, context.commit, context.first_frame, context.plans)
+        context.cache, context.commit = self.cache, False
+        context.first_frame, context.plans = self.first_frame, self.plans
+        try:
+            yield
+        finally:
+            context.cache, context.commit, context.first_frame, context.plans = saved
+
+
+class _RecomputedForward:
+    """A block's forward under gradient checkpointing (non-reentrant), recomputed in the
+    context it first ran with; without gradients it is the block's own forward."""
+
+    def __init__(self, forward: Callable, context: CausalContext) -> None:
+        self.forward, self.context = forward, context
+
+    def __call__(self, *args, **kwargs):
+        if not torch.is_grad_enabled():
+            return self.forward(*args, **kwargs)
+        state = ContextState.of(self.context)
+        return checkpoint(self.forward, *args, use_reentrant=False,
+                          context_fn=lambda: (contextlib.nullcontext(),
+                                              state.installed(self.context)), **kwargs)
+
+
+def recompute_blocks(network, context: CausalContext) -> None:
+    """Gradient checkpointing of a causal network's UNet blocks (see the module's docstring).
+    The blocks' forwards are replaced on the instances, so the module tree and state-dict keys
+    stay as they are."""
+    for block in network.blocks:
+        block.forward = _RecomputedForward(block.forward, context)
 
 
 def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:

@@ -13,15 +13,20 @@ EDM terms (D(x; σ) is the clean estimate, σ the noise level):
      arms: region_loss.py), plus λ_region times the region loss (masked L1 + SSIM) of the
      decoded samples against the clips' frames and any perceptual plug-ins; the teacher uses
      CFG. Frames decode with the fast decoder (`--fast-decoder`) or else SVD's VAE.
+  3. Region steps (`region_steps`, none by default): the student's samples on the region
+     loss (+ plug-ins) alone, with the initialisation's optimiser; neither the teacher nor the
+     critic is called (the DiT family's third stage, train/distill.py).
 Student samples come from StudentStream, the code rendering uses, stopping each chunk at a
 random step (backward simulation on the student's own cached rollouts).
 
 The teacher's windows are led by the reference's own frame and pose (frame 0, as MimicMotion
 samples); its output there is dropped. Every step's randomness comes from (seed, step, rank),
 so a resumed run repeats an uninterrupted one (bit-exact on the CPU). Under torchrun the
-gradients are averaged across processes. Not built for this family yet: FSDP sharding,
-gradient checkpointing of the student and the region-only stage; they are refused with one
-line.
+gradients are averaged across processes. With `gradient_checkpointing` the student's UNet
+blocks recompute in the backward pass under the cache state they first read
+(causal.recompute_blocks), the critic's ResNets with diffusers' own. With `fsdp` under
+torchrun the teacher, student and critic are sharded block by block (train/sharding.py: the
+UNet's down, mid and up blocks, then the rest), checkpoints gathered into the same format.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import torch.nn.functional as F
 
 from posecast.errors import UsageError
 from posecast.mimicmotion.attention import InputAwareUNet
+from posecast.mimicmotion.causal import recompute_blocks
 from posecast.mimicmotion.model import MimicMotion, MimicMotionTeacher, read_config
 from posecast.mimicmotion.sampling import clip_embedding
 from posecast.mimicmotion.student import (
@@ -296,13 +302,14 @@ class MimicMotionDistillation:
 
     def __init__(self, teacher_folder: Path, settings: DistillConfig, device: torch.device,
                  world_size: int, fast_decoder: Path | None = None,
-                 on_message: Callable[[str], None] | None = None) -> None:
+                 on_message: Callable[[str], None] | None = None,
+                 sharded: bool = False) -> None:
         from posecast.families import load_teacher as load_family_teacher
 
         family = load_family_teacher(str(teacher_folder), device)  # its attention, fp32 on CPU
         parts = family.teacher
         parts.network.to(torch.float32)
-        self.settings, self.world_size = settings, world_size
+        self.settings = settings
         self.student_settings = student_settings(teacher_folder, settings)
         self.teacher = GuidedTeacher(parts.network, family.attention)
         self.cfg = parts.recipe.max_guidance if settings.teacher_cfg is None \
@@ -312,11 +319,21 @@ class MimicMotionDistillation:
         student_parts = dataclasses.replace(parts, network=self._copy(parts.network, config))
         self.student = MimicMotionStudent(student_parts, self.student_settings)
         critic_network = self._copy(parts.network, config)
+        if settings.gradient_checkpointing:  # the critic is not causal: diffusers' own will do
+            recompute_blocks(self.student.network, self.student.context)
+            critic_network.unet.enable_gradient_checkpointing()
         critic_attention = None
         if family.attention is not None:
             critic_attention = InputAwareUNet(critic_network, family.attention.settings)
         self.critic = GuidedTeacher(critic_network, critic_attention)
         self.parts = parts
+        if sharded:  # before the optimisers, which then hold the shards
+            from posecast.train import sharding
+
+            for network in (parts.network, self.student.network, critic_network):
+                sharding.shard(network)
+        # gradients are averaged across processes here, or by FSDP itself when sharded
+        self.reduce = 1 if sharded else world_size
         self.optimizers = {
             "student": torch.optim.AdamW(self.student.network.parameters(),
                                          lr=settings.learning_rate, betas=(0.0, 0.999),
@@ -327,6 +344,9 @@ class MimicMotionDistillation:
             "init": torch.optim.AdamW(self.student.network.parameters(),
                                       lr=settings.init_learning_rate, weight_decay=0.0)}
         self.modules = {"student": self.student.network, "critic": critic_network}
+        # the module each optimiser steps (for gathering and restoring a sharded one's state)
+        self.owners = {"student": self.student.network, "critic": critic_network,
+                       "init": self.student.network}
         tiny = None
         if fast_decoder is not None:
             from diffusers import AutoencoderTiny
@@ -350,7 +370,7 @@ class MimicMotionDistillation:
 
         module = self.modules["critic" if name == "critic" else "student"]
         loss.backward()
-        sync_gradients(module, self.world_size)
+        sync_gradients(module, self.reduce)
         torch.nn.utils.clip_grad_norm_(module.parameters(), self.settings.grad_clip)
         self.optimizers[name].step()
         self.optimizers[name].zero_grad(set_to_none=True)
@@ -422,10 +442,33 @@ class MimicMotionDistillation:
         losses["dmd"] = gradient.abs().mean().item()
         return losses
 
+    def region_step(self, data, generator: torch.Generator, shared: torch.Generator
+                    ) -> dict[str, float]:
+        """One student step on the region loss (+ plug-ins) of its own samples alone, with the
+        initialisation's optimiser; neither the teacher nor the critic is called."""
+        from posecast.train.distill import frame_losses, random_exit_steps
+        from posecast.train.region_loss import batch_region_bits
+
+        settings, recipe = self.settings, self.parts.recipe
+        frames, chunk = self.student_settings.window, self.student_settings.chunk
+        window = prepare_window(self.parts, data.sample(settings.batch_size, frames, generator))
+        sample = student_sample(self.student, window, frames, generator,
+                                random_exit_steps(frames // chunk, self.student_settings.steps,
+                                                  shared))
+        bits = batch_region_bits(window.poses, recipe.height, recipe.width)
+        losses: dict[str, float] = {}
+        loss = frame_losses(sample, window, bits, self.decoder, settings, self.perceptual,
+                            losses, 1.0)
+        self._step("init", loss)
+        return losses
+
 
 def make_ode_pairs(run: MimicMotionDistillation, data, folder: Path, env,
-                   on_pairs: Callable[[int, int], None] | None) -> None:
-    """The teacher's trajectories for every shard this process owns that is not on disk."""
+                   on_pairs: Callable[[int, int], None] | None, sharded: bool = False) -> None:
+    """The teacher's trajectories for every shard not on disk: each process makes every
+    world_size-th one, or, with a sharded teacher (whose every call involves all processes),
+    all of them make every shard and rank 0 writes it."""
+    import torch.distributed as dist
     from safetensors.torch import save_file
 
     from posecast.paths import atomic_output
@@ -434,9 +477,13 @@ def make_ode_pairs(run: MimicMotionDistillation, data, folder: Path, env,
     settings = run.settings
     frames = run.student_settings.window
     folder.mkdir(parents=True, exist_ok=True)
+    missing = [index for index in range(settings.ode_pairs)
+               if not (folder / f"pair-{index:05d}.safetensors").exists()]
+    if env.world_size > 1:
+        dist.barrier()  # every process has listed the missing shards before any is written
     for index in range(settings.ode_pairs):
         path = folder / f"pair-{index:05d}.safetensors"
-        if index % env.world_size == env.rank and not path.exists():
+        if index in missing and (sharded or index % env.world_size == env.rank):
             generator = pair_generator(settings.seed, index)
             window = prepare_window(run.parts, data.sample(settings.batch_size, frames,
                                                            generator))
@@ -446,29 +493,30 @@ def make_ode_pairs(run: MimicMotionDistillation, data, folder: Path, env,
                 run.student.device)
             states, end = teacher_trajectory(run.teacher, window, noise, lead_noise,
                                              run.student_settings, settings.ode_steps, run.cfg)
-            with atomic_output(path) as tmp:
-                save_file({"states": states.cpu().contiguous(), "end": end.cpu().contiguous()},
-                          tmp)
+            if env.is_main or not sharded:
+                with atomic_output(path) as tmp:
+                    save_file({"states": states.cpu().contiguous(),
+                               "end": end.cpu().contiguous()}, tmp)
         if on_pairs is not None:
             on_pairs(index + 1, settings.ode_pairs)
     if env.world_size > 1:
-        import torch.distributed as dist
-
         dist.barrier()
 
 
 def write_student(run: MimicMotionDistillation, teacher_folder: Path, out: Path,
-                  fast_decoder: Path | None) -> None:
-    """The student folder: the teacher's components (copied once), the student's weights and
-    settings, the fast decoder when given."""
+                  fast_decoder: Path | None, weights: dict[str, torch.Tensor] | None = None
+                  ) -> None:
+    """The student folder: the teacher's components (copied once), the student's weights (its
+    network's, or `weights`: a sharded one's gathered state dict) and settings, the fast
+    decoder when given."""
     from safetensors.torch import save_file
 
     from posecast.paths import atomic_output
 
     if not (out / "config.json").is_file():
         init_student(teacher_folder, out, run.student_settings, fast_decoder)
-    state = {key: value.detach().cpu().contiguous()
-             for key, value in run.student.network.state_dict().items()}
+    weights = run.student.network.state_dict() if weights is None else weights
+    state = {key: value.detach().cpu().contiguous() for key, value in weights.items()}
     with atomic_output(out / "model.safetensors") as tmp:
         save_file(state, tmp, metadata={"format": "pt"})
     config = json.loads((out / "config.json").read_text())
@@ -485,34 +533,45 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
             fast_decoder: str | os.PathLike | None = None) -> Path:
     """Distil the MimicMotion teacher at `teacher_source` into a student folder `out` (also
     holding checkpoint/, ode_pairs/ and train_log.jsonl). Returns `out`."""
+    from safetensors import SafetensorError
+
     from posecast.data.clips import ClipDataset
     from posecast.hub import resolve_folder
-    from posecast.train import distributed
+    from posecast.train import distributed, sharding
     from posecast.train.checkpoint import (
         CHECKPOINT_DIR,
         damaged,
         load_checkpoint,
         open_log,
+        read_checkpoint,
         save_checkpoint,
     )
     from posecast.train.distill import resumed_settings
     from posecast.train.teacher import step_generator
 
     out = Path(out)
-    check_settings(settings)
     env = distributed.setup(device)
     try:
         if resume:
             found, settings = resumed_settings(out, settings.max_steps, settings.region_steps)
         teacher_folder = resolve_folder(teacher_source)
+        sharded = settings.fsdp and env.world_size > 1
         run = MimicMotionDistillation(teacher_folder, settings, env.device, env.world_size,
                                       None if fast_decoder is None else Path(fast_decoder),
-                                      on_message)
+                                      on_message, sharded)
+        owned = {name: (run.owners[name], optimizer)
+                 for name, optimizer in run.optimizers.items()}
         step = 0
         if resume:
             try:
-                meta = load_checkpoint(found, run.modules, run.optimizers)
-            except (OSError, RuntimeError, ValueError, KeyError) as error:
+                if sharded:
+                    meta, module_states, optimizer_states = read_checkpoint(
+                        found, list(run.modules), list(run.optimizers))
+                    sharding.load_full_states(run.modules, owned, module_states,
+                                              optimizer_states)
+                else:
+                    meta = load_checkpoint(found, run.modules, run.optimizers)
+            except (OSError, RuntimeError, ValueError, KeyError, SafetensorError) as error:
                 raise damaged(found, error) from None
             step, run.counters = meta["step"], meta["counters"]
         recipe = run.parts.recipe
@@ -520,17 +579,19 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
         if env.is_main:
             out.mkdir(parents=True, exist_ok=True)
         if settings.init_steps and step < settings.init_steps:
-            make_ode_pairs(run, data, out / PAIRS_DIR, env, on_pairs)
+            make_ode_pairs(run, data, out / PAIRS_DIR, env, on_pairs, sharded)
         log = open_log(out, step) if env.is_main else None
-        total = settings.init_steps + settings.max_steps
+        total = settings.total_steps
         while step < total:
             started = time.perf_counter()
             generator = step_generator(settings.seed, step, env.rank)
             shared = step_generator(settings.seed, step, -1)
             if step < settings.init_steps:
                 phase, losses = "init", run.init_step(data, out / PAIRS_DIR, generator)
-            else:
+            elif step < settings.init_steps + settings.max_steps:
                 phase, losses = "dmd", run.dmd_step(data, generator, shared)
+            else:
+                phase, losses = "region", run.region_step(data, generator, shared)
             step += 1
             report = DistillReport(step, total, phase, losses, run.counters["critic_updates"],
                                    run.counters["generator_updates"],
@@ -541,27 +602,20 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
                 log.flush()
                 if on_step is not None:
                     on_step(report)
-            if (step % settings.checkpoint_every == 0 or step == total) and env.is_main:
-                save_checkpoint(out / CHECKPOINT_DIR, step, run.modules, run.optimizers,
-                                {"distill_config": settings.to_dict(), "family": "mimicmotion",
-                                 "teacher": str(teacher_source), "counters": run.counters})
-                write_student(run, teacher_folder, out,
-                              None if fast_decoder is None else Path(fast_decoder))
+            if step % settings.checkpoint_every == 0 or step == total:
+                states, optimizer_states = run.modules, run.optimizers
+                if sharded:  # gathering is collective: every process takes part
+                    states, optimizer_states = sharding.full_states(run.modules, owned)
+                if env.is_main:
+                    save_checkpoint(out / CHECKPOINT_DIR, step, states, optimizer_states,
+                                    {"distill_config": settings.to_dict(),
+                                     "family": "mimicmotion", "teacher": str(teacher_source),
+                                     "counters": run.counters})
+                    write_student(run, teacher_folder, out,
+                                  None if fast_decoder is None else Path(fast_decoder),
+                                  states["student"] if sharded else None)
         if log is not None:
             log.close()
         return out
     finally:
         distributed.cleanup()
-
-
-def check_settings(settings: DistillConfig) -> None:
-    """One line for what this family's distillation does not do yet."""
-    if settings.fsdp:
-        raise UsageError("--fsdp: sharding is not built for MimicMotion students yet; use "
-                         "DDP (torchrun without --fsdp)")
-    if settings.gradient_checkpointing:
-        raise UsageError("--gradient-checkpointing is not built for MimicMotion students yet "
-                         "(the causal cache is read at recomputation)")
-    if settings.region_steps:
-        raise UsageError("--region-steps: the region-only stage is not built for MimicMotion "
-                         "students yet")

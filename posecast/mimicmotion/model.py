@@ -86,6 +86,13 @@ class MimicMotion(nn.Module):
         self._pose_features: torch.Tensor | None = None
         self.unet.conv_in.register_forward_hook(self._add_pose_features)
 
+    @property
+    def blocks(self) -> list[nn.Module]:
+        """The UNet's down, mid and up blocks: the units sharding and gradient checkpointing
+        wrap (train/sharding.py, causal.recompute_blocks)."""
+        unet = self.unet
+        return [*unet.down_blocks, unet.mid_block, *unet.up_blocks]
+
     def _add_pose_features(self, module, inputs, output):
         return output if self._pose_features is None else output + self._pose_features
 

@@ -198,12 +198,9 @@ def fine_tune(dataset: str | os.PathLike, out: str | os.PathLike, init_from: str
                 k_frames=settings.k_frames, levels=tuple(settings.levels)))
         sharded = settings.fsdp and env.world_size > 1
         if sharded:  # each UNet block, then the rest (conv_in, pose network, embeddings)
-            from torch.distributed.fsdp import fully_shard
+            from posecast.train.sharding import shard
 
-            unet = network.unet
-            for block in [*unet.down_blocks, unet.mid_block, *unet.up_blocks]:
-                fully_shard(block)
-            fully_shard(network)
+            shard(network)
         optimizer = torch.optim.AdamW(network.parameters(), lr=settings.learning_rate)
         step = 0
         if resume:

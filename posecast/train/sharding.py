@@ -24,7 +24,8 @@ FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 def shard(model: nn.Module) -> None:
-    """Shard each transformer block, then the rest (embeddings, heads)."""
+    """Shard each of `model.blocks` (a DiT's transformer blocks, a MimicMotion UNet's down, mid
+    and up blocks), then the rest (embeddings, heads, the pose network)."""
     for block in model.blocks:
         fully_shard(block)
     fully_shard(model)
