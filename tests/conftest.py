@@ -108,6 +108,30 @@ def tiny_student(tmp_path_factory, synthetic_dataset, trained_tiny):
                    device="cpu")
 
 
+def torchrun(command: str, args, port: int, timeout: int = 900):
+    """`posecast COMMAND ARGS…` in two CPU processes under torchrun (one thread each), as a
+    finished subprocess.CompletedProcess with its text output."""
+    import subprocess
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node",
+                           "2", "--master-port", str(port), "-m", "posecast", command,
+                           *map(str, args)], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+def assert_only_the_student_moved(state: dict, before: dict) -> None:
+    """A distillation checkpoint's tensors `state` after region steps against `before` them:
+    the critic is as it was, the student is not (the region stage trains the student alone)."""
+    import torch
+
+    critic = [key for key in state if key.startswith("critic.")]
+    student = [key for key in state if key.startswith("student.")]
+    assert critic and student
+    assert all(torch.equal(state[key], before[key]) for key in critic)
+    assert any(not torch.equal(state[key], before[key]) for key in student)
+
+
 def syllables(seconds: float, sample_rate: int = 16_000, rate: float = 4.0) -> np.ndarray:
     """Speech-like audio: a 150 Hz buzz with harmonics, loud `rate` times a second."""
     t = np.arange(int(round(seconds * sample_rate))) / sample_rate

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_only_the_student_moved, torchrun
 from safetensors.torch import load_file
 
 from posecast.config import preset
@@ -124,11 +125,7 @@ def test_region_steps_train_the_student_alone_after_dmd(tmp_path, synthetic_data
                for line in log[2:])
     assert log[-1]["generator_updates"] == 1 and log[-1]["critic_updates"] == 3
     state = load_file(out / "checkpoint" / "state.safetensors")
-    critic = [key for key in state if key.startswith("critic.")]
-    student = [key for key in state if key.startswith("student.")]
-    assert critic and student
-    assert all(torch.equal(state[key], after_dmd[key]) for key in critic)
-    assert any(not torch.equal(state[key], after_dmd[key]) for key in student)
+    assert_only_the_student_moved(state, after_dmd)
     # the ODE stage's optimiser took the region steps; the DMD one did not
     assert state["optim.init.0.step"].item() == 3
     assert state["optim.student.0.step"].item() == 1
@@ -446,18 +443,6 @@ def test_distillation_brings_the_student_closer_to_the_teacher_in_face_and_hands
     assert mean["after"] < 0.8 * mean["before"]
 
 
-def _torchrun(args, port):
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node",
-                           "2", "--master-port", str(port), "-m", "posecast", "distill",
-                           *map(str, args)], capture_output=True, text=True, env=env,
-                          timeout=600)
-
-
 def test_torchrun_with_and_without_fsdp_trains_the_same_student(tmp_path, synthetic_dataset,
                                                                 trained_tiny):
     """Two processes with averaged gradients, and the same with FSDP2 sharding, give the
@@ -466,16 +451,16 @@ def test_torchrun_with_and_without_fsdp_trains_the_same_student(tmp_path, synthe
               "--chunk", "2", "--window", "4", "--init-steps", "1", "--ode-pairs", "2",
               "--max-steps", "2", "--critic-updates", "1", "--batch-size", "1",
               "--checkpoint-every", "2", "--device", "cpu"]
-    plain = _torchrun([*common, "--out", tmp_path / "plain"], 29531)
+    plain = torchrun("distill", [*common, "--out", tmp_path / "plain"], 29531)
     assert plain.returncode == 0, plain.stderr[-3000:]
-    sharded = _torchrun([*common, "--out", tmp_path / "fsdp", "--fsdp"], 29532)
+    sharded = torchrun("distill", [*common, "--out", tmp_path / "fsdp", "--fsdp"], 29532)
     assert sharded.returncode == 0, sharded.stderr[-3000:]
     a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("plain", "fsdp"))
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
     assert len(_log(tmp_path / "fsdp")) == 3  # one process logs
-    resumed = _torchrun([*common[:-6], "--max-steps", "3", "--checkpoint-every", "2",
+    resumed = torchrun("distill", [*common[:-6], "--max-steps", "3", "--checkpoint-every", "2",
                          "--device", "cpu", "--out", tmp_path / "fsdp", "--fsdp", "--resume"],
                         29533)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -9,6 +9,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import torchrun
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -467,23 +468,13 @@ def test_torchrun_fine_tunes_the_same_with_and_without_fsdp(tmp_path, imported_8
     weight by about lr·sign(gradient), so where a gradient is near zero the two reduction
     orders may move it differently: the weights must agree to half a step (5e-4), which
     unsynchronised shards (each rank stepping on its own gradient) would not."""
-    import os
-    import subprocess
-    import sys
-
-    def torchrun(args, port):
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        return subprocess.run([sys.executable, "-m", "torch.distributed.run",
-                               "--nproc-per-node", "2", "--master-port", str(port), "-m",
-                               "posecast", "train", *map(str, args)], capture_output=True,
-                              text=True, env=env, timeout=600)
 
     common = [synthetic_dataset, "--init-from", imported_8x, "--max-steps", "1", "--frames",
               "3", "--batch-size", "1", "--checkpoint-every", "1", "--learning-rate", "1e-3",
               "--device", "cpu"]
-    plain = torchrun([*common, "--out", tmp_path / "ddp"], 29541)
+    plain = torchrun("train", [*common, "--out", tmp_path / "ddp"], 29541)
     assert plain.returncode == 0, plain.stderr[-3000:]
-    sharded = torchrun([*common, "--out", tmp_path / "fsdp", "--fsdp"], 29542)
+    sharded = torchrun("train", [*common, "--out", tmp_path / "fsdp", "--fsdp"], 29542)
     assert sharded.returncode == 0, sharded.stderr[-3000:]
     a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("ddp", "fsdp"))
     original = load_file(imported_8x / "model.safetensors")
@@ -491,9 +482,9 @@ def test_torchrun_fine_tunes_the_same_with_and_without_fsdp(tmp_path, imported_8
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=5e-4, rtol=0)
     assert any(not torch.equal(a[key], original[key].float()) for key in a)
-    resumed = torchrun([synthetic_dataset, "--out", tmp_path / "fsdp", "--max-steps", "2",
-                        "--frames", "3", "--batch-size", "1", "--device", "cpu", "--fsdp",
-                        "--resume"], 29543)
+    resumed = torchrun("train", [synthetic_dataset, "--out", tmp_path / "fsdp", "--max-steps",
+                                 "2", "--frames", "3", "--batch-size", "1", "--device", "cpu",
+                                 "--fsdp", "--resume"], 29543)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((tmp_path / "fsdp" / "checkpoint" / "state.json").read_text())["step"] \
         == 2

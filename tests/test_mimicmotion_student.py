@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import assert_only_the_student_moved, torchrun
 from test_mimicmotion import _random_state, _unet_config, _write_svd
 
 from posecast.data.synthetic import synthetic_clip
@@ -404,11 +405,7 @@ def test_region_steps_train_the_student_alone_and_resume_exactly(
                for entry in log[2:])
     assert log[-1]["generator_updates"] == 1 and log[-1]["critic_updates"] == 1
     state = load_file(split / "checkpoint" / "state.safetensors")
-    critic = [key for key in state if key.startswith("critic.")]
-    student = [key for key in state if key.startswith("student.")]
-    assert critic and student
-    assert all(torch.equal(state[key], after_dmd[key]) for key in critic)
-    assert any(not torch.equal(state[key], after_dmd[key]) for key in student)
+    assert_only_the_student_moved(state, after_dmd)
     assert state["optim.init.0.step"].item() == 3 and state["optim.student.0.step"].item() == 1
     for name in ("checkpoint/state.safetensors", "model.safetensors"):
         a, b = load_file(straight / name), load_file(split / name)
@@ -425,28 +422,18 @@ def test_torchrun_distils_the_same_student_with_and_without_fsdp(tmp_path, teach
     move it differently: no weight may differ by more than half the init step's lr (5e-5) and
     all but a few by more than 1e-6 (processes stepping on their own gradients move most
     weights apart)."""
-    import os
-    import subprocess
-    import sys
 
     from safetensors.torch import load_file
-
-    def torchrun(args, port):
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        return subprocess.run([sys.executable, "-m", "torch.distributed.run",
-                               "--nproc-per-node", "2", "--master-port", str(port), "-m",
-                               "posecast", "distill", *map(str, args)], capture_output=True,
-                              text=True, env=env, timeout=900)
 
     teacher, _ = teacher_8x
     common = [synthetic_dataset, "--teacher", teacher, "--student-steps", "2", "--chunk", "2",
               "--window", "4", "--k-frames", "2", "--init-steps", "1", "--ode-pairs", "2",
               "--critic-updates", "1", "--batch-size", "1", "--region-loss-weight", "0",
               "--device", "cpu"]
-    plain = torchrun([*common, "--max-steps", "2", "--checkpoint-every", "2", "--out",
+    plain = torchrun("distill", [*common, "--max-steps", "2", "--checkpoint-every", "2", "--out",
                       tmp_path / "plain"], 29551)
     assert plain.returncode == 0, plain.stderr[-3000:]
-    sharded = torchrun([*common, "--max-steps", "2", "--checkpoint-every", "2", "--out",
+    sharded = torchrun("distill", [*common, "--max-steps", "2", "--checkpoint-every", "2", "--out",
                         tmp_path / "fsdp", "--fsdp"], 29552)
     assert sharded.returncode == 0, sharded.stderr[-3000:]
     a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("plain", "fsdp"))
@@ -458,8 +445,8 @@ def test_torchrun_distils_the_same_student_with_and_without_fsdp(tmp_path, teach
     assert any(not torch.equal(a[key], original[key].float()) for key in a)
     log = [json.loads(line) for line in (tmp_path / "fsdp" / "train_log.jsonl").open()]
     assert [entry["phase"] for entry in log] == ["init", "dmd", "dmd"]  # one process logs
-    resumed = torchrun([*common, "--max-steps", "3", "--out", tmp_path / "fsdp", "--fsdp",
-                        "--resume"], 29553)
+    resumed = torchrun("distill", [*common, "--max-steps", "3", "--out", tmp_path / "fsdp",
+                                   "--fsdp", "--resume"], 29553)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((tmp_path / "fsdp" / "checkpoint" / "state.json").read_text())["step"] \
         == 4

@@ -2,11 +2,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import torch
+from conftest import torchrun
 from safetensors.torch import load_file
 
 from posecast.config import preset
@@ -70,13 +69,9 @@ def test_the_cli_trains_and_resumes(run_cli, tmp_path, synthetic_dataset):
 
 def test_torchrun_ddp_two_processes(tmp_path, synthetic_dataset):
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-         "--master-port", "29517", "-m", "posecast", "train", str(synthetic_dataset),
-         "--preset", "tiny", "--out", str(out), "--max-steps", "3", "--batch-size", "1",
-         "--device", "cpu"],
-        capture_output=True, text=True, env=env, timeout=300)
+    result = torchrun("train", [synthetic_dataset, "--preset", "tiny", "--out", out,
+                                "--max-steps", "3", "--batch-size", "1", "--device", "cpu"],
+                      29517, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 3  # only rank 0 logs
