@@ -253,6 +253,7 @@ DISTILL_RULES: dict[str, Rule] = {
     "teacher_cfg": number(0, 100, optional=True), "dmd_min_time": number(0, 1),
     "dmd_max_time": number(0, 1), "region_loss_weight": number(0, 1000),
     "ssim_weight": number(0, 1000), "edge_weight": number(0, 1000),
+    "region_ode_weight": number(0, 10000),
     "perceptual": Rule(tuple, item=str, max_items=16),
     "checkpoint_every": whole(1, MAX_STEPS), "sample_every": whole(0, MAX_STEPS),
     "seed": whole(0, MAX_SEED), "fsdp": FLAG,

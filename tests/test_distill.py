@@ -15,17 +15,21 @@ from safetensors.torch import load_file
 
 from posecast.config import preset
 from posecast.data.clips import ClipDataset
+from posecast.errors import UsageError
 from posecast.models.codecs import make_codec
 from posecast.models.pretrained import from_pretrained, load_config
 from posecast.pose.regions import Region, region_masks
+from posecast.student import student_timesteps
 from posecast.train.distill import (
     DistillConfig,
     distill,
     dmd_gradient,
     dmd_loss,
     prepare_window,
+    stored_pair_loss,
     student_config,
 )
+from posecast.train.distributed import Distributed
 from posecast.train.region_loss import (
     REGION_BITS,
     RegionWeights,
@@ -107,6 +111,38 @@ def test_distillation_trains_both_models_in_the_configured_ratio(tmp_path, synth
     assert config.sampler.cfg == 1.0 and config.attention == "input_aware"
     student = from_pretrained(out)
     assert torch.isfinite(torch.cat([p.flatten() for p in student.parameters()])).all()
+
+
+def test_region_ode_weight_holds_region_steps_to_the_teacher_pairs(tmp_path, synthetic_dataset,
+                                                                 trained_tiny):
+    """Region steps with region_ode_weight also regress onto the stored ODE pair: they log its
+    loss, and leave the student nearer the pair than region steps alone from the same start."""
+    teacher, _ = trained_tiny
+    settings = dict(QUICK, init_steps=1, ode_pairs=1, max_steps=0, region_steps=3,
+                    init_learning_rate=3e-3)
+    anchored_settings = DistillConfig(**settings, region_ode_weight=1000.0)
+    students = {}
+    for name, run_settings in (("plain", DistillConfig(**settings)),
+                               ("anchored", anchored_settings)):
+        out = distill(synthetic_dataset, str(teacher), tmp_path / name, run_settings,
+                      device="cpu")
+        students[name] = (from_pretrained(out), _log(out))
+    assert all(set(entry["losses"]) == {"region", "ode"} and entry["losses"]["ode"] > 0
+               for entry in students["anchored"][1][1:])
+    assert all(set(entry["losses"]) == {"region"} for entry in students["plain"][1][1:])
+
+    def pair_loss(student):  # the same draw of noise and timesteps for both students
+        config = student.config
+        data = ClipDataset(synthetic_dataset, config.height, config.width)
+        with torch.no_grad():
+            return stored_pair_loss(student, make_codec(config.codec, "cpu"), data,
+                                    from_pretrained(str(teacher)).config, anchored_settings,
+                                    student_timesteps(student), tmp_path / "anchored/ode_pairs",
+                                    torch.Generator().manual_seed(0),
+                                    Distributed(0, 1, torch.device("cpu"))).item()
+    assert pair_loss(students["anchored"][0]) < 0.8 * pair_loss(students["plain"][0])
+    with pytest.raises(UsageError, match="region_ode_weight"):
+        DistillConfig(**dict(settings, init_steps=0), region_ode_weight=1.0)
 
 
 def test_region_steps_train_the_student_alone_after_dmd(tmp_path, synthetic_dataset,

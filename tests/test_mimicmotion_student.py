@@ -412,6 +412,36 @@ def test_region_steps_train_the_student_alone_and_resume_exactly(
         assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a), name
 
 
+def test_region_ode_weight_adds_the_stored_pairs_loss_to_region_steps(tmp_path, teacher_8x,
+                                                                      synthetic_dataset):
+    """A region step with region_ode_weight logs the ODE-pair loss and moves the student
+    differently from the same step without it; options this family does not take yet are
+    refused in one line instead of being ignored."""
+    from safetensors.torch import load_file
+
+    from posecast.errors import UsageError
+    from posecast.mimicmotion.distill import distill
+    from posecast.train.distill import DistillConfig
+
+    teacher, taesd = teacher_8x
+    settings = dict(DISTILL, max_steps=0, region_steps=1)
+    students = {}
+    for weight in (0.0, 1000.0):
+        out = distill(synthetic_dataset, str(teacher), tmp_path / str(weight),
+                      DistillConfig(**settings, region_ode_weight=weight), device="cpu",
+                      fast_decoder=taesd)
+        log = [json.loads(line) for line in (out / "train_log.jsonl").open()]
+        assert set(log[-1]["losses"]) == ({"region", "ode"} if weight else {"region"})
+        students[weight] = load_file(out / "model.safetensors")
+    plain, anchored = students[0.0], students[1000.0]
+    assert any(not torch.equal(plain[key], anchored[key]) for key in plain)
+    for option in ({"grad_accumulation": 2}, {"sample_every": 1}):
+        with pytest.raises(UsageError, match="not available for MimicMotion"):
+            distill(synthetic_dataset, str(teacher), tmp_path / "refused",
+                    DistillConfig(**settings, **option), device="cpu", fast_decoder=taesd)
+    assert not (tmp_path / "refused").exists()
+
+
 @pytest.mark.slow
 def test_torchrun_distils_the_same_student_with_and_without_fsdp(tmp_path, teacher_8x,
                                                                  synthetic_dataset):

@@ -14,8 +14,9 @@ EDM terms (D(x; σ) is the clean estimate, σ the noise level):
      decoded samples against the clips' frames and any perceptual plug-ins; the teacher uses
      CFG. Frames decode with the fast decoder (`--fast-decoder`) or else SVD's VAE.
   3. Region steps (`region_steps`, none by default): the student's samples on the region
-     loss (+ plug-ins) alone, with the initialisation's optimiser; neither the teacher nor the
-     critic is called (the DiT family's third stage, train/distill.py).
+     loss (+ plug-ins), plus `region_ode_weight` times the stored ODE pairs' loss, with the
+     initialisation's optimiser; neither the teacher nor the critic is called (the DiT
+     family's third stage, train/distill.py).
 Student samples come from StudentStream, the code rendering uses, stopping each chunk at a
 random step (backward simulation on the student's own cached rollouts).
 
@@ -375,20 +376,25 @@ class MimicMotionDistillation:
         self.optimizers[name].step()
         self.optimizers[name].zero_grad(set_to_none=True)
 
-    def init_step(self, data, pairs: Path, generator: torch.Generator) -> dict[str, float]:
+    def stored_pair_loss(self, data, pairs: Path, generator: torch.Generator) -> torch.Tensor:
+        """The ODE regression loss on a randomly drawn stored pair, under the conditions of
+        the windows it was made from."""
+        from safetensors.torch import load_file
+
         from posecast.train.distill import pair_generator
 
         settings = self.settings
         index = int(torch.randint(settings.ode_pairs, (1,), generator=generator))
-        from safetensors.torch import load_file
-
         pair = load_file(pairs / f"pair-{index:05d}.safetensors")
         batch = data.sample(settings.batch_size, pair["end"].shape[1],
                             pair_generator(settings.seed, index))
         window = prepare_window(self.parts, batch)
         device = self.student.device
-        loss = ode_regression_loss(self.student, window, pair["states"].to(device),
+        return ode_regression_loss(self.student, window, pair["states"].to(device),
                                    pair["end"].to(device), generator)
+
+    def init_step(self, data, pairs: Path, generator: torch.Generator) -> dict[str, float]:
+        loss = self.stored_pair_loss(data, pairs, generator)
         self._step("init", loss)
         return {"ode": loss.item()}
 
@@ -442,10 +448,11 @@ class MimicMotionDistillation:
         losses["dmd"] = gradient.abs().mean().item()
         return losses
 
-    def region_step(self, data, generator: torch.Generator, shared: torch.Generator
-                    ) -> dict[str, float]:
-        """One student step on the region loss (+ plug-ins) of its own samples alone, with the
-        initialisation's optimiser; neither the teacher nor the critic is called."""
+    def region_step(self, data, pairs: Path, generator: torch.Generator,
+                    shared: torch.Generator) -> dict[str, float]:
+        """One student step on the region loss (+ plug-ins) of its own samples, plus
+        region_ode_weight times the ODE-pair loss, with the initialisation's optimiser; the
+        critic is not called, the teacher only through the stored pairs."""
         from posecast.train.distill import frame_losses, random_exit_steps
         from posecast.train.region_loss import batch_region_bits
 
@@ -459,6 +466,10 @@ class MimicMotionDistillation:
         losses: dict[str, float] = {}
         loss = frame_losses(sample, window, bits, self.decoder, settings, self.perceptual,
                             losses, 1.0)
+        if settings.region_ode_weight:
+            ode = self.stored_pair_loss(data, pairs, generator)
+            loss = loss + settings.region_ode_weight * ode
+            losses["ode"] = ode.item()
         self._step("init", loss)
         return losses
 
@@ -535,6 +546,12 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
     holding checkpoint/, ode_pairs/ and train_log.jsonl). Returns `out`."""
     from safetensors import SafetensorError
 
+    unsupported = [flag for flag, used in (("--grad-accumulation", settings.grad_accumulation > 1),
+                                           ("--sample-every", settings.sample_every > 0)) if used]
+    if unsupported:
+        raise UsageError(f"{' and '.join(unsupported)}: not available for MimicMotion "
+                         "students yet (use a larger --batch-size or more processes)")
+
     from posecast.data.clips import ClipDataset
     from posecast.hub import resolve_folder
     from posecast.train import distributed, sharding
@@ -591,7 +608,8 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
             elif step < settings.init_steps + settings.max_steps:
                 phase, losses = "dmd", run.dmd_step(data, generator, shared)
             else:
-                phase, losses = "region", run.region_step(data, generator, shared)
+                phase, losses = "region", run.region_step(data, out / PAIRS_DIR, generator,
+                                                          shared)
             step += 1
             report = DistillReport(step, total, phase, losses, run.counters["critic_updates"],
                                    run.counters["generator_updates"],

@@ -12,10 +12,13 @@ Stages, one step counter:
      normalised by mean |x − x̂₀_teacher| (DMD) and scaled per latent pixel by the region
      weight map w (region_loss.py); the teacher uses CFG.
   3. Region steps (the next region_steps steps, none by default): the student's samples on
-     L_region (+ plug-ins) alone, with the ODE stage's optimiser; neither the teacher nor the
-     critic is called. Not in the paper: at the starter's size the mouth needs about 1,500
-     steps of a strongly weighted lips term to open (docs/ABLATION.md); such a step costs
-     about 1 s on a 2-core CPU, a DMD step with 3 critic updates about 6 s.
+     L_region (+ plug-ins), with the ODE stage's optimiser; neither the teacher nor the critic
+     is called. With region_ode_weight, each step also regresses onto a stored ODE pair (the
+     init stage's loss), which holds the student near the teacher's clean picture while the
+     region loss pulls its frames toward the real ones (alone, the region loss draws a grid at
+     the patch borders, docs/ABLATION.md). Not in the paper: at the starter's size a strongly
+     weighted lips term opens the mouth, which 50 DMD steps do not; a region step costs about
+     1 s on a 2-core CPU (2 s with the ODE term), a DMD step with 3 critic updates about 6 s.
 Student samples come from CausalRollout, the code inference uses, stopping each chunk at a
 random step (backward simulation).
 
@@ -114,6 +117,7 @@ class DistillConfig:
     region_loss_weight: float = 0.25  # λ_region on the decoded-frame loss (0 turns it off)
     ssim_weight: float = 0.5  # inside the region loss: L1 + ssim_weight · (1 − SSIM)
     edge_weight: float = 0.0  # + edge_weight · mean |∇x̂ − ∇x| (region_loss.edge_error)
+    region_ode_weight: float = 0.0  # region steps: + this · the ODE-pair loss (needs pairs)
     perceptual: tuple[str, ...] = ()  # plug-ins, "name=folder_or_repo[:weight]" (perceptual.py)
     # bookkeeping
     checkpoint_every: int = 100
@@ -126,6 +130,8 @@ class DistillConfig:
         check_fields(vars(self.region_weights), REGION_RULES, "region_weights.")
         checks = [(self.init_steps == 0 or self.ode_pairs >= 1,
                    "ODE initialisation needs at least one pair shard"),
+                  (self.region_ode_weight == 0 or self.init_steps > 0,
+                   "region_ode_weight needs the ODE pairs of init_steps > 0"),
                   (0 < self.dmd_min_time < self.dmd_max_time <= 1,
                    "DMD times must satisfy 0 < min < max <= 1")]
         for ok, message in checks:
@@ -526,8 +532,8 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
             else:
                 phase, losses = "region", _region_step(student, init_optimizer, codec, data,
                                                        teacher.config, settings, timesteps,
-                                                       perceptual, generator, shared, env,
-                                                       reduce)
+                                                       perceptual, pairs_dir, generator, shared,
+                                                       env, reduce)
             step += 1
             windows = settings.batch_size * settings.grad_accumulation * env.world_size
             report = DistillReport(step, settings.total_steps, phase, losses,
@@ -565,17 +571,25 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
         distributed.cleanup()
 
 
+def stored_pair_loss(student, codec, data, teacher_config, settings, timesteps, pairs_dir,
+                     generator, env) -> torch.Tensor:
+    """The ODE regression loss on a randomly drawn stored pair shard, under the conditions
+    of the windows it was made from."""
+    index = int(torch.randint(settings.ode_pairs, (1,), generator=generator))
+    pair = load_ode_pair(pairs_dir, index, timesteps)
+    window = prepare_window(data.sample(settings.batch_size, pair["end"].shape[1],
+                                        pair_generator(settings.seed, index)),
+                            codec, teacher_config, env.device)
+    return ode_regression_loss(student, window, pair["states"].to(env.device),
+                               pair["end"].to(env.device), timesteps, generator)
+
+
 def _init_step(student, optimizer, codec, data, teacher, settings, timesteps, pairs_dir,
                generator, env, reduce: int) -> dict[str, float]:
     total = 0.0
     for _ in range(settings.grad_accumulation):
-        index = int(torch.randint(settings.ode_pairs, (1,), generator=generator))
-        pair = load_ode_pair(pairs_dir, index, timesteps)
-        window = prepare_window(data.sample(settings.batch_size, pair["end"].shape[1],
-                                            pair_generator(settings.seed, index)),
-                                codec, teacher.config, env.device)
-        loss = ode_regression_loss(student, window, pair["states"].to(env.device),
-                                   pair["end"].to(env.device), timesteps, generator)
+        loss = stored_pair_loss(student, codec, data, teacher.config, settings, timesteps,
+                                pairs_dir, generator, env)
         (loss / settings.grad_accumulation).backward()
         total += loss.item() / settings.grad_accumulation
     _optimiser_step(student, optimizer, reduce, settings.grad_clip)
@@ -644,9 +658,10 @@ def frame_losses(sample, window: Window, bits: torch.Tensor, codec, settings: Di
 
 
 def _region_step(student, optimizer, codec, data, teacher_config, settings, timesteps,
-                 perceptual: list[PerceptualTerm], generator, shared, env,
+                 perceptual: list[PerceptualTerm], pairs_dir, generator, shared, env,
                  reduce: int) -> dict[str, float]:
-    """One student step on the region loss (+ plug-ins) of its own samples alone."""
+    """One student step on the region loss (+ plug-ins) of its own samples, plus
+    region_ode_weight times the ODE-pair loss."""
     config = student.config
     chunks, steps = config.window // config.chunk, len(timesteps) - 1
     losses: dict[str, float] = {}
@@ -657,6 +672,11 @@ def _region_step(student, optimizer, codec, data, teacher_config, settings, time
                                 exit_steps=random_exit_steps(chunks, steps, shared))
         bits = batch_region_bits(window.poses, config.height, config.width)
         loss = frame_losses(sample, window, bits, codec, settings, perceptual, losses, 1.0)
+        if settings.region_ode_weight:
+            ode = stored_pair_loss(student, codec, data, teacher_config, settings, timesteps,
+                                   pairs_dir, generator, env)
+            loss = loss + settings.region_ode_weight * ode
+            losses["ode"] = losses.get("ode", 0.0) + ode.item() / settings.grad_accumulation
         (loss / settings.grad_accumulation).backward()
     _optimiser_step(student, optimizer, reduce, settings.grad_clip)
     return losses
