@@ -4,14 +4,16 @@ of a `posecast make-dataset` folder from their own first frame, poses and audio,
 
 Rows: (with --real) the real clips themselves, each measure's ceiling | teacher | teacher +
 input-aware attention | plain DMD student | DMD + region loss (the method) | causal student
-with dense attention. Columns: FPS (generation + MP4 encoding, on
-this machine, one clip at a time), PSNR, face PSNR, hand PSNR, lip-sync r and lag, mouth r and
-amplitude, face found (the share of frames where mediapipe finds the face), seam ratio (the
-patch grid), HKC; each as `posecast eval` defines it.
+with dense attention | the method + region steps (a supervised stage that is not in the
+paper, kept out of the method's row so that the row compares like with like). Columns: FPS
+(generation + MP4 encoding, on this machine, one clip at a time), PSNR, face PSNR, hand PSNR,
+lip-sync r and lag, mouth r and amplitude, face found (the share of frames where mediapipe
+finds the face), seam ratio (the patch grid), HKC; each as `posecast eval` defines it.
 
     python scripts/ablation.py --data runs/cospeech64 --teacher runs/teacher \
         --method runs/student --plain-dmd runs/student_plain \
-        --dense-student runs/student_dense --real --clips 4 --frames 75 \
+        --dense-student runs/student_dense --region-steps runs/student_region \
+        --real --clips 8 --frames 75 \
         --out runs/ablation --markdown docs/ABLATION_TABLE.md
 
 Any row whose model is not given is left out. The teacher rows use the teacher's own sampler
@@ -52,7 +54,8 @@ from posecast.render import Renderer
 ROWS = (("real", "the real clips (the measures' ceiling)"), ("teacher", "teacher"),
         ("teacher_sparse", "teacher + input-aware attention"),
         ("plain_dmd", "plain DMD student"), ("method", "DMD + region loss (the method)"),
-        ("dense_student", "causal student, dense attention"))
+        ("dense_student", "causal student, dense attention"),
+        ("region_steps", "the method + region steps (not in the paper)"))
 
 
 def held_out_clips(data: Path, frames: int | None) -> list[tuple[Path, Keypoints]]:
@@ -128,6 +131,7 @@ def main() -> int:
     parser.add_argument("--plain-dmd")
     parser.add_argument("--method")
     parser.add_argument("--dense-student")
+    parser.add_argument("--region-steps", help="the method's student after region steps")
     parser.add_argument("--teacher-steps", type=int)
     parser.add_argument("--teacher-cfg", type=float)
     parser.add_argument("--clips", type=int, default=0,

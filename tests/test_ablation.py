@@ -23,13 +23,13 @@ def test_the_ablation_script_reproduces_its_tables(tmp_path, cospeech_dataset, t
                                                    tiny_student):
     out, table = tmp_path / "ablation", tmp_path / "table.md"
     common = ["--data", cospeech_dataset, "--out", out, "--teacher", trained_tiny[0],
-              "--method", tiny_student, "--real", "--frames", 8,
+              "--method", tiny_student, "--region-steps", tiny_student, "--real", "--frames", 8,
               "--teacher-steps", 2, "--markdown", table]
     first = run_ablation(*common)
     assert first.returncode == 0, first.stderr[-2000:]
     text = table.read_text()
     titles = ["the real clips", "| teacher |", "teacher + input-aware attention",
-              "DMD + region loss (the method)"]
+              "DMD + region loss (the method)", "the method + region steps"]
     assert all(title in text for title in titles), text
     assert "plain DMD student" not in text  # rows without a model are left out
 
