@@ -406,7 +406,8 @@ def test_region_steps_train_the_student_alone_and_resume_exactly(
     assert log[-1]["generator_updates"] == 1 and log[-1]["critic_updates"] == 1
     state = load_file(split / "checkpoint" / "state.safetensors")
     assert_only_the_student_moved(state, after_dmd)
-    assert state["optim.init.0.step"].item() == 3 and state["optim.student.0.step"].item() == 1
+    # the initialisation's optimiser took the two region steps afresh, the DMD one none
+    assert state["optim.init.0.step"].item() == 2 and state["optim.student.0.step"].item() == 1
     for name in ("checkpoint/state.safetensors", "model.safetensors"):
         a, b = load_file(straight / name), load_file(split / name)
         assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a), name

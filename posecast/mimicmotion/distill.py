@@ -15,8 +15,8 @@ EDM terms (D(x; σ) is the clean estimate, σ the noise level):
      CFG. Frames decode with the fast decoder (`--fast-decoder`) or else SVD's VAE.
   3. Region steps (`region_steps`, none by default): the student's samples on the region
      loss (+ plug-ins), plus `region_ode_weight` times the stored ODE pairs' loss, with the
-     initialisation's optimiser; neither the teacher nor the critic is called (the DiT
-     family's third stage, train/distill.py).
+     initialisation's optimiser, restarted; neither the teacher nor the critic is called
+     (the DiT family's third stage, train/distill.py).
 Student samples come from StudentStream, the code rendering uses, stopping each chunk at a
 random step (backward simulation on the student's own cached rollouts).
 
@@ -563,7 +563,7 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
         read_checkpoint,
         save_checkpoint,
     )
-    from posecast.train.distill import resumed_settings
+    from posecast.train.distill import restart, resumed_settings
     from posecast.train.teacher import step_generator
 
     out = Path(out)
@@ -608,6 +608,8 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
             elif step < settings.init_steps + settings.max_steps:
                 phase, losses = "dmd", run.dmd_step(data, generator, shared)
             else:
+                if step == settings.init_steps + settings.max_steps:
+                    restart(run.optimizers["init"])
                 phase, losses = "region", run.region_step(data, out / PAIRS_DIR, generator,
                                                           shared)
             step += 1
