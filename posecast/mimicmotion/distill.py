@@ -563,7 +563,7 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
         read_checkpoint,
         save_checkpoint,
     )
-    from posecast.train.distill import restart, resumed_settings
+    from posecast.train.distill import restart_optimiser, resumed_settings
     from posecast.train.teacher import step_generator
 
     out = Path(out)
@@ -609,7 +609,7 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
                 phase, losses = "dmd", run.dmd_step(data, generator, shared)
             else:
                 if step == settings.init_steps + settings.max_steps:
-                    restart(run.optimizers["init"])
+                    restart_optimiser(run.optimizers["init"])
                 phase, losses = "region", run.region_step(data, out / PAIRS_DIR, generator,
                                                           shared)
             step += 1

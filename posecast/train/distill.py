@@ -12,14 +12,14 @@ Stages, one step counter:
      normalised by mean |x − x̂₀_teacher| (DMD) and scaled per latent pixel by the region
      weight map w (region_loss.py); the teacher uses CFG.
   3. Region steps (the next region_steps steps, none by default): the student's samples on
-     L_region (+ plug-ins), with the ODE stage's optimiser, restarted (`restart`); neither the
-     teacher nor the critic is called. With region_ode_weight, each step also regresses onto a
-     stored ODE pair (the init stage's loss), which holds the student near the teacher's clean
+     L_region (+ plug-ins), with the ODE stage's optimiser, restarted; neither the teacher nor
+     the critic is called. With region_ode_weight, each step also regresses onto a stored ODE
+     pair (the init stage's loss), which holds the student near the teacher's clean
      picture while the region loss pulls its frames toward the real ones (alone, the region
      loss draws a grid at the patch borders, docs/ABLATION.md). Not in the paper: at the
-     starter's size a strongly weighted lips term opens the mouth, which 50 DMD steps do not; a
-     region step costs about 1 s on a 2-core CPU (2 s with the ODE term), a DMD step with 3
-     critic updates about 6 s.
+     starter's size a strongly weighted lips term opens the mouth further than 50 DMD steps
+     do, but draws that grid, so the bundled starter takes none; a region step costs about 1 s
+     on a 2-core CPU (2 s with the ODE term), a DMD step with 3 critic updates about 6 s.
 Student samples come from CausalRollout, the code inference uses, stopping each chunk at a
 random step (backward simulation).
 
@@ -423,7 +423,7 @@ def _optimiser_step(module, optimizer, world_size, clip):
     optimizer.zero_grad(set_to_none=True)
 
 
-def restart(optimizer: torch.optim.Optimizer) -> None:
+def restart_optimiser(optimizer: torch.optim.Optimizer) -> None:
     """Forget an optimiser's moments before the region stage takes the ODE stage's one: Adam's
     second moments, sized to the ODE loss's small gradients, would otherwise scale the region
     loss's first few hundred updates up several times (which draws the patch grid sooner)."""
@@ -539,7 +539,7 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
                 counters["generator_updates"] += 1
             else:
                 if step == settings.init_steps + settings.max_steps:
-                    restart(init_optimizer)
+                    restart_optimiser(init_optimizer)
                 phase, losses = "region", _region_step(student, init_optimizer, codec, data,
                                                        teacher.config, settings, timesteps,
                                                        perceptual, pairs_dir, generator, shared,
