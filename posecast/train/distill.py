@@ -19,7 +19,8 @@ Stages, one step counter:
      loss draws a grid at the patch borders, docs/ABLATION.md). Not in the paper: at the
      starter's size a strongly weighted lips term opens the mouth further than 50 DMD steps
      do, but draws that grid, so the bundled starter takes none; a region step costs about 1 s
-     on a 2-core CPU (2 s with the ODE term), a DMD step with 3 critic updates about 6 s.
+     on an idle 2-core CPU (the ODE term adds a pass over a stored pair), a DMD step with 3
+     critic updates about 6 s.
 Student samples come from CausalRollout, the code inference uses, stopping each chunk at a
 random step (backward simulation).
 
@@ -424,9 +425,9 @@ def _optimiser_step(module, optimizer, world_size, clip):
 
 
 def restart_optimiser(optimizer: torch.optim.Optimizer) -> None:
-    """Forget an optimiser's moments before the region stage takes the ODE stage's one: Adam's
-    second moments, sized to the ODE loss's small gradients, would otherwise scale the region
-    loss's first few hundred updates up several times (which draws the patch grid sooner)."""
+    """Forget an optimiser's moments before the region stage takes the ODE stage's one: Adam
+    divides by √v, and second moments sized to the ODE loss's small gradients would scale the
+    region loss's first updates up (measured: the patch grid grows faster, docs/ABLATION.md)."""
     optimizer.state.clear()
 
 
