@@ -447,12 +447,12 @@ def test_region_ode_weight_adds_the_stored_pairs_loss_to_region_steps(tmp_path, 
 def test_torchrun_distils_the_same_student_with_and_without_fsdp(tmp_path, teacher_8x,
                                                                  synthetic_dataset):
     """Two processes with averaged gradients, and the same with the teacher, student and
-    critic sharded block by block (FSDP2 on gloo), distil the same student (one ODE-init and
-    two DMD steps); the sharded run logs once and resumes. Adam moves a weight by about
-    lr·sign(gradient) at first, so where a gradient is near zero the two reduction orders may
-    move it differently: no weight may differ by more than half the init step's lr (5e-5) and
-    all but a few by more than 1e-6 (processes stepping on their own gradients move most
-    weights apart)."""
+    critic sharded block by block (FSDP2 on gloo) and gradient checkpointing on, distil the
+    same student (one ODE-init and two DMD steps); the sharded run logs once and resumes.
+    Adam moves a weight by about lr·sign(gradient) at first, so where a gradient is near zero
+    the two reduction orders may move it differently: no weight may differ by more than half
+    the init step's lr (5e-5) and all but a few by more than 1e-6 (processes stepping on their
+    own gradients move most weights apart)."""
 
     from safetensors.torch import load_file
 
@@ -464,8 +464,10 @@ def test_torchrun_distils_the_same_student_with_and_without_fsdp(tmp_path, teach
     plain = torchrun("distill", [*common, "--max-steps", "2", "--checkpoint-every", "2", "--out",
                       tmp_path / "plain"], 29551)
     assert plain.returncode == 0, plain.stderr[-3000:]
+    checkpointing = tmp_path / "checkpointing.json"
+    checkpointing.write_text(json.dumps({"gradient_checkpointing": True}))
     sharded = torchrun("distill", [*common, "--max-steps", "2", "--checkpoint-every", "2", "--out",
-                        tmp_path / "fsdp", "--fsdp"], 29552)
+                        tmp_path / "fsdp", "--fsdp", "--config", checkpointing], 29552)
     assert sharded.returncode == 0, sharded.stderr[-3000:]
     a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("plain", "fsdp"))
     original = load_file(teacher / "model.safetensors")
@@ -479,5 +481,5 @@ def test_torchrun_distils_the_same_student_with_and_without_fsdp(tmp_path, teach
     resumed = torchrun("distill", [*common, "--max-steps", "3", "--out", tmp_path / "fsdp",
                                    "--fsdp", "--resume"], 29553)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert json.loads((tmp_path / "fsdp" / "checkpoint" / "state.json").read_text())["step"] \
-        == 4
+    state = json.loads((tmp_path / "fsdp" / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 4 and state["distill_config"]["gradient_checkpointing"]

@@ -605,10 +605,10 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
             shared = step_generator(settings.seed, step, -1)
             if step < settings.init_steps:
                 phase, losses = "init", run.init_step(data, out / PAIRS_DIR, generator)
-            elif step < settings.init_steps + settings.max_steps:
+            elif step < settings.region_start:
                 phase, losses = "dmd", run.dmd_step(data, generator, shared)
             else:
-                if step == settings.init_steps + settings.max_steps:
+                if step == settings.region_start:
                     restart_optimiser(run.optimizers["init"])
                 phase, losses = "region", run.region_step(data, out / PAIRS_DIR, generator,
                                                           shared)

@@ -141,8 +141,13 @@ class DistillConfig:
                 raise UsageError(message)
 
     @property
+    def region_start(self) -> int:
+        """The first step of the region stage (after the ODE-pair and DMD stages)."""
+        return self.init_steps + self.max_steps
+
+    @property
     def total_steps(self) -> int:
-        return self.init_steps + self.max_steps + self.region_steps
+        return self.region_start + self.region_steps
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -531,7 +536,7 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
                 phase, losses = "init", _init_step(student, init_optimizer, codec, data, teacher,
                                                    settings, timesteps, pairs_dir, generator,
                                                    env, reduce)
-            elif step < settings.init_steps + settings.max_steps:
+            elif step < settings.region_start:
                 phase, losses = "dmd", _dmd_step(student, critic, teacher, student_optimizer,
                                                  critic_optimizer, codec, data, settings,
                                                  timesteps, cfg, perceptual, generator,
@@ -539,7 +544,7 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
                 counters["critic_updates"] += settings.critic_updates
                 counters["generator_updates"] += 1
             else:
-                if step == settings.init_steps + settings.max_steps:
+                if step == settings.region_start:
                     restart_optimiser(init_optimizer)
                 phase, losses = "region", _region_step(student, init_optimizer, codec, data,
                                                        teacher.config, settings, timesteps,
