@@ -28,8 +28,8 @@ fi
 # 3. student, on the CPU: 1 step per 4-frame chunk with 4 frames of KV cache; 16 teacher
 #    ODE-pair shards, 300 regression steps, then 300 DMD steps with the input-aware region loss
 #    (the lips weighted 16, an edge term at 16): the paper's two stages, no region steps (they
-#    draw a patch grid, docs/ABLATION.md); about 70 minutes on 2 cores beside other jobs (31 to
-#    the 50th DMD step, then about 10 s a DMD step)
+#    draw a patch grid, docs/ABLATION.md); about 70 minutes on 2 cores beside other jobs, added
+#    up, not timed as one run (31 to the 50th DMD step, then about 10 s a DMD step)
 posecast distill "$RUNS/cospeech64/train" --teacher "$RUNS/teacher" --out "$RUNS/student" \
     --student-steps 1 --chunk 4 --window 8 --init-steps 300 --ode-pairs 16 \
     --config scripts/starter_distill.json --device cpu

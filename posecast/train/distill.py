@@ -17,10 +17,10 @@ Stages, one step counter:
      pair (the init stage's loss), which holds the student near the teacher's clean
      picture while the region loss pulls its frames toward the real ones (alone, the region
      loss draws a grid at the patch borders, docs/ABLATION.md). Not in the paper: at the
-     starter's size a strongly weighted lips term opens the mouth further than 50 DMD steps
-     do, but draws that grid, so the bundled starter takes none; a region step costs about 1 s
-     on an idle 2-core CPU (the ODE term adds a pass over a stored pair), a DMD step with 3
-     critic updates about 6 s.
+     starter's size a strongly weighted lips term opens the mouth further than the recipe's
+     DMD steps do, but draws that grid, so the bundled starter takes none; a region step
+     costs about 1 s on an idle 2-core CPU (the ODE term adds a pass over a stored pair), a
+     DMD step with 3 critic updates about 6 s.
 Student samples come from CausalRollout, the code inference uses, stopping each chunk at a
 random step (backward simulation).
 
