@@ -96,6 +96,31 @@ def resample(poses: Keypoints, fps: float, frames: int) -> Keypoints:
     return replace(poses, **{part: getattr(poses, part)[index] for part in PARTS}, fps=fps)
 
 
+class ChunkPoseMaps:
+    """A video's pose maps chunk by chunk, for either family's student: each chunk's drawn
+    once on the host (`draw(start, end)` → (n, H, W, 3) uint8) and copied to the device as
+    uint8 without blocking (from pinned memory on CUDA), then `convert`ed there from
+    (1, n, 3, H, W) uint8 to the student's input. Called for every pass of a chunk, it draws
+    only on the first; the chunks before `start` are dropped, so at most this chunk's and the
+    next one's (drawn ahead while the device works) are kept."""
+
+    def __init__(self, draw: Callable[[int, int], np.ndarray], device: torch.device,
+                 convert: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.draw, self.device, self.convert = draw, device, convert
+        self.maps: dict[tuple[int, int], torch.Tensor] = {}
+
+    def __call__(self, start: int, end: int) -> torch.Tensor:
+        if (start, end) not in self.maps:
+            for key in [key for key in self.maps if key[0] < start]:
+                del self.maps[key]
+            drawn = torch.from_numpy(self.draw(start, end))
+            if self.device.type == "cuda":
+                drawn = drawn.pin_memory()
+            on_device = drawn.to(self.device, non_blocking=True).permute(0, 3, 1, 2)[None]
+            self.maps[start, end] = self.convert(on_device)
+        return self.maps[start, end]
+
+
 def chunk_latents(model: Denoiser, codec, reference: torch.Tensor, poses: Keypoints,
                   timesteps: list[float], seed: int = 0, network=None,
                   state: StreamState | None = None) -> Iterator[tuple[int, torch.Tensor]]:
@@ -112,20 +137,9 @@ def chunk_latents(model: Denoiser, codec, reference: torch.Tensor, poses: Keypoi
     padded = hold_to_length(poses, math.ceil(len(poses) / chunk) * chunk)
     with torch.no_grad():
         latent = codec.encode(reference)
-    maps_cache: dict[tuple[int, int], torch.Tensor] = {}  # this chunk's and the next one's
-
-    def pose_maps(start: int, end: int) -> torch.Tensor:  # (1, n, 3, H, W) in [0, 1]
-        if (start, end) not in maps_cache:
-            for key in [key for key in maps_cache if key[0] < start]:
-                del maps_cache[key]
-            drawn = torch.from_numpy(render_pose_maps(padded[start:end], config.height,
-                                                      config.width))
-            if device.type == "cuda":
-                drawn = drawn.pin_memory()
-            maps_cache[start, end] = (drawn.to(device, non_blocking=True).permute(0, 3, 1, 2)
-                                      [None].float() / 255.0)
-        return maps_cache[start, end]
-
+    pose_maps = ChunkPoseMaps(  # (1, n, 3, H, W) in [0, 1]
+        lambda start, end: render_pose_maps(padded[start:end], config.height, config.width),
+        device, lambda drawn: drawn.float() / 255.0)
     rollout = CausalRollout(model, latent, pose_maps, lambda s, e: [padded[s:e]], timesteps,
                             network=network, frames=len(padded), state=state)
     generator = torch.Generator(device).manual_seed(seed)
@@ -140,16 +154,16 @@ def chunk_latents(model: Denoiser, codec, reference: torch.Tensor, poses: Keypoi
             rollout.commit(commit=start + chunk < len(padded))
 
 
-def compilable(config, device: torch.device) -> bool:
-    """Whether the chunk step compiles to fixed graphs: dense attention, or input-aware with
-    flex (gather's and xformers' per-group host plans would recompile chunk after chunk)."""
+def compilable(attention: str, backend: str, device: torch.device) -> bool:
+    """Whether a student's chunk step compiles to fixed graphs (either family): dense
+    attention, or input-aware with flex (gather's and xformers' per-group host plans would
+    recompile chunk after chunk)."""
     from posecast.attention.backends import resolve_backend
 
-    return config.attention != "input_aware" or \
-        resolve_backend(config.attention_backend, device) == "flex"
+    return attention != "input_aware" or resolve_backend(backend, device) == "flex"
 
 
-def compile_student(model: Denoiser):
+def compile_student(model: torch.nn.Module):
     """The model's forward compiled whole (fullgraph: no graph breaks) for fixed shapes; on
     CUDA captured as CUDA graphs (mode "reduce-overhead"), so a steady chunk step is a few
     graph replays with no host work inside."""
@@ -184,7 +198,9 @@ class Renderer:
         self.codec = make_codec(network.config.codec, device, fast_decode=True)
         self.timesteps = student_timesteps(network, steps)
         if compile is None:
-            compile = device.type == "cuda" and compilable(network.config, device)
+            config = network.config
+            compile = device.type == "cuda" and \
+                compilable(config.attention, config.attention_backend, device)
         self.network = compile_student(network) if compile else network
         self.stream = StreamState()  # one KV cache and plan for every video of this renderer
         with torch.no_grad():  # warm-up: first-call costs are not the user's first frame

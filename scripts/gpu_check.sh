@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# One lent-GPU session, at most 10 minutes of one H100/H200 (the stage boxes add up to 580 s;
+# One lent-GPU session, at most 10 minutes of one H100/H200 (the stage boxes add up to 590 s;
 # issues 17, 18 and 19's figures). Every stage is
 # time-boxed and prints its figures as soon as they exist (tee'd to stdout and $OUT/log.txt),
 # so a run cut short still reports what it reached:
 #   1. the GPU-only tests and `bench attention --check` (every backend against the oracle);
-#   2. input-aware attention at 36,864 tokens (16 frames of 48 × 48), K = 4, against dense SDPA,
-#      forward and forward + backward, sorting included in the timed region;
+#   2. (with ATTENTION=1) input-aware attention at 36,864 tokens (16 frames of 48 × 48), K = 4,
+#      against dense SDPA, forward and forward + backward, sorting included in the timed region;
 #   3. the `base` student alone (512×512, 4 steps, flex, compiled + CUDA graphs, TAESD), JSON;
 #   4. teacher (25 steps, CFG 2, per window) against the student on 2 s, JSON with the ratio;
 #   5. the paper's teacher, MimicMotion, at real size, dense and input-aware (random weights;
 #      paper: 1.93 FPS for the off-the-shelf teacher on an H100);
 #   6. the paper's student on MimicMotion (random weights, 4 steps, input-aware, TAESD-sized
-#      fast decoder) at 576×1024 against its teacher, and at 512×512 (paper: 25.3 FPS, 13.1×);
-#   7. distillation on the bundled teacher (starter recipe, short), samples/s per stage, and
-#      the recompiles torch reports (TORCH_LOGS=recompiles).
+#      fast decoder) at 576×1024: eager against its teacher, then compiled with CUDA graphs
+#      (its default on CUDA; two UNet graphs to compile, hence the longer box); eager at
+#      512×512 (paper: 25.3 FPS, 13.1×);
+#   7. (with DISTILL=1) distillation on the bundled teacher (starter recipe, short), samples/s
+#      per stage, and the recompiles torch reports (TORCH_LOGS=recompiles).
 #
 # Carried from the workstation (git-ignored, named in the device tool's `carry`):
 #   .whl/  wheels of what the device image lacks, for CPython 3.12 manylinux x86-64
@@ -57,20 +59,26 @@ export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 COLUMNS=160
 
 stage "pytest -m gpu" 60 python3 -m pytest -m gpu -q -p no:cacheprovider tests
 stage "bench attention --check" 40 python3 -m posecast bench attention --check --device "$DEVICE"
-stage "bench attention 36,864 tokens K=4" 40 python3 -m posecast bench attention --grids 48 \
-    --k-frames 4 --device "$DEVICE"
+if [ "${ATTENTION:-0}" = 1 ]; then
+    stage "bench attention 36,864 tokens K=4" 40 python3 -m posecast bench attention \
+        --grids 48 --k-frames 4 --device "$DEVICE"
+fi
 stage "bench render $PRESET student (1 s)" 50 python3 -m posecast bench render \
     --preset "$PRESET" --seconds 1 --skip-teacher --json --device "$DEVICE"
 stage "bench render $PRESET teacher vs student (2 s)" 80 python3 -m posecast bench render \
     --preset "$PRESET" --seconds 2 --json --device "$DEVICE"
-stage "bench teacher mimicmotion (576x1024, 16 and 72 frames)" 90 python3 -m posecast bench \
+stage "bench teacher mimicmotion (576x1024, 16 and 72 frames)" 70 python3 -m posecast bench \
     teacher --preset mimicmotion --frames 16,72 --steps 25 --repeats 1 --device "$DEVICE"
-stage "bench render mimicmotion student (576x1024, 2 s)" 90 python3 -m posecast bench render \
-    --preset mimicmotion --size 576x1024 --seconds 2 --teacher-steps 25 --json \
+stage "bench render mimicmotion student, eager (576x1024, 2 s)" 90 python3 -m posecast bench \
+    render --preset mimicmotion --size 576x1024 --seconds 2 --teacher-steps 25 --no-compile \
+    --json --device "$DEVICE"
+stage "bench render mimicmotion student, compiled (576x1024, 2 s)" 150 python3 -m posecast \
+    bench render --preset mimicmotion --size 576x1024 --seconds 2 --skip-teacher --compile \
+    --json --device "$DEVICE"
+stage "bench render mimicmotion student, eager (512x512, 2 s)" 50 python3 -m posecast bench \
+    render --preset mimicmotion --size 512x512 --seconds 2 --skip-teacher --no-compile --json \
     --device "$DEVICE"
-stage "bench render mimicmotion student (512x512, 2 s)" 50 python3 -m posecast bench render \
-    --preset mimicmotion --size 512x512 --seconds 2 --skip-teacher --json --device "$DEVICE"
-if [ -d .gpu/train ]; then
+if [ "${DISTILL:-0}" = 1 ] && [ -d .gpu/train ]; then
     TORCH_LOGS=recompiles stage "distill (starter recipe, short)" 80 \
         python3 -m posecast distill .gpu/train --teacher posecast/assets/starter_teacher \
         --out $runs/student --student-steps 1 --chunk 4 --window 8 --init-steps 100 \

@@ -101,6 +101,114 @@ def test_no_frame_sees_a_later_chunk():
         assert (plain[0][:, :4] - plain[1][:, :4]).abs().max() > 1e-4
 
 
+def _video(student: MimicMotionStudent, conditions, poses, cache, plans) -> torch.Tensor:
+    from posecast.mimicmotion.student import chunk_latents
+
+    return torch.cat([latents for _, latents in
+                      chunk_latents(student, conditions, poses, 0, cache, plans)], dim=1)
+
+
+def test_each_chunk_draws_its_pose_maps_once_and_ahead_of_its_passes(monkeypatch):
+    """Drawing DWPose maps costs milliseconds a frame at real sizes: every chunk's maps are
+    drawn once (not at each of its k steps and cache pass), the next chunk's before the
+    current one is handed over, and they equal maps drawn for the whole video at once."""
+    import posecast.pose.dwpose
+    from posecast.mimicmotion.student import chunk_latents
+
+    draw = posecast.pose.dwpose.draw_dwpose
+    drawn: list[tuple[int, int]] = []  # (first frame, frames) of each draw, in order
+    maps_seen: list[torch.Tensor] = []
+
+    def recording(keypoints, height, width):
+        drawn.append((int(np.flatnonzero((whole_body == keypoints.body[0]).all(axis=(1, 2)))[0]),
+                      len(keypoints)))
+        return draw(keypoints, height, width)
+
+    student = _student("dense")
+    _, conditions, _, _ = _inputs(2)
+    _, poses = synthetic_clip(64, 8, 25.0, np.random.default_rng(7))
+    whole_body = poses.body
+    forward = student.network.forward
+    monkeypatch.setattr(student.network, "forward",
+                        lambda sample, *args: maps_seen.append(args[3]) or forward(sample, *args))
+    monkeypatch.setattr(posecast.pose.dwpose, "draw_dwpose", recording)
+    handed_over = []
+    for start, _ in chunk_latents(student, conditions, poses):
+        handed_over.append((start, len(drawn)))
+    assert drawn == [(0, 2), (2, 2), (4, 2), (6, 2)]
+    assert handed_over == [(0, 2), (2, 3), (4, 4), (6, 4)]  # the next chunk's already drawn
+    whole = torch.from_numpy(draw(poses, 64, 64)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    passes = student.settings.steps + 1  # and the last chunk's k steps without a cache pass
+    assert len(maps_seen) == 4 * passes - 1
+    for index, maps in enumerate(maps_seen):
+        start = 2 * (index // passes)
+        torch.testing.assert_close(maps[0], whole[start:start + 2], atol=0, rtol=0)
+
+
+@pytest.mark.slow
+def test_the_compiled_chunk_step_equals_eager_and_never_recompiles(monkeypatch):
+    """The input-aware student (flex) compiled as a renderer compiles it: fullgraph=True (a
+    graph break raises), after an eager warm-up, one cache and plan set for every video. A
+    second video of moving poses compiles nothing new (torch._dynamo's counters) and equals
+    the eager student's. torch.compile's aot_eager backend traces and functionalises the
+    graphs as inductor would, without inductor's minutes of C++ compiling on this CPU."""
+    import dataclasses
+
+    import torch._dynamo
+
+    import posecast.render
+    from posecast.mimicmotion.causal import StudentCache
+    from posecast.mimicmotion.student import compile_network
+
+    monkeypatch.setattr(posecast.render, "compile_student", lambda network: torch.compile(
+        network, fullgraph=True, dynamic=False, backend="aot_eager"))
+    student = _student("input_aware")
+    student.settings = dataclasses.replace(student.settings, backend="flex")
+    _, conditions, _, _ = _inputs(2)
+    _, poses = synthetic_clip(64, 12, 25.0, np.random.default_rng(7))
+    with torch.no_grad():
+        eager = _video(student, conditions, poses, None, None)
+        cache, plans = StudentCache(4, 2, torch.device("cpu")), {}
+        _video(student, conditions, poses[:4], cache, plans)  # eager warm-up: allocations
+        torch._dynamo.reset()
+        counters = torch._dynamo.utils.counters
+        counters.clear()
+        compile_network(student, cache, plans)
+        _video(student, conditions, poses[:4], cache, plans)  # compiles the step and commit
+        graphs = counters["stats"]["unique_graphs"]
+        assert graphs >= 2
+        compiled = _video(student, conditions, poses, cache, plans)
+    assert counters["stats"]["unique_graphs"] == graphs, dict(counters["recompiles"])
+    torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)
+
+
+def test_a_failed_compile_falls_back_to_eager_with_a_warning(monkeypatch, student_folder):
+    """`--compile` on a MimicMotion student compiles its chunk step; when compiling fails the
+    renderer says so in one line and renders uncompiled."""
+    import posecast.render
+    from posecast.mimicmotion.render import StudentRenderer
+    from posecast.pose.keypoints import Keypoints
+
+    class Broken(torch.nn.Module):  # a compiled module whose first call fails
+        def __init__(self, network):
+            super().__init__()
+            self.network = network
+
+        def forward(self, *args, **kwargs):
+            raise RuntimeError("no compiler here\nsecond line")
+
+    monkeypatch.setattr(posecast.render, "compile_student", Broken)
+    _, folder = student_folder
+    warnings: list[str] = []
+    renderer = StudentRenderer(folder, torch.device("cpu"), compile=True,
+                               on_warning=warnings.append)
+    assert len(warnings) == 1 and "compiling the student failed (RuntimeError: no " \
+        "compiler here)" in warnings[0] and "\n" not in warnings[0]
+    still = Keypoints.empty(3, 64, 64)
+    frames = [frames for _, frames in renderer.chunks(np.zeros((64, 64, 3), np.uint8), still)]
+    assert sum(len(f) for f in frames) == 4 and frames[0].shape[1:] == (64, 64, 3)
+
+
 def test_the_settings_refuse_a_chunk_that_does_not_divide_the_context():
     from posecast.errors import UsageError
 
@@ -243,6 +351,29 @@ def test_dmd_and_critic_steps_run_in_the_configured_ratio(teacher_8x, synthetic_
     assert steps == {"student": 2, "critic": 4}
     for name, module in run.modules.items():
         assert not torch.equal(next(module.parameters()), before[name]), name
+
+
+@pytest.mark.gpu
+def test_distillation_keeps_fp32_weights_and_computes_in_bf16_on_cuda(teacher_8x,
+                                                                      synthetic_dataset):
+    """A DMD step on CUDA: the student's, critic's and teacher's UNets keep fp32 weights (the
+    optimiser's) while their convolutions run in bf16 under autocast."""
+    from posecast.data.clips import ClipDataset
+    from posecast.mimicmotion.distill import MimicMotionDistillation
+    from posecast.train.distill import DistillConfig
+
+    teacher, _ = teacher_8x
+    run = MimicMotionDistillation(teacher, DistillConfig(**DISTILL), torch.device("cuda"), 1)
+    seen: dict[str, set] = {"student": set(), "critic": set(), "teacher": set()}
+    for name, network in (("student", run.student.network), ("critic", run.critic.network),
+                          ("teacher", run.teacher.network)):
+        network.unet.conv_in.register_forward_hook(
+            lambda module, inputs, output, name=name: seen[name].add(output.dtype))
+    run.dmd_step(ClipDataset(synthetic_dataset, 64, 64), torch.Generator().manual_seed(0),
+                 torch.Generator().manual_seed(1))
+    assert seen == {name: {torch.bfloat16} for name in seen}
+    assert all(p.dtype == torch.float32 for module in run.modules.values()
+               for p in module.parameters())
 
 
 def test_posecast_distill_makes_a_student_that_resumes_exactly_and_renders(

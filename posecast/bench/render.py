@@ -110,6 +110,18 @@ def time_teacher_render(model: Denoiser, codec, reference: torch.Tensor, poses: 
     return PipelineTiming("teacher", frames, denoise, decode, denoise + decode, None, None)
 
 
+def write_profile(path: Path, device: torch.device, run: Callable[[], object]) -> None:
+    """One `run()` under torch.profiler; its operator table (where the time goes, 40 rows by
+    own device time on CUDA, own CPU time elsewhere) written to `path`."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiler:
+        run()
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    path.write_text(profiler.key_averages().table(sort_by=sort, row_limit=40) + "\n")
+
+
 @dataclass(frozen=True)
 class StreamingCounts:
     chunks: int
@@ -169,13 +181,7 @@ def time_student_render(model: Denoiser, codec, reference: torch.Tensor, poses: 
         else 0
     denoise, decode, total, first = runs[len(runs) // 2]
     if profile is not None:
-        activities = [torch.profiler.ProfilerActivity.CPU]
-        if device.type == "cuda":
-            activities.append(torch.profiler.ProfilerActivity.CUDA)
-        with torch.profiler.profile(activities=activities) as profiler:
-            run(None)
-        sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-        profile.write_text(profiler.key_averages().table(sort_by=sort, row_limit=40) + "\n")
+        write_profile(profile, device, lambda: run(None))
     with tempfile.TemporaryDirectory() as folder, \
             write_mp4(Path(folder) / "student.mp4", fps=fps, audio=clip) as mp4:
         started = time.perf_counter()

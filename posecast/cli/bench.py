@@ -290,7 +290,8 @@ def bench_render(
             (model is not None and family_of(resolve_folder(model)) == "mimicmotion"):
         _bench_mimicmotion_render(model, teacher, preset, seconds, fps, steps, teacher_steps,
                                   skip_teacher, student_attention, attention_backend, size,
-                                  json_output, portrait_keypoints_file, device)
+                                  json_output, portrait_keypoints_file, device, compile,
+                                  profile)
         return
     if size is not None:
         raise UsageError("--size is for MimicMotion students; posecast's own presets have "
@@ -409,7 +410,8 @@ def _bench_inputs(seconds: float, fps: float, portrait_keypoints_file: Path | No
 
 def _bench_mimicmotion_render(model, teacher, preset, seconds, fps, steps, teacher_steps,
                               skip_teacher, student_attention, attention_backend, size,
-                              json_output, portrait_keypoints_file, device) -> None:
+                              json_output, portrait_keypoints_file, device, compile,
+                              profile) -> None:
     """`bench render` for the MimicMotion family: the causal student streaming chunk by chunk
     with its fast decoder, against the teacher's denoising of one window (decoding excluded,
     which flatters the teacher)."""
@@ -420,6 +422,7 @@ def _bench_mimicmotion_render(model, teacher, preset, seconds, fps, steps, teach
     from posecast.mimicmotion.bench import UNETS, random_student, time_mimicmotion, time_student
     from posecast.mimicmotion.student import StudentSettings, load_student
     from posecast.pose.framing import crop_resize, fit_box, fit_keypoints
+    from posecast.render import compilable
 
     torch_device = pick_device(device)
     height, width = (1024, 576) if size is None else parse_size(size, 64)
@@ -444,7 +447,11 @@ def _bench_mimicmotion_render(model, teacher, preset, seconds, fps, steps, teach
     fitted = fit_keypoints(poses, box)
     if model is not None:
         conditions = student.conditions(crop_resize(image, box))
-    timing, counts = time_student(student, conditions, fitted, clip, fps)
+    if compile is None:
+        compile = torch_device.type == "cuda" and compilable(
+            student.settings.attention, student.settings.backend, torch_device)
+    timing, counts = time_student(student, conditions, fitted, clip, fps, compile=compile,
+                                  profile=profile)
     device_name = torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" \
         else "cpu"
     teacher_row = None
@@ -468,7 +475,7 @@ def _bench_mimicmotion_render(model, teacher, preset, seconds, fps, steps, teach
                "attention_backend": student.settings.backend, "size": f"{width}x{height}",
                "device": device_name, "family": "mimicmotion",
                "decoder": "tiny" if student.fast_decoder is not None else "svd-vae",
-               **dataclasses.asdict(counts)}
+               "compiled": compile, **dataclasses.asdict(counts)}
     if teacher_row is not None:
         teacher_fps = teacher_row.fps(teacher_row.total_s)
         summary = {"student": summary, "teacher": {
@@ -492,6 +499,10 @@ def _bench_mimicmotion_render(model, teacher, preset, seconds, fps, steps, teach
                       "-" if row.with_io_s is None else f"{row.fps(row.with_io_s):.2f}",
                       "-" if row.first_frame_s is None else f"{row.first_frame_s:.3f}")
     console.print(table)
+    console.print(f"student: {counts.chunks} chunks of {counts.passes_per_chunk} passes, "
+                  f"{counts.attention_calls_per_chunk:.0f} input-aware attention calls per "
+                  f"chunk, {'compiled, ' if compile else ''}{counts.recompiles} recompiles "
+                  "after warm-up", highlight=False)
     if teacher_row is not None:
         console.print(f"student / teacher (no I/O): {summary['ratio']:.1f}x (the teacher: "
                       "denoising of one 16-frame window, decoding excluded)", highlight=False)

@@ -130,22 +130,28 @@ def random_student(preset: str, height: int, width: int, device: torch.device,
     return student, conditions
 
 
-def time_student(student, conditions, poses: Keypoints, clip, fps: float, repeats: int = 3):
+def time_student(student, conditions, poses: Keypoints, clip, fps: float, repeats: int = 3,
+                 compile: bool = False, profile=None):
     """The student streaming `poses` (frame pixels) chunk by chunk and decoding each chunk
     with its decoder: (PipelineTiming, StreamingCounts), as the DiT bench reports them; I/O
-    excluded but for the with-I/O run into an MP4 with `clip`."""
+    excluded but for the with-I/O run into an MP4 with `clip`. One cache and plan set serve
+    every run, as in a renderer; with `compile` the chunk step is compiled after the eager
+    run (see `compile_network`) and warmed up once more. `profile`: also run once under
+    torch.profiler and write its operator table (where the time goes) there."""
     import tempfile
     from pathlib import Path
 
+    import torch._dynamo
+
     from posecast.attention.backends import KernelCalls
-    from posecast.bench.render import PipelineTiming, StreamingCounts
+    from posecast.bench.render import PipelineTiming, StreamingCounts, write_profile
     from posecast.media import write_mp4
     from posecast.mimicmotion.causal import StudentCache
-    from posecast.mimicmotion.student import chunk_latents, decode
+    from posecast.mimicmotion.student import chunk_latents, compile_network, decode
     from posecast.models.codecs import to_uint8_frames
 
     device, settings = student.device, student.settings
-    cache = StudentCache(settings.context_frames, settings.chunk, device)
+    cache, plans = StudentCache(settings.context_frames, settings.chunk, device), {}
     frames = len(poses)
 
     def sync() -> None:
@@ -157,7 +163,7 @@ def time_student(student, conditions, poses: Keypoints, clip, fps: float, repeat
         first = None
         sync()
         started = tick = time.perf_counter()
-        for start, latents in chunk_latents(student, conditions, poses, 0, cache):
+        for start, latents in chunk_latents(student, conditions, poses, 0, cache, plans):
             sync()
             tock = time.perf_counter()
             pixels = to_uint8_frames(decode(student, latents[0]))[:frames - start]
@@ -171,15 +177,24 @@ def time_student(student, conditions, poses: Keypoints, clip, fps: float, repeat
 
     chunks = -(-frames // settings.chunk)
     before = KernelCalls.count
-    run()  # warm-up, counting the input-aware kernel calls
+    run()  # eager warm-up: allocations, the cache and plans; counts the input-aware calls
     calls = (KernelCalls.count - before) / chunks
+    counters = torch._dynamo.utils.counters["stats"]
+    if compile:
+        compile_network(student, cache, plans)
+        run()  # compiles (and on CUDA captures) every graph the render uses
+    graphs = counters["unique_graphs"]
     denoise, decoding, total, first = sorted((run() for _ in range(repeats)),
                                              key=lambda timing: timing[2])[repeats // 2]
+    recompiles = counters["unique_graphs"] - graphs
+    if profile is not None:
+        write_profile(profile, device, run)
     with tempfile.TemporaryDirectory() as folder, \
             write_mp4(Path(folder) / "student.mp4", fps=fps, audio=clip) as mp4:
         started = time.perf_counter()
         run(mp4.write)
     with_io = time.perf_counter() - started
-    layers = sum(1 for name, _ in student.network.named_modules() if name.endswith(".attn1"))
-    counts = StreamingCounts(chunks, settings.steps + 1, layers, calls, 0)
+    network = getattr(student.network, "_orig_mod", student.network)  # compiled or not
+    layers = sum(1 for name, _ in network.named_modules() if name.endswith(".attn1"))
+    counts = StreamingCounts(chunks, settings.steps + 1, layers, calls, recompiles)
     return PipelineTiming("student", frames, denoise, decoding, total, with_io, first), counts

@@ -28,6 +28,7 @@ blocks recompute in the backward pass under the cache state they first read
 (causal.recompute_blocks), the critic's ResNets with diffusers' own. With `fsdp` under
 torchrun the teacher, student and critic are sharded block by block (train/sharding.py: the
 UNet's down, mid and up blocks, then the rest), checkpoints gathered into the same format.
+On CUDA every network keeps fp32 weights and computes in bf16 (autocast), as the DiT family.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from posecast.errors import UsageError
+from posecast.generate import autocast
 from posecast.mimicmotion.attention import InputAwareUNet
 from posecast.mimicmotion.causal import recompute_blocks
 from posecast.mimicmotion.model import MimicMotion, MimicMotionTeacher, read_config
@@ -128,8 +130,9 @@ def edm_denoise(network, x: torch.Tensor, sigma: torch.Tensor, conditions: Condi
         embeddings = embeddings * keep.view(-1, 1, 1).to(embeddings.dtype)
     dtype = next(network.parameters()).dtype
     sample = torch.cat([c_in * x, latent[:, None].expand(-1, x.shape[1], -1, -1, -1)], dim=2)
-    out = network(sample.to(dtype), c_noise.flatten().to(dtype), embeddings.to(dtype),
-                  conditions.time_ids, maps, keep)
+    with autocast(x.device):  # fp32 weights, bf16 matmuls and convolutions on CUDA
+        out = network(sample.to(dtype), c_noise.flatten().to(dtype), embeddings.to(dtype),
+                      conditions.time_ids, maps, keep)
     return c_skip * x + c_out * out.float()
 
 
@@ -178,12 +181,13 @@ class PixelDecoder:
         self.vae, self.fast_decoder = vae, fast_decoder
 
     def decode(self, latents: torch.Tensor, differentiable: bool = True) -> torch.Tensor:
-        """(N, 4, h, w) scaled latents → (N, 3, H, W) in [-1, 1]."""
-        if self.fast_decoder is not None:
-            return self.fast_decoder.decode(latents).sample.float()
-        dtype = next(self.vae.parameters()).dtype
-        scaled = (latents / self.vae.config.scaling_factor).to(dtype)
-        return self.vae.decode(scaled, num_frames=latents.shape[0]).sample.float()
+        """(N, 4, h, w) scaled latents → (N, 3, H, W) in [-1, 1] (bf16 autocast on CUDA)."""
+        with autocast(latents.device):
+            if self.fast_decoder is not None:
+                return self.fast_decoder.decode(latents).sample.float()
+            dtype = next(self.vae.parameters()).dtype
+            scaled = (latents / self.vae.config.scaling_factor).to(dtype)
+            return self.vae.decode(scaled, num_frames=latents.shape[0]).sample.float()
 
 
 def karras(high: float, low: float, count: int, rho: float = 7.0) -> list[float]:

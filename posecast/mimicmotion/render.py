@@ -10,18 +10,22 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
+from posecast.attention.plan import AttentionPlan
 from posecast.mimicmotion.causal import StudentCache
-from posecast.mimicmotion.student import chunk_latents, decode, load_student
+from posecast.mimicmotion.student import chunk_latents, compile_network, decode, load_student
 from posecast.models.codecs import to_uint8_frames
 from posecast.pose.framing import Box, fit_box
 from posecast.pose.keypoints import Keypoints
 from posecast.pose.stream import PoseStream
-from posecast.render import Renderer
+from posecast.render import Renderer, compilable
 
 
 class StudentRenderer(Renderer):
-    """A loaded MimicMotion student, reused across jobs. It runs eagerly (the compiled chunk
-    step is built for the DiT family only); on CUDA in bf16."""
+    """A loaded MimicMotion student, reused across jobs, with one cache and one set of
+    attention plans for every video. On CUDA it runs in bf16 and its chunk step is compiled
+    and captured as CUDA graphs by default (`compile`; dense attention or the flex backend),
+    after an eager warm-up that allocates the cache and plans; a second warm-up runs the
+    compiled passes once, so the first timed frame pays for neither."""
 
     def __init__(self, model: str | os.PathLike, device: torch.device,
                  size: tuple[int, int] | None = None, steps: int | None = None,
@@ -33,21 +37,37 @@ class StudentRenderer(Renderer):
         self.source = str(model)
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         self.student = load_student(resolve_folder(model, revision), device, dtype)
-        parts = self.student.parts
+        parts, settings = self.student.parts, self.student.settings
         if size is not None:
             parts.recipe = parts.recipe.replace(height=size[0], width=size[1])
         if steps is not None:
-            self.student.settings = dataclasses.replace(self.student.settings, steps=steps)
-        if compile and on_warning is not None:
-            on_warning("warning: --compile is built for posecast's own students only; "
-                       "rendering this MimicMotion student uncompiled")
+            self.student.settings = settings = dataclasses.replace(settings, steps=steps)
         self.device = device
-        self.cache = StudentCache(self.student.settings.context_frames,
-                                  self.student.settings.chunk, device)
-        with torch.no_grad():  # warm-up: allocations and first-call costs
-            still = Keypoints.empty(self.student.settings.chunk * 2, self.width, self.height)
-            for _ in self.chunks(np.zeros((self.height, self.width, 3), np.uint8), still):
-                pass
+        self.cache = StudentCache(settings.context_frames, settings.chunk, device)
+        self.plans: dict[int, AttentionPlan] = {}  # by tokens per frame, refilled per chunk
+        if compile is None:
+            compile = device.type == "cuda" and \
+                compilable(settings.attention, settings.backend, device)
+        with torch.no_grad():
+            self._warm_up()  # eager: allocations, first-call costs, the cache and plans
+            if compile:
+                eager = compile_network(self.student, self.cache, self.plans)
+                try:
+                    self._warm_up()
+                except Exception as error:  # torch.compile fails in many ways; eager works
+                    if on_warning is not None:
+                        first_line = (str(error).strip().splitlines() or [""])[0][:200]
+                        on_warning("warning: compiling the student failed "
+                                   f"({type(error).__name__}: {first_line}); rendering "
+                                   "uncompiled (--no-compile skips the attempt)")
+                    self.student.network = eager
+
+    def _warm_up(self) -> None:
+        """Two chunks of a still pose and the cache pass between them: every pass and graph
+        the render uses."""
+        still = Keypoints.empty(self.student.settings.chunk * 2, self.width, self.height)
+        for _ in self.chunks(np.zeros((self.height, self.width, 3), np.uint8), still):
+            pass
 
     @property
     def width(self) -> int:
@@ -72,5 +92,6 @@ class StudentRenderer(Renderer):
     def chunks(self, reference: np.ndarray, poses: Keypoints | PoseStream, seed: int = 0
                ) -> Iterator[tuple[int, np.ndarray]]:
         conditions = self.student.conditions(reference)
-        for start, latents in chunk_latents(self.student, conditions, poses, seed, self.cache):
+        for start, latents in chunk_latents(self.student, conditions, poses, seed, self.cache,
+                                            self.plans):
             yield start, to_uint8_frames(decode(self.student, latents[0]))

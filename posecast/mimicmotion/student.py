@@ -30,6 +30,7 @@ import torch
 
 from posecast.attention.plan import AttentionPlan
 from posecast.errors import InputError, UsageError
+from posecast.generate import autocast
 from posecast.mimicmotion.causal import CausalContext, StudentCache, make_causal
 from posecast.mimicmotion.model import MimicMotionTeacher, load_teacher, read_config
 from posecast.mimicmotion.train import edm_scalings
@@ -171,8 +172,9 @@ class MimicMotionStudent:
         c_in, c_skip, c_out, c_noise = edm_scalings(level)
         latent = conditions.latent[:, None].expand(-1, frames, -1, -1, -1)
         sample = torch.cat([(c_in * x).to(self.dtype), latent], dim=2)
-        out = self.network(sample, c_noise.to(self.dtype), conditions.embeddings,
-                           conditions.time_ids, pose_maps)
+        with autocast(x.device):  # training's fp32 weights: bf16 compute on CUDA
+            out = self.network(sample, c_noise.to(self.dtype), conditions.embeddings,
+                               conditions.time_ids, pose_maps)
         return (c_skip * x + c_out * out.float()).to(x.dtype)
 
     def whole_plans(self, poses: list[Keypoints]) -> dict[int, AttentionPlan]:
@@ -212,11 +214,13 @@ PoseMaps = Callable[[int, int], torch.Tensor]
 class StudentStream:
     """One video (per batch element) chunk after chunk against the cache; every shape is
     fixed from the first chunk on (preallocated ring, masks over a whole window with EMPTY
-    slots, one plan per level refilled in place)."""
+    slots, one plan per level refilled in place). A renderer passes the same `cache` and
+    `plans` (by tokens per frame) to every video's stream, so addresses never change either."""
 
     def __init__(self, student: MimicMotionStudent, conditions: Conditions,
                  pose_maps: PoseMaps, poses: Callable[[int, int], list[Keypoints]] | None,
-                 cache: StudentCache | None = None) -> None:
+                 cache: StudentCache | None = None,
+                 plans: dict[int, AttentionPlan] | None = None) -> None:
         settings = student.settings
         if settings.attention == "input_aware" and poses is None:
             raise ValueError("an input-aware student needs the poses")
@@ -229,7 +233,7 @@ class StudentStream:
         batch = conditions.latent.shape[0]
         self.grids = student.level_grids() if settings.attention == "input_aware" else {}
         self.planners = {tokens: ChunkPlanner(grid, batch) for tokens, grid in self.grids.items()}
-        self.plans: dict[int, AttentionPlan] = {}
+        self.plans: dict[int, AttentionPlan] = {} if plans is None else plans
         self.position = torch.zeros((), dtype=torch.long, device=device)
         self.next_frame = 0
 
@@ -308,33 +312,53 @@ class StudentStream:
 
 
 def chunk_latents(student: MimicMotionStudent, conditions: Conditions, poses: Keypoints,
-                  seed: int = 0, cache: StudentCache | None = None
+                  seed: int = 0, cache: StudentCache | None = None,
+                  plans: dict[int, AttentionPlan] | None = None
                   ) -> Iterator[tuple[int, torch.Tensor]]:
     """The student's video of `poses` (Keypoints in frame pixels) chunk by chunk: (first
     frame, latents (1, c, 4, h, w)). The last chunk is filled up by holding the last pose
-    (callers drop its frames past the end)."""
+    (callers drop its frames past the end). `cache` and `plans`: a renderer's, reused."""
     from posecast.pose.dwpose import draw_dwpose
-    from posecast.render import hold_to_length
+    from posecast.render import ChunkPoseMaps, hold_to_length
 
     settings, recipe, device = student.settings, student.recipe, student.device
     chunk = settings.chunk
     padded = hold_to_length(poses, math.ceil(len(poses) / chunk) * chunk)
-
-    def pose_maps(start: int, end: int) -> torch.Tensor:
-        maps = torch.from_numpy(draw_dwpose(padded[start:end], recipe.height, recipe.width))
-        maps = maps.to(device).permute(0, 3, 1, 2)[None]
-        return (maps.float() / 127.5 - 1.0).to(student.dtype)
-
-    stream = StudentStream(student, conditions, pose_maps, lambda s, e: [padded[s:e]], cache)
+    pose_maps = ChunkPoseMaps(  # (1, n, 3, H, W) in [-1, 1]
+        lambda start, end: draw_dwpose(padded[start:end], recipe.height, recipe.width),
+        device, lambda drawn: (drawn.float() / 127.5 - 1.0).to(student.dtype))
+    stream = StudentStream(student, conditions, pose_maps, lambda s, e: [padded[s:e]], cache,
+                           plans)
     generator = torch.Generator(device).manual_seed(seed)
     shape = (1, chunk, 4, *student.latent_size())
-    with torch.no_grad():
-        for start in range(0, len(padded), chunk):
+    for start in range(0, len(padded), chunk):
+        end = start + chunk
+        with torch.no_grad():  # not around the yield: the caller's grad mode stays its own
             noise = torch.randn(shape, generator=generator, device=device)
             latents = stream.chunk(noise, lambda: torch.randn(shape, generator=generator,
                                                               device=device),
-                                   commit=start + chunk < len(padded))
-            yield start, latents
+                                   commit=end < len(padded))
+        if end < len(padded):  # the next chunk's maps, drawn while the device works
+            pose_maps(end, end + chunk)
+        yield start, latents
+
+
+def compile_network(student: MimicMotionStudent, cache: StudentCache,
+                    plans: dict[int, AttentionPlan]) -> torch.nn.Module:
+    """Compile the student's network for streaming (whole, fullgraph, fixed shapes; CUDA
+    graphs on CUDA), after an eager warm-up has allocated `cache` and `plans` at their final
+    shapes: on CUDA their tensors are marked static, so the graphs read and write them in
+    place instead of copying them in at every replay. Returns the eager network, to fall
+    back to (`student.network = eager`) when compiling fails."""
+    from posecast.render import compile_student
+
+    eager = student.network
+    if student.device.type == "cuda":
+        cache.mark_static()
+        for plan in plans.values():
+            plan.mark_static()
+    student.network = compile_student(eager)
+    return eager
 
 
 def is_student_folder(folder: Path) -> bool:
