@@ -108,41 +108,53 @@ def _video(student: MimicMotionStudent, conditions, poses, cache, plans) -> torc
                       chunk_latents(student, conditions, poses, 0, cache, plans)], dim=1)
 
 
-def test_each_chunk_draws_its_pose_maps_once_and_ahead_of_its_passes(monkeypatch):
-    """Drawing DWPose maps costs milliseconds a frame at real sizes: every chunk's maps are
-    drawn once (not at each of its k steps and cache pass), the next chunk's before the
-    current one is handed over, and they equal maps drawn for the whole video at once."""
+def test_each_chunk_draws_its_pose_maps_and_makes_its_masks_once_and_ahead(monkeypatch):
+    """Host work costs milliseconds a chunk at real sizes: every chunk's DWPose maps are drawn
+    once (not at each of its k steps and cache pass) and its input-aware masks made once per
+    level, the next chunk's before the current one is handed over; the maps equal maps drawn
+    for the whole video at once, and the video equals one whose masks are made on time."""
     import posecast.pose.dwpose
     from posecast.mimicmotion.student import chunk_latents
+    from posecast.student import ChunkPlanner
 
-    draw = posecast.pose.dwpose.draw_dwpose
+    draw, make_masks = posecast.pose.dwpose.draw_dwpose, ChunkPlanner.masks
     drawn: list[tuple[int, int]] = []  # (first frame, frames) of each draw, in order
+    masks_made: list[int] = []  # the first frame of each chunk's masks, one per level
     maps_seen: list[torch.Tensor] = []
 
     def recording(keypoints, height, width):
-        drawn.append((int(np.flatnonzero((whole_body == keypoints.body[0]).all(axis=(1, 2)))[0]),
-                      len(keypoints)))
+        first = np.flatnonzero((poses.body == keypoints.body[0]).all(axis=(1, 2)))[0]
+        drawn.append((int(first), len(keypoints)))
         return draw(keypoints, height, width)
 
-    student = _student("dense")
+    def recording_masks(planner, start, end, window_poses):
+        masks_made.append(start)
+        return make_masks(planner, start, end, window_poses)
+
+    student = _student("input_aware")
     _, conditions, _, _ = _inputs(2)
     _, poses = synthetic_clip(64, 8, 25.0, np.random.default_rng(7))
-    whole_body = poses.body
     forward = student.network.forward
     monkeypatch.setattr(student.network, "forward",
                         lambda sample, *args: maps_seen.append(args[3]) or forward(sample, *args))
     monkeypatch.setattr(posecast.pose.dwpose, "draw_dwpose", recording)
-    handed_over = []
-    for start, _ in chunk_latents(student, conditions, poses):
-        handed_over.append((start, len(drawn)))
+    monkeypatch.setattr(ChunkPlanner, "masks", recording_masks)
+    handed_over, video = [], []
+    for start, latents in chunk_latents(student, conditions, poses):
+        handed_over.append((start, len(drawn), len(masks_made)))
+        video.append(latents)
     assert drawn == [(0, 2), (2, 2), (4, 2), (6, 2)]
-    assert handed_over == [(0, 2), (2, 3), (4, 4), (6, 4)]  # the next chunk's already drawn
+    assert masks_made == [0, 0, 2, 2, 4, 4, 6, 6]  # two joint levels
+    assert handed_over == [(0, 2, 4), (2, 3, 6), (4, 4, 8), (6, 4, 8)]
     whole = torch.from_numpy(draw(poses, 64, 64)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     passes = student.settings.steps + 1  # and the last chunk's k steps without a cache pass
     assert len(maps_seen) == 4 * passes - 1
     for index, maps in enumerate(maps_seen):
         start = 2 * (index // passes)
         torch.testing.assert_close(maps[0], whole[start:start + 2], atol=0, rtol=0)
+    monkeypatch.setattr(StudentStream, "prepare", lambda *args: None)
+    on_time = [latents for _, latents in chunk_latents(student, conditions, poses)]
+    torch.testing.assert_close(torch.cat(video, 1), torch.cat(on_time, 1), atol=0, rtol=0)
 
 
 @pytest.mark.slow

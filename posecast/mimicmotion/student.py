@@ -234,15 +234,30 @@ class StudentStream:
         self.grids = student.level_grids() if settings.attention == "input_aware" else {}
         self.planners = {tokens: ChunkPlanner(grid, batch) for tokens, grid in self.grids.items()}
         self.plans: dict[int, AttentionPlan] = {} if plans is None else plans
+        self._ahead: tuple[int, dict[int, tuple]] | None = None  # (start, masks by level)
         self.position = torch.zeros((), dtype=torch.long, device=device)
         self.next_frame = 0
 
+    def _masks(self, start: int, end: int) -> dict[int, tuple]:
+        """The chunk's masks and token order per level, from the planners' rings as they are
+        (every earlier chunk committed)."""
+        window_poses = self.poses(max(0, end - self.student.settings.window), end)
+        return {tokens: planner.masks(start, end, window_poses)
+                for tokens, planner in self.planners.items()}
+
+    def prepare(self, start: int, end: int) -> None:
+        """Make the next chunk's masks now (host work, while the device still runs this
+        chunk's passes), after this chunk's commit."""
+        if self.planners and start == self.next_frame:
+            self._ahead = (start, self._masks(start, end))
+
     def _set_plans(self, start: int, end: int) -> dict[int, list]:
-        """Point the context's plans at this chunk's masks; returns the masks per level."""
+        """Point the context's plans at this chunk's masks (made ahead by `prepare`, or now);
+        returns the masks per level."""
         settings, masks_by_level = self.student.settings, {}
-        for tokens, planner in self.planners.items():
-            window_poses = self.poses(max(0, end - settings.window), end)
-            masks, order = planner.masks(start, end, window_poses)
+        ahead, self._ahead = self._ahead, None
+        made = ahead[1] if ahead is not None and ahead[0] == start else self._masks(start, end)
+        for tokens, (masks, order) in made.items():
             if tokens in self.plans and not torch.is_grad_enabled():
                 self.plans[tokens].update(masks, order)
             else:  # a plan autograd saw is never refilled
@@ -338,8 +353,9 @@ def chunk_latents(student: MimicMotionStudent, conditions: Conditions, poses: Ke
             latents = stream.chunk(noise, lambda: torch.randn(shape, generator=generator,
                                                               device=device),
                                    commit=end < len(padded))
-        if end < len(padded):  # the next chunk's maps, drawn while the device works
+        if end < len(padded):  # the next chunk's host work, done while the device works
             pose_maps(end, end + chunk)
+            stream.prepare(end, end + chunk)
         yield start, latents
 
 
