@@ -171,6 +171,14 @@ def compile_student(model: torch.nn.Module):
     return torch.compile(model, fullgraph=True, dynamic=False, mode=mode)
 
 
+def compile_failure(error: Exception) -> str:
+    """The one-line warning when compiling a student fails (either family then renders
+    eagerly)."""
+    first_line = (str(error).strip().splitlines() or [""])[0][:200]
+    return (f"warning: compiling the student failed ({type(error).__name__}: {first_line}); "
+            "rendering uncompiled (--no-compile skips the attempt)")
+
+
 class Renderer:
     """A loaded student and codec, reused across jobs (a batch loads the model once).
 
@@ -210,10 +218,7 @@ class Renderer:
                 if self.network is network:
                     raise
                 if on_warning is not None:
-                    first_line = (str(error).strip().splitlines() or [""])[0][:200]
-                    on_warning(f"warning: compiling the student failed ({type(error).__name__}: "
-                               f"{first_line}); rendering uncompiled (--no-compile skips the "
-                               "attempt)")
+                    on_warning(compile_failure(error))
                 self.network = network
                 self._warm_up()
 

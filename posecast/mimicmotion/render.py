@@ -17,7 +17,7 @@ from posecast.models.codecs import to_uint8_frames
 from posecast.pose.framing import Box, fit_box
 from posecast.pose.keypoints import Keypoints
 from posecast.pose.stream import PoseStream
-from posecast.render import Renderer, compilable
+from posecast.render import Renderer, compilable, compile_failure
 
 
 class StudentRenderer(Renderer):
@@ -56,10 +56,7 @@ class StudentRenderer(Renderer):
                     self._warm_up()
                 except Exception as error:  # torch.compile fails in many ways; eager works
                     if on_warning is not None:
-                        first_line = (str(error).strip().splitlines() or [""])[0][:200]
-                        on_warning("warning: compiling the student failed "
-                                   f"({type(error).__name__}: {first_line}); rendering "
-                                   "uncompiled (--no-compile skips the attempt)")
+                        on_warning(compile_failure(error))
                     self.student.network = eager
 
     def _warm_up(self) -> None:
