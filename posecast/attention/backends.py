@@ -148,6 +148,9 @@ def flex_attention(q, k, v, plan, compiled: bool = True) -> torch.Tensor:
 
     KernelCalls.add()
     if torch.compiler.is_compiling():  # inside a compiled model: compiled with it
+        if q.device.type == "cpu":  # torch 2.13's CPU flex template reads a transposed
+            # view's size from the buffer under it (2-D) and fails to lower: give it 4-D ones
+            q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         return flex.flex_attention(q, k, v, block_mask=plan.block_mask)
     if compiled:
         return compiled_flex()(q, k, v, block_mask=plan.block_mask)
