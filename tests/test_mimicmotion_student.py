@@ -110,16 +110,20 @@ def _video(student: MimicMotionStudent, conditions, poses, cache, plans) -> torc
 
 def test_each_chunk_draws_its_pose_maps_and_makes_its_masks_once_and_ahead(monkeypatch):
     """Host work costs milliseconds a chunk at real sizes: every chunk's DWPose maps are drawn
-    once (not at each of its k steps and cache pass) and its input-aware masks made once per
-    level, the next chunk's before the current one is handed over; the maps equal maps drawn
-    for the whole video at once, and the video equals one whose masks are made on time."""
+    once (not at each of its k steps and cache pass), and its input-aware masks made and plans
+    refilled once per level, the next chunk's before the current one is handed over; the maps
+    equal maps drawn for the whole video at once, and the video equals one whose masks and
+    plans are made at the start of each chunk."""
     import posecast.pose.dwpose
+    from posecast.attention.plan import AttentionPlan
     from posecast.mimicmotion.student import chunk_latents
     from posecast.student import ChunkPlanner
 
     draw, make_masks = posecast.pose.dwpose.draw_dwpose, ChunkPlanner.masks
+    refill = AttentionPlan.update
     drawn: list[tuple[int, int]] = []  # (first frame, frames) of each draw, in order
     masks_made: list[int] = []  # the first frame of each chunk's masks, one per level
+    refills: list[None] = []  # plan refills (the first chunk's plans are made, not refilled)
     maps_seen: list[torch.Tensor] = []
 
     def recording(keypoints, height, width):
@@ -139,13 +143,15 @@ def test_each_chunk_draws_its_pose_maps_and_makes_its_masks_once_and_ahead(monke
                         lambda sample, *args: maps_seen.append(args[3]) or forward(sample, *args))
     monkeypatch.setattr(posecast.pose.dwpose, "draw_dwpose", recording)
     monkeypatch.setattr(ChunkPlanner, "masks", recording_masks)
+    monkeypatch.setattr(AttentionPlan, "update",
+                        lambda plan, *args: refills.append(None) or refill(plan, *args))
     handed_over, video = [], []
     for start, latents in chunk_latents(student, conditions, poses):
-        handed_over.append((start, len(drawn), len(masks_made)))
+        handed_over.append((start, len(drawn), len(masks_made), len(refills)))
         video.append(latents)
     assert drawn == [(0, 2), (2, 2), (4, 2), (6, 2)]
     assert masks_made == [0, 0, 2, 2, 4, 4, 6, 6]  # two joint levels
-    assert handed_over == [(0, 2, 4), (2, 3, 6), (4, 4, 8), (6, 4, 8)]
+    assert handed_over == [(0, 2, 4, 2), (2, 3, 6, 4), (4, 4, 8, 6), (6, 4, 8, 6)]
     whole = torch.from_numpy(draw(poses, 64, 64)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     passes = student.settings.steps + 1  # and the last chunk's k steps without a cache pass
     assert len(maps_seen) == 4 * passes - 1

@@ -234,7 +234,7 @@ class StudentStream:
         self.grids = student.level_grids() if settings.attention == "input_aware" else {}
         self.planners = {tokens: ChunkPlanner(grid, batch) for tokens, grid in self.grids.items()}
         self.plans: dict[int, AttentionPlan] = {} if plans is None else plans
-        self._ahead: tuple[int, dict[int, tuple]] | None = None  # (start, masks by level)
+        self._ahead: tuple[int, dict[int, list]] | None = None  # (start, masks by level)
         self.position = torch.zeros((), dtype=torch.long, device=device)
         self.next_frame = 0
 
@@ -246,17 +246,15 @@ class StudentStream:
                 for tokens, planner in self.planners.items()}
 
     def prepare(self, start: int, end: int) -> None:
-        """Make the next chunk's masks now (host work, while the device still runs this
-        chunk's passes), after this chunk's commit."""
+        """The next chunk's masks and plans now, after this chunk's commit: host work done
+        while the device still runs this chunk's passes. Refilling the plans in place is safe
+        then: their copies are queued on the device after the passes that read them."""
         if self.planners and start == self.next_frame:
-            self._ahead = (start, self._masks(start, end))
+            self._ahead = (start, self._refill(self._masks(start, end)))
 
-    def _set_plans(self, start: int, end: int) -> dict[int, list]:
-        """Point the context's plans at this chunk's masks (made ahead by `prepare`, or now);
-        returns the masks per level."""
+    def _refill(self, made: dict[int, tuple]) -> dict[int, list]:
+        """The plans refilled with `made` (masks and order per level); returns the masks."""
         settings, masks_by_level = self.student.settings, {}
-        ahead, self._ahead = self._ahead, None
-        made = ahead[1] if ahead is not None and ahead[0] == start else self._masks(start, end)
         for tokens, (masks, order) in made.items():
             if tokens in self.plans and not torch.is_grad_enabled():
                 self.plans[tokens].update(masks, order)
@@ -264,6 +262,16 @@ class StudentStream:
                 self.plans[tokens] = AttentionPlan(masks, settings.backend, self.student.device,
                                                    settings.block_size, order)
             masks_by_level[tokens] = masks
+        return masks_by_level
+
+    def _set_plans(self, start: int, end: int) -> dict[int, list]:
+        """Point the context's plans at this chunk's masks (made ahead by `prepare`, or now);
+        returns the masks per level."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == start:
+            masks_by_level = ahead[1]
+        else:
+            masks_by_level = self._refill(self._masks(start, end))
         self.student.context.plans = self.plans
         return masks_by_level
 
@@ -353,9 +361,9 @@ def chunk_latents(student: MimicMotionStudent, conditions: Conditions, poses: Ke
             latents = stream.chunk(noise, lambda: torch.randn(shape, generator=generator,
                                                               device=device),
                                    commit=end < len(padded))
-        if end < len(padded):  # the next chunk's host work, done while the device works
-            pose_maps(end, end + chunk)
-            stream.prepare(end, end + chunk)
+            if end < len(padded):  # the next chunk's host work, done while the device works
+                pose_maps(end, end + chunk)
+                stream.prepare(end, end + chunk)
         yield start, latents
 
 
