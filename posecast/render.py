@@ -154,13 +154,15 @@ def chunk_latents(model: Denoiser, codec, reference: torch.Tensor, poses: Keypoi
             rollout.commit(commit=start + chunk < len(padded))
 
 
-def compilable(attention: str, backend: str, device: torch.device) -> bool:
-    """Whether a student's chunk step compiles to fixed graphs (either family): dense
-    attention, or input-aware with flex (gather's and xformers' per-group host plans would
-    recompile chunk after chunk)."""
+def compiles_by_default(attention: str, backend: str, device: torch.device) -> bool:
+    """Whether `render` (and `bench render`, timing what render does) compiles a student's
+    chunk step when neither --compile nor --no-compile is given, in either family: on CUDA,
+    when it compiles to fixed graphs, with dense attention or input-aware with flex
+    (gather's and xformers' per-group host plans would recompile chunk after chunk)."""
     from posecast.attention.backends import resolve_backend
 
-    return attention != "input_aware" or resolve_backend(backend, device) == "flex"
+    return device.type == "cuda" and \
+        (attention != "input_aware" or resolve_backend(backend, device) == "flex")
 
 
 def compile_student(model: torch.nn.Module):
@@ -207,8 +209,7 @@ class Renderer:
         self.timesteps = student_timesteps(network, steps)
         if compile is None:
             config = network.config
-            compile = device.type == "cuda" and \
-                compilable(config.attention, config.attention_backend, device)
+            compile = compiles_by_default(config.attention, config.attention_backend, device)
         self.network = compile_student(network) if compile else network
         self.stream = StreamState()  # one KV cache and plan for every video of this renderer
         with torch.no_grad():  # warm-up: first-call costs are not the user's first frame

@@ -158,7 +158,7 @@ def test_each_chunk_draws_its_pose_maps_and_makes_its_masks_once_and_ahead(monke
     for index, maps in enumerate(maps_seen):
         start = 2 * (index // passes)
         torch.testing.assert_close(maps[0], whole[start:start + 2], atol=0, rtol=0)
-    monkeypatch.setattr(StudentStream, "prepare", lambda *args: None)
+    monkeypatch.setattr(StudentStream, "prepare", lambda stream: None)
     on_time = [latents for _, latents in chunk_latents(student, conditions, poses)]
     torch.testing.assert_close(torch.cat(video, 1), torch.cat(on_time, 1), atol=0, rtol=0)
 

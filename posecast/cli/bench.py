@@ -251,7 +251,7 @@ def bench_render(
         "the model's, auto = flex on CUDA, gather on the CPU].")] = None,
     compile: Annotated[bool | None, typer.Option(
         "--compile/--no-compile", rich_help_panel="Run", help="Compile the student's chunk step "
-        "(CUDA graphs on CUDA) \\[default: on CUDA only].")] = None,
+        "(CUDA graphs on CUDA) \\[default: on CUDA, with dense attention or flex].")] = None,
     json_output: Annotated[bool, typer.Option(
         "--json", rich_help_panel="Run",
         help="Print one JSON object on stdout instead of the table.")] = False,
@@ -304,6 +304,7 @@ def bench_render(
     from posecast.models.denoiser import Denoiser
     from posecast.models.pretrained import from_pretrained
     from posecast.pose.framing import crop_resize, fit_keypoints, portrait_box
+    from posecast.render import compiles_by_default
     from posecast.train.distill import DistillConfig, student_config
 
     torch_device = pick_device(device)
@@ -336,7 +337,8 @@ def bench_render(
 
     timing, counts = time_student_render(
         student, bench_codec(student, torch_device, True, random), reference, fitted, clip, fps,
-        steps, profile=profile, compile=torch_device.type == "cuda" if compile is None
+        steps, profile=profile, compile=compiles_by_default(
+            config.attention, config.attention_backend, torch_device) if compile is None
         else compile)
     rows = [timing]
     if not skip_teacher:
@@ -422,7 +424,7 @@ def _bench_mimicmotion_render(model, teacher, preset, seconds, fps, steps, teach
     from posecast.mimicmotion.bench import UNETS, random_student, time_mimicmotion, time_student
     from posecast.mimicmotion.student import StudentSettings, load_student
     from posecast.pose.framing import crop_resize, fit_box, fit_keypoints
-    from posecast.render import compilable
+    from posecast.render import compiles_by_default
 
     torch_device = pick_device(device)
     height, width = (1024, 576) if size is None else parse_size(size, 64)
@@ -448,8 +450,8 @@ def _bench_mimicmotion_render(model, teacher, preset, seconds, fps, steps, teach
     if model is not None:
         conditions = student.conditions(crop_resize(image, box))
     if compile is None:
-        compile = torch_device.type == "cuda" and compilable(
-            student.settings.attention, student.settings.backend, torch_device)
+        compile = compiles_by_default(student.settings.attention, student.settings.backend,
+                                      torch_device)
     timing, counts = time_student(student, conditions, fitted, clip, fps, compile=compile,
                                   profile=profile)
     device_name = torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" \

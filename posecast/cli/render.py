@@ -185,7 +185,7 @@ def render_command(
     compile: Annotated[bool | None, typer.Option(
         "--compile/--no-compile", rich_help_panel="Device", help="Compile the student's chunk "
         "step (CUDA graphs on CUDA; the warm-up before the first frame pays for it) "
-        "\\[default: on CUDA only].",
+        "\\[default: on CUDA, with dense attention or flex].",
         show_default=False)] = None,
     device: in_panel(Device, "Device") = "auto",
     overwrite: in_panel(Overwrite, "Output") = False,

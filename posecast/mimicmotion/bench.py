@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -131,7 +132,7 @@ def random_student(preset: str, height: int, width: int, device: torch.device,
 
 
 def time_student(student, conditions, poses: Keypoints, clip, fps: float, repeats: int = 3,
-                 compile: bool = False, profile=None):
+                 compile: bool = False, profile: Path | None = None):
     """The student streaming `poses` (frame pixels) chunk by chunk and decoding each chunk
     with its decoder: (PipelineTiming, StreamingCounts), as the DiT bench reports them; I/O
     excluded but for the with-I/O run into an MP4 with `clip`. One cache and plan set serve
@@ -139,7 +140,6 @@ def time_student(student, conditions, poses: Keypoints, clip, fps: float, repeat
     run (see `compile_network`) and warmed up once more. `profile`: also run once under
     torch.profiler and write its operator table (where the time goes) there."""
     import tempfile
-    from pathlib import Path
 
     import torch._dynamo
 

@@ -17,7 +17,7 @@ from posecast.models.codecs import to_uint8_frames
 from posecast.pose.framing import Box, fit_box
 from posecast.pose.keypoints import Keypoints
 from posecast.pose.stream import PoseStream
-from posecast.render import Renderer, compilable, compile_failure
+from posecast.render import Renderer, compile_failure, compiles_by_default
 
 
 class StudentRenderer(Renderer):
@@ -46,8 +46,7 @@ class StudentRenderer(Renderer):
         self.cache = StudentCache(settings.context_frames, settings.chunk, device)
         self.plans: dict[int, AttentionPlan] = {}  # by tokens per frame, refilled per chunk
         if compile is None:
-            compile = device.type == "cuda" and \
-                compilable(settings.attention, settings.backend, device)
+            compile = compiles_by_default(settings.attention, settings.backend, device)
         with torch.no_grad():
             self._warm_up()  # eager: allocations, first-call costs, the cache and plans
             if compile:

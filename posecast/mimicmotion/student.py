@@ -245,12 +245,14 @@ class StudentStream:
         return {tokens: planner.masks(start, end, window_poses)
                 for tokens, planner in self.planners.items()}
 
-    def prepare(self, start: int, end: int) -> None:
+    def prepare(self) -> None:
         """The next chunk's masks and plans now, after this chunk's commit: host work done
         while the device still runs this chunk's passes. Refilling the plans in place is safe
         then: their copies are queued on the device after the passes that read them."""
-        if self.planners and start == self.next_frame:
-            self._ahead = (start, self._refill(self._masks(start, end)))
+        if self.planners:
+            start = self.next_frame
+            masks = self._masks(start, start + self.student.settings.chunk)
+            self._ahead = (start, self._refill(masks))
 
     def _refill(self, made: dict[int, tuple]) -> dict[int, list]:
         """The plans refilled with `made` (masks and order per level); returns the masks."""
@@ -363,7 +365,7 @@ def chunk_latents(student: MimicMotionStudent, conditions: Conditions, poses: Ke
                                    commit=end < len(padded))
             if end < len(padded):  # the next chunk's host work, done while the device works
                 pose_maps(end, end + chunk)
-                stream.prepare(end, end + chunk)
+                stream.prepare()
         yield start, latents
 
 
