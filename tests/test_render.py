@@ -306,3 +306,20 @@ def test_the_pipeline_yields_the_frames_render_writes(tmp_path, speech_path, por
     error = np.mean([np.abs(a.astype(float) - b).mean()
                      for a, b in zip(frames, written, strict=True)])
     assert error < 6.0, error
+
+
+def test_render_and_bench_compile_by_default_only_on_cuda_with_fixed_graphs():
+    """Both families' renderers and benches compile the chunk step unasked only on CUDA, and
+    only where it compiles to fixed graphs: dense attention, or input-aware with flex (auto
+    is flex there); gather would recompile every chunk. No GPU is needed to decide."""
+    import torch
+
+    from posecast.render import compiles_by_default
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert compiles_by_default("dense", "gather", cuda)
+    assert compiles_by_default("input_aware", "auto", cuda)
+    assert compiles_by_default("input_aware", "flex", cuda)
+    assert not compiles_by_default("input_aware", "gather", cuda)
+    assert not compiles_by_default("dense", "auto", cpu)
+    assert not compiles_by_default("input_aware", "flex", cpu)
