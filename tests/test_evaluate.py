@@ -74,9 +74,12 @@ def test_scores_of_identical_and_damaged_clips(run_cli, tmp_path, cospeech_datas
             mp4.write(np.clip(frame.astype(int) + 40, 0, 255).astype(np.uint8))
     # another photo clip whose face is blanked out from 40 % of the way on, and a third with
     # no face at all (flat grey frames)
+    kept_share = {}
     for path, kept in ((photo[1], 0.4), (photo[2], 0.0)):
         info = probe_video(path)
         frames = list(iter_video_frames(path, info))
+        kept_share[path.stem] = sum(t < kept * len(frames) for t in range(len(frames))) / len(
+            frames)
         with write_mp4(outputs / path.name, fps=info.fps, audio=load_audio(path)) as mp4:
             for t, frame in enumerate(frames):
                 mp4.write(frame if t < kept * len(frames) else np.full_like(frame, 128))
@@ -96,7 +99,10 @@ def test_scores_of_identical_and_damaged_clips(run_cli, tmp_path, cospeech_datas
     assert same["mouth_r"] > 0.999 and same["mouth_amplitude"] == pytest.approx(1, abs=1e-3)
     half, blank = scores[photo[1].stem], scores[photo[2].stem]
     assert same["face_found"] > 0.8  # lip sync is scored above 80 %
-    assert 0.2 < half["face_found"] <= 0.4 and half["lip_sync_r"] is None
+    # the face can only be found in the frames that keep it (15 of 37 is 0.405, not 0.4), and
+    # the detector finds it in most of those (above 80 % in the untouched clip)
+    kept = kept_share[photo[1].stem]
+    assert 0.5 * kept < half["face_found"] <= kept + 1e-9 and half["lip_sync_r"] is None
     assert blank["face_found"] == 0 and blank["lip_sync_r"] is None
     assert blank["seam_ratio"] == pytest.approx(1, abs=0.01)  # flat: no grid
     for field in ("face_found", "seam_ratio"):  # the mean row: the mean over clips
