@@ -44,11 +44,11 @@ import cv2
 import numpy as np
 import torch
 
-from posecast.data.synthetic import KEYPOINT_CACHE
 from posecast.errors import UsageError
 from posecast.media import iter_video_frames, load_audio, probe_video
 from posecast.motion.features import speech_features
-from posecast.pose.extract import cache_path, extract_video
+from posecast.pose.cache import KEYPOINT_CACHE, cached_keypoints, write_cache_entry
+from posecast.pose.extract import extract_video
 from posecast.pose.face_mesh import LIP_OUTLINE, mouth_opening
 from posecast.pose.framing import crop_resize, fit_box, fit_keypoints
 from posecast.pose.keypoints import Keypoints
@@ -84,12 +84,12 @@ class ClipScores:
 
 
 def _reference_keypoints(references: Path, path: Path) -> Keypoints:
-    cached = cache_path(references, path, references / KEYPOINT_CACHE)
-    if cached.exists():
+    cache = references / KEYPOINT_CACHE
+    cached = cached_keypoints(references, path, cache)
+    if cached is not None:
         return Keypoints.load(cached)
     keypoints = extract_video(path, smooth=True, allow_missing=True)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    keypoints.save(cached)
+    write_cache_entry(keypoints, references, path, cache)
     return keypoints
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from posecast.errors import UsageError
+from posecast.ownership import TEMP_PREFIX, mark
 
 # Files we create get the permissions of an ordinary open(): 0666 less the process umask.
 _UMASK = os.umask(0)
@@ -103,7 +104,6 @@ def usual_permissions(path: Path) -> None:
 #   .posecast-<output stem>.<host>-<pid>.<random>.part<output suffix>
 # (host: 8 hex digits of a hash of the host name), so a later run writing the same output
 # recognises the ones whose process is gone (killed, say, by SIGKILL) and removes them.
-TEMP_PREFIX = ".posecast-"
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
@@ -156,13 +156,15 @@ def temporary_beside(path: str | os.PathLike, folder: bool = False) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temporary folder beside `path`; on success it replaces `path` (a folder
-    or file there is removed first), on failure it is deleted. A killed run's is swept by the
-    next run writing `path`."""
+def atomic_folder(path: str | os.PathLike, kind: str) -> Iterator[Path]:
+    """Yield a temporary folder beside `path` holding posecast's marker for a folder of `kind`
+    (ownership.KINDS); on success it replaces `path` (a folder or file there is removed first:
+    check it with ownership.require_replaceable before the work), on failure it is deleted. A
+    killed run's is swept by the next run writing `path`."""
     path = Path(path)
     staging = temporary_beside(path, folder=True)
     try:
+        mark(staging, kind)
         yield staging
         usual_permissions(staging)
         if path.is_dir():

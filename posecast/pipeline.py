@@ -73,6 +73,7 @@ class Pipeline:
                output: str | os.PathLike, fps: float = 25.0, seed: int = 0,
                poses: str | os.PathLike | None = None, **callbacks):
         """The same frames streamed into an MP4 at `output` with the audio muxed in; returns a
-        posecast.render.RenderResult. `callbacks`: on_progress, on_warning, warn_seconds."""
+        posecast.render.RenderResult. `callbacks`: on_progress, on_warning, warn_seconds,
+        max_minutes."""
         return self.renderer.render(audio, portrait, Path(output), motion=self.motion,
                                     poses=poses, fps=fps, seed=seed, **callbacks)

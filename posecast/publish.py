@@ -25,6 +25,7 @@ from pathlib import Path
 
 from posecast.errors import InputError, PosecastError, UsageError
 from posecast.families import family_of
+from posecast.ownership import require_replaceable
 from posecast.paths import atomic_folder
 
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
@@ -92,7 +93,7 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, license: str | 
     files = model_files(run)
     family = family_of(run)
     card = model_card(run, license or DEFAULT_LICENSES[family])
-    with atomic_folder(out) as staging:
+    with atomic_folder(out, "export") as staging:
         for name in files:
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(run / name, staging / name)
@@ -111,9 +112,7 @@ def _check_output(run: Path, out: Path, overwrite: bool) -> None:
     if out.exists():
         if not overwrite:
             raise UsageError(f"{out}: already exists; pass --overwrite to replace it")
-        if not out.is_dir() or (any(out.iterdir()) and not (out / CONFIG_NAME).is_file()):
-            raise UsageError(f"{out}: is not a model folder; refusing to replace it with "
-                             "--overwrite (give a new path)")
+        require_replaceable(out, "model folder", legacy_names=(CONFIG_NAME,))
 
 
 def split_card(text: str) -> tuple[dict, str]:

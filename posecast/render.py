@@ -23,6 +23,7 @@ import torch
 
 from posecast.errors import DetectionError, UsageError
 from posecast.media import AudioClip, load_audio, load_image, write_mp4
+from posecast.media.audio import MAX_MINUTES
 from posecast.models.codecs import make_codec, to_uint8_frames
 from posecast.models.denoiser import Denoiser
 from posecast.models.pretrained import from_pretrained
@@ -263,11 +264,14 @@ class Renderer:
     def prepare(self, audio: str | os.PathLike, portrait: str | os.PathLike, motion=None,
                 poses: str | os.PathLike | None = None, fps: float = 25.0, seed: int = 0,
                 on_warning: Callable[[str], None] | None = None,
-                warn_seconds: float = DEFAULT_WARN_SECONDS) -> Job:
+                warn_seconds: float = DEFAULT_WARN_SECONDS,
+                max_minutes: float = MAX_MINUTES) -> Job:
         """Read the audio and the portrait, frame the portrait and set up its motion (from
         `motion`, default the built-in model, or the keypoint file `poses`): what `frames` and
-        `generate` take."""
-        clip = load_audio(require_file(audio, "audio", AUDIO_EXTENSIONS + VIDEO_EXTENSIONS))
+        `generate` take. Audio whose header declares more than `max_minutes` is refused before
+        it is decoded."""
+        clip = load_audio(require_file(audio, "audio", AUDIO_EXTENSIONS + VIDEO_EXTENSIONS),
+                          max_minutes=max_minutes, on_warning=on_warning)
         if clip.duration > warn_seconds and on_warning is not None:
             on_warning(f"warning: {audio} lasts {clip.duration / 60:.1f} min (over "
                        f"{warn_seconds / 60:.0f} min); rendering it anyway")
@@ -276,7 +280,7 @@ class Renderer:
         frames = frame_count(clip.duration, fps)
         box = self.frame(image, keypoints)
         if poses is not None:
-            driving = Keypoints.load(poses)
+            driving = Keypoints.load(poses, seconds=frames / fps)  # only the frames it needs
             sequence = fit_keypoints(resample(retarget(driving, keypoints), fps, frames), box)
         else:  # made chunk by chunk as the video needs it (memory flat in the audio's length)
             motion = motion if motion is not None else load_motion()
@@ -290,10 +294,12 @@ class Renderer:
                fps: float = 25.0, seed: int = 0,
                on_progress: Callable[[float, float], None] | None = None,
                on_warning: Callable[[str], None] | None = None,
-               warn_seconds: float = DEFAULT_WARN_SECONDS) -> RenderResult:
+               warn_seconds: float = DEFAULT_WARN_SECONDS,
+               max_minutes: float = MAX_MINUTES) -> RenderResult:
         """Render one job into `output`; on_progress(seconds of video done, total seconds)."""
         started = time.perf_counter()
-        job = self.prepare(audio, portrait, motion, poses, fps, seed, on_warning, warn_seconds)
+        job = self.prepare(audio, portrait, motion, poses, fps, seed, on_warning, warn_seconds,
+                           max_minutes)
         return self.generate(job.clip, job.reference, job.poses, Path(output), fps, seed,
                              started, on_progress)
 

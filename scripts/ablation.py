@@ -41,12 +41,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from posecast.data.synthetic import KEYPOINT_CACHE
 from posecast.evaluate import ClipScores, evaluate_folder, pooled_lip_sync
 from posecast.generate import decode_frames, prepare_conditions, sample_latents
 from posecast.media import AudioClip, iter_video_frames, load_audio, probe_video, write_mp4
 from posecast.models.codecs import make_codec
 from posecast.models.pretrained import from_pretrained
+from posecast.pose.cache import KEYPOINT_CACHE, entry_path
 from posecast.pose.framing import crop_resize, fit_box, fit_keypoints
 from posecast.pose.keypoints import Keypoints
 from posecast.render import Renderer
@@ -60,7 +60,7 @@ ROWS = (("real", "the real clips (the measures' ceiling)"), ("teacher", "teacher
 
 def held_out_clips(data: Path, frames: int | None) -> list[tuple[Path, Keypoints]]:
     folder = data / "heldout"
-    return [(path, Keypoints.load(folder / KEYPOINT_CACHE / (path.stem + ".npz"))[:frames])
+    return [(path, Keypoints.load(entry_path(folder, path, folder / KEYPOINT_CACHE))[:frames])
             for path in sorted(folder.glob("*.mp4"))]
 
 

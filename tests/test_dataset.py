@@ -11,6 +11,7 @@ import numpy as np
 from posecast.data.cospeech import HELD_OUT_SENTENCES, SENTENCES, make_cospeech_dataset
 from posecast.media import iter_video_frames, probe_video
 from posecast.motion import frame_count
+from posecast.ownership import mark
 from posecast.pose.face_mesh import mouth_opening
 from posecast.pose.keypoints import Keypoints
 
@@ -23,7 +24,7 @@ def test_clips_match_their_keypoints_and_speech(cospeech_dataset):
     for clip in manifest["clips"]:
         path = cospeech_dataset / clip["file"]
         info = probe_video(path)
-        keypoints = Keypoints.load(path.parent / ".posecast-keypoints" / (path.stem + ".npz"))
+        keypoints = Keypoints.load(path.parent / ".posecast-keypoints" / (path.name + ".npz"))
         frames = sum(1 for _ in iter_video_frames(path, info))
         assert abs(frames - frame_count(clip["seconds"], 25.0)) <= 1
         assert len(keypoints) == frame_count(clip["seconds"], 25.0)
@@ -66,9 +67,13 @@ def test_the_cli_refuses_a_used_folder_and_leaves_nothing_half_made(run_cli, tmp
     args = ["make-dataset", out, "--clips", "2", "--size", "64", "--drawn-people", "1",
             "--held-out-people", "0", "--overwrite"]
     result = run_cli(*args)  # --overwrite deletes only a folder make-dataset made
-    assert result.code == 2 and "not a dataset" in result.stderr
+    assert result.code == 2 and "not made by posecast" in result.stderr
     assert (out / "mine.txt").exists()
-    (out / "manifest.json").write_text("{}")  # as an earlier make-dataset leaves it
+    (out / "manifest.json").write_text("{}")  # a name proves nothing (browser extensions)
+    result = run_cli(*args)
+    assert result.code == 2 and f"rm -r {out}" in result.stderr
+    assert (out / "mine.txt").exists()
+    mark(out, "dataset")  # as an earlier make-dataset leaves it
     result = run_cli(*args)
     assert result.code == 0, result.stderr
     assert not (out / "mine.txt").exists() and (out / "manifest.json").exists()

@@ -79,6 +79,37 @@ def float_wav(tmp: Path, bad: float, name: str = "float.wav") -> Path:
     return tmp / name
 
 
+def one_hz_wav(tmp: Path, name: str = "slow.wav") -> Path:
+    """400 KB of 16-bit samples under a header that says 1 Hz: 55 hours of audio."""
+    with wave.open(str(tmp / name), "wb") as file:
+        file.setnchannels(1), file.setsampwidth(2), file.setframerate(1)
+        file.writeframes(NOISE * 50)
+    return tmp / name
+
+
+def zero_frames(tmp: Path, frames: int = 300_000, name: str = "long.npz") -> Path:
+    """A small compressed keypoint file of `frames` all-zero frames (gigabytes once read),
+    written piece by piece (the test never holds it whole either)."""
+    import zipfile
+
+    from posecast.pose.keypoints import PART_SIZES
+
+    path = tmp / name
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for part, size in PART_SIZES.items():
+            with archive.open(f"{part}.npy", "w", force_zip64=True) as stream:
+                np.lib.format.write_array_header_1_0(stream, {
+                    "descr": "<f4", "fortran_order": False, "shape": (frames, size, 3)})
+                block = np.zeros((1000, size, 3), np.float32).tobytes()
+                for _ in range(frames // 1000):
+                    stream.write(block)
+        for key, value in (("fps", np.float64(25)), ("width", np.int64(512)),
+                           ("height", np.int64(512))):
+            with archive.open(f"{key}.npy", "w") as stream:
+                np.lib.format.write_array(stream, np.asarray(value))
+    return path
+
+
 def blank_png(tmp: Path, name: str = "blank.png") -> Path:
     """A grey picture with nobody in it."""
     from PIL import Image
@@ -133,6 +164,26 @@ def model(tmp: Path, name: str = "model", kind: str = "starter", config: dict | 
     return path
 
 
+def model_with_changed_weights(tmp: Path, change: Callable[[str, np.ndarray], np.ndarray],
+                               name: str = "model") -> Path:
+    """A copy of the starter student whose every weight is passed through `change(name,
+    array)` (a NaN in one tensor, an integer dtype …)."""
+    from safetensors.numpy import load_file, save_file
+
+    path = model(tmp, name)
+    weights = load_file(str(path / "model.safetensors"))
+    save_file({key: change(key, value) for key, value in weights.items()},
+              str(path / "model.safetensors"))
+    return path
+
+
+def one_nan(key: str, value: np.ndarray) -> np.ndarray:
+    if key.endswith("qkv.weight"):
+        value = value.copy()
+        value.flat[7] = np.nan
+    return value
+
+
 def motion_model(tmp: Path, name: str = "motion", config: str | None = None,
                  weights: bytes | None = None) -> Path:
     """A folder that claims to be a learned motion model, with a bad config or weights."""
@@ -155,6 +206,11 @@ def under_a_file(tmp: Path, name: str) -> Path:
     the stand-in for a read-only folder, since the tests may run as root)."""
     (tmp / "not_a_folder").write_text("x")
     return tmp / "not_a_folder" / name
+
+
+def symlink_to(target: Path, link: Path) -> Path:
+    link.symlink_to(target, target_is_directory=True)
+    return link
 
 
 def jobs_csv(tmp: Path, content: str | bytes) -> Path:
@@ -211,6 +267,14 @@ CASES = [
                                                          PORTRAIT), 1, "a.wav"),
     Case("render-audio-nan-samples", lambda t: render_tiny(float_wav(t, np.nan), PORTRAIT), 1,
          "NaN or infinite"),
+    # issue 32: bounds read from the header before any decoding
+    Case("render-audio-rate-1hz", lambda t: render_tiny(one_hz_wav(t), PORTRAIT), 1,
+         "sample rate of 1 Hz"),
+    Case("render-audio-over-max-minutes", lambda t: render_tiny(SPEECH, PORTRAIT,
+                                                                "--max-minutes", "0.1"), 1,
+         "over the limit of 0.1 min"),
+    Case("render-poses-fps-huge", lambda t: render_tiny(SPEECH, PORTRAIT, "--poses", poses(
+        t, fps=np.float64(1e12))), 1, "fps is 1e+12"),
     Case("render-audio-is-folder", lambda t: ["render", folder(t, "a.wav"), PORTRAIT], 2,
          "a.wav"),
     Case("render-audio-missing", lambda t: ["render", t / "none.wav", PORTRAIT], 2, "none.wav"),
@@ -252,6 +316,11 @@ CASES = [
         t, drop="model.safetensors")), 1, "model.safetensors"),
     Case("render-model-weights-noise", lambda t: render("--model", model(t, weights=NOISE)), 1,
          "model.safetensors"),
+    # issue 32: NaN or integer weights rendered an all-black video and exited 0
+    Case("render-model-weights-nan", lambda t: render("--model", model_with_changed_weights(
+        t, one_nan)), 1, "holds NaN"),
+    Case("render-model-weights-integer", lambda t: render("--model", model_with_changed_weights(
+        t, lambda key, value: value.astype(np.int32))), 1, "is int32"),
     Case("render-model-weights-wrong-shape", lambda t: render("--model", model(
         t, weights={"blocks.0.attention.qkv.weight": np.zeros((3, 3), np.float32)})), 1,
          "model.safetensors"),
@@ -303,6 +372,14 @@ CASES = [
                                              "--driving-video", noise(t, "d.mp4")], 1, "d.mp4"),
     Case("teacher-audio-empty", lambda t: ["teacher", PORTRAIT, "-o", t / "o.mp4", "--poses",
                                            POSES, "--audio", empty(t, "a.wav")], 1, "a.wav"),
+    Case("teacher-poses-fps-huge", lambda t: ["teacher", PORTRAIT, "-o", t / "o.mp4",
+                                               "--poses", poses(t, fps=np.float64(1e12)),
+                                               "--audio", SPEECH], 1, "fps is 1e+12"),
+    Case("teacher-poses-too-many-frames", lambda t: ["teacher", PORTRAIT, "-o", t / "o.mp4",
+                                                      "--poses", zero_frames(t, 100_000)], 1,
+         "100000 frames"),
+    Case("teacher-audio-rate-1hz", lambda t: ["teacher", PORTRAIT, "-o", t / "o.mp4", "--poses",
+                                              POSES, "--audio", one_hz_wav(t)], 1, "1 Hz"),
     Case("teacher-size-odd", lambda t: ["teacher", PORTRAIT, "-o", t / "o.mp4", "--poses",
                                         POSES, "--size", "33x33"], 2, "multiples of 4"),
     Case("teacher-attention-bogus", lambda t: ["teacher", PORTRAIT, "-o", t / "o.mp4", "--poses",
@@ -364,7 +441,12 @@ CASES = [
                                                   "1", "--held-out-people", "3"], 2,
          "held-out"),
     Case("make-dataset-overwrite-stranger", lambda t: ["make-dataset", dataset_of(
-        t, "d", {"mine.txt": b"keep"}), "--clips", "1", "--overwrite"], 2, "not a dataset"),
+        t, "d", {"mine.txt": b"keep"}), "--clips", "1", "--overwrite"], 2,
+         "not made by posecast"),
+    # issue 32: a browser extension's folder holds a manifest.json too
+    Case("make-dataset-overwrite-manifest-stranger", lambda t: ["make-dataset", dataset_of(
+        t, "ext", {"manifest.json": b'{"manifest_version": 3}', "background.js": b"//"}),
+        "--clips", "1", "--overwrite"], 2, "refusing to delete"),
     # ----------------------------------------------------------------------------------- train
     Case("train-dataset-missing", lambda t: ["train", t / "none", "--out", t / "run"], 2,
          "no such dataset"),
@@ -391,6 +473,10 @@ CASES = [
          "not a folder"),
     Case("train-overwrite-stranger", lambda t: ["train", clips(t), "--out", dataset_of(
         t, "mine", {"thesis.tex": b"keep"}), "--overwrite"], 2, "refusing to delete"),
+    # issue 32: TensorFlow writes an index file named exactly `checkpoint`
+    Case("train-overwrite-tensorflow-run", lambda t: ["train", clips(t), "--out", dataset_of(
+        t, "tf", {"checkpoint": b'model_checkpoint_path: "ckpt-1"', "ckpt-1.index": b"x"}),
+        "--overwrite"], 2, "refusing to delete"),
     # --------------------------------------------------------------------------------- distill
     Case("distill-config-not-json", lambda t: [
         "distill", dataset_of(t), "--teacher", model(t, kind="teacher"), "--out", t / "s",
@@ -415,11 +501,20 @@ CASES = [
     Case("distill-learning-rate-inf", lambda t: [
         "distill", dataset_of(t), "--teacher", model(t, kind="teacher"), "--out", t / "s",
         "--learning-rate", "inf"], 2, "learning"),
+    # issue 32: someone's model folder (a model.safetensors beside their own files)
+    Case("distill-overwrite-stranger", lambda t: [
+        "distill", clips(t), "--teacher", model(t, kind="teacher"), "--out", dataset_of(
+            t, "theirs", {"model.safetensors": b"x", "train.py": b"#"}), "--overwrite"], 2,
+         "refusing to delete"),
     # ---------------------------------------------------------------------------- train-motion
     Case("train-motion-dataset-empty", lambda t: ["train-motion", dataset_of(t), "--out",
                                                   t / "m"], 2, "data"),
     Case("train-motion-dataset-missing", lambda t: ["train-motion", t / "none", "--out",
                                                     t / "m"], 2, "none"),
+    Case("train-motion-overwrite-stranger", lambda t: [
+        "train-motion", clips(t), "--out", dataset_of(t, "m", {"train_log.jsonl": b"{}",
+                                                                "diary.txt": b"keep"}),
+        "--overwrite"], 2, "refusing to delete"),
     Case("train-motion-learning-rate-negative", lambda t: [
         "train-motion", clips(t), "--out", t / "m", "--learning-rate", "-0.1"], 2,
          "learning"),
@@ -442,6 +537,13 @@ CASES = [
     Case("export-weights-noise", lambda t: ["export", model(t, weights=NOISE), t / "out"], 1,
          "not a readable safetensors file"),
     Case("export-out-exists", lambda t: ["export", model(t), folder(t, "out")], 2, "out"),
+    # issue 32: most app and project folders hold a config.json
+    Case("export-overwrite-app-folder", lambda t: ["export", model(t), dataset_of(
+        t, "app", {"config.json": b"{}", "index.html": b"<p>"}), "--overwrite"], 2,
+         "refusing to delete"),
+    Case("export-overwrite-symlink", lambda t: ["export", model(t), symlink_to(
+        dataset_of(t, "real", {"config.json": b"{}"}), t / "link"), "--overwrite"], 2,
+         "symbolic link"),
     Case("upload-source-missing", lambda t: ["upload", t / "none", "me/model"], 2, "none"),
     Case("upload-weights-noise", lambda t: ["upload", model(t, weights=NOISE), "me/model"], 1,
          "not a readable safetensors file"),
@@ -450,6 +552,10 @@ CASES = [
     # --------------------------------------------------------------------------------- imports
     Case("import-lpips-noise", lambda t: ["import", "lpips", noise(t, "vgg.pth"),
                                           noise(t, "lin.pth"), "-o", t / "out"], 1, "vgg.pth"),
+    Case("import-lpips-overwrite-stranger", lambda t: [
+        "import", "lpips", noise(t, "vgg.pth"), noise(t, "lin.pth"), "-o", dataset_of(
+            t, "w", {"lpips_vgg16.safetensors": b"x", "notes.txt": b"keep"}), "--overwrite"], 2,
+         "refusing to delete"),
     Case("import-lpips-missing", lambda t: ["import", "lpips", t / "vgg.pth", t / "lin.pth",
                                             "-o", t / "out"], 2, "vgg.pth"),
     Case("import-mimicmotion-svd-missing", lambda t: [

@@ -41,8 +41,8 @@ def test_save_load_round_trip_is_bit_exact(tmp_path):
         for p in model.parameters():
             p.add_(torch.randn_like(p))
     folder = save_pretrained(model, tmp_path / "model")
-    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json",
-                                                         "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == [".posecast.json", "README.md",
+                                                         "config.json", "model.safetensors"]
     umask = os.umask(0)
     os.umask(umask)
     for path in folder.iterdir():  # readable like any new file (safetensors writes 0600)

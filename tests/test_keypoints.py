@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,11 +105,51 @@ def test_folder_extraction_caches_and_skips(tmp_path, talking_video):
     cache = tmp_path / "cache"
     first = {r.clip.name: r.status for r in extract_folder(folder, cache)}
     assert first == {"a.mp4": "done", "b.mp4": "done", "broken.mp4": "failed"}
-    assert (cache / "nested" / "b.npz").exists()
-    assert len(Keypoints.load(cache / "a.npz")) == 12
+    assert (cache / "nested" / "b.mp4.npz").exists()
+    assert len(Keypoints.load(cache / "a.mp4.npz")) == 12
     second = {r.clip.name: r.status for r in extract_folder(folder, cache)}
     assert second == {"a.mp4": "skipped", "b.mp4": "skipped", "broken.mp4": "failed"}
-    assert sorted(p.name for p in cache.rglob("*") if p.is_file()) == ["a.npz", "b.npz"]
+    assert sorted(p.name for p in cache.rglob("*") if p.is_file()) == [
+        ".posecast.json", "a.mp4.npz", "b.mp4.npz"]
+    # a folder copied elsewhere keeps its cache (the key is the content, not a time)
+    shutil.copytree(folder, tmp_path / "copy")
+    shutil.copytree(cache, tmp_path / "copy_cache")
+    moved = {r.clip.name: r.status for r in extract_folder(tmp_path / "copy",
+                                                           tmp_path / "copy_cache")}
+    assert moved["a.mp4"] == moved["b.mp4"] == "skipped"
+
+
+def _short_clip(source: Path, path: Path, frames: int) -> None:
+    """The first `frames` frames of `source`, flipped left to right, written to `path`."""
+    from posecast.media import iter_video_frames, probe_video, write_mp4
+
+    info = probe_video(source)
+    with write_mp4(path, fps=info.fps) as mp4:
+        for t, frame in enumerate(iter_video_frames(source, info)):
+            if t < frames:
+                mp4.write(frame[:, ::-1])
+
+
+def test_clips_with_one_stem_and_replaced_clips_get_their_own_keypoints(tmp_path,
+                                                                       talking_video):
+    """a.mp4 and a.mov used to share a.npz (the second was called "already cached"), and a clip
+    replaced by a new file kept its old keypoints."""
+    import shutil
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    shutil.copy(talking_video, folder / "a.mp4")
+    _short_clip(talking_video, folder / "a.mov", 5)
+    cache = tmp_path / "cache"
+    first = {r.clip.name: r.status for r in extract_folder(folder, cache)}
+    assert first == {"a.mp4": "done", "a.mov": "done"}
+    assert len(Keypoints.load(cache / "a.mp4.npz")) == 12
+    assert len(Keypoints.load(cache / "a.mov.npz")) == 5
+    # replace a.mp4 by a 7-frame clip: extracted again, the untouched a.mov is not
+    _short_clip(talking_video, folder / "a.mp4", 7)
+    second = {r.clip.name: r.status for r in extract_folder(folder, cache)}
+    assert second == {"a.mp4": "done", "a.mov": "skipped"}
+    assert len(Keypoints.load(cache / "a.mp4.npz")) == 7
 
 
 def test_pose_maps_draw_each_part_in_its_colour(portrait_keypoints):

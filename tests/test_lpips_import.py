@@ -40,7 +40,7 @@ def test_the_published_weights_become_the_plugin(run_cli, tmp_path, head_prefix)
     result = run_cli("import", "lpips", tmp_path / "vgg16-397923af.pth", tmp_path / "vgg.pth",
                      "--out", out)
     assert result.code == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", LPIPS_FILE]
+    assert sorted(p.name for p in out.iterdir()) == [".posecast.json", "README.md", LPIPS_FILE]
     (term,) = load_perceptual_terms((f"lpips={out}:0.5",), torch.device("cpu"))
     state = term.network.state_dict()
     assert len(state) == 2 * len(VGG16_CONVOLUTIONS) + len(LPIPS_CHANNELS)

@@ -201,3 +201,17 @@ def test_video_without_frames_is_refused(tmp_path):
                     str(path)], check=True)
     with pytest.raises(InputError, match="no video stream"):
         extract_video(path)
+
+
+def test_an_mp4_with_audio_has_the_literal_frame_count(tmp_path):
+    """0.3 s at 25 fps is ceil(7.5) = 8 frames, whatever was written (the writer pads or
+    trims); 0.28 s is exactly 7."""
+    from posecast.media import AudioClip, iter_video_frames, probe_video, write_mp4
+
+    for seconds, expected in ((0.3, 8), (0.28, 7)):
+        path = tmp_path / f"{seconds}.mp4"
+        with write_mp4(path, fps=25, audio=AudioClip(np.zeros(round(seconds * 16_000),
+                                                               np.float32), 16_000)) as mp4:
+            for _ in range(3):
+                mp4.write(np.zeros((16, 16, 3), np.uint8))
+        assert sum(1 for _ in iter_video_frames(path, probe_video(path))) == expected

@@ -233,3 +233,11 @@ def test_motion_memory_does_not_grow_with_the_audio(portrait_keypoints, model):
         tracemalloc.stop()
     assert read == frames == 15_000
     assert peak < 40e6, f"{peak / 1e6:.0f} MB"
+
+
+def test_the_analysis_has_one_frame_per_hop_plus_the_centred_first():
+    """librosa's centred framing: 1 s at 16 kHz with a 10-ms hop is 101 frames, 0.5 s is 51."""
+    from posecast.motion.features import analysis_frames
+
+    assert analysis_frames(np.zeros(16_000, np.float32)) == 101
+    assert analysis_frames(np.zeros(8_000, np.float32)) == 51

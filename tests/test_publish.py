@@ -13,13 +13,16 @@ import pytest
 from conftest import syllables
 
 from posecast.media import AudioClip
+from posecast.ownership import MARKER
 from posecast.publish import split_card
 
 MODEL_FILES = ["README.md", "config.json", "model.safetensors"]
 
 
 def _files(folder):
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    """The files of `folder` but posecast's ownership marker (checked apart)."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
+                  and p.name != MARKER)
 
 
 def test_export_writes_only_the_model_files_and_the_export_renders(run_cli, tmp_path,
@@ -31,7 +34,7 @@ def test_export_writes_only_the_model_files_and_the_export_renders(run_cli, tmp_
     result = run_cli("export", run, out, "--json")
     assert result.code == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["files"] == MODEL_FILES == _files(out)
+    assert summary["files"] == MODEL_FILES == _files(out) and (out / MARKER).is_file()
     assert (out / "model.safetensors").read_bytes() == (run / "model.safetensors").read_bytes()
     metadata, body = split_card((out / "README.md").read_text())
     assert metadata["license"] == "apache-2.0" and metadata["library_name"] == "posecast"
@@ -63,7 +66,7 @@ def test_export_refusals_are_one_line_and_write_nothing(run_cli, tmp_path, run_f
     not_a_model.mkdir()
     for args, words in (
         ([run_folder, taken], "already exists"),
-        ([run_folder, taken, "--overwrite"], "not a model folder"),
+        ([run_folder, taken, "--overwrite"], "not made by posecast"),
         ([run_folder, run_folder / "inside"], "outside the run folder"),
         ([not_a_model, tmp_path / "out"], "not a posecast model or run folder"),
         ([tmp_path / "missing", tmp_path / "out"], "no such run or model folder"),

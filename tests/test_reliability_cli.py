@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from posecast.ownership import MARKER
+
 POSECAST = [sys.executable, "-m", "posecast"]
 
 
@@ -117,7 +119,8 @@ cli.main()
 """, tmp_path)
 
     def temporaries():
-        return [path.name for path in out.iterdir() if path.name.startswith(".")]
+        return [path.name for path in out.iterdir() if path.name.startswith(".")
+                and path.name != MARKER]  # posecast's ownership marker stays
 
     assert len(temporaries()) == 1
     result = run_cli(*train, "--resume")
@@ -310,3 +313,186 @@ def test_keypoints_of_a_16_bit_gray_portrait_match_its_8_bit_version(tmp_path, r
         found[name] = Keypoints.load(tmp_path / f"{name}.npz")
     for name in ("gray16.png", "float.tiff"):
         assert np.abs(found[name].face - found["gray8.png"].face).max() < 1.0, name
+
+
+# ------------------------------------------- issue 32: --overwrite deletes only what posecast made
+
+
+def test_overwrite_replaces_posecast_folders_and_keeps_what_a_run_did_not_write(tmp_path,
+                                                                                 run_cli):
+    """A folder carries posecast's marker from the command that made it; --overwrite on it
+    works, and for a run deletes only what a run writes (the user's notes stay)."""
+    from posecast.cli.run_folder import prepare_run_folder
+    from posecast.data.synthetic import make_synthetic_clips
+    from posecast.ownership import MARKER, is_marked, mark
+
+    clips = tmp_path / "clips"
+    make_synthetic_clips(clips, clips=1, size=32, frames=12)
+    run = mark(tmp_path / "run", "run")
+    (run / "checkpoint").mkdir()
+    (run / "checkpoint" / "state.json").write_text("{}")
+    (run / "train_log.jsonl").write_text("{}\n")
+    (run / "notes.txt").write_text("mine")
+    kept = prepare_run_folder(run, clips, resume=False, overwrite=True)
+    assert kept == ["notes.txt"]
+    assert sorted(p.name for p in run.iterdir()) == [MARKER, "notes.txt"] and is_marked(run)
+    # the same folder's files without the marker (a folder made before markers): refused, with
+    # how to remove it by hand, and nothing deleted
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "train_log.jsonl").write_text("{}\n")
+    result = run_cli("train", clips, "--out", legacy, "--overwrite")
+    assert result.code == 2 and f"rm -r {legacy}" in result.stderr, result.stderr
+    assert (legacy / "train_log.jsonl").exists()
+
+
+def test_export_and_dataset_folders_carry_the_marker_and_can_be_overwritten(tmp_path, run_cli):
+    """The marker is written by the command (kind, command line, version, a random id), and a
+    second export over the first replaces it."""
+    import torch
+
+    from posecast.config import preset
+    from posecast.models.denoiser import Denoiser
+    from posecast.models.pretrained import save_pretrained
+    from posecast.ownership import MARKER
+
+    torch.manual_seed(0)
+    model = save_pretrained(Denoiser(preset("tiny")), tmp_path / "model")
+    out = tmp_path / "exported"
+    assert run_cli("export", model, out).code == 0
+    record = json.loads((out / MARKER).read_text())
+    assert record["made_by"] == "posecast" and record["kind"] == "export"
+    assert record["command"].startswith("posecast export") and len(record["id"]) == 32
+    (out / "stale.txt").write_text("from the first export")
+    result = run_cli("export", model, out, "--overwrite")
+    assert result.code == 0, result.stderr
+    assert not (out / "stale.txt").exists()
+    assert json.loads((out / MARKER).read_text())["id"] != record["id"]  # a new folder
+
+
+# ----------------------------------------------------- issue 32: weights are checked on load
+
+
+def _spoil(path: Path, how: str) -> str:
+    """Put a NaN in one tensor of the safetensors file at `path` ("nan"), or store every
+    tensor as int32 ("integer"); returns the spoiled tensor's name (the first, for integer)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(path)
+    name = next(key for key, value in state.items() if value.is_floating_point()
+                and value.numel() > 3)
+    if how == "nan":
+        state[name] = state[name].clone()
+        state[name].view(-1)[3] = float("nan")
+    else:
+        state = {key: value.to(torch.int32) for key, value in state.items()}
+        name = next(iter(state))
+    save_file(state, path)
+    return name
+
+
+def test_every_loader_refuses_nan_or_integer_weights_naming_the_tensor(tmp_path):
+    """The student/teacher, motion and LPIPS loaders: a NaN or an integer dtype is one line
+    naming the file and the tensor (load_state_dict used to cast any dtype silently)."""
+    import pytest
+    import torch
+
+    from posecast.config import preset
+    from posecast.errors import InputError
+    from posecast.models.denoiser import Denoiser
+    from posecast.models.pretrained import from_pretrained, save_pretrained
+    from posecast.motion.learned import LearnedMotion, MotionConfig, MotionNetwork
+    from posecast.train.perceptual import LPIPS_FILE, LpipsNetwork, _load_lpips
+
+    torch.manual_seed(0)
+
+    def denoiser(folder):
+        save_pretrained(Denoiser(preset("tiny")), folder)
+        return folder / "model.safetensors", lambda: from_pretrained(folder)
+
+    def motion(folder):
+        LearnedMotion(MotionNetwork(MotionConfig()), MotionConfig()).save(folder)
+        return folder / "model.safetensors", lambda: LearnedMotion.from_pretrained(folder)
+
+    def lpips(folder):
+        from safetensors.torch import save_file
+
+        folder.mkdir()
+        save_file(LpipsNetwork().state_dict(), folder / LPIPS_FILE)
+        return folder / LPIPS_FILE, lambda: _load_lpips(str(folder), torch.device("cpu"))
+
+    for make in (denoiser, motion, lpips):
+        for how in ("nan", "integer"):
+            path, load = make(tmp_path / f"{make.__name__}_{how}")
+            load()  # loads while intact
+            name = _spoil(path, how)
+            with pytest.raises(InputError) as error:
+                load()
+            message = str(error.value)
+            assert str(path) in message and f"'{name}'" in message, message
+            assert ("NaN" if how == "nan" else "int32") in message, message
+
+
+# ------------------------------------- issue 32: bounded work and memory from tiny input files
+
+# VmHWM, not ru_maxrss: Linux keeps ru_maxrss across fork and exec, so a child of this big
+# pytest process would report pytest's own peak.
+_PEAK = """
+import re, runpy, sys
+sys.argv = ["posecast", *sys.argv[1:]]
+try:
+    runpy.run_module("posecast", run_name="__main__")
+finally:
+    status = open("/proc/self/status").read()
+    kb = int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1))
+    print(f"peak {kb // 1024} MB", file=sys.stderr)
+"""
+
+
+def _peak_mb(*args) -> tuple[int, str, int]:
+    """Run `posecast ARGS…` in a new process: (exit code, stderr without the last line, peak
+    resident memory in MB)."""
+    result = subprocess.run([sys.executable, "-c", _PEAK, *map(str, args)], capture_output=True,
+                            text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    *lines, last = result.stderr.strip().splitlines()
+    return result.returncode, "\n".join(lines), int(last.split()[1])
+
+
+def test_tiny_files_that_declare_hours_stay_under_a_gigabyte(tmp_path, portrait_path):
+    """A 400 KB WAV declaring 1 Hz (55 hours) used to be resampled to > 12.8 GB; a 300,000-frame
+    keypoint file of zeros (a few MB) made a render peak at 5.5 GB. Now: one line, or only the
+    frames the audio needs, under 1 GB (a render of the bundled starter peaks near 0.75 GB)."""
+    import wave
+
+    from test_fuzz_cli import zero_frames
+
+    slow = tmp_path / "slow.wav"
+    with wave.open(str(slow), "wb") as file:
+        file.setnchannels(1), file.setsampwidth(2), file.setframerate(1)
+        file.writeframes(bytes(400_000))
+    code, stderr, peak = _peak_mb("render", slow, portrait_path, "-o", tmp_path / "a.mp4",
+                                  "--device", "cpu")
+    assert code == 1 and stderr.count("\n") == 0 and "1 Hz" in stderr, stderr
+    assert peak < 1024 and not (tmp_path / "a.mp4").exists()
+
+    short = tmp_path / "short.wav"
+    soundfile.write(str(short), np.zeros(4000, np.float32), 16_000)  # 0.25 s: 7 frames
+    code, stderr, peak = _peak_mb("render", short, portrait_path, "-o", tmp_path / "b.mp4",
+                                  "--poses", zero_frames(tmp_path), "--device", "cpu")
+    assert code == 0, stderr
+    assert peak < 1024, peak
+
+
+def test_a_keypoint_file_is_read_only_as_far_as_the_job_needs(tmp_path):
+    """Keypoints.load(seconds=…) reads the first ceil(seconds × fps) + 1 frames; the frames
+    equal the whole file's first frames."""
+    from posecast.pose.keypoints import Keypoints
+
+    poses = Path(__file__).parent.parent / "examples" / "astronaut_poses.npz"
+    whole = Keypoints.load(poses)
+    assert whole.fps == 25 and len(whole) == 25
+    part = Keypoints.load(poses, seconds=0.5)
+    assert len(part) == 14  # ceil(0.5 × 25) + 1
+    np.testing.assert_array_equal(part.face, whole.face[:14])
+    assert len(Keypoints.load(poses, seconds=60)) == 25  # never more than the file holds

@@ -323,3 +323,57 @@ def test_render_and_bench_compile_by_default_only_on_cuda_with_fixed_graphs():
     assert not compiles_by_default("input_aware", "gather", cuda)
     assert not compiles_by_default("dense", "auto", cpu)
     assert not compiles_by_default("input_aware", "flex", cpu)
+
+
+def test_the_mp4_carries_the_users_own_48_khz_stereo_soundtrack(run_cli, tmp_path,
+                                                                 portrait_path):
+    """The soundtrack used to be the 16 kHz mono analysis copy: stereo and everything above
+    8 kHz were lost. Left: speech-like syllables; right: a 12 kHz tone (above 16 kHz audio's
+    Nyquist). The MP4's audio is 48 kHz stereo, each channel correlating ≥ 0.99 with the input
+    over the video's length, which is the literal ceil(1.23 s × 25) = 31 frames."""
+    import soundfile
+
+    from posecast.media.ffmpeg import probe_audio
+
+    rate, seconds = 48_000, 1.23
+    t = np.arange(int(seconds * rate)) / rate
+    left = np.interp(t, np.arange(int(seconds * 16_000)) / 16_000, syllables(seconds))
+    right = 0.3 * np.sin(2 * np.pi * 12_000 * t)
+    source = tmp_path / "stereo.wav"
+    soundfile.write(str(source), np.stack([left, right], 1).astype(np.float32), rate,
+                    subtype="PCM_16")
+    out = tmp_path / "talk.mp4"
+    result = run_cli("render", source, portrait_path, "-o", out, "--device", "cpu")
+    assert result.code == 0, result.stderr
+    header = probe_audio(out)
+    assert (header.sample_rate, header.channels) == (48_000, 2)
+    assert _frames(out) == 31
+    decoded = decode_audio(out, rate, 2)
+    assert abs(len(decoded) - 31 / 25 * rate) <= 0.002 * rate  # padded to the last frame
+    n = len(t)
+    for channel, expected in enumerate((left, right)):
+        assert np.corrcoef(decoded[:n, channel], expected)[0, 1] >= 0.99, channel
+
+
+def test_cancelling_stereo_is_analysed_from_its_loudest_channel(tmp_path):
+    """Left = speech, right = −speech: the mono mix is silence (the mouth would stay shut). The
+    analysis copy is the left channel, with a warning that says so."""
+    import soundfile
+
+    from posecast.media import load_audio
+
+    speech = syllables(1.0)
+    source = tmp_path / "inverted.wav"
+    soundfile.write(str(source), np.stack([speech, -0.98 * speech], 1).astype(np.float32),
+                    16_000, subtype="FLOAT")
+    warnings = []
+    clip = load_audio(source, on_warning=warnings.append)
+    np.testing.assert_allclose(clip.samples, speech, atol=1e-6)
+    assert len(warnings) == 1 and "channel 1" in warnings[0]
+    # an ordinary stereo file (the same speech on both sides) is mixed without a word
+    soundfile.write(str(source), np.stack([speech, 0.5 * speech], 1).astype(np.float32),
+                    16_000, subtype="FLOAT")
+    warnings.clear()
+    np.testing.assert_allclose(load_audio(source, on_warning=warnings.append).samples,
+                               0.75 * speech, atol=1e-6)
+    assert warnings == []

@@ -10,6 +10,7 @@ import typer
 from posecast.cli.options import JsonSummary, Overwrite, Seed, in_panel
 from posecast.cli.ui import err_console, print_result, progress_bar
 from posecast.errors import UsageError
+from posecast.ownership import require_replaceable
 from posecast.paths import atomic_folder
 
 
@@ -48,17 +49,15 @@ def make_dataset_command(
         raise UsageError("--held-out-people cannot exceed --drawn-people")
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise UsageError(f"{out}: already exists; pass --overwrite to replace it")
-    if overwrite and out.exists() and (not out.is_dir() or any(out.iterdir())) \
-            and not (out / "manifest.json").is_file():  # what make-dataset writes
-        raise UsageError(f"{out}: not a dataset from `posecast make-dataset` (no manifest.json); "
-                         "refusing to delete it with --overwrite; give a new folder")
+    if overwrite:
+        require_replaceable(out, "dataset folder", legacy_names=("manifest.json",))
     if not out.parent.is_dir():
         raise UsageError(f"{out}: the parent folder {out.parent} does not exist")
     if not espeak_available():
         err_console.print("warning: espeak-ng is not installed, so the speech is a "
                           "speech-like buzz (apt install espeak-ng for real sentences)",
                           markup=False, highlight=False)
-    with atomic_folder(out) as building, progress_bar("clips") as bar:
+    with atomic_folder(out, "dataset") as building, progress_bar("clips") as bar:
         task = bar.add_task("making clips", total=clips)
         records = make_cospeech_dataset(building, clips, seed, size, fps, drawn_people,
                                         held_out_people, on_clip=lambda _: bar.advance(task))

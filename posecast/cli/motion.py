@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from posecast.cli.options import JsonSummary, Overwrite, Seed
-from posecast.cli.ui import print_result
+from posecast.cli.ui import print_result, warn
 from posecast.errors import UsageError
 from posecast.paths import (
     AUDIO_EXTENSIONS,
@@ -57,7 +57,8 @@ def motion_command(
         require_output(preview, overwrite, (".mp4",), inputs=(audio, portrait))
         if preview.resolve() == output.resolve():
             raise UsageError("--preview and --output must be different files")
-    clip = load_audio(require_file(audio, "audio", AUDIO_EXTENSIONS + VIDEO_EXTENSIONS))
+    clip = load_audio(require_file(audio, "audio", AUDIO_EXTENSIONS + VIDEO_EXTENSIONS),
+                      on_warning=warn)
     image = load_image(portrait, kind="portrait")
     keypoints = portrait_keypoints(image, portrait)
     started = time.perf_counter()

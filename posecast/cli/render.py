@@ -182,6 +182,9 @@ def render_command(
     warn_minutes: Annotated[float, typer.Option(
         rich_help_panel="Output",
         help="Warn (then render anyway) when the audio is longer than this.", min=0.0)] = 10.0,
+    max_minutes: Annotated[float, typer.Option(
+        rich_help_panel="Output", help="Refuse audio whose header declares more than this "
+        "(checked before it is decoded).", min=0.0)] = 180.0,
     compile: Annotated[bool | None, typer.Option(
         "--compile/--no-compile", rich_help_panel="Device", help="Compile the student's chunk "
         "step (CUDA graphs on CUDA; the warm-up before the first frame pays for it) "
@@ -258,7 +261,8 @@ def render_command(
                     raise UsageError(job.problem)
                 renderer = renderer_for(job.model or model or default_model())
                 result = _render_one(renderer, job, poses, fps,
-                                     job.seed if job.seed is not None else seed, warn_minutes)
+                                     job.seed if job.seed is not None else seed, warn_minutes,
+                                     max_minutes)
             except Exception as error:
                 if batch is None or not (isinstance(error, PosecastError) or _keep_going()):
                     raise
@@ -319,11 +323,12 @@ def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [""])[0][:300]
 
 
-def _render_one(pipeline, job: Job, poses, fps: float, seed: int, warn_minutes: float):
+def _render_one(pipeline, job: Job, poses, fps: float, seed: int, warn_minutes: float,
+                max_minutes: float):
     with progress_bar("s of video") as bar:
         task = bar.add_task(f"rendering {job.output.name}", total=None)
         return pipeline.render(
             job.audio, job.portrait, job.output, poses=poses, fps=fps, seed=seed,
             on_progress=lambda done, total: bar.update(task, completed=done, total=total),
             on_warning=lambda text: err_console.print(text, markup=False, highlight=False),
-            warn_seconds=warn_minutes * 60)
+            warn_seconds=warn_minutes * 60, max_minutes=max_minutes)

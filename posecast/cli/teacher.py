@@ -23,7 +23,7 @@ from posecast.cli.options import (
     in_panel,
     revision_option,
 )
-from posecast.cli.ui import print_result, progress_bar
+from posecast.cli.ui import print_result, progress_bar, warn
 from posecast.errors import PosecastError, UsageError
 from posecast.paths import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, require_file, require_output
 
@@ -99,14 +99,15 @@ def teacher_command(
         raise UsageError("--revision needs --model OWNER/NAME (the Hub repo it picks from)")
     require_output(output, overwrite, (".mp4",), inputs=(audio, driving_video))
     torch_device = pick_device(device)
-    if poses is not None:
-        driving = Keypoints.load(poses)
+    clip = None
+    if audio is not None:
+        clip = load_audio(require_file(audio, "audio", AUDIO_EXTENSIONS + VIDEO_EXTENSIONS),
+                          on_warning=warn)
+    if poses is not None:  # with audio, only the frames it lasts (+ 1 s for any --fps)
+        driving = Keypoints.load(poses, seconds=None if clip is None else clip.duration + 1.0)
     else:
         driving = extract_video(require_file(driving_video, "video", VIDEO_EXTENSIONS),
                                 smooth=True, allow_missing=allow_missing)
-    clip = None
-    if audio is not None:
-        clip = load_audio(require_file(audio, "audio", AUDIO_EXTENSIONS + VIDEO_EXTENSIONS))
     image = load_image(portrait, kind="portrait")
     portrait_keypoints = extract_image(image, allow_missing=allow_missing, source=str(portrait))
 

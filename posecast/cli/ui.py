@@ -33,6 +33,11 @@ def print_result(text: str, summary: dict, as_json: bool) -> None:
         console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
+def warn(text: str) -> None:
+    """A warning or notice line on stderr, printed as written (no markup)."""
+    err_console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def progress_bar(unit: str = "") -> Progress:
     """A progress bar on stderr; it disappears when finished. Off when stderr is not a
     terminal (rich would still print an empty line there, before any error message)."""

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from posecast.data.synthetic import KEYPOINT_CACHE
 from posecast.errors import InputError, UsageError
 from posecast.media import iter_video_frames, probe_video
+from posecast.pose.cache import KEYPOINT_CACHE, cached_keypoints
 from posecast.pose.draw import render_pose_maps
-from posecast.pose.extract import cache_path, extract_folder, find_clips
+from posecast.pose.extract import extract_folder, find_clips
 from posecast.pose.framing import crop_resize, fit_box, fit_keypoints
 from posecast.pose.keypoints import Keypoints
 
@@ -50,8 +50,8 @@ class ClipDataset:
                 on_clip(f"skipped {result.clip}: {result.message}")
         self.clips: list[Clip] = []
         for path in paths:
-            keypoint_file = cache_path(folder, path, cache)
-            if not keypoint_file.exists():
+            keypoint_file = cached_keypoints(folder, path, cache)
+            if keypoint_file is None:  # its extraction failed (reported above)
                 continue
             clip = self._load(path, Keypoints.load(keypoint_file), height, width,
                               with_region_bits)

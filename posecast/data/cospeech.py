@@ -30,10 +30,10 @@ import soundfile
 from scipy.interpolate import LinearNDInterpolator
 
 from posecast.assets import FACE_TEMPLATE, PORTRAIT_FOLDER
-from posecast.data.synthetic import KEYPOINT_CACHE
 from posecast.media import AudioClip, load_image, write_mp4
 from posecast.motion import MotionStyle, ProceduralMotion, frame_count
 from posecast.pose import face_mesh as fm
+from posecast.pose.cache import KEYPOINT_CACHE, write_cache_entry
 from posecast.pose.framing import crop_resize, fit_keypoints, portrait_box
 from posecast.pose.keypoints import (
     LEFT_ELBOW,
@@ -408,14 +408,14 @@ def make_cospeech_dataset(out: str | os.PathLike, clips: int = 48, seed: int = 0
         poses = ProceduralMotion(style).generate(speech, still, fps, frames,
                                                  int(clip_rng.integers(1 << 31)))
         folder = out / split
-        (folder / KEYPOINT_CACHE).mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         file = f"{index:04d}_{name}_s{sentence:02d}.mp4"
         cache: dict = {}
         with write_mp4(folder / file, fps=fps, audio=speech) as mp4:
             for t in range(frames):
                 mp4.write(warp_photo(look, still, poses, t, cache) if kind == "photo" else
                           draw_person(look, poses, t, lip_gap(still.face[0])))
-        poses.save(folder / KEYPOINT_CACHE / (Path(file).stem + ".npz"))
+        write_cache_entry(poses, folder, folder / file, folder / KEYPOINT_CACHE)
         record = ClipRecord(f"{split}/{file}", name, sentence, split,
                             "espeak-ng" if use_espeak else "buzz", round(speech.duration, 3))
         records.append(record)

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from posecast.media import AudioClip, write_mp4
+from posecast.pose.cache import KEYPOINT_CACHE, write_cache_entry
 from posecast.pose.keypoints import (
     LEFT_ELBOW,
     LEFT_EYE,
@@ -28,8 +29,6 @@ from posecast.pose.keypoints import (
     RIGHT_WRIST,
     Keypoints,
 )
-
-KEYPOINT_CACHE = ".posecast-keypoints"  # inside a dataset folder: one .npz per clip
 
 
 def _ring(centre, radius_x, radius_y, count, phase=0.0):
@@ -110,7 +109,7 @@ def make_synthetic_clips(folder: str | os.PathLike, clips: int = 4, size: int = 
     """Write `clips` MP4s (with a quiet tone as audio) and their keypoint cache into `folder`."""
     folder = Path(folder)
     cache = folder / KEYPOINT_CACHE
-    cache.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     paths = []
     for index in range(clips):
@@ -121,6 +120,6 @@ def make_synthetic_clips(folder: str | os.PathLike, clips: int = 4, size: int = 
         with write_mp4(path, fps, AudioClip(tone.astype(np.float32), 16000), crf=12) as mp4:
             for frame in video:
                 mp4.write(frame)
-        keypoints.save(cache / f"{path.stem}.npz")
+        write_cache_entry(keypoints, folder, path, cache)
         paths.append(path)
     return paths

@@ -172,12 +172,14 @@ def iter_video_frames(path: str | os.PathLike,
                          "re-export or re-download it")
 
 
-def decode_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
-    """Decode the first audio stream of any container ffmpeg reads to mono float32 (N,)."""
+def decode_audio(path: str | os.PathLike, sample_rate: int, channels: int = 1) -> np.ndarray:
+    """Decode the first audio stream of any container ffmpeg reads to float32 at
+    `sample_rate`: mono (N,) when `channels` is 1 (ffmpeg mixes), else (N, channels)."""
     path = Path(path)
     args = _compile(
         ffmpeg.input(str(path))
-        .output("pipe:", format="f32le", acodec="pcm_f32le", ac=1, ar=sample_rate, vn=None)
+        .output("pipe:", format="f32le", acodec="pcm_f32le", ac=channels, ar=sample_rate,
+                vn=None)
         .global_args("-loglevel", "error")
     )
     result = subprocess.run(args, capture_output=True, stdin=subprocess.DEVNULL, check=False)
@@ -191,10 +193,54 @@ def decode_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
         else:
             problem, fix = f"ffmpeg: {_tail(stderr)}", "re-export it as WAV or MP3"
         raise InputError(f"{path}: no readable audio ({problem}); {fix}")
-    return np.frombuffer(result.stdout, np.float32).copy()
+    samples = np.frombuffer(result.stdout, np.float32).copy()
+    if channels == 1:
+        return samples
+    return samples[: len(samples) - len(samples) % channels].reshape(-1, channels)
+
+
+@dataclass(frozen=True)
+class AudioHeader:
+    """What an audio stream's header declares (before any decoding). `seconds` is 0 when the
+    container gives no duration; `channels` is 0 when ffmpeg names a layout we do not know."""
+
+    sample_rate: int
+    channels: int
+    seconds: float
+
+
+_AUDIO_STREAM = re.compile(r": Audio: [^,]*, (\d+) Hz, ([^,]+)")
+_LAYOUTS = {"mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "quad": 4, "4.0": 4, "4.1": 5,
+            "5.0": 5, "5.0(side)": 5, "5.1": 6, "5.1(side)": 6, "6.1": 7, "7.1": 8}
+
+
+def probe_audio(path: str | os.PathLike) -> AudioHeader | None:
+    """The first audio stream's rate, channels and the container's duration, from the header
+    ffmpeg prints for `-i` (no decoding); None when ffmpeg finds no audio stream."""
+    result = subprocess.run(
+        [ffmpeg_executable(), "-hide_banner", "-nostdin", "-i", str(path)],
+        capture_output=True, check=False)
+    header = result.stderr.decode("utf-8", "replace")
+    match = _AUDIO_STREAM.search(header)
+    if match is None:
+        return None
+    layout = match.group(2).strip()
+    counted = re.fullmatch(r"(\d+) channels.*", layout)
+    channels = int(counted.group(1)) if counted else _LAYOUTS.get(layout.split(" ")[0], 0)
+    duration = _DURATION.search(header)
+    seconds = 0.0
+    if duration:
+        hours, minutes, rest = duration.groups()
+        seconds = int(hours) * 3600 + int(minutes) * 60 + float(rest)
+    return AudioHeader(int(match.group(1)), channels, seconds)
 
 
 # ---------------------------------------------------------------------------------------- encode
+
+
+# The rates ffmpeg's AAC encoder takes; another rate is resampled to 48 kHz.
+AAC_SAMPLE_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000,
+                    88200, 96000)
 
 
 class Mp4Stream:
@@ -222,16 +268,26 @@ class Mp4Stream:
         options = dict(vcodec="libx264", pix_fmt="yuv420p", crf=self._crf, preset=self._preset,
                        movflags="+faststart", r=self.fps)
         audio_read = None
-        if self._audio is not None:
-            # The audio reaches ffmpeg through a second pipe (raw float32 samples, fed by a
-            # thread), so nothing is written to a temporary folder that a kill would leave.
+        soundtrack = self._audio.source if self._audio is not None else None
+        if soundtrack is not None:
+            # The user's own recording, at its own rate and channels (the clip is only the
+            # 16 kHz mono analysis copy): AAC at 128 kb/s per channel pair.
+            audio_input = ffmpeg.input(str(soundtrack.path))
+            options.update(audio_bitrate=f"{128 * math.ceil(soundtrack.channels / 2)}k")
+            if soundtrack.sample_rate not in AAC_SAMPLE_RATES:
+                options.update(ar=48_000)
+        elif self._audio is not None:
+            # Audio made in code reaches ffmpeg through a second pipe (raw float32 samples,
+            # fed by a thread), so nothing is written to a temporary folder a kill would leave.
             audio_read, audio_write = os.pipe()
             audio_input = ffmpeg.input(f"pipe:{audio_read}", format="f32le", ac=1,
                                        ar=self._audio.sample_rate)
-            # apad + an explicit -t: the audio is padded with silence up to the last frame.
+            options.update(audio_bitrate="128k")
+        if self._audio is not None:
+            # apad + an explicit -t: the audio is padded with silence up to the last frame
+            # (and a longer recording is cut there).
             streams.append(audio_input.audio.filter("apad"))
-            options.update(acodec="aac", audio_bitrate="128k",
-                           t=f"{self.target_frames / self.fps:.6f}")
+            options.update(acodec="aac", t=f"{self.target_frames / self.fps:.6f}")
         args = _compile(ffmpeg.output(*streams, str(self._tmp_path), format="mp4", **options)
                         .global_args("-loglevel", "error", "-y"))
         try:
@@ -302,8 +358,9 @@ def write_mp4(path: str | os.PathLike, fps: float, audio=None, crf: int = 18,
     Frames go to ffmpeg as they are written, so memory does not grow with length. With `audio`
     (an AudioClip) the video is exactly ceil(audio seconds × fps) frames: missing frames repeat
     the last one, extra frames are dropped, and the audio is padded with silence to the last
-    frame, so the file lasts as long as the audio within one frame. Odd sizes get one black
-    pixel row/column (yuv420p needs even sizes).
+    frame, so the file lasts as long as the audio within one frame. A clip read from a file
+    (`audio.source`) puts that file's own audio in the MP4, not the mono analysis copy. Odd
+    sizes get one black pixel row/column (yuv420p needs even sizes).
 
         with write_mp4("talk.mp4", fps=25, audio=clip) as mp4:
             for frame in frames:

@@ -59,8 +59,10 @@ from posecast.mimicmotion.student import (
     init_student,
 )
 from posecast.mimicmotion.train import edm_scalings
+from posecast.ownership import mark
 from posecast.pose.keypoints import Keypoints
 from posecast.train.distill import DistillConfig, DistillReport
+from posecast.weights import check_module
 
 PAIRS_DIR = "ode_pairs"
 
@@ -358,6 +360,7 @@ class MimicMotionDistillation:
 
             tiny = AutoencoderTiny.from_pretrained(fast_decoder).to(device).eval()
             tiny.requires_grad_(False)
+            check_module(tiny, fast_decoder)
         self.decoder = PixelDecoder(parts.vae, tiny)
         from posecast.train.perceptual import load_perceptual_terms
 
@@ -598,7 +601,7 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
         recipe = run.parts.recipe
         data = ClipDataset(dataset, recipe.height, recipe.width, on_clip=on_message)
         if env.is_main:
-            out.mkdir(parents=True, exist_ok=True)
+            mark(out, "run")
         if settings.init_steps and step < settings.init_steps:
             make_ode_pairs(run, data, out / PAIRS_DIR, env, on_pairs, sharded)
         log = open_log(out, step) if env.is_main else None

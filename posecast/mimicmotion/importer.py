@@ -28,9 +28,9 @@ from posecast.mimicmotion.model import (
     FAMILY,
     MimicMotion,
     Recipe,
-    is_mimicmotion_folder,
     missing_component,
 )
+from posecast.ownership import require_replaceable
 from posecast.paths import atomic_folder
 
 DEFAULT_SVD = "stabilityai/stable-video-diffusion-img2vid-xt-1-1"
@@ -123,10 +123,8 @@ def import_mimicmotion(out: str | os.PathLike, svd: str = DEFAULT_SVD,
     out = Path(out)
     if out.exists() and not overwrite:
         raise UsageError(f"{out}: already exists; pass --overwrite to replace it")
-    if out.exists() and not (out.is_dir() and (is_mimicmotion_folder(out)
-                                               or not any(out.iterdir()))):
-        raise UsageError(f"{out}: is not a MimicMotion model folder; refusing to replace it "
-                         "(give a new path)")
+    if out.exists():
+        require_replaceable(out, "MimicMotion model folder", legacy_names=("config.json",))
     if not out.parent.is_dir():
         raise UsageError(f"{out}: the parent folder {out.parent} does not exist")
     say("fetching SVD's components (config, VAE, CLIP image encoder, scheduler)")
@@ -145,7 +143,7 @@ def import_mimicmotion(out: str | os.PathLike, svd: str = DEFAULT_SVD,
     state = load_checkpoint(path)
     check_state(state, unet_config, path)
     say(f"converting {len(state)} tensors to safetensors")
-    with atomic_folder(out) as staging:
+    with atomic_folder(out, "import") as staging:
         from safetensors.torch import save_file
 
         save_file({key: value.contiguous() for key, value in state.items()},

@@ -25,6 +25,7 @@ from torch import nn
 from posecast.errors import ConfigError, InputError
 from posecast.mimicmotion.posenet import PoseNet
 from posecast.validation import Rule, build, check_fields, number, whole
+from posecast.weights import check_module, check_state
 
 FAMILY = "mimicmotion"
 COMPONENTS = {  # subfolder → a file it must hold
@@ -189,9 +190,13 @@ def load_teacher(folder: str | os.PathLike, device: torch.device | str = "cpu",
         raise InputError(f"{folder}: the model folder lacks {missing}; import it again with "
                          "`posecast import mimicmotion`")
     network = MimicMotion(config["unet"])
-    network.load_state_dict(load_file(folder / "model.safetensors"))
+    state = load_file(folder / "model.safetensors")
+    check_state(state, folder / "model.safetensors", network.state_dict())
+    network.load_state_dict(state)
     vae = AutoencoderKLTemporalDecoder.from_pretrained(folder / "vae")
     image_encoder = CLIPVisionModelWithProjection.from_pretrained(folder / "image_encoder")
+    check_module(vae, folder / "vae")
+    check_module(image_encoder, folder / "image_encoder")
     preprocessor = json.loads((folder / "feature_extractor" / "preprocessor_config.json")
                               .read_text())
     scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())

@@ -34,8 +34,10 @@ from posecast.generate import autocast
 from posecast.mimicmotion.causal import CausalContext, StudentCache, make_causal
 from posecast.mimicmotion.model import MimicMotionTeacher, load_teacher, read_config
 from posecast.mimicmotion.train import edm_scalings
+from posecast.ownership import mark
 from posecast.pose.keypoints import Keypoints
 from posecast.student import ChunkPlanner
+from posecast.weights import check_module
 
 FAST_DECODER = "fast_decoder"
 
@@ -410,6 +412,7 @@ def load_student(folder: str | os.PathLike, device: torch.device | str = "cpu",
 
         fast_decoder = AutoencoderTiny.from_pretrained(folder / FAST_DECODER)
         fast_decoder.to(device, dtype).eval().requires_grad_(False)
+        check_module(fast_decoder, folder / FAST_DECODER)
     return MimicMotionStudent(parts, settings, fast_decoder)
 
 
@@ -424,7 +427,7 @@ def init_student(teacher: str | os.PathLike, out: str | os.PathLike,
     config = read_config(teacher)
     if "student" in config:
         raise UsageError(f"{teacher}: this is a student folder; give the teacher it came from")
-    out.mkdir(parents=True, exist_ok=True)
+    mark(out, "run")
     for entry in teacher.iterdir():
         if entry.name in ("config.json", FAST_DECODER) or entry.name.startswith("."):
             continue

@@ -31,6 +31,7 @@ import torch
 from posecast.mimicmotion.attention import InputAwareSettings, InputAwareUNet
 from posecast.mimicmotion.model import COMPONENTS, load_teacher, read_config
 from posecast.mimicmotion.sampling import clip_embedding
+from posecast.ownership import mark
 from posecast.pose.keypoints import Keypoints
 
 
@@ -137,7 +138,7 @@ def write_model(out: Path, init_folder: Path, network, settings: FineTuneConfig)
 
     from posecast.paths import atomic_output
 
-    out.mkdir(parents=True, exist_ok=True)
+    mark(out, "model")
     for name in COMPONENTS:
         if not (out / name).exists():
             shutil.copytree(init_folder / name, out / name)
@@ -227,7 +228,7 @@ def fine_tune(dataset: str | os.PathLike, out: str | os.PathLike, init_from: str
                 network, device_ids=[env.device.index] if env.device.type == "cuda" else None)
             teacher.network = trained
         if env.is_main:
-            out.mkdir(parents=True, exist_ok=True)
+            mark(out, "run")
         log = open_log(out, step) if env.is_main else None
         while step < settings.max_steps:
             started = time.perf_counter()

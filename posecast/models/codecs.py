@@ -12,6 +12,7 @@ import torch
 from posecast.config import CodecConfig
 from posecast.errors import PosecastError
 from posecast.hub import resolve_folder
+from posecast.weights import check_module
 
 
 def to_uint8_frames(images: torch.Tensor) -> np.ndarray:
@@ -50,6 +51,8 @@ class VaeCodec:
             fast = resolve_folder(config.fast_decoder_repo, kind="fast decoder")
             self.fast_decoder = AutoencoderTiny.from_pretrained(
                 fast, use_safetensors=True).to(device, dtype).eval()
+            check_module(self.fast_decoder, fast)
+        check_module(self.vae, folder)
         self.vae.requires_grad_(False)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:

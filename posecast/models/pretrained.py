@@ -16,8 +16,10 @@ from posecast.errors import ConfigError, InputError, PosecastError, UsageError
 from posecast.families import family_of
 from posecast.hub import folder_inside, is_repo_id, resolve_folder
 from posecast.models.denoiser import Denoiser
+from posecast.ownership import mark
 from posecast.paths import atomic_output
 from posecast.validation import shown
+from posecast.weights import check_state, first_non_finite
 
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
 
@@ -33,7 +35,7 @@ def save_pretrained(model: Denoiser, folder: str | os.PathLike, card: str = "",
     if bad is not None:  # a diverged run: keep the model that is there
         raise PosecastError(f"{folder}: not written, {bad} holds NaN or infinite values (the "
                             "training diverged); the model there is kept")
-    folder.mkdir(parents=True, exist_ok=True)
+    mark(folder, "model")
     with atomic_output(folder / WEIGHTS_NAME) as tmp:
         save_file(state, tmp, metadata={"format": "pt", "posecast": __version__})
     with atomic_output(folder / CARD_NAME) as tmp:
@@ -77,14 +79,6 @@ def _codec_inside(codec: CodecConfig, folder: Path, config_path: Path) -> CodecC
         raise InputError(f"{config_path}: codec.subfolder is {shown(subfolder)}; allowed: a "
                          "folder inside the codec's repo (no '..', not absolute)")
     return dataclasses.replace(codec, **changes)
-
-
-def first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
-    """The name of the first floating-point tensor holding NaN or ±inf, or None."""
-    for name, tensor in tensors.items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            return name
-    return None
 
 
 def model_card(config: DenoiserConfig, extra: str = "") -> str:
@@ -152,6 +146,7 @@ def from_pretrained(path_or_repo: str | os.PathLike, revision: str | None = None
     model = Denoiser(config)
     try:
         state = load_file(weights_path, device=str(device))
+        check_state(state, weights_path, model.state_dict())
         model.load_state_dict(state)
     except (RuntimeError, OSError, SafetensorError) as error:
         first_line = str(error).strip().splitlines()[0]

@@ -42,9 +42,11 @@ from posecast.motion.features import (
     resample_audio,
 )
 from posecast.motion.procedural import FaceFrame, has_face_mesh
+from posecast.ownership import mark
 from posecast.paths import atomic_output
 from posecast.pose.face_mesh import mouth_opening
 from posecast.pose.keypoints import PART_SIZES, PARTS, Keypoints
+from posecast.weights import check_state
 
 KIND = "posecast-motion"
 POINTS = sum(PART_SIZES.values())  # 553, in PARTS order
@@ -159,7 +161,9 @@ class LearnedMotion:
             data["dilations"] = tuple(data["dilations"])
             config = MotionConfig(**data)
             network = MotionNetwork(config)
-            network.load_state_dict(load_file(weights))
+            state = load_file(weights)
+            check_state(state, weights, network.state_dict())
+            network.load_state_dict(state)
         except (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError) as error:
             raise InputError(f"{path_or_repo}: not a posecast motion model folder (config.json "
                              f"of kind {KIND} + model.safetensors): "
@@ -168,7 +172,7 @@ class LearnedMotion:
 
     def save(self, folder: str | os.PathLike) -> None:
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        mark(folder, "model")
         state = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
         with atomic_output(folder / "model.safetensors") as tmp:
             save_file(state, tmp)
@@ -225,8 +229,8 @@ class MotionClip:
 def load_motion_clips(folder: str | os.PathLike, config: MotionConfig,
                       on_message: Callable[[str], None] | None = None) -> list[MotionClip]:
     """Every clip of a dataset folder with its audio and a face mesh in every frame."""
-    from posecast.data.synthetic import KEYPOINT_CACHE
-    from posecast.pose.extract import cache_path, extract_folder, find_clips
+    from posecast.pose.cache import KEYPOINT_CACHE, cached_keypoints
+    from posecast.pose.extract import extract_folder, find_clips
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -237,8 +241,8 @@ def load_motion_clips(folder: str | os.PathLike, config: MotionConfig,
             on_message(f"skipped {result.clip}: {result.message}")
     clips = []
     for path in find_clips(folder):
-        keypoint_file = cache_path(folder, path, cache)
-        if not keypoint_file.exists():
+        keypoint_file = cached_keypoints(folder, path, cache)
+        if keypoint_file is None:  # its extraction failed (reported above)
             continue
         keypoints = Keypoints.load(keypoint_file)
         if not (keypoints.face[:, :468, 2] > 0).all():
@@ -288,7 +292,7 @@ def train_motion(dataset: str | os.PathLike, out: str | os.PathLike, max_steps: 
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max_steps)
     generator = np.random.default_rng(seed)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    mark(out, "run")
     with (out / "train_log.jsonl").open("w") as log:
         for step in range(1, max_steps + 1):
             started = time.perf_counter()

@@ -11,7 +11,8 @@ import numpy as np
 
 from posecast.errors import DetectionError, InputError, PosecastError
 from posecast.media import iter_video_frames, load_image, probe_video
-from posecast.paths import VIDEO_EXTENSIONS, atomic_output, require_file
+from posecast.paths import VIDEO_EXTENSIONS, require_file
+from posecast.pose.cache import cached_keypoints, entry_path, write_cache_entry
 from posecast.pose.keypoints import PARTS, Keypoints
 from posecast.pose.mediapipe_holistic import HolisticDetector
 from posecast.pose.smoothing import smooth_keypoints
@@ -102,14 +103,10 @@ def find_clips(folder: str | os.PathLike) -> list[Path]:
                   and p.is_file() and not p.name.startswith("."))
 
 
-def cache_path(folder: Path, clip: Path, cache: Path) -> Path:
-    """Where a clip's keypoints live in the cache: its path relative to `folder`, as `.npz`."""
-    return cache / clip.relative_to(folder).with_suffix(".npz")
-
-
 def extract_folder(folder: str | os.PathLike, cache: str | os.PathLike, smooth: bool = False,
                    allow_missing: bool = False) -> Iterator[ClipResult]:
-    """Extract every clip of `folder` into `cache`, skipping clips already cached.
+    """Extract every clip of `folder` into `cache`, skipping clips whose entry holds keypoints
+    of that very file (pose/cache.py; a replaced clip is extracted again).
 
     Yields one ClipResult per clip as it finishes; a clip that fails is reported and the rest go
     on. Each `.npz` is written atomically, so an interrupted run never leaves a file that would
@@ -117,16 +114,13 @@ def extract_folder(folder: str | os.PathLike, cache: str | os.PathLike, smooth: 
     """
     folder, cache = Path(folder), Path(cache)
     for clip in find_clips(folder):
-        output = cache_path(folder, clip, cache)
-        if output.exists():
-            yield ClipResult(clip, output, "skipped")
+        if (cached := cached_keypoints(folder, clip, cache)) is not None:
+            yield ClipResult(clip, cached, "skipped")
             continue
+        output = entry_path(folder, clip, cache)
         try:
             keypoints = extract_video(clip, smooth=smooth, allow_missing=allow_missing)
         except PosecastError as error:
             yield ClipResult(clip, output, "failed", str(error))
             continue
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_output(output) as tmp:
-            keypoints.save(tmp)
-        yield ClipResult(clip, output, "done")
+        yield ClipResult(clip, write_cache_entry(keypoints, folder, clip, cache), "done")

@@ -7,6 +7,7 @@ convention), so the left hand usually appears on the image's right side.
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 from dataclasses import dataclass, replace
@@ -16,6 +17,10 @@ import numpy as np
 
 from posecast.errors import InputError
 from posecast.paths import require_file
+
+# Bounds checked on a keypoint file's headers before its frames are read.
+MIN_FPS, MAX_FPS = 1.0, 240.0
+MAX_FRAMES = 90_000  # an hour at 25 fps: about 600 MB as float32
 
 PART_SIZES = {"body": 33, "face": 478, "left_hand": 21, "right_hand": 21}
 PARTS = tuple(PART_SIZES)
@@ -96,8 +101,9 @@ class Keypoints:
         parts = {part: np.concatenate([getattr(s, part) for s in sequences]) for part in PARTS}
         return replace(first, **parts)
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the `.npz` layout of DESIGN.md (no pickled objects)."""
+    def save(self, path: str | os.PathLike, **extra: str) -> None:
+        """Write the `.npz` layout of DESIGN.md (no pickled objects), plus `extra` strings (a
+        cache entry's clip fingerprint)."""
         np.savez_compressed(
             Path(path),
             **{part: getattr(self, part) for part in PARTS},
@@ -105,28 +111,79 @@ class Keypoints:
             width=np.int64(self.width),
             height=np.int64(self.height),
             source=np.str_(self.source),
+            **{name: np.str_(value) for name, value in extra.items()},
         )
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Keypoints:
+    def load(cls, path: str | os.PathLike, seconds: float | None = None) -> Keypoints:
+        """Read a keypoint file: the frames covering its first `seconds` (all of them when
+        None). Headers are checked before any frame is read (fps 1–240, at most MAX_FRAMES
+        frames read), and only the frames needed are decompressed, so a small file of zeros
+        cannot claim gigabytes."""
         path = require_file(path, "keypoint", (".npz",))
         try:
-            with np.load(path, allow_pickle=False) as data:
-                missing = [key for key in (*PARTS, "fps", "width", "height") if key not in data]
-                if not missing and len(data["body"]) == 0:
-                    raise InputError(f"{path}: the keypoint file holds no frames")
+            with zipfile.ZipFile(path) as archive:
+                members = {name.removesuffix(".npy"): name for name in archive.namelist()}
+                missing = [key for key in (*PARTS, "fps", "width", "height")
+                           if key not in members]
                 if missing:
                     raise InputError(f"{path}: not a posecast keypoint file "
                                      f"(missing {', '.join(missing)})")
-                return cls(
-                    **{part: data[part] for part in PARTS},
-                    fps=float(data["fps"]),
-                    width=int(data["width"]),
-                    height=int(data["height"]),
-                    source=str(data["source"]) if "source" in data else "",
-                )
+                small = {key: _read_member(archive, members[key])
+                         for key in ("fps", "width", "height", "source") if key in members}
+                fps = float(small["fps"])
+                if not MIN_FPS <= fps <= MAX_FPS:
+                    raise InputError(f"{path}: the keypoint file's fps is {fps:g}; posecast "
+                                     f"takes {MIN_FPS:g}–{MAX_FPS:g} fps (the file is damaged, "
+                                     "or resample the poses)")
+                total = _member_frames(archive, members["body"])
+                if total == 0:
+                    raise InputError(f"{path}: the keypoint file holds no frames")
+                wanted = total if seconds is None else min(total,
+                                                            math.ceil(seconds * fps) + 1)
+                if wanted > MAX_FRAMES:
+                    raise InputError(f"{path}: the keypoint file holds {total} frames, over "
+                                     f"the {MAX_FRAMES} posecast reads at once "
+                                     f"({MAX_FRAMES / fps / 60:.0f} min at its {fps:g} fps); "
+                                     "cut it into shorter files")
+                parts = {part: _read_member(archive, members[part], wanted) for part in PARTS}
+                return cls(**parts, fps=fps, width=int(small["width"]),
+                           height=int(small["height"]),
+                           source=str(small["source"]) if "source" in small else "")
         except InputError:
             raise
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             raise InputError(f"{path}: not a readable keypoint file ({error or 'empty'})"
                              ) from None
+
+
+def _member_frames(archive: zipfile.ZipFile, name: str) -> int:
+    """The first dimension of an `.npy` member, from its header alone."""
+    with archive.open(name) as stream:
+        shape, _, _ = _npy_header(stream)
+    return shape[0] if shape else 0
+
+
+def _read_member(archive: zipfile.ZipFile, name: str, rows: int | None = None) -> np.ndarray:
+    """An `.npy` member of an `.npz`, or its first `rows` rows, decompressed only that far."""
+    with archive.open(name) as stream:
+        shape, fortran_order, dtype = _npy_header(stream)
+        if dtype.hasobject:
+            raise ValueError(f"{name} holds Python objects")
+        if rows is not None and shape:
+            if fortran_order and rows < shape[0]:
+                raise ValueError(f"{name} is stored column-major; save it row-major")
+            shape = (min(rows, shape[0]), *shape[1:])
+        count = math.prod(shape)
+        data = stream.read(count * dtype.itemsize)
+    if len(data) != count * dtype.itemsize:
+        raise ValueError(f"{name} is cut short")
+    return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran_order else "C")
+
+
+def _npy_header(stream) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) of an `.npy` stream, which is left at its data."""
+    version = np.lib.format.read_magic(stream)
+    reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+        np.lib.format.read_array_header_2_0
+    return reader(stream)

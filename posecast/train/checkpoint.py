@@ -23,8 +23,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from posecast.errors import InputError, PosecastError, UsageError
-from posecast.models.pretrained import first_non_finite
 from posecast.paths import temporary_beside, usual_permissions
+from posecast.weights import first_non_finite
 
 CHECKPOINT_DIR = "checkpoint"  # inside a training run's output folder
 TENSORS = "state.safetensors"

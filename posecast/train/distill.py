@@ -57,6 +57,7 @@ from posecast.generate import autocast
 from posecast.models.codecs import make_codec, to_uint8_frames
 from posecast.models.denoiser import Denoiser
 from posecast.models.pretrained import from_pretrained, model_card, save_pretrained
+from posecast.ownership import mark
 from posecast.paths import atomic_output
 from posecast.pose.keypoints import Keypoints
 from posecast.student import CausalRollout, student_timesteps
@@ -515,7 +516,7 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
         cfg = teacher.config.sampler.cfg if settings.teacher_cfg is None else settings.teacher_cfg
         perceptual = load_perceptual_terms(settings.perceptual, env.device, on_message)
         if env.is_main:
-            out.mkdir(parents=True, exist_ok=True)
+            mark(out, "run")
         if env.world_size > 1:
             dist.barrier()
         pairs_dir = out / PAIRS_DIR

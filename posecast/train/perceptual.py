@@ -34,9 +34,11 @@ from torch import nn
 
 from posecast.errors import InputError, PosecastError, UsageError
 from posecast.hub import resolve_folder
+from posecast.ownership import require_replaceable
 from posecast.paths import atomic_folder
 from posecast.pose.keypoints import Keypoints
 from posecast.pose.regions import Region, region_masks
+from posecast.weights import check_state
 
 VGG16_LAYOUT = (64, 64, "pool", 128, 128, "pool", 256, 256, 256, "pool", 512, 512, 512, "pool",
                 512, 512, 512)
@@ -111,7 +113,9 @@ def _load_lpips(source: str, device: torch.device) -> nn.Module:
         raise PosecastError(f"{source}: no {LPIPS_FILE} in that folder")
     network = LpipsNetwork()
     try:
-        network.load_state_dict(load_file(path))
+        state = load_file(path)
+        check_state(state, path, network.state_dict())
+        network.load_state_dict(state)
     except (RuntimeError, OSError, SafetensorError) as error:
         raise PosecastError(f"{path}: not LPIPS VGG16 weights ({str(error).splitlines()[0]})"
                             ) from None
@@ -175,16 +179,14 @@ def import_lpips(vgg_path: str | os.PathLike, lin_path: str | os.PathLike,
     out = Path(out)
     if out.exists() and not overwrite:
         raise UsageError(f"{out}: already exists; pass --overwrite to replace it")
-    if out.exists() and not (out.is_dir() and ((out / LPIPS_FILE).is_file()
-                                               or not any(out.iterdir()))):
-        raise UsageError(f"{out}: is not an LPIPS weights folder; refusing to replace it "
-                         "(give a new path)")
+    if out.exists():
+        require_replaceable(out, "LPIPS weights folder", legacy_names=(LPIPS_FILE,))
     if not out.parent.is_dir():
         raise UsageError(f"{out}: the parent folder {out.parent} does not exist")
     state = lpips_state_from_published(load_checkpoint(Path(vgg_path)),
                                        load_checkpoint(Path(lin_path)), str(vgg_path),
                                        str(lin_path))
-    with atomic_folder(out) as staging:
+    with atomic_folder(out, "import") as staging:
         save_file(state, staging / LPIPS_FILE, metadata={"format": "pt"})
         (staging / "README.md").write_text(LPIPS_CARD)
     return out

@@ -26,6 +26,7 @@ from posecast.diffusion.flow import add_noise, sample_training_times
 from posecast.models.codecs import make_codec
 from posecast.models.denoiser import Denoiser
 from posecast.models.pretrained import from_pretrained, save_pretrained
+from posecast.ownership import mark
 from posecast.train import distributed
 from posecast.train.checkpoint import (
     CHECKPOINT_DIR,
@@ -173,7 +174,7 @@ def train_teacher(dataset: str | os.PathLike, out: str | os.PathLike, config: De
             trained = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
         if env.is_main:
-            out.mkdir(parents=True, exist_ok=True)
+            mark(out, "run")
         log = open_log(out, step) if env.is_main else None
         model.train()
         while step < train.max_steps:

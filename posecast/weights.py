@@ -1,0 +1,59 @@
+"""Loaded weights are checked before a model uses them: floating point where the model is, and
+finite. `load_state_dict` casts any dtype silently and NaN weights render an all-black video,
+so without this a damaged file "works" and exits 0.
+
+The check runs on the tensors where they were loaded (on the GPU when loaded there): one
+`isfinite` pass per tensor, queued without a host sync, and one sync at the end.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from posecast.errors import InputError
+
+
+def check_state(state: Mapping[str, torch.Tensor], source: str | os.PathLike,
+                expected: Mapping[str, torch.Tensor] | None = None) -> None:
+    """Raise one line naming `source` and the first bad tensor of `state`: an integer or bool
+    tensor where `expected` (the model's own state dict) holds a floating one (every tensor
+    must float without `expected`), or a floating tensor with NaN or ±inf."""
+    for name, tensor in state.items():
+        reference = expected.get(name) if expected is not None else None
+        must_float = reference is None or reference.is_floating_point()
+        if must_float and not tensor.is_floating_point():
+            dtype = str(tensor.dtype).removeprefix("torch.")
+            raise InputError(f"{source}: tensor '{name}' is {dtype}, where the model needs "
+                             "floating point; the weights file is damaged or not for this model")
+    floating = [(name, tensor) for name, tensor in state.items() if tensor.is_floating_point()
+                and tensor.numel()]
+    if not floating:
+        return
+    # per device, one flag per tensor on that device, read back once
+    for device in {tensor.device for _, tensor in floating}:
+        named = [(name, tensor) for name, tensor in floating if tensor.device == device]
+        finite = torch.stack([torch.isfinite(tensor).all() for _, tensor in named]).cpu()
+        if not bool(finite.all()):
+            name = named[int((~finite).nonzero()[0])][0]
+            raise InputError(f"{source}: tensor '{name}' holds NaN or infinite values; the "
+                             "weights file is damaged (or saved from a diverged training); "
+                             "use another copy")
+
+
+def first_non_finite(tensors: Mapping[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or ±inf, or None (a check
+    before saving: a diverged training writes nothing)."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            return name
+    return None
+
+
+def check_module(module: nn.Module, source: str | os.PathLike) -> None:
+    """`check_state` for a module loaded by another library (diffusers, transformers):
+    its parameters and floating buffers must be finite."""
+    check_state(dict(module.state_dict()), source, expected=dict(module.state_dict()))
