@@ -219,6 +219,11 @@ def test_seed_and_size_out_of_range_are_one_line_errors(run_cli, tmp_path, args,
     (["distill"], "Missing argument 'dataset'"),
     (["train", "clips", "--max-steps", "abc"], "'--max-steps'"),
     (["bench", "render", "--device"], "requires an argument"),
+    # issue 32: an absurd rate or length was a 60 GB allocation, zero steps a division by zero
+    (["bench", "render", "--fps", "1e9"], "'--fps'"),
+    (["bench", "render", "--seconds", "1e9"], "'--seconds'"),
+    (["bench", "render", "--teacher-steps", "0"], "'--teacher-steps'"),
+    (["bench", "teacher", "--steps", "0"], "'--steps'"),
 ])
 def test_option_errors_are_one_line_like_every_other_error(run_cli, args, says):
     """Typer's own parse errors (it draws a box of several lines) go through the same one-line

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,24 @@ def test_a_failed_batch_job_does_not_stop_the_others(run_cli, tmp_path, portrait
                      "1/2", "--overwrite", "--device", "cpu")
     assert result.code == 1  # job 2 (missing audio) is in shard 1 of 2
     assert [job["job"] for job in json.loads(result.stdout)["jobs"]] == [2]
+
+
+def test_a_batch_csv_saved_by_excel_finds_the_model_beside_it(run_cli, tmp_path, portrait_path,
+                                                              tiny_student, monkeypatch):
+    """Issue 32: Excel's "CSV UTF-8" starts with a byte-order mark (it was read as a column
+    named "\ufeffaudio"), and a relative `model` is taken from the CSV's folder like every
+    other path in it, not from where the command runs."""
+    sheet, elsewhere = tmp_path / "sheet", tmp_path / "elsewhere"
+    sheet.mkdir(), elsewhere.mkdir()
+    _speech(sheet / "a.wav", 0.4)
+    model = os.path.relpath(tiny_student, sheet)  # ../../…/student: a path, not a repo id
+    (sheet / "jobs.csv").write_text("\ufeffaudio,portrait,output,model\n"
+                                    f"a.wav,{portrait_path},a.mp4,{model}\n", encoding="utf-8")
+    monkeypatch.chdir(elsewhere)
+    result = run_cli("render", "--batch", sheet / "jobs.csv", "--json", "--device", "cpu")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["ok"] == 1 and (sheet / "a.mp4").exists()
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_shards_split_the_jobs_exactly(tmp_path):

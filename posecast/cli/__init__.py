@@ -91,6 +91,8 @@ def main() -> None:
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         code = app(standalone_mode=False)  # click's errors come here, not to its own printer
+        if code == 130:  # typer turns Ctrl-C (KeyboardInterrupt) into Exit(130) and returns it
+            err_console.print("error: interrupted", markup=False, highlight=False)
         if isinstance(code, int) and code:  # typer.Exit(code)
             sys.exit(code)
     except ParseError as error:  # an unknown option, a missing or malformed value

@@ -44,7 +44,7 @@ def bench_teacher(
     attention: Annotated[str, typer.Option(
         help="mimicmotion: dense and/or input_aware (masks from the bundled example's "
         "poses), comma-separated.")] = "dense,input_aware",
-    steps: Annotated[int, typer.Option(help="Denoising steps per video.")] = 25,
+    steps: Annotated[int, typer.Option(help="Denoising steps per video.", min=1, max=1000)] = 25,
     cfg: Annotated[float, typer.Option(help="Guidance scale (1 = one model call per step).")]
     = 2.0,
     fast_decode: Annotated[bool, typer.Option(
@@ -230,13 +230,14 @@ def bench_render(
         rich_help_panel="Models", help="With random weights: tiny, mini, small or base.")]
     = "base",
     seconds: Annotated[float, typer.Option(
-        rich_help_panel="Workload", help="Seconds of video.", min=0.1)] = 8.0,
+        rich_help_panel="Workload", help="Seconds of video.", min=0.1, max=600.0)] = 8.0,
     fps: Annotated[float, typer.Option(
-        rich_help_panel="Workload", help="Frames per second.", min=1.0)] = 25.0,
+        rich_help_panel="Workload", help="Frames per second.", min=1.0, max=240.0)] = 25.0,
     steps: Annotated[int | None, typer.Option(
-        rich_help_panel="Workload", help="Student steps \\[default: the model's].")] = None,
+        rich_help_panel="Workload", help="Student steps \\[default: the model's].", min=1,
+        max=8)] = None,
     teacher_steps: Annotated[int, typer.Option(
-        rich_help_panel="Workload", help="Teacher steps.")] = 25,
+        rich_help_panel="Workload", help="Teacher steps.", min=1, max=1000)] = 25,
     cfg: Annotated[float, typer.Option(
         rich_help_panel="Workload", help="Teacher guidance scale.")] = 2.0,
     skip_teacher: Annotated[bool, typer.Option(

@@ -52,13 +52,13 @@ class Job:
 
 
 def read_jobs(path: Path) -> list[Job]:
-    """Rows of a jobs CSV; relative paths are taken from the CSV's own folder. A row that
-    cannot run (a field left out, a bad seed) comes back with its `problem`; the CSV itself
-    being unusable is an error."""
+    """Rows of a jobs CSV; relative paths (models too) are taken from the CSV's own folder. A
+    row that cannot run (a field left out, a bad seed) comes back with its `problem`; the CSV
+    itself being unusable is an error."""
     if not path.is_file():
         raise UsageError(f"{path}: no such jobs file")
     try:
-        with path.open(newline="") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:  # Excel's "CSV UTF-8" BOM
             rows = list(csv.DictReader(handle))
             columns = rows[0].keys() if rows else []
     except (OSError, UnicodeDecodeError, csv.Error) as error:
@@ -88,8 +88,18 @@ def read_jobs(path: Path) -> list[Job]:
                 problem = problem or (f"seed '{fields['seed']}' is not a whole number from 0 to "
                                       f"{MAX_SEED}")
         jobs.append(Job(index, paths["audio"], paths["portrait"], paths["output"], seed,
-                        fields["model"] or None, problem))
+                        _model_from_row(fields["model"], base), problem))
     return jobs
+
+
+def _model_from_row(text: str, base: Path) -> str | None:
+    """A row's model: a folder relative to the CSV's folder `base`, else a Hub repo id."""
+    from posecast.hub import is_repo_id
+
+    if not text or Path(text).is_absolute():
+        return text or None
+    local = base / text
+    return str(local) if local.exists() or not is_repo_id(text) else text
 
 
 def check_jobs(jobs: list[Job], overwrite: bool) -> list[Job]:
