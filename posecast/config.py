@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from posecast.errors import ConfigError, UsageError
+from posecast.json_files import load_json
 from posecast.validation import (
     FLAG,
     TEXT_OR_NULL,
@@ -187,7 +188,7 @@ class DenoiserConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> DenoiserConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls.from_dict(load_json(path))  # from_dict names a wrong type
 
 
 DENOISER_RULES: dict[str, Rule] = {

@@ -35,6 +35,7 @@ sync, face found, seam ratio and FPS are scored.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -44,7 +45,8 @@ import cv2
 import numpy as np
 import torch
 
-from posecast.errors import UsageError
+from posecast.errors import InputError, UsageError
+from posecast.json_files import load_json_object
 from posecast.media import iter_video_frames, load_audio, probe_video
 from posecast.motion.features import speech_features
 from posecast.pose.cache import KEYPOINT_CACHE, cached_keypoints, write_cache_entry
@@ -234,7 +236,7 @@ def evaluate_folder(outputs: str | os.PathLike, references: str | os.PathLike | 
         if not references.is_dir():
             raise UsageError(f"{references}: no such references folder")
     timings_path = folder / "timings.json"
-    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    timings = _read_timings(timings_path) if timings_path.exists() else {}
     pairs = [(path, None if references is None else references / path.name) for path in videos]
     missing = [path.name for path, reference in pairs
                if reference is not None and not reference.exists()]
@@ -257,6 +259,20 @@ def evaluate_folder(outputs: str | os.PathLike, references: str | os.PathLike | 
         means[field] = float(np.mean(values)) if values else None
     means["lip_sync_curve"], means["lip_sync_r"], means["lip_sync_lag"] = pooled_lip_sync(clips)
     return {"clips": [asdict(clip) for clip in clips], "mean": means}
+
+
+def _read_timings(path: Path) -> dict[str, float]:
+    """OUTPUTS/timings.json: {clip name: frames per second}, each a positive number."""
+    try:
+        timings = load_json_object(path)
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: not a readable timings file ({error}); it should hold "
+                         '{"clip name": frames per second, …}') from None
+    for name, fps in timings.items():
+        if isinstance(fps, bool) or not isinstance(fps, int | float) or not 0 < fps < math.inf:
+            raise InputError(f"{path}: the rate of {name!r} is {json.dumps(fps)}, not a "
+                             "positive number of frames per second")
+    return timings
 
 
 def pooled_lip_sync(clips: list[ClipScores]

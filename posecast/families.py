@@ -13,7 +13,6 @@ A model folder names its family in config.json ("family"; none means dit).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from posecast.errors import UsageError
+from posecast.json_files import load_json_object
 from posecast.pose.keypoints import Keypoints
 
 
@@ -218,7 +218,7 @@ class MimicMotionFamilyTeacher:
 def family_of(folder) -> str:
     """The family a model folder names ("dit" when it names none)."""
     try:
-        return json.loads((folder / "config.json").read_text()).get("family", "dit")
+        return load_json_object(folder / "config.json").get("family", "dit")
     except (OSError, ValueError, AttributeError):
         return "dit"
 
@@ -292,7 +292,7 @@ def training_family(init_from: str | None, out, resume: bool,
         return family_of(resolve_folder(init_from, revision))
     state = out / "checkpoint" / "state.json"
     try:
-        return "mimicmotion" if resume and "init_from" in json.loads(state.read_text()) \
+        return "mimicmotion" if resume and "init_from" in load_json_object(state) \
             else "dit"
     except (OSError, ValueError):
         return "dit"

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from posecast.errors import UsageError
+from posecast.json_files import load_json
 
 MARKER = ".posecast.json"
 # Temporary files and folders posecast makes beside an output start with this (see paths.py)
@@ -48,8 +49,8 @@ def is_marked(folder: str | os.PathLike) -> bool:
     """Whether `folder` holds a marker posecast wrote (a readable one that says so)."""
     path = Path(folder) / MARKER
     try:
-        record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
+        record = load_json(path)
+    except (OSError, ValueError):
         return False
     return isinstance(record, dict) and record.get("made_by") == "posecast"
 

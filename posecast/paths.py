@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -156,25 +157,65 @@ def temporary_beside(path: str | os.PathLike, folder: bool = False) -> Path:
 
 
 @contextlib.contextmanager
+def writing_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold the right to write `path`: a second posecast process writing it at the same time
+    (two renders to one -o, say, where the later would silently win) is refused in one line.
+    The lock is an flock on a hidden file beside `path`, released by the kernel however this
+    process ends, and the file is removed when the writing is done."""
+    path = Path(path)
+    lock = path.parent / f"{TEMP_PREFIX}{path.name}.lock"
+    while True:
+        try:
+            handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:
+            raise UsageError(f"{path}: cannot create a file in {path.parent} "
+                             f"({error.strerror or error})") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(handle)
+            raise UsageError(f"{path}: another posecast process is writing it right now; wait "
+                             "for it to finish, or write to another path") from None
+        with contextlib.suppress(OSError):
+            if os.stat(lock).st_ino == os.fstat(handle).st_ino:
+                break  # not a lock file that its last holder removed meanwhile
+        os.close(handle)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)  # while still held, so no one else holds this file then
+        os.close(handle)
+
+
+def _holds_the_current_folder(path: Path) -> bool:
+    return Path.cwd().resolve().is_relative_to(path.resolve())
+
+
+@contextlib.contextmanager
 def atomic_folder(path: str | os.PathLike, kind: str) -> Iterator[Path]:
     """Yield a temporary folder beside `path` holding posecast's marker for a folder of `kind`
     (ownership.KINDS); on success it replaces `path` (a folder or file there is removed first:
     check it with ownership.require_replaceable before the work), on failure it is deleted. A
     killed run's is swept by the next run writing `path`."""
     path = Path(path)
-    staging = temporary_beside(path, folder=True)
-    try:
-        mark(staging, kind)
-        yield staging
-        usual_permissions(staging)
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-        os.replace(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    if _holds_the_current_folder(path):  # replacing it would pull the floor from under us
+        raise UsageError(f"{path}: is the current folder (or holds it); give the new folder a "
+                         "name of its own")
+    with writing_lock(path):
+        staging = temporary_beside(path, folder=True)
+        try:
+            mark(staging, kind)
+            yield staging
+            usual_permissions(staging)
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+            os.replace(staging, path)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
 
 @contextlib.contextmanager
@@ -184,12 +225,13 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     The temporary name keeps the suffix, so writers that pick a format by extension still work.
     """
     path = Path(path)
-    tmp = temporary_beside(path)
-    try:
-        yield tmp
-        # mkstemp makes 0600 files, and some writers (safetensors) recreate the file as 0600
-        usual_permissions(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with writing_lock(path):
+        tmp = temporary_beside(path)
+        try:
+            yield tmp
+            # mkstemp makes 0600 files, and some writers (safetensors) recreate the file as 0600
+            usual_permissions(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from posecast.errors import InputError, PosecastError, UsageError
 from posecast.families import family_of
+from posecast.json_files import load_json
 from posecast.ownership import require_replaceable
 from posecast.paths import atomic_folder
 
@@ -164,11 +165,22 @@ def _training_state(run: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        state = json.loads(path.read_text())
+        state = load_json(path)
     except (OSError, ValueError) as error:
         raise InputError(f"{path}: unreadable ({error}); export the model folder without its "
                          "checkpoint/ or fix the file") from None
-    return state if isinstance(state, dict) else None
+    if not isinstance(state, dict):
+        return None
+    for key in _STATE_PATHS:  # the card names these (as folder names or repo ids)
+        if state.get(key) is not None and not isinstance(state[key], str):
+            raise InputError(f"{path}: {key} is {json.dumps(state[key])[:40]}, not a path or "
+                             "repo id; export the model folder without its checkpoint/ or fix "
+                             "the file")
+    return state
+
+
+_STATE_PATHS = ("teacher", "teacher_revision", "init_from", "initial_model", "initial_revision",
+                "dataset")
 
 
 def _without_local_paths(body: str, state: dict) -> str:
@@ -233,7 +245,7 @@ def describe_dataset(dataset: str | None) -> str:
     text = f"the clips of the folder `{folder.name}`"
     for manifest_path in (folder / "manifest.json", folder.parent / "manifest.json"):
         try:
-            manifest = json.loads(manifest_path.read_text())
+            manifest = load_json(manifest_path)
             clips = manifest["clips"]
             split = folder.name if folder.name in ("train", "heldout") else None
             used = sum(split is None or clip.get("split") == split for clip in clips)

@@ -73,9 +73,10 @@ class RenderResult:
         return self.seconds / self.streaming
 
 
-def portrait_keypoints(image: np.ndarray, path: Path) -> Keypoints:
+def portrait_keypoints(image: np.ndarray, path: Path,
+                       on_note: Callable[[str], None] | None = None) -> Keypoints:
     try:
-        return extract_image(image, source=str(path))
+        return extract_image(image, source=str(path), on_note=on_note)
     except DetectionError:
         raise DetectionError(f"{path}: no face found in the portrait; use a photo in which one "
                              "person's face is clearly visible, front-facing and at least about "
@@ -276,7 +277,7 @@ class Renderer:
             on_warning(f"warning: {audio} lasts {clip.duration / 60:.1f} min (over "
                        f"{warn_seconds / 60:.0f} min); rendering it anyway")
         image = load_image(portrait, kind="portrait")
-        keypoints = portrait_keypoints(image, Path(portrait))
+        keypoints = portrait_keypoints(image, Path(portrait), on_warning)
         frames = frame_count(clip.duration, fps)
         box = self.frame(image, keypoints)
         if poses is not None:

@@ -130,6 +130,7 @@ def test_eager_flex_equals_the_oracle(name, masks):
 
 
 def test_block_tables_are_the_block_reduction_of_the_token_mask():
+    found = {16: 0, 32: 0}  # full blocks in all the cases, per block size
     for name, masks in CASES:
         mask = masks[0]
         for block in (16, 32):
@@ -145,12 +146,19 @@ def test_block_tables_are_the_block_reduction_of_the_token_mask():
             any_allowed = blocks.any(dim=(1, 3))
             all_allowed = (pad | ~valid).view_as(blocks).all(dim=(1, 3)) & \
                 valid.view_as(blocks).all(dim=(1, 3))
+            # "full" (no per-token test, FlexAttention's fast path) is exactly the complete
+            # blocks whose every pair is allowed: a short block is always tested token by token
+            complete = torch.zeros_like(all_allowed)
+            complete[:nq // block, :nk // block] = True
+            full_expected = all_allowed & complete
+            found[block] += int(full_expected.sum())
             for row in range(any_allowed.shape[0]):
                 kept = set(kv_index[row, :kv_count[row]].tolist()) | \
                     set(full_index[row, :full_count[row]].tolist())
                 assert kept == set(torch.nonzero(any_allowed[row]).flatten().tolist()), name
                 full = set(full_index[row, :full_count[row]].tolist())
-                assert full <= set(torch.nonzero(all_allowed[row]).flatten().tolist()), name
+                assert full == set(torch.nonzero(full_expected[row]).flatten().tolist()), name
+    assert found[16] > 0 and found[32] > 0, found  # the cases have full blocks to find
 
 
 @pytest.mark.slow

@@ -213,6 +213,43 @@ def symlink_to(target: Path, link: Path) -> Path:
     return link
 
 
+def huge_png(tmp: Path, name: str = "huge.png", side: int = 20_000) -> Path:
+    """A PNG whose header says side × side pixels (1.2 GB decoded) in a 100-byte file."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)  # 8-bit RGB
+    (tmp / name).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                             + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return tmp / name
+
+
+NESTED = "[" * 100_000 + "]" * 100_000  # valid JSON, too deep for Python's parser
+
+
+def with_state(run: Path, content: str) -> Path:
+    """`run` with a checkpoint/state.json of `content`."""
+    (run / "checkpoint").mkdir()
+    (run / "checkpoint" / "state.json").write_text(content)
+    return run
+
+
+def video_at(tmp: Path, fps: int, name: str = "fast.mp4") -> Path:
+    """A 0.1-second 64×64 test-pattern video at `fps` frames per second."""
+    import subprocess
+
+    from posecast.media.ffmpeg import ffmpeg_executable
+
+    subprocess.run([ffmpeg_executable(), "-v", "error", "-f", "lavfi", "-i",
+                    f"testsrc=size=64x64:rate={fps}", "-t", "0.1", "-pix_fmt", "yuv420p",
+                    str(tmp / name)], check=True)
+    return tmp / name
+
+
 def jobs_csv(tmp: Path, content: str | bytes) -> Path:
     return text(tmp, "jobs.csv", content)
 
@@ -228,6 +265,7 @@ class Case:
     says: str  # a piece of the one-line message: the error is about the bad input
     # lines a command may print before its error, by their start: notices and per-file skips
     notes: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()  # environment variables set for the run
 
 
 TINY = object()  # stands for a small random-weight student: a model loads in a blink
@@ -289,6 +327,13 @@ CASES = [
          "p.txt"),
     Case("render-portrait-folder", lambda t: ["render", SPEECH, folder(t, "p.png")], 2, "p.png"),
     Case("render-portrait-nobody", lambda t: render_tiny(SPEECH, blank_png(t)), 1, "blank.png"),
+    # issue 32 (minor): these were tracebacks
+    Case("render-portrait-20000-square", lambda t: render_tiny(SPEECH, huge_png(t)), 1,
+         "400 megapixels"),
+    Case("render-model-config-nested", lambda t: render("--model", model(t, config=NESTED)), 1,
+         "config.json"),
+    Case("render-ffmpeg-missing", lambda t: render_tiny(SPEECH, PORTRAIT), 1,
+         "POSECAST_FFMPEG", env=(("POSECAST_FFMPEG", "/no/such/ffmpeg"),)),
     # --------------------------------------------------------------------------- render: poses
     Case("render-poses-noise", lambda t: render_tiny(SPEECH, PORTRAIT, "--poses", noise(
         t, "p.npz")), 1, "p.npz"),
@@ -411,6 +456,11 @@ CASES = [
          "k.json"),
     Case("keypoints-preview-gif", lambda t: ["keypoints", PORTRAIT, "-o", t / "k.npz",
                                              "--preview", t / "p.gif"], 2, "p.gif"),
+    Case("keypoints-ffmpeg-missing", lambda t: ["keypoints", video_at(t, 25, "v.mp4"), "-o",
+                                                t / "k.npz"], 1, "POSECAST_FFMPEG",
+         env=(("POSECAST_FFMPEG", "/no/such/ffmpeg"),)),
+    Case("keypoints-video-1000-fps", lambda t: ["keypoints", video_at(t, 1000), "-o",
+                                                t / "k.npz"], 1, "1000 frames per second"),
     Case("keypoints-nobody", lambda t: ["keypoints", blank_png(t), "-o", t / "k.npz"], 1,
          "blank.png"),
     # ---------------------------------------------------------------------------------- motion
@@ -526,6 +576,15 @@ CASES = [
     Case("eval-clip-noise", lambda t: ["eval", dataset_of(t, "o", {"a.mp4": NOISE}),
                                        "--references", dataset_of(t, "r", {"a.mp4": NOISE})],
          1, "a.mp4"),
+    Case("eval-timings-garbage", lambda t: ["eval", dataset_of(t, "o", {
+        "a.mp4": NOISE, "timings.json": b"{fps"}), "--references", folder(t, "r")], 1,
+         "timings.json"),
+    Case("eval-timings-list", lambda t: ["eval", dataset_of(t, "o", {
+        "a.mp4": NOISE, "timings.json": b"[25, 30]"}), "--references", folder(t, "r")], 1,
+         "timings.json"),
+    Case("eval-timings-rate-text", lambda t: ["eval", dataset_of(t, "o", {
+        "a.mp4": NOISE, "timings.json": b'{"a": "fast"}'}), "--references", folder(t, "r")], 1,
+         "'a'"),
     Case("eval-out-txt", lambda t: ["eval", folder(t, "o"), "--references", folder(t, "r"),
                                     "-o", t / "scores.txt"], 2, "scores.txt"),
     # ---------------------------------------------------------------------- export and upload
@@ -537,6 +596,15 @@ CASES = [
     Case("export-weights-noise", lambda t: ["export", model(t, weights=NOISE), t / "out"], 1,
          "not a readable safetensors file"),
     Case("export-out-exists", lambda t: ["export", model(t), folder(t, "out")], 2, "out"),
+    Case("export-config-nested", lambda t: ["export", model(t, config=NESTED), t / "out"], 1,
+         "config.json"),
+    Case("export-state-garbage", lambda t: ["export", with_state(model(t), "[1, 2"),
+                                            t / "out"], 1, "state.json"),
+    Case("export-state-nested", lambda t: ["export", with_state(model(t), NESTED), t / "out"],
+         1, "state.json"),
+    Case("export-state-dataset-object", lambda t: [
+        "export", with_state(model(t), '{"dataset": {"a": 1}, "step": 3}'), t / "out"], 1,
+         "dataset"),
     # issue 32: most app and project folders hold a config.json
     Case("export-overwrite-app-folder", lambda t: ["export", model(t), dataset_of(
         t, "app", {"config.json": b"{}", "index.html": b"<p>"}), "--overwrite"], 2,
@@ -556,6 +624,9 @@ CASES = [
         "import", "lpips", noise(t, "vgg.pth"), noise(t, "lin.pth"), "-o", dataset_of(
             t, "w", {"lpips_vgg16.safetensors": b"x", "notes.txt": b"keep"}), "--overwrite"], 2,
          "refusing to delete"),
+    Case("import-lpips-text", lambda t: ["import", "lpips", text(t, "vgg.pth", "hello\n"),
+                                         text(t, "lin.pth", "hello\n"), "-o", t / "out"], 1,
+         "vgg.pth"),
     Case("import-lpips-missing", lambda t: ["import", "lpips", t / "vgg.pth", t / "lin.pth",
                                             "-o", t / "out"], 2, "vgg.pth"),
     Case("import-mimicmotion-svd-missing", lambda t: [
@@ -631,6 +702,8 @@ def test_a_bad_input_is_one_line_and_leaves_nothing(case, tmp_path, run_cli, mon
     inputs.mkdir()
     args = [tiny_random_student if arg is TINY else arg for arg in case.args(inputs)]
     monkeypatch.chdir(tmp_path)  # a default output would land here and be seen
+    for name, value in case.env:
+        monkeypatch.setenv(name, value)
     before = _tree(tmp_path)
     result = run_cli(*args)
     *notes, last = result.stderr.splitlines() or [""]

@@ -220,3 +220,29 @@ def test_mediapipe_is_imported_without_matplotlib_until_something_uses_it():
             "assert drawing_utils.plt.figure.__module__ == 'matplotlib.pyplot'\n"
             "assert type(sys.modules['matplotlib.pyplot']).__name__ == 'module'\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_a_black_and_white_portrait_is_found_on_a_second_pass(run_cli, tmp_path, bits):
+    """Issue 32: Grace Hopper's photo in gray (8- or 16-bit) gave "no face found" although its
+    colour original is found (mediapipe's body detector, which leads the face search, misses
+    the tight gray crop). A second pass in a border finds it, says so, and its points land
+    where the colour photo's do: the border is taken off again."""
+    from PIL import Image
+
+    from posecast.media import load_image
+
+    colour = load_image(Path(__file__).parent.parent / "examples" / "grace_hopper.jpg")
+    gray = np.asarray(Image.fromarray(colour).convert("L"))
+    path = tmp_path / "bw.png"
+    Image.fromarray(gray if bits == 8 else gray.astype(np.uint16) * 257).save(path)
+    result = run_cli("keypoints", path, "-o", tmp_path / "k.npz")
+    assert result.code == 0 and "second pass" in result.stderr, result.stderr
+    found, reference = Keypoints.load(tmp_path / "k.npz"), extract_image(colour)
+    assert (found.width, found.height) == (colour.shape[1], colour.shape[0])
+    face, reference_face = found.face[0], reference.face[0]
+    assert face[:, 2].all() and reference_face[:, 2].all()
+    # the face's centre and size as in colour, within 3 % of the picture's width
+    width = colour.shape[1]
+    assert np.abs(face[:, :2].mean(0) - reference_face[:, :2].mean(0)).max() < 0.03 * width
+    assert abs(np.ptp(face[:, 0]) - np.ptp(reference_face[:, 0])) < 0.03 * width

@@ -41,6 +41,13 @@ def _wait_for_a_file_in(folder: Path, process: subprocess.Popen, seconds: float 
 # ------------------------------------------------------------------------ item 2: clean stops
 
 
+def _default_sigint() -> None:
+    """In the child before it starts Python: Ctrl-C as a terminal would deliver it, also
+    when the test run was started in the background (`cmd &` ignores SIGINT, which its
+    children inherit, and Python then installs no KeyboardInterrupt handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 # After posecast has caught Ctrl-C, printed its line and called sys.exit(130), CPython now and
 # then ends the process by SIGINT itself instead (when the interrupt landed inside code that a
 # library ran through exec() of a string, e.g. an import; seen in about 1 of 25 runs when the
@@ -63,7 +70,8 @@ def test_a_stopped_render_says_so_in_one_line_and_leaves_nothing(tmp_path, speec
                     f"{speech_path},{portrait_path},out/next.mp4\n")
     process = subprocess.Popen([*POSECAST, "render", "--batch", jobs, "--json"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "TMPDIR": str(scratch)})
+                               env={**os.environ, "TMPDIR": str(scratch)},
+                               preexec_fn=_default_sigint)
     _wait_for_a_file_in(out, process)  # frames are going to ffmpeg now
     time.sleep(0.3)
     process.send_signal(stop)
@@ -81,11 +89,14 @@ def test_ctrl_c_stops_any_command_with_one_line_and_leaves_nothing(tmp_path):
     clips) exits 130 with `error: interrupted`, and its half-made folder is gone."""
     process = subprocess.Popen([*POSECAST, "make-dataset", tmp_path / "clips", "--clips", "500",
                                 "--size", "64"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    _wait_for_a_file_in(tmp_path, process)  # the staging folder beside clips/
-    time.sleep(0.5)
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=60)
+                               stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
+    try:
+        _wait_for_a_file_in(tmp_path, process)  # the staging folder beside clips/
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()  # a test that failed must not leave 500 clips being made
     assert process.returncode in (130, _SHELL_SAME[130])
     assert stderr.splitlines()[-1] == "error: interrupted", stderr
     assert list(tmp_path.iterdir()) == []
@@ -114,8 +125,9 @@ with write_mp4({str(out / 'talk.mp4')!r}, fps=25, audio=AudioClip(np.zeros(16000
     mp4.write(np.zeros((64, 64, 3), np.uint8))
     os.kill(os.getpid(), signal.SIGKILL)
 """, scratch)
-    leftovers = list(out.iterdir())
-    assert len(leftovers) == 1 and leftovers[0].name.startswith(".")
+    leftovers = sorted(path.name for path in out.iterdir())  # its lock file, its temporary
+    assert len(leftovers) == 2 and leftovers[1] == ".posecast-talk.mp4.lock"
+    assert leftovers[0].startswith(".posecast-talk.") and leftovers[0].endswith(".part.mp4")
     assert list(scratch.iterdir()) == []  # the audio went to ffmpeg through a pipe
     # A temporary of a process that still runs (this one) is not touched.
     from posecast.paths import temporary_beside
@@ -525,3 +537,45 @@ def test_a_keypoint_file_is_read_only_as_far_as_the_job_needs(tmp_path):
     assert len(part) == 14  # ceil(0.5 × 25) + 1
     np.testing.assert_array_equal(part.face, whole.face[:14])
     assert len(Keypoints.load(poses, seconds=60)) == 25  # never more than the file holds
+
+
+# ------------------------------------------------------------- issue 32: outputs that collide
+
+
+def test_make_dataset_refuses_the_folder_it_runs_in(tmp_path, run_cli, monkeypatch):
+    """`make-dataset .` would replace the current folder (it was a traceback after the work;
+    with --overwrite in a dataset folder, the folder's files were deleted under the shell)."""
+    empty, dataset = tmp_path / "empty", tmp_path / "clips"
+    empty.mkdir()
+    assert run_cli("make-dataset", dataset, "--clips", "1").code == 0
+    before = sorted(path.name for path in dataset.rglob("*"))
+    for folder, out, extra in ((empty, ".", ()), (dataset, ".", ("--overwrite",)),
+                               (dataset / "train", "..", ("--overwrite",))):
+        monkeypatch.chdir(folder)
+        result = run_cli("make-dataset", out, "--clips", "1", *extra)
+        assert result.code == 2 and "is the current folder" in result.stderr, result.stderr
+        assert len(result.stderr.splitlines()) == 1
+    assert sorted(path.name for path in dataset.rglob("*")) == before
+    assert list(empty.iterdir()) == []
+
+
+def test_a_second_render_to_the_same_output_is_refused_while_the_first_runs(
+        tmp_path, run_cli, speech_path, portrait_path):
+    """Two renders to one path both "succeeded" and the later silently won; now the second is
+    refused in one line while the first writes, and the file is the first's."""
+    out = tmp_path / "talk.mp4"
+    first = subprocess.Popen([*POSECAST, "render", speech_path, portrait_path, "-o", out],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_a_file_in(tmp_path, first)  # its lock and temporary are there
+    while not any(path.suffix == ".mp4" for path in tmp_path.iterdir()):
+        assert first.poll() is None, first.communicate()
+        time.sleep(0.05)
+    second = run_cli("render", speech_path, portrait_path, "-o", out, "--overwrite")
+    assert first.poll() is None, "the first render ended before the second was tried"
+    assert second.code == 2 and "another posecast process is writing it" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1, second.stderr
+    stdout, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["talk.mp4"]  # no lock left
+    # once the first is done, the path is free again
+    assert run_cli("render", speech_path, portrait_path, "-o", out, "--overwrite").code == 0

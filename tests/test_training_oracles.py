@@ -689,3 +689,49 @@ def test_the_region_weight_map_matches_shapes_drawn_by_hand():
         assert (codes[t, 28:41, 38:43] == 0).all(), t  # the torso's middle, far from the arms
     # the raised arm moved its weight: the hanging hand's pixels weigh 1 in frame 1
     assert codes[0, 44, 74] == 4 and codes[1, 44, 74] == 0
+
+
+# ------------------------------------------------------------------------------------- SSIM
+
+
+def _ssim_written_out(x: np.ndarray, y: np.ndarray, size: int = 11, sigma: float = 1.5
+                      ) -> np.ndarray:
+    """SSIM (Wang et al. 2004) per pixel of two (H, W) images of data range 2, from its
+    definition: Gaussian-weighted local means, variances and covariance over a size × size
+    window (edges reflected), C1 = (0.01·2)², C2 = (0.03·2)²; loops, no convolution."""
+    offsets = np.arange(size) - (size - 1) / 2
+    g = np.array([math.exp(-o * o / (2 * sigma * sigma)) for o in offsets])
+    weights = np.outer(g, g) / np.outer(g, g).sum()
+    half = size // 2
+    xp, yp = (np.pad(image, half, mode="reflect") for image in (x, y))
+    c1, c2 = (0.01 * 2) ** 2, (0.03 * 2) ** 2
+    out = np.empty_like(x)
+    for row in range(x.shape[0]):
+        for col in range(x.shape[1]):
+            a, b = xp[row:row + size, col:col + size], yp[row:row + size, col:col + size]
+            mu_a, mu_b = (weights * a).sum(), (weights * b).sum()
+            var_a = (weights * (a - mu_a) ** 2).sum()
+            var_b = (weights * (b - mu_b) ** 2).sum()
+            cov = (weights * (a - mu_a) * (b - mu_b)).sum()
+            out[row, col] = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / \
+                ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return out
+
+
+def test_ssim_map_is_ssim_written_out_on_a_non_square_picture():
+    """The SSIM term of the region loss against its definition, pixel by pixel, on a 13 × 17
+    picture with a low-contrast copy, noise and a shift: each constant, the window and the
+    reflected edges count (a C2 left unsquared moves low-contrast pixels by > 0.1)."""
+    from posecast.train.region_loss import ssim_map
+
+    rng = np.random.default_rng(31)
+    x = rng.uniform(-1, 1, (3, 13, 17))
+    y = np.stack([0.3 * x[0] + 0.1, x[1] + rng.normal(0, 0.3, (13, 17)), np.roll(x[2], 2, 1)])
+    y = np.clip(y, -1, 1)
+    got = ssim_map(torch.tensor(x[None], dtype=torch.float64),
+                   torch.tensor(y[None], dtype=torch.float64))
+    assert got.shape == (1, 1, 13, 17)
+    expected = np.mean([_ssim_written_out(x[c], y[c]) for c in range(3)], axis=0)
+    np.testing.assert_allclose(got[0, 0].numpy(), expected, atol=1e-6)
+    same = ssim_map(torch.tensor(x[None]), torch.tensor(x[None]))
+    np.testing.assert_allclose(same.numpy(), 1.0, atol=1e-6)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +19,7 @@ from posecast.cli.options import (
 from posecast.cli.run_folder import prepare_run_folder
 from posecast.cli.ui import err_console, print_result, progress_bar
 from posecast.errors import ConfigError, UsageError
+from posecast.json_files import load_json
 
 
 def distill_command(
@@ -245,13 +245,13 @@ def distill_command(
 
 def _read_config_file(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text())
+        data = load_json(path)
     except OSError as error:
         raise UsageError(f"{path}: cannot read the config file ({error.strerror})") from None
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not a text file (not UTF-8); give a JSON file of "
                          "settings") from None
-    except json.JSONDecodeError as error:
+    except ValueError as error:  # not JSON, or nested too deeply
         raise UsageError(f"{path}: not valid JSON ({error})") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: the config file must hold a JSON object of settings")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from posecast.cli.options import AllowMissing, JsonSummary, Overwrite
-from posecast.cli.ui import err_console, print_result, progress_bar
+from posecast.cli.ui import err_console, print_result, progress_bar, warn
 from posecast.errors import InputError, UsageError
 from posecast.paths import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, atomic_output, require_output
 
@@ -66,7 +66,7 @@ def keypoints_command(
 
     started = time.perf_counter()
     if kind == "image":
-        keypoints = extract_image(input, allow_missing=allow_missing)
+        keypoints = extract_image(input, allow_missing=allow_missing, on_note=warn)
     else:
         with progress_bar("frames") as bar:
             task = bar.add_task("keypoints", total=None)

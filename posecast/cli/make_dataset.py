@@ -53,14 +53,15 @@ def make_dataset_command(
         require_replaceable(out, "dataset folder", legacy_names=("manifest.json",))
     if not out.parent.is_dir():
         raise UsageError(f"{out}: the parent folder {out.parent} does not exist")
-    if not espeak_available():
-        err_console.print("warning: espeak-ng is not installed, so the speech is a "
-                          "speech-like buzz (apt install espeak-ng for real sentences)",
-                          markup=False, highlight=False)
-    with atomic_folder(out, "dataset") as building, progress_bar("clips") as bar:
-        task = bar.add_task("making clips", total=clips)
-        records = make_cospeech_dataset(building, clips, seed, size, fps, drawn_people,
-                                        held_out_people, on_clip=lambda _: bar.advance(task))
+    with atomic_folder(out, "dataset") as building:  # refuses the current folder first
+        if not espeak_available():
+            err_console.print("warning: espeak-ng is not installed, so the speech is a "
+                              "speech-like buzz (apt install espeak-ng for real sentences)",
+                              markup=False, highlight=False)
+        with progress_bar("clips") as bar:
+            task = bar.add_task("making clips", total=clips)
+            records = make_cospeech_dataset(building, clips, seed, size, fps, drawn_people,
+                                            held_out_people, on_clip=lambda _: bar.advance(task))
     held = sum(record.split == "heldout" for record in records)
     seconds = sum(record.seconds for record in records)
     print_result(f"wrote {len(records)} clips ({seconds:.0f} s of speech) to {out}: "

@@ -109,7 +109,8 @@ def teacher_command(
         driving = extract_video(require_file(driving_video, "video", VIDEO_EXTENSIONS),
                                 smooth=True, allow_missing=allow_missing)
     image = load_image(portrait, kind="portrait")
-    portrait_keypoints = extract_image(image, allow_missing=allow_missing, source=str(portrait))
+    portrait_keypoints = extract_image(image, allow_missing=allow_missing, source=str(portrait),
+                                       on_note=warn)
 
     from posecast.families import load_teacher
 

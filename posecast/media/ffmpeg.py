@@ -11,6 +11,7 @@ import contextlib
 import math
 import os
 import re
+import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -32,7 +33,11 @@ def ffmpeg_executable() -> str:
     """The ffmpeg binary: $POSECAST_FFMPEG, else the one bundled by imageio-ffmpeg."""
     override = os.environ.get(FFMPEG_ENV)
     if override:
-        return override
+        found = shutil.which(override)  # a path, or a name looked up on PATH
+        if found is None:
+            raise MediaError(f"{FFMPEG_ENV}={override}: no such program (or not executable); "
+                             f"unset {FFMPEG_ENV} to use the ffmpeg bundled with posecast")
+        return found
     import imageio_ffmpeg
 
     return imageio_ffmpeg.get_ffmpeg_exe()
@@ -105,7 +110,7 @@ class VideoInfo:
 
 
 _VIDEO_STREAM = re.compile(r"Stream #\S+.*?: Video: .*?(\d{2,5})x(\d{2,5})")
-_FPS = re.compile(r"(\d+(?:\.\d+)?)\s*(?:fps|tbr)")
+_FPS = re.compile(r"(\d+(?:\.\d+)?)(k?)\s*(?:fps|tbr)")  # ffmpeg writes 1000 fps as "1k fps"
 _DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
 _ROTATION = re.compile(r"rotat\w* of (-?\d+(?:\.\d+)?) degrees|rotate\s*:\s*(-?\d+)")
 
@@ -126,7 +131,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
                          "give a video with a picture track, or re-export it as MP4")
     width, height = int(match.group(1)), int(match.group(2))
     fps_match = _FPS.search(video_lines[0])
-    fps = float(fps_match.group(1)) if fps_match else 25.0
+    fps = float(fps_match.group(1)) * (1000 if fps_match.group(2) else 1) if fps_match else 25.0
     rotation = _ROTATION.search(header)
     if rotation is not None:
         degrees = float(rotation.group(1) or rotation.group(2))

@@ -4,6 +4,8 @@ applied, alpha flattened, 16-bit and float scaled to 8 bits), PNG out."""
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,12 @@ def load_image(path: str | os.PathLike, kind: str = "image") -> np.ndarray:
     if path.stat().st_size == 0:
         raise InputError(f"{path}: the file is empty (0 bytes); give a real {kind}")
     try:
-        with Image.open(path) as image:
+        # Pillow warns of images over 89 megapixels (a big photo, fine) and refuses, from the
+        # header, those over twice that: a one-line error below, before anything is decoded
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
             image.load()  # decode now, so truncated files fail here and not later
             image = ImageOps.exif_transpose(image)
             if image.mode in _WIDE_GRAY_MODES:
@@ -34,6 +41,12 @@ def load_image(path: str | os.PathLike, kind: str = "image") -> np.ndarray:
                 background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 image = Image.alpha_composite(background, rgba)
             return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    except Image.DecompressionBombError as error:
+        pixels = re.search(r"\((\d+) pixels\)", str(error))
+        size = f"{int(pixels[1]) // 10**6} megapixels" if pixels else "too many pixels"
+        raise InputError(f"{path}: {size} is more than posecast decodes "
+                         f"({2 * Image.MAX_IMAGE_PIXELS // 10**6}); scale the {kind} down (a few "
+                         "megapixels is plenty)") from None
     except UnidentifiedImageError:
         raise InputError(
             f"{path}: not a readable image (the content is not {path.suffix.lstrip('.').upper()}); "

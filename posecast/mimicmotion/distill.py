@@ -47,6 +47,7 @@ import torch.nn.functional as F
 
 from posecast.errors import UsageError
 from posecast.generate import autocast
+from posecast.json_files import load_json_object
 from posecast.mimicmotion.attention import InputAwareUNet
 from posecast.mimicmotion.causal import recompute_blocks
 from posecast.mimicmotion.model import MimicMotion, MimicMotionTeacher, read_config
@@ -537,7 +538,7 @@ def write_student(run: MimicMotionDistillation, teacher_folder: Path, out: Path,
     state = {key: value.detach().cpu().contiguous() for key, value in weights.items()}
     with atomic_output(out / "model.safetensors") as tmp:
         save_file(state, tmp, metadata={"format": "pt"})
-    config = json.loads((out / "config.json").read_text())
+    config = load_json_object(out / "config.json")
     config["distilled"] = {"teacher": str(teacher_folder), **run.settings.to_dict()}
     with atomic_output(out / "config.json") as tmp:
         tmp.write_text(json.dumps(config, indent=2, default=str) + "\n")

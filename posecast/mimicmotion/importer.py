@@ -23,6 +23,7 @@ import torch
 
 from posecast.errors import InputError, UsageError
 from posecast.hub import resolve_file, resolve_folder
+from posecast.json_files import load_json_object
 from posecast.mimicmotion.model import (
     COMPONENTS,
     FAMILY,
@@ -58,7 +59,8 @@ def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         reason = (str(error).strip().splitlines() or ["refused"])[0][:160]
         raise InputError(f"{path}: not a plain tensor state dict; refused without running it "
                          f"({reason})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
+    except Exception as error:  # garbage (a text file, a cut download) makes torch.load raise
+        # whatever its parser trips on: KeyError, IndexError, struct.error, EOFError, …
         raise InputError(f"{path}: unreadable checkpoint ({type(error).__name__}); download it "
                          "again") from None
     if not isinstance(state, dict) or not all(
@@ -136,7 +138,7 @@ def import_mimicmotion(out: str | os.PathLike, svd: str = DEFAULT_SVD,
         raise InputError(f"{svd}: the SVD model lacks {missing}; give {DEFAULT_SVD} or a folder "
                          "laid out like it (unet/config.json, vae/, image_encoder/, "
                          "feature_extractor/, scheduler/)")
-    unet_config = json.loads((svd_folder / "unet" / "config.json").read_text())
+    unet_config = load_json_object(svd_folder / "unet" / "config.json")
     say("fetching the MimicMotion checkpoint")
     path = resolve_file(checkpoint, None if Path(checkpoint).is_file() else revision,
                         kind="MimicMotion checkpoint")

@@ -13,7 +13,6 @@ A model folder of this family:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 
 from posecast.errors import ConfigError, InputError
+from posecast.json_files import load_json_object
 from posecast.mimicmotion.posenet import PoseNet
 from posecast.validation import Rule, build, check_fields, number, whole
 from posecast.weights import check_module, check_state
@@ -144,14 +144,14 @@ class MimicMotionTeacher:
 def is_mimicmotion_folder(folder: str | os.PathLike) -> bool:
     config = Path(folder) / "config.json"
     try:
-        return json.loads(config.read_text()).get("family") == FAMILY
+        return load_json_object(config).get("family") == FAMILY
     except (OSError, ValueError, AttributeError):
         return False
 
 
 def read_config(folder: Path) -> dict:
     try:
-        config = json.loads((folder / "config.json").read_text())
+        config = load_json_object(folder / "config.json")
     except (OSError, ValueError) as error:
         raise InputError(f"{folder}: unreadable config.json ({error})") from None
     if not isinstance(config, dict) or config.get("family") != FAMILY or "unet" not in config:
@@ -197,9 +197,8 @@ def load_teacher(folder: str | os.PathLike, device: torch.device | str = "cpu",
     image_encoder = CLIPVisionModelWithProjection.from_pretrained(folder / "image_encoder")
     check_module(vae, folder / "vae")
     check_module(image_encoder, folder / "image_encoder")
-    preprocessor = json.loads((folder / "feature_extractor" / "preprocessor_config.json")
-                              .read_text())
-    scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    preprocessor = load_json_object(folder / "feature_extractor" / "preprocessor_config.json")
+    scheduler = load_json_object(folder / "scheduler" / "scheduler_config.json")
     for module in (network, vae, image_encoder):
         module.to(device, dtype).eval().requires_grad_(False)
     return MimicMotionTeacher(network, vae, image_encoder,

@@ -31,6 +31,7 @@ import torch
 from posecast.attention.plan import AttentionPlan
 from posecast.errors import InputError, UsageError
 from posecast.generate import autocast
+from posecast.json_files import load_json_object
 from posecast.mimicmotion.causal import CausalContext, StudentCache, make_causal
 from posecast.mimicmotion.model import MimicMotionTeacher, load_teacher, read_config
 from posecast.mimicmotion.train import edm_scalings
@@ -391,7 +392,7 @@ def compile_network(student: MimicMotionStudent, cache: StudentCache,
 
 def is_student_folder(folder: Path) -> bool:
     try:
-        return "student" in json.loads((folder / "config.json").read_text())
+        return "student" in load_json_object(folder / "config.json")
     except (OSError, ValueError, TypeError):
         return False
 

@@ -30,6 +30,7 @@ from torch import nn
 
 from posecast.errors import InputError, UsageError
 from posecast.hub import resolve_folder
+from posecast.json_files import load_json_object
 from posecast.media import AudioClip, load_audio
 from posecast.motion.features import (
     FFT_SIZE,
@@ -155,7 +156,7 @@ class LearnedMotion:
         folder = resolve_folder(path_or_repo, kind="motion model")
         config_path, weights = folder / "config.json", folder / "model.safetensors"
         try:
-            data = json.loads(config_path.read_text())
+            data = load_json_object(config_path)
             if data.pop("kind", None) != KIND:
                 raise ValueError("not a motion model")
             data["dilations"] = tuple(data["dilations"])

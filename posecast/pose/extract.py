@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from posecast.errors import DetectionError, InputError, PosecastError
 from posecast.media import iter_video_frames, load_image, probe_video
 from posecast.paths import VIDEO_EXTENSIONS, require_file
 from posecast.pose.cache import cached_keypoints, entry_path, write_cache_entry
-from posecast.pose.keypoints import PARTS, Keypoints
+from posecast.pose.keypoints import MAX_FPS, MIN_FPS, PARTS, Keypoints
 from posecast.pose.mediapipe_holistic import HolisticDetector
 from posecast.pose.smoothing import smooth_keypoints
 
@@ -41,22 +42,46 @@ def _stack(frames: list[dict[str, np.ndarray]], fps: float, width: int, height: 
 
 
 def extract_image(image: str | os.PathLike | np.ndarray, allow_missing: bool = False,
-                  detector: HolisticDetector | None = None, source: str = "") -> Keypoints:
-    """Keypoints (T = 1) of an image file or an (H, W, 3) uint8 RGB array."""
+                  detector: HolisticDetector | None = None, source: str = "",
+                  on_note: Callable[[str], None] | None = None) -> Keypoints:
+    """Keypoints (T = 1) of an image file or an (H, W, 3) uint8 RGB array.
+
+    When the first pass finds no face, a second pass looks at the image framed in a gray
+    border (`_bordered`): mediapipe's body detector, which leads its face search, misses
+    some tightly cropped portraits, black-and-white ones most often, that it finds with room
+    around them. `on_note` hears when the second pass found what the first did not."""
     if isinstance(image, np.ndarray):
         rgb, path = image, Path(source or "image")
     else:
         path = Path(image)
         rgb, source = load_image(path, kind="image"), str(path)
-    if detector is None:
-        with HolisticDetector(video=False) as own_detector:
-            parts = own_detector.detect(rgb)
-    else:
+    with contextlib.ExitStack() as stack:
+        if detector is None:
+            detector = stack.enter_context(HolisticDetector(video=False))
         parts = detector.detect(rgb)
+        if not parts["face"][:, 2].any():
+            bordered, margin = _bordered(rgb)
+            second = detector.detect(bordered)
+            if second["face"][:, 2].any():
+                for array in second.values():  # back to the image's own pixels
+                    array[:, :2] -= np.where(array[:, 2:] > 0, margin, 0)
+                parts = second
+                if on_note is not None:
+                    on_note(f"note: {path.name}: the face was found on a second pass, with the "
+                            "picture framed in a border (the first found none)")
     keypoints = _stack([parts], fps=25.0, width=rgb.shape[1], height=rgb.shape[0], source=source)
     if not allow_missing:
         _check_required(keypoints, path, REQUIRED_PARTS)
     return keypoints
+
+
+BORDER = 0.3  # of the longer side, on every side: the person a third smaller in the frame
+
+
+def _bordered(rgb: np.ndarray) -> tuple[np.ndarray, int]:
+    """(H + 2m, W + 2m, 3): `rgb` in a mid-gray border of m pixels, and m."""
+    margin = round(BORDER * max(rgb.shape[:2]))
+    return np.pad(rgb, ((margin, margin), (margin, margin), (0, 0)), constant_values=128), margin
 
 
 def extract_video(path: str | os.PathLike, smooth: bool = False, allow_missing: bool = False,
@@ -70,6 +95,10 @@ def extract_video(path: str | os.PathLike, smooth: bool = False, allow_missing: 
     if path.stat().st_size == 0:
         raise InputError(f"{path}: the video file is empty (0 bytes)")
     info = probe_video(path)
+    if not MIN_FPS <= info.fps <= MAX_FPS:  # keypoint files hold 1-240 fps
+        raise InputError(f"{path}: {info.fps:g} frames per second; posecast takes videos of "
+                         f"{MIN_FPS:g} to {MAX_FPS:g} fps: re-encode it first (ffmpeg -i "
+                         f"{path.name} -r 30 {path.stem}_30fps{path.suffix})")
     expected = round(info.duration * info.fps)
     frames = []
     with HolisticDetector(video=True) as detector:

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from posecast.errors import InputError, PosecastError, UsageError
+from posecast.json_files import load_json_object
 from posecast.paths import temporary_beside, usual_permissions
 from posecast.weights import first_non_finite
 
@@ -106,7 +107,7 @@ def open_for_resume(out: Path) -> tuple[Path, dict[str, Any]]:
     if found is None:
         raise UsageError(f"{out}: no checkpoint to resume from ({folder} is missing)")
     try:
-        return found, json.loads((found / "state.json").read_text())
+        return found, load_json_object(found / "state.json")
     except (OSError, ValueError) as error:
         raise damaged(found, error) from None
 
@@ -115,7 +116,7 @@ def read_checkpoint(folder: str | os.PathLike, modules: list[str], optimizers: l
                     ) -> tuple[dict[str, Any], dict[str, dict], dict[str, dict]]:
     """state.json, and the named modules' and optimizers' state dicts."""
     folder = Path(folder)
-    meta = json.loads((folder / "state.json").read_text())
+    meta = load_json_object(folder / "state.json")
     expected = meta.get("sha256", {}).get(TENSORS)  # absent in checkpoints older than checksums
     if expected is not None and sha256(folder / TENSORS) != expected:
         raise ValueError(f"{TENSORS} does not match the sha256 in state.json: it was cut short "
