@@ -1,11 +1,8 @@
 """posecast: real-time co-speech video from one portrait and a speech recording."""
 
-from importlib.metadata import PackageNotFoundError, version
+from posecast.version import __version__
 
-try:
-    __version__ = version("posecast")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+unknown"
+__all__ = ["Pipeline", "__version__"]
 
 
 def __getattr__(name: str):

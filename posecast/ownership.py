@@ -35,7 +35,7 @@ def mark(folder: str | os.PathLike, kind: str) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if not is_marked(folder):
-        from posecast import __version__
+        from posecast.version import __version__
 
         record = {"made_by": "posecast", "kind": kind, "version": __version__,
                   "command": " ".join(["posecast", *sys.argv[1:]]),

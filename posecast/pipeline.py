@@ -35,7 +35,7 @@ class Pipeline:
         """A student model folder or Hub repo id (default: the bundled starter) on `device`
         ("auto": CUDA when there is one); `motion`: a learned motion model's folder or repo id
         (default: the built-in model); `size` (height, width), `steps`: override the model's."""
-        from posecast.cli.devices import pick_device
+        from posecast.devices import pick_device
         from posecast.families import load_renderer
         from posecast.motion import load_motion
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from posecast.errors import InputError, PosecastError, UsageError
-from posecast.families import family_of
 from posecast.json_files import load_json
+from posecast.model_folder import family_of
 from posecast.ownership import require_replaceable
 from posecast.paths import atomic_folder
 

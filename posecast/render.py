@@ -32,7 +32,7 @@ from posecast.paths import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, require_file
 from posecast.pose.draw import render_pose_maps
 from posecast.pose.extract import extract_image
 from posecast.pose.framing import Box, crop_resize, fit_keypoints, portrait_box, retarget
-from posecast.pose.keypoints import PARTS, Keypoints
+from posecast.pose.keypoints import PARTS, Keypoints, resample
 from posecast.pose.stream import PoseStream
 from posecast.student import CausalRollout, StreamState, student_timesteps
 
@@ -89,13 +89,6 @@ def hold_to_length(poses: Keypoints | PoseStream, frames: int) -> Keypoints | Po
         return poses.hold_to_length(frames)
     index = np.minimum(np.arange(frames), len(poses) - 1)
     return replace(poses, **{part: getattr(poses, part)[index] for part in PARTS})
-
-
-def resample(poses: Keypoints, fps: float, frames: int) -> Keypoints:
-    """The pose nearest in time for each of `frames` frames at `fps` (last one held)."""
-    index = np.minimum(np.round(np.arange(frames) * poses.fps / fps).astype(int),
-                       len(poses) - 1)
-    return replace(poses, **{part: getattr(poses, part)[index] for part in PARTS}, fps=fps)
 
 
 class ChunkPoseMaps:

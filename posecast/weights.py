@@ -1,6 +1,7 @@
-"""Loaded weights are checked before a model uses them: floating point where the model is, and
-finite. `load_state_dict` casts any dtype silently and NaN weights render an all-black video,
-so without this a damaged file "works" and exits 0.
+"""Weights in. Torch pickles are read only by the explicit import steps, and safely
+(`load_torch_pickle`); loaded weights are checked before a model uses them: floating point
+where the model is, and finite. `load_state_dict` casts any dtype silently and NaN weights
+render an all-black video, so without this a damaged file "works" and exits 0.
 
 The check runs on the tensors where they were loaded (on the GPU when loaded there): one
 `isfinite` pass per tensor, queued without a host sync, and one sync at the end.
@@ -9,7 +10,10 @@ The check runs on the tensors where they were loaded (on the GPU when loaded the
 from __future__ import annotations
 
 import os
+import pickle
+import zipfile
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -57,3 +61,25 @@ def check_module(module: nn.Module, source: str | os.PathLike) -> None:
     """`check_state` for a module loaded by another library (diffusers, transformers):
     its parameters and floating buffers must be finite."""
     check_state(dict(module.state_dict()), source, expected=dict(module.state_dict()))
+
+
+def load_torch_pickle(path: Path) -> dict[str, torch.Tensor]:
+    """A plain tensor state dict from a torch pickle, or a one-line error (nothing executed:
+    weights_only=True refuses globals other than tensors and containers)."""
+    try:
+        # memory-mapped where the file is torch.save's zip format (the 3 GB real one is)
+        state = torch.load(path, map_location="cpu", weights_only=True,
+                           mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as error:
+        reason = (str(error).strip().splitlines() or ["refused"])[0][:160]
+        raise InputError(f"{path}: not a plain tensor state dict; refused without running it "
+                         f"({reason})") from None
+    except Exception as error:  # garbage (a text file, a cut download) makes torch.load raise
+        # whatever its parser trips on: KeyError, IndexError, struct.error, EOFError, …
+        raise InputError(f"{path}: unreadable checkpoint ({type(error).__name__}); download it "
+                         "again") from None
+    if not isinstance(state, dict) or not all(
+            isinstance(key, str) and isinstance(value, torch.Tensor)
+            for key, value in state.items()):
+        raise InputError(f"{path}: not a plain tensor state dict (names → tensors)")
+    return state

@@ -632,6 +632,10 @@ CASES = [
     Case("import-mimicmotion-svd-missing", lambda t: [
         "import", "mimicmotion", "--svd", t / "svd", "--checkpoint", noise(t, "m.pth"), "-o",
         t / "out"], 2, "no such SVD model folder", notes=MIMICMOTION_NOTES),
+    Case("import-mimicmotion-overwrite-stranger", lambda t: [
+        "import", "mimicmotion", "--svd", t / "svd", "--checkpoint", noise(t, "m.pth"), "-o",
+        dataset_of(t, "app", {"config.json": b"{}", "notes.txt": b"keep"}), "--overwrite"], 2,
+         "refusing to delete", notes=MIMICMOTION_NOTES),
     Case("import-mimicmotion-svd-empty", lambda t: [
         "import", "mimicmotion", "--svd", folder(t, "svd"), "--checkpoint",
         noise(t, "m.pth"), "-o", t / "out"], 1, "lacks", notes=MIMICMOTION_NOTES),

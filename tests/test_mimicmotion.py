@@ -363,7 +363,7 @@ def test_the_svd_loss_inverts_the_samplers_parametrisation(imported_8x):
     x₀ at that σ (so fine-tuning trains what `teacher` samples)."""
     from diffusers import EulerDiscreteScheduler
 
-    from posecast.mimicmotion.train import edm_scalings
+    from posecast.diffusion.edm import edm_scalings
 
     teacher = load_teacher(imported_8x)
     scheduler = EulerDiscreteScheduler.from_config(teacher.scheduler_config)

@@ -173,7 +173,7 @@ def test_region_alphas_make_the_teacher_loss_a_weighted_mean(synthetic_dataset):
     masks (so the masks land on the right frames and pixels, and the mean is normalised)."""
     from posecast.data.clips import ClipDataset
     from posecast.models.codecs import make_codec
-    from posecast.train.region_loss import lip_mask
+    from posecast.pose.regions import lip_mask
     from posecast.train.teacher import flow_matching_loss
 
     config = preset("tiny")

@@ -14,7 +14,6 @@ from typing import Annotated
 
 import typer
 
-from posecast import __version__
 from posecast.cli import (
     distill,
     evaluate,
@@ -32,6 +31,7 @@ from posecast.cli.help_text import unwrap_command_help
 from posecast.cli.import_model import import_app
 from posecast.cli.ui import err_console
 from posecast.errors import PosecastError, Terminated
+from posecast.version import __version__
 
 app = typer.Typer(
     name="posecast",

@@ -10,9 +10,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from posecast.cli.devices import parse_size, pick_device
+from posecast.cli.devices import parse_size
 from posecast.cli.options import Device, JsonSummary, in_panel
 from posecast.cli.ui import console, err_console
+from posecast.devices import pick_device
 from posecast.errors import UsageError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"  # the checkout's bundled inputs
@@ -284,8 +285,8 @@ def bench_render(
 
       posecast bench render --preset mimicmotion --size 576x1024   (the paper's student)
     """
-    from posecast.families import family_of
     from posecast.hub import resolve_folder
+    from posecast.model_folder import family_of
 
     if preset.startswith("mimicmotion") or \
             (model is not None and family_of(resolve_folder(model)) == "mimicmotion"):

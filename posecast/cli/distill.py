@@ -157,9 +157,9 @@ def distill_command(
 
       posecast distill clips/ --teacher teacher/ --out student/ --student-steps 4 --chunk 4
     """
-    from posecast.cli.devices import pick_device
-    from posecast.families import family_of
+    from posecast.devices import pick_device
     from posecast.hub import resolve_folder
+    from posecast.model_folder import family_of
     from posecast.train.distill import DistillConfig, resumed_settings, student_config
     from posecast.train.region_loss import RegionWeights
 

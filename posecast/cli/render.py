@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from posecast.cli.devices import parse_size, pick_device
+from posecast.cli.devices import parse_size
 from posecast.cli.options import (
     MAX_SEED,
     Device,
@@ -21,6 +21,7 @@ from posecast.cli.options import (
     revision_option,
 )
 from posecast.cli.ui import console, err_console, progress_bar
+from posecast.devices import pick_device
 from posecast.errors import PosecastError, Terminated, UsageError
 from posecast.paths import (
     AUDIO_EXTENSIONS,

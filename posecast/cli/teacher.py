@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from posecast.cli.devices import parse_size, pick_device
+from posecast.cli.devices import parse_size
 from posecast.cli.options import (
     AllowMissing,
     Cfg,
@@ -24,6 +24,7 @@ from posecast.cli.options import (
     revision_option,
 )
 from posecast.cli.ui import print_result, progress_bar, warn
+from posecast.devices import pick_device
 from posecast.errors import PosecastError, UsageError
 from posecast.paths import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, require_file, require_output
 
@@ -90,8 +91,7 @@ def teacher_command(
     from posecast.media import load_audio, load_image, write_mp4
     from posecast.pose.extract import extract_image, extract_video
     from posecast.pose.framing import retarget
-    from posecast.pose.keypoints import Keypoints
-    from posecast.render import resample
+    from posecast.pose.keypoints import Keypoints, resample
 
     if (poses is None) == (driving_video is None):
         raise UsageError("give exactly one of --poses POSES.npz or --driving-video VIDEO")

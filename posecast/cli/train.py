@@ -91,8 +91,8 @@ def train_command(
 
       posecast train clips/ --init-from teacher/ --region-alpha lips=16 --out teacher_lips/
     """
-    from posecast.cli.devices import pick_device
     from posecast.config import preset as make_preset
+    from posecast.devices import pick_device
     from posecast.train.teacher import TrainConfig, train_teacher
 
     pick_device(device)  # a clear error for an unknown or absent device, before any work

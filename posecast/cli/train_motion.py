@@ -38,8 +38,8 @@ def train_motion_command(
 
       posecast train-motion clips/ --out motion/ --max-steps 2000
     """
-    from posecast.cli.devices import pick_device
     from posecast.config import TRAIN_RULES
+    from posecast.devices import pick_device
     from posecast.motion.learned import MotionConfig, train_motion
     from posecast.validation import check_fields
 

@@ -73,7 +73,7 @@ class ClipDataset:
         maps = torch.from_numpy(render_pose_maps(fitted, height, width)).permute(0, 3, 1, 2)
         bits = None
         if with_region_bits:
-            from posecast.train.region_loss import region_bits
+            from posecast.pose.regions import region_bits
 
             bits = torch.from_numpy(region_bits(fitted, height, width))
         return Clip(video, maps.contiguous(), fitted, path, bits)

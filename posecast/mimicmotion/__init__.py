@@ -8,11 +8,16 @@ concatenated on the channels of every frame. Sampling is SVD's (EDM-precondition
 v-prediction, Euler over Karras sigmas) run on overlapping windows of frames that MimicMotion
 fuses at every step, each window led by frame 0, the reference's own pose.
 
-  posenet.py   the pose network (MimicMotion's layer names, so its weights load as they are)
-  model.py     the network (UNet + pose network), its model folder and sampling recipe
-  sampling.py  window indices and fusion weights, the sampler, decoding
-  importer.py  `posecast import mimicmotion`: the public checkpoint → a posecast model folder
-
-What is not here yet: input-aware attention in the UNet, fine-tuning, the `teacher` command
-for this family and DWPose-style pose drawing (see the project's issues).
+  posenet.py    the pose network (MimicMotion's layer names, so its weights load as they are)
+  model.py      the network (UNet + pose network), its model folder and sampling recipe
+  sampling.py   window indices and fusion weights, the sampler, decoding
+  importer.py   `posecast import mimicmotion`: the public checkpoint → a posecast model folder
+  teacher.py    the teacher behind posecast's teacher interface (`posecast teacher`, distill)
+  attention.py  input-aware sparse attention in the UNet (the paper's fine-tuning)
+  train.py      fine-tuning with SVD's EDM loss (`posecast train --init-from`)
+  causal.py     the causal student's UNet: block-causal chunks over a KV cache
+  student.py    the student: its settings, loading, compiling and streaming rollout
+  distill.py    distillation of the teacher into the student (`posecast distill`)
+  render.py     the student's renderer (`posecast render --model`)
+  bench.py      its speed at real size, random weights (`posecast bench teacher`, `bench render`)
 """

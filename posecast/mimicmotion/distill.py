@@ -45,6 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from posecast.diffusion.edm import edm_scalings, karras_interpolate, karras_levels
 from posecast.errors import UsageError
 from posecast.generate import autocast
 from posecast.json_files import load_json_object
@@ -59,7 +60,6 @@ from posecast.mimicmotion.student import (
     StudentStream,
     init_student,
 )
-from posecast.mimicmotion.train import edm_scalings
 from posecast.ownership import mark
 from posecast.pose.keypoints import Keypoints
 from posecast.train.distill import DistillConfig, DistillReport
@@ -193,12 +193,6 @@ class PixelDecoder:
             return self.vae.decode(scaled, num_frames=latents.shape[0]).sample.float()
 
 
-def karras(high: float, low: float, count: int, rho: float = 7.0) -> list[float]:
-    """`count` levels from `high` down to `low` (inclusive), Karras' ρ-spacing."""
-    ramp = np.linspace(0.0, 1.0, count)
-    return ((high ** (1 / rho) + ramp * (low ** (1 / rho) - high ** (1 / rho))) ** rho).tolist()
-
-
 def trajectory_levels(student: StudentSettings, ode_steps: int) -> tuple[list[float], list[int]]:
     """The teacher's Euler levels, σ_max … σ_min then 0, passing through each student level
     σ_i; and the index of each σ_i among them. ode_steps is split evenly over the k
@@ -209,7 +203,7 @@ def trajectory_levels(student: StudentSettings, ode_steps: int) -> tuple[list[fl
     for i, high in enumerate(sigmas):
         low = sigmas[i + 1] if i + 1 < len(sigmas) else student.sigma_min
         marks.append(len(levels))
-        levels += karras(high, low, per + 1)[:-1]
+        levels += karras_levels(high, low, per + 1, student.rho)[:-1]
     return levels + [student.sigma_min, 0.0], marks
 
 
@@ -271,8 +265,7 @@ def dmd_level(generator: torch.Generator, batch: int, settings: DistillConfig,
     (t = 0 is σ_min, 1 is σ_max)."""
     t = settings.dmd_min_time + (settings.dmd_max_time - settings.dmd_min_time) * torch.rand(
         batch, generator=generator, dtype=torch.float64)
-    low, high = student.sigma_min ** (1 / student.rho), student.sigma_max ** (1 / student.rho)
-    return ((low + t * (high - low)) ** student.rho).float()
+    return karras_interpolate(t, student.sigma_min, student.sigma_max, student.rho).float()
 
 
 def dmd_gradient(x: torch.Tensor, real: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -312,9 +305,9 @@ class MimicMotionDistillation:
                  world_size: int, fast_decoder: Path | None = None,
                  on_message: Callable[[str], None] | None = None,
                  sharded: bool = False) -> None:
-        from posecast.families import load_teacher as load_family_teacher
+        from posecast.mimicmotion.teacher import load_family_teacher
 
-        family = load_family_teacher(str(teacher_folder), device)  # its attention, fp32 on CPU
+        family = load_family_teacher(teacher_folder, device)  # its attention, fp32 on CPU
         parts = family.teacher
         parts.network.to(torch.float32)
         self.settings = settings

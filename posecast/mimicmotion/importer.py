@@ -13,9 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pickle
 import shutil
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from posecast.mimicmotion.model import (
 )
 from posecast.ownership import require_replaceable
 from posecast.paths import atomic_folder
+from posecast.weights import load_torch_pickle
 
 DEFAULT_SVD = "stabilityai/stable-video-diffusion-img2vid-xt-1-1"
 DEFAULT_CHECKPOINT = "tencent/MimicMotion:MimicMotion_1-1.pth"
@@ -46,28 +45,6 @@ LICENCES = (
     "Stable Video Diffusion 1.1 (stabilityai/stable-video-diffusion-img2vid-xt-1-1) is under "
     "Stability AI's own licence; its Hub repo is gated: accept the licence there.\n"
     "posecast (Apache-2.0) ships neither; this folder holds copies converted on your machine.")
-
-
-def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """A plain tensor state dict from a torch pickle, or a one-line error (nothing executed:
-    weights_only=True refuses globals other than tensors and containers)."""
-    try:
-        # memory-mapped where the file is torch.save's zip format (the 3 GB real one is)
-        state = torch.load(path, map_location="cpu", weights_only=True,
-                           mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as error:
-        reason = (str(error).strip().splitlines() or ["refused"])[0][:160]
-        raise InputError(f"{path}: not a plain tensor state dict; refused without running it "
-                         f"({reason})") from None
-    except Exception as error:  # garbage (a text file, a cut download) makes torch.load raise
-        # whatever its parser trips on: KeyError, IndexError, struct.error, EOFError, …
-        raise InputError(f"{path}: unreadable checkpoint ({type(error).__name__}); download it "
-                         "again") from None
-    if not isinstance(state, dict) or not all(
-            isinstance(key, str) and isinstance(value, torch.Tensor)
-            for key, value in state.items()):
-        raise InputError(f"{path}: not a plain tensor state dict (names → tensors)")
-    return state
 
 
 def check_state(state: dict[str, torch.Tensor], unet_config: dict, path: Path) -> None:
@@ -142,7 +119,7 @@ def import_mimicmotion(out: str | os.PathLike, svd: str = DEFAULT_SVD,
     say("fetching the MimicMotion checkpoint")
     path = resolve_file(checkpoint, None if Path(checkpoint).is_file() else revision,
                         kind="MimicMotion checkpoint")
-    state = load_checkpoint(path)
+    state = load_torch_pickle(path)
     check_state(state, unet_config, path)
     say(f"converting {len(state)} tensors to safetensors")
     with atomic_folder(out, "import") as staging:

@@ -29,12 +29,12 @@ import numpy as np
 import torch
 
 from posecast.attention.plan import AttentionPlan
+from posecast.diffusion.edm import edm_scalings, karras_levels
 from posecast.errors import InputError, UsageError
 from posecast.generate import autocast
 from posecast.json_files import load_json_object
 from posecast.mimicmotion.causal import CausalContext, StudentCache, make_causal
 from posecast.mimicmotion.model import MimicMotionTeacher, load_teacher, read_config
-from posecast.mimicmotion.train import edm_scalings
 from posecast.ownership import mark
 from posecast.pose.keypoints import Keypoints
 from posecast.student import ChunkPlanner
@@ -74,9 +74,7 @@ class StudentSettings:
 
     def sigmas(self) -> list[float]:
         """The k levels σ₀ = σ_max > … (Karras' ρ-spacing, the first k of k + 1 levels)."""
-        ramp = np.linspace(0.0, 1.0, self.steps + 1)[:-1]
-        top, bottom = self.sigma_max ** (1 / self.rho), self.sigma_min ** (1 / self.rho)
-        return ((top + ramp * (bottom - top)) ** self.rho).tolist()
+        return karras_levels(self.sigma_max, self.sigma_min, self.steps + 1, self.rho)[:-1]
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> StudentSettings:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from posecast.diffusion.edm import edm_scalings
 from posecast.mimicmotion.attention import InputAwareSettings, InputAwareUNet
 from posecast.mimicmotion.model import COMPONENTS, load_teacher, read_config
 from posecast.mimicmotion.sampling import clip_embedding
@@ -61,13 +62,6 @@ class FineTuneReport:
     max_steps: int
     loss: float
     windows_per_second: float
-
-
-def edm_scalings(sigma: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(c_in, c_skip, c_out, c_noise) at noise level σ: the network sees c_in·x at time
-    c_noise, and D(x) = c_skip·x + c_out·F is the clean prediction SVD's sampler steps with."""
-    return (1 / (sigma**2 + 1).sqrt(), 1 / (sigma**2 + 1), -sigma / (sigma**2 + 1).sqrt(),
-            0.25 * sigma.log())
 
 
 def svd_loss(teacher, attention: InputAwareUNet | None, batch: dict,

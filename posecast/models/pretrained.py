@@ -10,15 +10,15 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from posecast import __version__
 from posecast.config import CodecConfig, DenoiserConfig
 from posecast.errors import ConfigError, InputError, PosecastError, UsageError
-from posecast.families import family_of
 from posecast.hub import folder_inside, is_repo_id, resolve_folder
+from posecast.model_folder import family_of
 from posecast.models.denoiser import Denoiser
 from posecast.ownership import mark
 from posecast.paths import atomic_output
 from posecast.validation import shown
+from posecast.version import __version__
 from posecast.weights import check_state, first_non_finite
 
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
@@ -106,9 +106,9 @@ def _resolve_model(path_or_repo: str | os.PathLike, revision: str | None,
     family = family_of(folder)
     if family != "dit":
         raise UsageError(f"{path_or_repo}: a {family} model; posecast's own (DiT) models are "
-                         f"needed here (a {family} teacher is sampled by `posecast teacher` and "
-                         "its student rendered by `posecast render`; its distillation is not "
-                         "built yet)")
+                         f"needed here (a {family} teacher is sampled by `posecast teacher`, "
+                         "fine-tuned by `posecast train --init-from` and distilled by `posecast "
+                         "distill --teacher`; its student is rendered by `posecast render`)")
     try:
         config = DenoiserConfig.load(config_path)
     except ConfigError as error:  # names the field, its value and what is allowed

@@ -46,7 +46,7 @@ from posecast.motion.procedural import FaceFrame, has_face_mesh
 from posecast.ownership import mark
 from posecast.paths import atomic_output
 from posecast.pose.face_mesh import mouth_opening
-from posecast.pose.keypoints import PART_SIZES, PARTS, Keypoints
+from posecast.pose.keypoints import PART_SIZES, PARTS, Keypoints, resample
 from posecast.weights import check_state
 
 KIND = "posecast-motion"
@@ -258,7 +258,6 @@ def load_motion_clips(folder: str | os.PathLike, config: MotionConfig,
             continue
         frames = min(len(keypoints), int(clip.duration * keypoints.fps))
         if keypoints.fps != config.fps:
-            from posecast.render import resample
 
             keypoints = resample(keypoints, config.fps,
                                  int(len(keypoints) * config.fps / keypoints.fps))

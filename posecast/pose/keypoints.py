@@ -187,3 +187,10 @@ def _npy_header(stream) -> tuple[tuple[int, ...], bool, np.dtype]:
     reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
         np.lib.format.read_array_header_2_0
     return reader(stream)
+
+
+def resample(poses: Keypoints, fps: float, frames: int) -> Keypoints:
+    """The pose nearest in time for each of `frames` frames at `fps` (last one held)."""
+    index = np.minimum(np.round(np.arange(frames) * poses.fps / fps).astype(int),
+                       len(poses) - 1)
+    return replace(poses, **{part: getattr(poses, part)[index] for part in PARTS}, fps=fps)

@@ -13,6 +13,7 @@ from enum import IntEnum
 import cv2
 import numpy as np
 
+from posecast.pose.face_mesh import LIP_OUTLINE
 from posecast.pose.keypoints import (
     LEFT_ELBOW,
     LEFT_HIP,
@@ -61,6 +62,11 @@ def _span(points: np.ndarray) -> float:
     return float(np.ptp(points, axis=0).max()) if len(points) >= 2 else 0.0
 
 
+def pixel_scale(keypoints: Keypoints, height: int, width: int) -> np.ndarray:
+    """(2,) float32 (x, y) factors from the keypoints' frame to a (height, width) picture."""
+    return np.array([width / keypoints.width, height / keypoints.height], np.float32)
+
+
 def region_masks(keypoints: Keypoints, frame: int, height: int, width: int,
                  dilation: float = 0.02, min_confidence: float = 0.5) -> dict[Region, np.ndarray]:
     """Each region's own (height, width) bool mask for one frame (overlaps not yet resolved).
@@ -69,7 +75,7 @@ def region_masks(keypoints: Keypoints, frame: int, height: int, width: int,
     landmark set falls back to the body model's points on the head or hand, grown by half its
     size; shoulders without hips (a portrait crop) extend the torso to the bottom edge.
     """
-    scale = np.array([width / keypoints.width, height / keypoints.height], np.float32)
+    scale = pixel_scale(keypoints, height, width)
     grow = dilation * max(height, width)
     body = keypoints.body[frame]
     body_xy, body_ok = body[:, :2] * scale, body[:, 2] > min_confidence
@@ -144,3 +150,31 @@ def token_regions(keypoints: Keypoints, grid_height: int, grid_width: int, super
             grid = cv2.dilate(grid, kernel)  # a max filter: higher priority grows over lower
         grids.append(grid)
     return np.stack(grids).astype(np.uint8)
+
+
+def lip_mask(keypoints: Keypoints, frame: int, height: int, width: int) -> np.ndarray:
+    """(height, width) bool hull of the outer lip landmarks (empty without a face mesh)."""
+    mask = np.zeros((height, width), np.uint8)
+    face = keypoints.face[frame, list(LIP_OUTLINE)]
+    if (face[:, 2] > 0).all():
+        fill_hull(mask, face[:, :2] * pixel_scale(keypoints, height, width),
+                  grow=0.01 * max(height, width))
+    return mask.astype(bool)
+
+
+# one bit per weighted region, so a clip's masks can be kept as one uint8 per pixel
+REGION_BITS = {"face": 1, "lips": 2, "hands": 4, "arms": 8}
+
+
+def region_bits(keypoints: Keypoints, height: int, width: int) -> np.ndarray:
+    """(T, height, width) uint8: for every pixel of every frame, the REGION_BITS of the
+    weighted regions that cover it."""
+    bits = np.zeros((len(keypoints), height, width), np.uint8)
+    for t in range(len(keypoints)):
+        masks = region_masks(keypoints, t, height, width)
+        covered = {"face": masks[Region.FACE], "lips": lip_mask(keypoints, t, height, width),
+                   "hands": masks[Region.LEFT_HAND] | masks[Region.RIGHT_HAND],
+                   "arms": masks[Region.ARMS]}
+        for name, mask in covered.items():
+            bits[t][mask] |= REGION_BITS[name]
+    return bits

@@ -174,7 +174,7 @@ def import_lpips(vgg_path: str | os.PathLike, lin_path: str | os.PathLike,
 
     from safetensors.torch import save_file
 
-    from posecast.mimicmotion.importer import load_checkpoint
+    from posecast.weights import load_torch_pickle
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -183,8 +183,8 @@ def import_lpips(vgg_path: str | os.PathLike, lin_path: str | os.PathLike,
         require_replaceable(out, "LPIPS weights folder", legacy_names=(LPIPS_FILE,))
     if not out.parent.is_dir():
         raise UsageError(f"{out}: the parent folder {out.parent} does not exist")
-    state = lpips_state_from_published(load_checkpoint(Path(vgg_path)),
-                                       load_checkpoint(Path(lin_path)), str(vgg_path),
+    state = lpips_state_from_published(load_torch_pickle(Path(vgg_path)),
+                                       load_torch_pickle(Path(lin_path)), str(vgg_path),
                                        str(lin_path))
     with atomic_folder(out, "import") as staging:
         save_file(state, staging / LPIPS_FILE, metadata={"format": "pt"})

@@ -1,8 +1,8 @@
 """The input-aware region loss: where the keypoints say the face, lips, hands and arms are,
 errors count more.
 
-m_r is region r's pixel mask from the frame's keypoints (pose/regions.py; lips: the hull of the
-face mesh's lip landmarks), α_r its weight. Two uses:
+m_r is region r's pixel mask from the frame's keypoints (pose/regions.py, kept as REGION_BITS:
+lips are the hull of the face mesh's lip landmarks), α_r its weight. Two uses:
 - the weight map w = 1 + α_face·m_face + α_lips·m_lips + α_hands·m_hands + α_arms·m_arms
   scales the DMD gradient per latent pixel (and the teacher's loss, train/teacher.py);
 - the reconstruction loss on decoded frames against the real clip is the whole frame's error
@@ -14,13 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from posecast.pose.face_mesh import LIP_OUTLINE
 from posecast.pose.keypoints import Keypoints
-from posecast.pose.regions import Region, fill_hull, region_masks
+from posecast.pose.regions import REGION_BITS, region_bits
 
 
 @dataclass(frozen=True)
@@ -36,34 +34,6 @@ class RegionWeights:
     @property
     def active(self) -> bool:
         return any((self.face, self.lips, self.hands, self.arms))
-
-
-def lip_mask(keypoints: Keypoints, frame: int, height: int, width: int) -> np.ndarray:
-    """(height, width) bool hull of the outer lip landmarks (empty without a face mesh)."""
-    mask = np.zeros((height, width), np.uint8)
-    face = keypoints.face[frame, list(LIP_OUTLINE)]
-    if (face[:, 2] > 0).all():
-        scale = np.array([width / keypoints.width, height / keypoints.height], np.float32)
-        fill_hull(mask, face[:, :2] * scale, grow=0.01 * max(height, width))
-    return mask.astype(bool)
-
-
-# one bit per weighted region, so a clip's masks can be kept as one uint8 per pixel
-REGION_BITS = {"face": 1, "lips": 2, "hands": 4, "arms": 8}
-
-
-def region_bits(keypoints: Keypoints, height: int, width: int) -> np.ndarray:
-    """(T, height, width) uint8: for every pixel of every frame, the REGION_BITS of the
-    weighted regions that cover it."""
-    bits = np.zeros((len(keypoints), height, width), np.uint8)
-    for t in range(len(keypoints)):
-        masks = region_masks(keypoints, t, height, width)
-        covered = {"face": masks[Region.FACE], "lips": lip_mask(keypoints, t, height, width),
-                   "hands": masks[Region.LEFT_HAND] | masks[Region.RIGHT_HAND],
-                   "arms": masks[Region.ARMS]}
-        for name, mask in covered.items():
-            bits[t][mask] |= REGION_BITS[name]
-    return bits
 
 
 def batch_region_bits(poses: list[Keypoints], height: int, width: int) -> torch.Tensor:
