@@ -232,3 +232,13 @@ def test_option_errors_are_one_line_like_every_other_error(run_cli, args, says):
     assert result.code == 2 and says in result.stderr, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "--help" in lines[0]
+
+
+def test_the_library_lists_pipeline_without_importing_torch():
+    """Issue 35 (item 8): `dir(posecast)` did not list `Pipeline` (it is imported on first use,
+    so that `import posecast` stays light)."""
+    script = ("import sys, posecast; print('Pipeline' in dir(posecast), "
+              "'torch' in sys.modules, posecast.__version__ == posecast.version.__version__)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60)
+    assert result.stdout.split() == ["True", "False", "True"], result.stdout + result.stderr

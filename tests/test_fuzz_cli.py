@@ -323,6 +323,9 @@ CASES = [
     Case("render-portrait-noise", lambda t: render_tiny(SPEECH, noise(t, "p.png")), 1, "p.png"),
     Case("render-portrait-truncated", lambda t: render_tiny(SPEECH, truncated(
         t, "p.png", PORTRAIT)), 1, "p.png"),
+    # issue 35 (item 7): was "unsupported audio type '.png'"
+    Case("render-arguments-swapped", lambda t: ["render", PORTRAIT, SPEECH], 2,
+         "the speech comes first"),
     Case("render-portrait-txt", lambda t: ["render", SPEECH, text(t, "p.txt", "a face")], 2,
          "p.txt"),
     Case("render-portrait-folder", lambda t: ["render", SPEECH, folder(t, "p.png")], 2, "p.png"),
@@ -464,6 +467,8 @@ CASES = [
     Case("keypoints-nobody", lambda t: ["keypoints", blank_png(t), "-o", t / "k.npz"], 1,
          "blank.png"),
     # ---------------------------------------------------------------------------------- motion
+    Case("motion-arguments-swapped", lambda t: ["motion", PORTRAIT, SPEECH, "-o", t / "p.npz"],
+         2, "the speech comes first"),
     Case("motion-audio-empty", lambda t: ["motion", empty(t, "a.wav"), PORTRAIT, "-o",
                                           t / "m.npz"], 1, "a.wav"),
     Case("motion-audio-inf-samples", lambda t: ["motion", float_wav(t, np.inf), PORTRAIT, "-o",

@@ -146,6 +146,31 @@ def test_a_failed_batch_job_does_not_stop_the_others(run_cli, tmp_path, portrait
     assert [job["job"] for job in json.loads(result.stdout)["jobs"]] == [2]
 
 
+def test_a_rerun_batch_skips_finished_jobs_and_does_what_is_left(run_cli, tmp_path,
+                                                                  portrait_path, tiny_student):
+    """Issue 35 (item 6): rerunning a batch (a stopped one, or a finished array task) failed
+    every job whose output existed; now those are skipped and counted, the rest are rendered,
+    and --overwrite redoes everything."""
+    _speech(tmp_path / "a.wav", 0.4)
+    _speech(tmp_path / "b.wav", 0.4)
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text(f"audio,portrait,output\na.wav,{portrait_path},a.mp4\n"
+                    f"b.wav,{portrait_path},b.mp4\n")
+    render = ["render", "--batch", jobs, "--model", tiny_student, "--json", "--device", "cpu"]
+    assert run_cli(*render, "--shard", "0/2").code == 0  # job 1 only, as if stopped there
+    finished = (tmp_path / "a.mp4").stat().st_mtime_ns
+    again = run_cli(*render)
+    assert again.code == 0, again.stderr
+    summary = json.loads(again.stdout)
+    assert [job["status"] for job in summary["jobs"]] == ["skipped", "ok"]
+    assert (summary["ok"], summary["failed"], summary["skipped"]) == (1, 0, 1)
+    assert "skipped job 1" in again.stderr
+    assert (tmp_path / "a.mp4").stat().st_mtime_ns == finished and (tmp_path / "b.mp4").is_file()
+    redo = json.loads(run_cli(*render, "--overwrite").stdout)
+    assert [job["status"] for job in redo["jobs"]] == ["ok", "ok"] and "skipped" not in redo
+    assert (tmp_path / "a.mp4").stat().st_mtime_ns != finished
+
+
 def test_a_batch_csv_saved_by_excel_finds_the_model_beside_it(run_cli, tmp_path, portrait_path,
                                                               tiny_student, monkeypatch):
     """Issue 32: Excel's "CSV UTF-8" starts with a byte-order mark (it was read as a column

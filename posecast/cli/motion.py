@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from posecast.cli.options import JsonSummary, Overwrite, Seed
+from posecast.cli.options import JsonSummary, Overwrite, Seed, check_speech_then_portrait
 from posecast.cli.ui import print_result, warn
 from posecast.errors import UsageError
 from posecast.paths import (
@@ -52,6 +52,7 @@ def motion_command(
     from posecast.motion import load_motion, motion_from_speech
     from posecast.render import portrait_keypoints
 
+    check_speech_then_portrait(audio, portrait, "motion")
     require_output(output, overwrite, (".npz",))
     if preview is not None:
         require_output(preview, overwrite, (".mp4",), inputs=(audio, portrait))

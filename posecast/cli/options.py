@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Annotated, get_args
 
 import typer
 
 from posecast.errors import UsageError
+from posecast.paths import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an output that exists.")]
 AllowMissing = Annotated[
@@ -77,3 +79,14 @@ def in_panel(option, panel: str):
     info = copy.copy(info)  # the shared one stays without a panel for the other commands
     info.rich_help_panel = panel
     return Annotated[kind, info]
+
+
+def check_speech_then_portrait(audio, portrait, command: str) -> None:
+    """One line that says so when AUDIO and PORTRAIT were given the wrong way round (an image
+    first, then a sound), instead of "unsupported audio type '.png'"."""
+    if audio is None or portrait is None:
+        return
+    first, second = Path(audio).suffix.lower(), Path(portrait).suffix.lower()
+    if first in IMAGE_EXTENSIONS and second in AUDIO_EXTENSIONS + VIDEO_EXTENSIONS:
+        raise UsageError(f"{audio} is a picture and {portrait} a recording: the speech comes "
+                         f"first, e.g. `posecast {command} {portrait} {audio}`")

@@ -17,6 +17,7 @@ from posecast.cli.options import (
     Overwrite,
     Seed,
     check_seed,
+    check_speech_then_portrait,
     in_panel,
     revision_option,
 )
@@ -50,6 +51,7 @@ class Job:
     seed: int | None
     model: str | None
     problem: str | None = None  # why the job cannot run, found before any model loads
+    done: bool = False  # its output exists (a finished job): skipped unless --overwrite
 
 
 def read_jobs(path: Path) -> list[Job]:
@@ -105,8 +107,9 @@ def _model_from_row(text: str, base: Path) -> str | None:
 
 def check_jobs(jobs: list[Job], overwrite: bool) -> list[Job]:
     """The jobs, each with the first problem that shows before any model loads: an input that
-    is missing, an output that exists (without --overwrite), that another row writes too, or
-    that is some row's input."""
+    is missing, an output that another row writes too or that is some row's input. A job whose
+    output exists is `done` (a rerun of a stopped or finished batch does what is left), unless
+    --overwrite redoes it."""
     writers: dict[Path, list[int]] = {}  # resolved output → the rows writing it
     for job in jobs:
         if job.output is not None:
@@ -115,7 +118,7 @@ def check_jobs(jobs: list[Job], overwrite: bool) -> list[Job]:
               if source is not None}
     checked = []
     for job in jobs:
-        problem = job.problem
+        problem, done = job.problem, False
         if problem is None:
             others = [str(index) for index in writers[job.output.resolve()] if index != job.index]
             try:
@@ -127,10 +130,11 @@ def check_jobs(jobs: list[Job], overwrite: bool) -> list[Job]:
                                      "another file")
                 require_file(job.audio, "audio", AUDIO_EXTENSIONS + VIDEO_EXTENSIONS)
                 require_file(job.portrait, "portrait", IMAGE_EXTENSIONS)
-                require_output(job.output, overwrite, (".mp4",))
+                done = job.output.is_file() and not overwrite
+                require_output(job.output, overwrite or done, (".mp4",))
             except UsageError as error:
-                problem = str(error)
-        checked.append(replace(job, problem=problem))
+                problem, done = str(error), False
+        checked.append(replace(job, problem=problem, done=done))
     return checked
 
 
@@ -181,7 +185,9 @@ def render_command(
     batch: Annotated[Path | None, typer.Option(
         rich_help_panel="Batch",
         help="A CSV of jobs (columns audio, portrait, output; optional seed, model; paths "
-        "relative to the CSV). The model loads once; failed jobs are reported, the rest go on.",
+        "relative to the CSV). The model loads once; failed jobs are reported, the rest go on; "
+        "jobs whose output exists are skipped (rerun a stopped batch to finish it; --overwrite "
+        "redoes them).",
         show_default=False)] = None,
     shard: Annotated[str | None, typer.Option(
         rich_help_panel="Batch",
@@ -224,6 +230,7 @@ def render_command(
 
     if size is not None:
         parse_size(size, 1)  # its form and bounds now; the model's multiple once it is known
+    check_speech_then_portrait(audio, portrait, "render")
     if batch is None:
         if audio is None or portrait is None:
             raise UsageError("give AUDIO PORTRAIT [-o OUT.mp4], or --batch jobs.csv")
@@ -267,6 +274,12 @@ def render_command(
     results = []
     try:
         for job in jobs:
+            if job.done:
+                say.print(f"skipped job {job.index}: {job.output} exists (--overwrite renders "
+                          "it again)", highlight=False, soft_wrap=True)
+                results.append({"job": job.index, "output": str(job.output),
+                                "status": "skipped"})
+                continue
             try:
                 if job.problem is not None:
                     raise UsageError(job.problem)
@@ -308,18 +321,21 @@ def render_command(
     if json_summary:
         typer.echo(json.dumps(_summary(results), indent=2))
     if batch is not None:
-        say.print(f"{len(results) - failed} of {len(results)} jobs done"
+        skipped = sum(result["status"] == "skipped" for result in results)
+        say.print(f"{len(results) - failed - skipped} of {len(results)} jobs done"
+                  + (f", {skipped} skipped (their outputs exist)" if skipped else "")
                   + (f", {failed} failed" if failed else ""), highlight=False)
     if failed:
         raise typer.Exit(1)
 
 
 def _summary(results: list[dict]) -> dict:
-    """The --json summary: every job, then how many ended ok, failed and (if any) stopped."""
+    """The --json summary: every job, then how many ended ok, failed and (if any) were
+    skipped (done before) or stopped."""
     counts = {status: sum(result["status"] == status for result in results)
-              for status in ("ok", "failed", "stopped")}
+              for status in ("ok", "failed", "skipped", "stopped")}
     return {"jobs": results, "ok": counts["ok"], "failed": counts["failed"],
-            **({"stopped": counts["stopped"]} if counts["stopped"] else {})}
+            **{status: counts[status] for status in ("skipped", "stopped") if counts[status]}}
 
 
 def _keep_going() -> bool:
