@@ -324,6 +324,8 @@ CASES = [
     Case("render-portrait-truncated", lambda t: render_tiny(SPEECH, truncated(
         t, "p.png", PORTRAIT)), 1, "p.png"),
     # issue 35 (item 7): was "unsupported audio type '.png'"
+    Case("render-revision-local-folder", lambda t: render("--model", model(t), "--revision",
+                                                          "v1"), 2, "is a local folder"),
     Case("render-arguments-swapped", lambda t: ["render", PORTRAIT, SPEECH], 2,
          "the speech comes first"),
     Case("render-portrait-txt", lambda t: ["render", SPEECH, text(t, "p.txt", "a face")], 2,
@@ -413,6 +415,10 @@ CASES = [
         t, f"audio,portrait,output\n{SPEECH},{PORTRAIT},o.mp4\n"), "--shard", "4/2"], 2,
          "--shard"),
     # --------------------------------------------------------------------------------- teacher
+    # issue 35 (item 7): --revision beside a local folder was silently ignored
+    Case("teacher-revision-local-folder", lambda t: [
+        "teacher", PORTRAIT, "-o", t / "o.mp4", "--poses", POSES, "--model",
+        model(t, kind="teacher"), "--revision", "v1"], 2, "is a local folder"),
     Case("teacher-no-poses", lambda t: ["teacher", PORTRAIT, "-o", t / "o.mp4"], 2, "--poses"),
     Case("teacher-poses-noise", lambda t: ["teacher", PORTRAIT, "-o", t / "o.mp4", "--poses",
                                            noise(t, "p.npz")], 1, "p.npz"),
@@ -503,6 +509,9 @@ CASES = [
         t, "ext", {"manifest.json": b'{"manifest_version": 3}', "background.js": b"//"}),
         "--clips", "1", "--overwrite"], 2, "refusing to delete"),
     # ----------------------------------------------------------------------------------- train
+    Case("train-revision-local-folder", lambda t: [
+        "train", dataset_of(t), "--init-from", model(t, kind="teacher"), "--revision", "v1",
+        "--out", t / "run"], 2, "is a local folder"),
     Case("train-dataset-missing", lambda t: ["train", t / "none", "--out", t / "run"], 2,
          "no such dataset"),
     Case("train-dataset-empty", lambda t: ["train", dataset_of(t), "--out", t / "run"], 2,
@@ -545,6 +554,9 @@ CASES = [
     Case("distill-config-not-utf8", lambda t: [
         "distill", dataset_of(t), "--teacher", model(t, kind="teacher"), "--out", t / "s",
         "--config", text(t, "c.json", b"\xff\xfe{\x00")], 2, "c.json"),
+    Case("distill-revision-local-folder", lambda t: [
+        "distill", dataset_of(t), "--teacher", model(t, kind="teacher"), "--out", t / "s",
+        "--revision", "v1"], 2, "is a local folder"),
     Case("distill-teacher-missing", lambda t: ["distill", dataset_of(t), "--teacher",
                                                t / "nothing", "--out", t / "s"], 2, "nothing"),
     Case("distill-teacher-heads-zero", lambda t: [

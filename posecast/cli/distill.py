@@ -11,6 +11,7 @@ from posecast.cli.options import (
     Device,
     JsonSummary,
     Overwrite,
+    check_revision,
     check_seed,
     in_panel,
     parse_region_alphas,
@@ -195,8 +196,9 @@ def distill_command(
     if resume:  # the saved run's settings; only stage lengths given as flags change
         _, settings = resumed_settings(out, max_steps, region_steps)
     # fail on a bad teacher, student shape or setting before touching the output
+    check_revision(revision, teacher, "--teacher")
     extra = {}
-    if family_of(resolve_folder(teacher)) == "mimicmotion":
+    if family_of(resolve_folder(teacher, revision)) == "mimicmotion":
         from posecast.mimicmotion import distill as family_distill
         from posecast.mimicmotion.model import read_config
 

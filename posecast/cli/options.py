@@ -43,7 +43,19 @@ def revision_option(of: str):
     """`--revision` for the repo id given with the option `of` (e.g. "--model")."""
     return Annotated[str | None, typer.Option(
         "--revision", help=f"The Hub revision (branch, tag or commit) of the repo id given "
-        f"with {of}; not used for a local folder \\[default: main].", show_default=False)]
+        f"with {of} (a local folder has none) \\[default: main].", show_default=False)]
+
+
+def check_revision(revision: str | None, source: str | None, option: str) -> None:
+    """--revision only beside a Hub repo id given with `option`: without one, or beside a
+    local folder (which has no revisions), it would be silently ignored."""
+    if revision is None:
+        return
+    if source is None:
+        raise UsageError(f"--revision needs {option} OWNER/NAME (the Hub repo it picks from)")
+    if Path(source).expanduser().exists():
+        raise UsageError(f"--revision {revision}: {source} is a local folder, which has no "
+                         "revisions; drop --revision, or give the Hub repo id")
 
 
 Steps = Annotated[int | None, typer.Option(help="Denoising steps \\[default: the model's].",

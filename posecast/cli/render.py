@@ -16,6 +16,7 @@ from posecast.cli.options import (
     Device,
     Overwrite,
     Seed,
+    check_revision,
     check_seed,
     check_speech_then_portrait,
     in_panel,
@@ -250,8 +251,7 @@ def render_command(
             jobs = jobs[index::count]
     if shard is not None and batch is None:
         raise UsageError("--shard needs --batch")
-    if revision is not None and model is None:
-        raise UsageError("--revision needs --model OWNER/NAME (the Hub repo it picks from)")
+    check_revision(revision, model, "--model")
     if poses is not None:
         require_file(poses, "pose file", (".npz",))
     torch_device = pick_device(device)

@@ -20,6 +20,7 @@ from posecast.cli.options import (
     Seed,
     Size,
     Steps,
+    check_revision,
     in_panel,
     revision_option,
 )
@@ -95,8 +96,7 @@ def teacher_command(
 
     if (poses is None) == (driving_video is None):
         raise UsageError("give exactly one of --poses POSES.npz or --driving-video VIDEO")
-    if revision is not None and model is None:
-        raise UsageError("--revision needs --model OWNER/NAME (the Hub repo it picks from)")
+    check_revision(revision, model, "--model")
     require_output(output, overwrite, (".mp4",), inputs=(audio, driving_video))
     torch_device = pick_device(device)
     clip = None

@@ -12,6 +12,7 @@ from posecast.cli.options import (
     JsonSummary,
     Overwrite,
     Seed,
+    check_revision,
     in_panel,
     parse_region_alphas,
     revision_option,
@@ -101,8 +102,7 @@ def train_command(
         raise UsageError(f"--attention {attention}: use dense or input_aware")
     from posecast.families import training_family
 
-    if revision is not None and init_from is None:
-        raise UsageError("--revision needs --init-from OWNER/NAME (the Hub repo it picks from)")
+    check_revision(revision, init_from, "--init-from")
     if training_family(init_from, out, resume, revision) == "mimicmotion":
         if revision is not None:  # the fine-tune reads a folder: this revision's snapshot
             from posecast.hub import resolve_folder
