@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from posecast.errors import DetectionError, UsageError
-from posecast.media import AudioClip, load_audio, load_image, write_mp4
+from posecast.media import AudioClip, load_audio, load_portrait, write_mp4
 from posecast.media.audio import MAX_MINUTES
 from posecast.models.codecs import make_codec, to_uint8_frames
 from posecast.models.denoiser import Denoiser
@@ -269,7 +269,7 @@ class Renderer:
         if clip.duration > warn_seconds and on_warning is not None:
             on_warning(f"warning: {audio} lasts {clip.duration / 60:.1f} min (over "
                        f"{warn_seconds / 60:.0f} min); rendering it anyway")
-        image = load_image(portrait, kind="portrait")
+        image = load_portrait(portrait)
         keypoints = portrait_keypoints(image, Path(portrait), on_warning)
         frames = frame_count(clip.duration, fps)
         box = self.frame(image, keypoints)

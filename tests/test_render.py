@@ -146,6 +146,28 @@ def test_a_failed_batch_job_does_not_stop_the_others(run_cli, tmp_path, portrait
     assert [job["job"] for job in json.loads(result.stdout)["jobs"]] == [2]
 
 
+def test_a_video_portrait_renders_from_its_first_frame(run_cli, tmp_path, talking_video,
+                                                       tiny_student):
+    """Issue 35 (item 7): a video given as the portrait was refused ("unsupported portrait
+    type"); its first frame is the portrait now, the very frame ffmpeg decodes first."""
+    import subprocess
+
+    from posecast.media import load_portrait
+    from posecast.media.ffmpeg import ffmpeg_executable
+
+    raw = subprocess.run([ffmpeg_executable(), "-v", "error", "-i", str(talking_video),
+                          "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"],
+                         capture_output=True, check=True).stdout
+    first = load_portrait(talking_video)
+    assert first.shape == (256, 256, 3)
+    assert first.tobytes() == raw  # frame 0, not a later one (the clip slides sideways)
+    audio, out = _speech(tmp_path / "speech.wav", 0.4), tmp_path / "talk.mp4"
+    result = run_cli("render", audio, talking_video, "-o", out, "--model", tiny_student,
+                     "--device", "cpu")
+    assert result.code == 0, result.stderr
+    assert _frames(out) == 10  # 0.4 s at 25 fps
+
+
 def test_a_rerun_batch_skips_finished_jobs_and_does_what_is_left(run_cli, tmp_path,
                                                                   portrait_path, tiny_student):
     """Issue 35 (item 6): rerunning a batch (a stopped one, or a finished array task) failed

@@ -48,7 +48,7 @@ def motion_command(
 
       posecast motion speech.wav portrait.png -o poses.npz --preview skeleton.mp4
     """
-    from posecast.media import load_audio, load_image
+    from posecast.media import load_audio, load_portrait
     from posecast.motion import load_motion, motion_from_speech
     from posecast.render import portrait_keypoints
 
@@ -60,7 +60,7 @@ def motion_command(
             raise UsageError("--preview and --output must be different files")
     clip = load_audio(require_file(audio, "audio", AUDIO_EXTENSIONS + VIDEO_EXTENSIONS),
                       on_warning=warn)
-    image = load_image(portrait, kind="portrait")
+    image = load_portrait(portrait)
     keypoints = portrait_keypoints(image, portrait)
     started = time.perf_counter()
     poses = motion_from_speech(clip, keypoints, fps, seed, load_motion(motion))

@@ -130,7 +130,7 @@ def check_jobs(jobs: list[Job], overwrite: bool) -> list[Job]:
                     raise UsageError(f"{job.output}: is an input of a job; write the output to "
                                      "another file")
                 require_file(job.audio, "audio", AUDIO_EXTENSIONS + VIDEO_EXTENSIONS)
-                require_file(job.portrait, "portrait", IMAGE_EXTENSIONS)
+                require_file(job.portrait, "portrait", IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
                 done = job.output.is_file() and not overwrite
                 require_output(job.output, overwrite or done, (".mp4",))
             except UsageError as error:
@@ -154,8 +154,9 @@ def render_command(
     audio: Annotated[Path | None, typer.Argument(help="Speech (WAV, FLAC, MP3, M4A, … or a "
                                                  "video's audio track).", show_default=False)]
     = None,
-    portrait: Annotated[Path | None, typer.Argument(help="The person (PNG, JPEG, WebP, TIFF), face "
-                                                    "and shoulders visible.",
+    portrait: Annotated[Path | None, typer.Argument(help="The person (PNG, JPEG, WebP, TIFF, or a "
+                                                    "video: its first frame), face and "
+                                                    "shoulders visible.",
                                                     show_default=False)] = None,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", rich_help_panel="Output", help="The MP4 to write \\[default: "
@@ -239,7 +240,7 @@ def render_command(
             output = Path(f"{Path(audio).stem}_{Path(portrait).stem}.mp4")
         # every input and the output checked before any model loads
         require_file(audio, "audio", AUDIO_EXTENSIONS + VIDEO_EXTENSIONS)
-        require_file(portrait, "portrait", IMAGE_EXTENSIONS)
+        require_file(portrait, "portrait", IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
         require_output(output, overwrite, (".mp4",), inputs=(audio, portrait))
         jobs = [Job(1, audio, portrait, output, None, None)]
     else:

@@ -89,7 +89,7 @@ def teacher_command(
     """
     import torch
 
-    from posecast.media import load_audio, load_image, write_mp4
+    from posecast.media import load_audio, load_portrait, write_mp4
     from posecast.pose.extract import extract_image, extract_video
     from posecast.pose.framing import retarget
     from posecast.pose.keypoints import Keypoints, resample
@@ -108,7 +108,7 @@ def teacher_command(
     else:
         driving = extract_video(require_file(driving_video, "video", VIDEO_EXTENSIONS),
                                 smooth=True, allow_missing=allow_missing)
-    image = load_image(portrait, kind="portrait")
+    image = load_portrait(portrait)
     portrait_keypoints = extract_image(image, allow_missing=allow_missing, source=str(portrait),
                                        on_note=warn)
 

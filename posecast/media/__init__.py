@@ -2,7 +2,7 @@
 
 from posecast.media.audio import AudioClip, load_audio
 from posecast.media.ffmpeg import Mp4Stream, VideoInfo, iter_video_frames, probe_video, write_mp4
-from posecast.media.image import load_image, save_image
+from posecast.media.image import load_image, load_portrait, save_image
 
 __all__ = [
     "AudioClip",
@@ -11,6 +11,7 @@ __all__ = [
     "iter_video_frames",
     "load_audio",
     "load_image",
+    "load_portrait",
     "probe_video",
     "save_image",
     "write_mp4",

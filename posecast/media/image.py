@@ -1,5 +1,6 @@
 """Still images: PNG, JPEG, WebP and TIFF of any bit depth and mode in (EXIF orientation
-applied, alpha flattened, 16-bit and float scaled to 8 bits), PNG out."""
+applied, alpha flattened, 16-bit and float scaled to 8 bits), PNG out; a portrait may also be
+a video's first frame."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from posecast.errors import InputError
-from posecast.paths import IMAGE_EXTENSIONS, require_file
+from posecast.media.ffmpeg import iter_video_frames
+from posecast.paths import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, require_file
 
 
 def load_image(path: str | os.PathLike, kind: str = "image") -> np.ndarray:
@@ -77,6 +79,19 @@ def _gray_to_8_bits(image: Image.Image) -> Image.Image:
         white = next((scale for scale in _FULL_SCALES if brightest <= scale), brightest)
     gray = np.clip(np.round(values * (255.0 / white)), 0, 255).astype(np.uint8)
     return Image.fromarray(gray, mode="L")
+
+
+def load_portrait(path: str | os.PathLike) -> np.ndarray:
+    """A portrait as an (H, W, 3) uint8 RGB array: an image file (`load_image`), or the first
+    frame of a video (a phone clip of the person works as well as a photo of them)."""
+    path = require_file(path, "portrait", IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return load_image(path, kind="portrait")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty (0 bytes); give a real portrait")
+    for frame in iter_video_frames(path):  # the first frame; the decoder stops after it
+        return frame.copy()
+    raise InputError(f"{path}: the video has no frames; give a photo or another video")
 
 
 def save_image(path: str | os.PathLike, rgb: np.ndarray) -> None:
