@@ -73,6 +73,26 @@ class RenderResult:
         return self.seconds / self.streaming
 
 
+@dataclass(frozen=True)
+class Portrait:
+    """A portrait read and its person found (`read_portrait`): a command can do this before it
+    loads a model, so a picture without a face is refused at once, and the render then takes
+    it instead of the path. `seconds`: the time that took, counted in the render's own."""
+
+    path: Path
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    keypoints: Keypoints
+    seconds: float
+
+
+def read_portrait(path: str | os.PathLike,
+                  on_note: Callable[[str], None] | None = None) -> Portrait:
+    started = time.perf_counter()
+    image = load_portrait(path)
+    keypoints = portrait_keypoints(image, Path(path), on_note)
+    return Portrait(Path(path), image, keypoints, time.perf_counter() - started)
+
+
 def portrait_keypoints(image: np.ndarray, path: Path,
                        on_note: Callable[[str], None] | None = None) -> Keypoints:
     try:
@@ -255,7 +275,8 @@ class Renderer:
     def frame(self, image: np.ndarray, keypoints: Keypoints) -> Box:
         return portrait_box(keypoints, image.shape[1], image.shape[0], self.width, self.height)
 
-    def prepare(self, audio: str | os.PathLike, portrait: str | os.PathLike, motion=None,
+    def prepare(self, audio: str | os.PathLike, portrait: str | os.PathLike | Portrait,
+                motion=None,
                 poses: str | os.PathLike | None = None, fps: float = 25.0, seed: int = 0,
                 on_warning: Callable[[str], None] | None = None,
                 warn_seconds: float = DEFAULT_WARN_SECONDS,
@@ -269,8 +290,9 @@ class Renderer:
         if clip.duration > warn_seconds and on_warning is not None:
             on_warning(f"warning: {audio} lasts {clip.duration / 60:.1f} min (over "
                        f"{warn_seconds / 60:.0f} min); rendering it anyway")
-        image = load_portrait(portrait)
-        keypoints = portrait_keypoints(image, Path(portrait), on_warning)
+        if not isinstance(portrait, Portrait):
+            portrait = read_portrait(portrait, on_warning)
+        image, keypoints = portrait.image, portrait.keypoints
         frames = frame_count(clip.duration, fps)
         box = self.frame(image, keypoints)
         if poses is not None:
@@ -283,15 +305,17 @@ class Renderer:
                                   keep=self.frames_kept)
         return Job(clip, crop_resize(image, box), sequence, fps, seed)
 
-    def render(self, audio: str | os.PathLike, portrait: str | os.PathLike,
+    def render(self, audio: str | os.PathLike, portrait: str | os.PathLike | Portrait,
                output: str | os.PathLike, motion=None, poses: str | os.PathLike | None = None,
                fps: float = 25.0, seed: int = 0,
                on_progress: Callable[[float, float], None] | None = None,
                on_warning: Callable[[str], None] | None = None,
                warn_seconds: float = DEFAULT_WARN_SECONDS,
                max_minutes: float = MAX_MINUTES) -> RenderResult:
-        """Render one job into `output`; on_progress(seconds of video done, total seconds)."""
-        started = time.perf_counter()
+        """Render one job into `output`; on_progress(seconds of video done, total seconds).
+        `portrait`: a path, or a `Portrait` read before (its reading time counts as the job's)."""
+        started = time.perf_counter() - (portrait.seconds if isinstance(portrait, Portrait)
+                                         else 0.0)
         job = self.prepare(audio, portrait, motion, poses, fps, seed, on_warning, warn_seconds,
                            max_minutes)
         return self.generate(job.clip, job.reference, job.poses, Path(output), fps, seed,

@@ -250,6 +250,14 @@ def test_missing_inputs_are_found_before_the_model_loads(tmp_path, run_cli, port
                      tmp_path / "out.mp4", "--model", broken, "--poses", tmp_path / "none.npz",
                      "--device", "cpu")
     assert result.code == 2 and "none.npz: no such pose file" in result.stderr
+    # issue 35 (item 7): a portrait without a face was reported after the model loaded
+    from PIL import Image
+
+    faceless = tmp_path / "wall.png"
+    Image.new("RGB", (128, 128), (128, 128, 128)).save(faceless)
+    result = run_cli("render", portrait_path.parent / "speech.wav", faceless, "-o",
+                     tmp_path / "out.mp4", "--model", broken, "--device", "cpu")
+    assert result.code == 1 and "wall.png: no face found" in result.stderr, result.stderr
 
 
 def test_a_cut_short_wav_is_one_line_naming_it(tmp_path, run_cli, speech_path, portrait_path):

@@ -22,7 +22,7 @@ from posecast.cli.options import (
     in_panel,
     revision_option,
 )
-from posecast.cli.ui import console, err_console, progress_bar
+from posecast.cli.ui import console, err_console, progress_bar, warn
 from posecast.devices import pick_device
 from posecast.errors import PosecastError, Terminated, UsageError
 from posecast.paths import (
@@ -255,6 +255,10 @@ def render_command(
     check_revision(revision, model, "--model")
     if poses is not None:
         require_file(poses, "pose file", (".npz",))
+    from posecast.render import read_portrait
+
+    # one job: its portrait's person is found before any model loads (no face: said at once)
+    ready = {} if batch is not None else {portrait: read_portrait(portrait, on_note=warn)}
     torch_device = pick_device(device)
     motion_model = load_motion(motion, str(torch_device))
     say = err_console if json_summary else console
@@ -285,9 +289,9 @@ def render_command(
                 if job.problem is not None:
                     raise UsageError(job.problem)
                 renderer = renderer_for(job.model or model or default_model())
-                result = _render_one(renderer, job, poses, fps,
-                                     job.seed if job.seed is not None else seed, warn_minutes,
-                                     max_minutes)
+                result = _render_one(renderer, job, ready.get(job.portrait, job.portrait),
+                                     poses, fps, job.seed if job.seed is not None else seed,
+                                     warn_minutes, max_minutes)
             except Exception as error:
                 if batch is None or not (isinstance(error, PosecastError) or _keep_going()):
                     raise
@@ -351,12 +355,13 @@ def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [""])[0][:300]
 
 
-def _render_one(pipeline, job: Job, poses, fps: float, seed: int, warn_minutes: float,
-                max_minutes: float):
+def _render_one(pipeline, job: Job, portrait, poses, fps: float, seed: int,
+                warn_minutes: float, max_minutes: float):
+    """`portrait`: the job's path, or the Portrait read before the model loaded."""
     with progress_bar("s of video") as bar:
         task = bar.add_task(f"rendering {job.output.name}", total=None)
         return pipeline.render(
-            job.audio, job.portrait, job.output, poses=poses, fps=fps, seed=seed,
+            job.audio, portrait, job.output, poses=poses, fps=fps, seed=seed,
             on_progress=lambda done, total: bar.update(task, completed=done, total=total),
             on_warning=lambda text: err_console.print(text, markup=False, highlight=False),
             warn_seconds=warn_minutes * 60, max_minutes=max_minutes)
