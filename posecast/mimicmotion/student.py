@@ -121,6 +121,7 @@ class MimicMotionStudent:
         self.network = parts.network
         self.context = CausalContext(settings.chunk, settings.context_frames)
         make_causal(self.network, self.context, joint=settings.attention == "input_aware")
+        self._scalings_at: dict[tuple[float, torch.device], tuple[torch.Tensor, ...]] = {}
 
     @property
     def device(self) -> torch.device:
@@ -169,14 +170,24 @@ class MimicMotionStudent:
         context is set up for (whole pass or cached chunk); pose_maps (B, T, 3, H, W) in
         [-1, 1]."""
         frames = x.shape[1]
-        level = torch.tensor(sigma, device=x.device, dtype=torch.float32)
-        c_in, c_skip, c_out, c_noise = edm_scalings(level)
+        c_in, c_skip, c_out, c_noise = self._scalings(sigma, x.device)
         latent = conditions.latent[:, None].expand(-1, frames, -1, -1, -1)
         sample = torch.cat([(c_in * x).to(self.dtype), latent], dim=2)
         with autocast(x.device):  # training's fp32 weights: bf16 compute on CUDA
             out = self.network(sample, c_noise.to(self.dtype), conditions.embeddings,
                                conditions.time_ids, pose_maps)
         return (c_skip * x + c_out * out.float()).to(x.dtype)
+
+    def _scalings(self, sigma: float, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """EDM's scalings at σ as device tensors, made once per level (the student's levels
+        are fixed): a pass copies nothing from the host (a copy would block the stream)."""
+        key = (sigma, device)
+        if key not in self._scalings_at:
+            if len(self._scalings_at) > 64:  # levels from elsewhere (a sweep): keep it small
+                self._scalings_at.clear()
+            level = torch.tensor(sigma, device=device, dtype=torch.float32)
+            self._scalings_at[key] = edm_scalings(level)
+        return self._scalings_at[key]
 
     def whole_plans(self, poses: list[Keypoints]) -> dict[int, AttentionPlan]:
         """Block-causal input-aware plans over whole sequences (one Keypoints per batch

@@ -51,7 +51,7 @@ def rope_3d(frames: torch.Tensor, rows: int, cols: int, head_dim: int,
         freqs = 1.0 / (10_000 ** (torch.arange(0, size, 2, device=device).float() / size))
         angles.append(position.reshape(-1, 1) * freqs[None])
     angles = torch.cat(angles, dim=-1).repeat_interleave(2, dim=-1)  # (N, head_dim)
-    sign = torch.tensor([-1.0, 1.0], device=device).repeat(head_dim // 2)
+    sign = torch.arange(head_dim, device=device) % 2 * 2.0 - 1.0  # −1, +1, …: made on the device
     return angles.cos(), angles.sin() * sign
 
 

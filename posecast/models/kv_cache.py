@@ -44,12 +44,12 @@ class KVCache:
         """Aim the next commit at ring frame slots first_slot … first_slot + frames − 1 and mark
         them as holding a frame (host bookkeeping, between passes)."""
         n = self.tokens_per_frame
-        index = torch.arange(first_slot * n, (first_slot + frames) * n)
-        if index.numel() != self.write_index.numel():
+        if frames * n != self.write_index.numel():
             raise ValueError(f"the cache commits chunks of {self.write_index.numel() // n} "
                              f"frames, not {frames}")
-        self.write_index.copy_(index, non_blocking=True)
-        self.valid[..., first_slot * n:(first_slot + frames) * n] = True
+        # written where they live, in place: no tensor is copied from the host
+        torch.arange(first_slot * n, (first_slot + frames) * n, out=self.write_index)
+        self.valid[..., first_slot * n:(first_slot + frames) * n].fill_(True)
 
     def reset(self) -> None:
         """Forget every frame (a new video); the buffers keep their memory and addresses."""
