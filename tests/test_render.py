@@ -190,6 +190,8 @@ def test_a_video_portrait_renders_from_its_first_frame(run_cli, tmp_path, talkin
                      "--device", "cpu")
     assert result.code == 0, result.stderr
     assert _frames(out) == 10  # 0.4 s at 25 fps
+    poses = tmp_path / "poses.npz"  # and `motion`, through the same loader
+    assert run_cli("motion", audio, talking_video, "-o", poses).code == 0 and poses.is_file()
 
 
 def test_a_rerun_batch_skips_finished_jobs_and_does_what_is_left(run_cli, tmp_path,

@@ -25,8 +25,8 @@ PREVIEW_SIDE = 512  # the preview's longer side, in pixels
 def motion_command(
     audio: Annotated[Path, typer.Argument(help="Speech (WAV, FLAC, MP3, …).",
                                           show_default=False)],
-    portrait: Annotated[Path, typer.Argument(help="The person (PNG, JPEG, WebP, TIFF).",
-                                             show_default=False)],
+    portrait: Annotated[Path, typer.Argument(help="The person (PNG, JPEG, WebP, TIFF, or a "
+                                             "video: its first frame).", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Keypoints to write (.npz).",
                                          show_default=False)],
     preview: Annotated[Path | None, typer.Option(

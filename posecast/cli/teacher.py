@@ -31,7 +31,8 @@ from posecast.paths import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, require_file, req
 
 
 def teacher_command(
-    portrait: Annotated[Path, typer.Argument(help="The person to animate (PNG, JPEG, WebP, TIFF).",
+    portrait: Annotated[Path, typer.Argument(help="The person to animate (PNG, JPEG, WebP, "
+                                             "TIFF, or a video: its first frame).",
                                              show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", rich_help_panel="Output",
                                          help="The MP4 to write.", show_default=False)],
