@@ -15,18 +15,19 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from posecast.data.cospeech import HELD_OUT_SENTENCES, SENTENCES, espeak_available, speak
+from posecast.data.cospeech import HELD_OUT_SENTENCES, SENTENCES, espeak_program, speak
 
 FOLDER = Path(__file__).resolve().parent.parent / "tests" / "data" / "held_out_speech"
 
 
 def main() -> None:
-    if not espeak_available():
+    espeak = espeak_program()
+    if espeak is None:
         sys.exit("error: espeak-ng is missing (apt-get install espeak-ng)")
     FOLDER.mkdir(parents=True, exist_ok=True)
     first = len(SENTENCES) - HELD_OUT_SENTENCES
     for index, text in enumerate(SENTENCES[first:]):
-        clip = speak(text, np.random.default_rng([7, index]))
+        clip = speak(text, np.random.default_rng([7, index]), espeak)
         path = FOLDER / f"sentence_{first + index:02d}.flac"
         soundfile.write(path, clip.samples, clip.sample_rate, subtype="PCM_16")
         print(f"{path.name}: {clip.duration:.2f} s at {clip.sample_rate} Hz  {text!r}")

@@ -10,6 +10,10 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Generated datasets speak with the buzz, not espeak-ng, whether or not this machine has it:
+# the suite then makes the same clips everywhere (CI's machine and a fresh one alike), and
+# test_dataset.py runs the espeak-ng path with a stand-in program of its own.
+os.environ["POSECAST_ESPEAK"] = "none"
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

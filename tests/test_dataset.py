@@ -82,3 +82,31 @@ def test_the_cli_refuses_a_used_folder_and_leaves_nothing_half_made(run_cli, tmp
     os.umask(umask)  # built in a temporary folder (0700), it ends up like any new folder
     assert out.stat().st_mode & 0o777 == 0o777 & ~umask
     assert (out / "manifest.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_the_speech_comes_from_the_espeak_that_posecast_espeak_names(tmp_path, monkeypatch):
+    """POSECAST_ESPEAK picks the program that speaks (the suite sets "none": the buzz, the
+    same on every machine). A stand-in espeak-ng that writes 1 s of tone and logs what it was
+    asked: its speech is in the clips, padded by the 0.25 s breaths, and it was given the
+    clip's sentence and a WAV path."""
+    import sys
+
+    log = tmp_path / "asked.txt"
+    stand_in = tmp_path / "espeak-ng"
+    stand_in.write_text(f"""#!{sys.executable}
+import sys, numpy as np, soundfile
+args = sys.argv[1:]
+open({str(log)!r}, "a").write(args[-1] + "\\n")
+t = np.arange(22050) / 22050
+soundfile.write(args[args.index("-w") + 1], 0.3 * np.sin(2 * np.pi * 220 * t), 22050)
+""")
+    stand_in.chmod(0o755)
+    monkeypatch.setenv("POSECAST_ESPEAK", str(stand_in))
+    records = make_cospeech_dataset(tmp_path / "clips", clips=2, seed=3, size=64,
+                                    drawn_people=1, held_out_people=0)
+    assert [record.speech for record in records] == ["espeak-ng", "espeak-ng"]
+    assert all(abs(record.seconds - 1.5) < 0.01 for record in records)
+    assert log.read_text().splitlines() == [SENTENCES[record.sentence] for record in records]
+    monkeypatch.setenv("POSECAST_ESPEAK", "none")
+    assert make_cospeech_dataset(tmp_path / "buzz", clips=1, seed=3, size=64, drawn_people=1,
+                                 held_out_people=0)[0].speech == "buzz"

@@ -43,7 +43,7 @@ def make_dataset_command(
       posecast make-dataset clips/ --clips 48 --seed 0
       posecast train clips/train --preset small --out teacher/
     """
-    from posecast.data.cospeech import espeak_available, make_cospeech_dataset
+    from posecast.data.cospeech import espeak_program, make_cospeech_dataset
 
     if held_out_people > drawn_people:
         raise UsageError("--held-out-people cannot exceed --drawn-people")
@@ -54,10 +54,10 @@ def make_dataset_command(
     if not out.parent.is_dir():
         raise UsageError(f"{out}: the parent folder {out.parent} does not exist")
     with atomic_folder(out, "dataset") as building:  # refuses the current folder first
-        if not espeak_available():
-            err_console.print("warning: espeak-ng is not installed, so the speech is a "
-                              "speech-like buzz (apt install espeak-ng for real sentences)",
-                              markup=False, highlight=False)
+        if espeak_program() is None:
+            err_console.print("warning: no espeak-ng (not installed, or POSECAST_ESPEAK=none), "
+                              "so the speech is a speech-like buzz (apt install espeak-ng for "
+                              "real sentences)", markup=False, highlight=False)
         with progress_bar("clips") as bar:
             task = bar.add_task("making clips", total=clips)
             records = make_cospeech_dataset(building, clips, seed, size, fps, drawn_people,

@@ -90,17 +90,24 @@ class ClipRecord:
     seconds: float
 
 
-def espeak_available() -> bool:
-    return shutil.which("espeak-ng") is not None
+ESPEAK_ENV = "POSECAST_ESPEAK"  # another espeak-ng (a path or a name on PATH), or "none"
 
 
-def speak(text: str, rng: np.random.Generator) -> AudioClip:
-    """The sentence spoken by espeak-ng in a random voice, speed and pitch."""
+def espeak_program() -> str | None:
+    """The espeak-ng that speaks the sentences: $POSECAST_ESPEAK, else espeak-ng on PATH;
+    None when there is none or POSECAST_ESPEAK=none (the speech is then `buzz`). The test
+    suite sets none, so its datasets are the same on machines with and without espeak-ng."""
+    chosen = os.environ.get(ESPEAK_ENV) or "espeak-ng"
+    return None if chosen == "none" else shutil.which(chosen)
+
+
+def speak(text: str, rng: np.random.Generator, program: str = "espeak-ng") -> AudioClip:
+    """The sentence spoken by espeak-ng (`program`) in a random voice, speed and pitch."""
     voice = VOICES[int(rng.integers(len(VOICES)))]
     speed, pitch = int(rng.integers(130, 185)), int(rng.integers(25, 75))
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "speech.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w",
+        subprocess.run([program, "-v", voice, "-s", str(speed), "-p", str(pitch), "-w",
                         str(path), text], check=True, capture_output=True)
         samples, rate = soundfile.read(str(path), dtype="float32")
     silence = np.zeros(int(0.25 * rate), np.float32)  # a breath before and after
@@ -391,7 +398,7 @@ def make_cospeech_dataset(out: str | os.PathLike, clips: int = 48, seed: int = 0
     people += [("drawn", f"drawn{index:02d}", drawn_person(rng, size))
                for index in range(drawn_people)]
     held_out_names = {name for _, name, _ in people[len(people) - held_out_people:]}
-    use_espeak = espeak_available()
+    espeak = espeak_program()
     records = []
     for index in range(clips):
         kind, name, (look, still) = people[index % len(people)]
@@ -399,7 +406,7 @@ def make_cospeech_dataset(out: str | os.PathLike, clips: int = 48, seed: int = 0
         held_out = name in held_out_names or sentence >= len(SENTENCES) - HELD_OUT_SENTENCES
         split = "heldout" if held_out else "train"
         clip_rng = np.random.default_rng([seed, index])
-        speech = speak(SENTENCES[sentence], clip_rng) if use_espeak else \
+        speech = speak(SENTENCES[sentence], clip_rng, espeak) if espeak else \
             buzz(SENTENCES[sentence], clip_rng)
         style = MotionStyle(mouth=clip_rng.uniform(0.8, 1.2), head=clip_rng.uniform(0.5, 1.5),
                             blinks=clip_rng.uniform(0.7, 1.3),
@@ -417,7 +424,7 @@ def make_cospeech_dataset(out: str | os.PathLike, clips: int = 48, seed: int = 0
                           draw_person(look, poses, t, lip_gap(still.face[0])))
         write_cache_entry(poses, folder, folder / file, folder / KEYPOINT_CACHE)
         record = ClipRecord(f"{split}/{file}", name, sentence, split,
-                            "espeak-ng" if use_espeak else "buzz", round(speech.duration, 3))
+                            "espeak-ng" if espeak else "buzz", round(speech.duration, 3))
         records.append(record)
         if on_clip is not None:
             on_clip(record)
