@@ -148,18 +148,23 @@ def load_renderer(model: str, device: torch.device, size: tuple[int, int] | None
                   steps: int | None = None, compile: bool | None = None,
                   on_warning: Callable[[str], None] | None = None,
                   revision: str | None = None):
-    """A student of any family, loaded to render (posecast.render.Renderer's interface)."""
+    """A student of any family, loaded to render (a posecast.render.Renderer)."""
     from posecast.hub import resolve_folder
+    from posecast.render import Renderer
 
-    family = family_of(resolve_folder(model, revision))
+    folder = resolve_folder(model, revision)
+    family = family_of(folder)
     if family == "mimicmotion":
-        from posecast.mimicmotion.render import StudentRenderer as renderer_class
+        from posecast.mimicmotion.student import load_student
+
+        student = load_student(folder, device, size=size, steps=steps)
     elif family == "dit":
-        from posecast.render import Renderer as renderer_class
+        from posecast.student import load_student
+
+        student = load_student(model, device, size, steps, revision)
     else:
         raise UsageError(f"{model}: unknown model family '{family}' (known: dit, mimicmotion)")
-    return renderer_class(model, device, size=size, steps=steps, compile=compile,
-                          on_warning=on_warning, revision=revision)
+    return Renderer(student, str(model), compile, on_warning)
 
 
 def size_multiple(model: str, revision: str | None = None) -> int:

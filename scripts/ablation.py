@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from posecast.evaluate import ClipScores, evaluate_folder, pooled_lip_sync
+from posecast.families import load_renderer
 from posecast.generate import decode_frames, prepare_conditions, sample_latents
 from posecast.media import AudioClip, iter_video_frames, load_audio, probe_video, write_mp4
 from posecast.models.codecs import make_codec
@@ -49,7 +50,6 @@ from posecast.models.pretrained import from_pretrained
 from posecast.pose.cache import KEYPOINT_CACHE, entry_path
 from posecast.pose.framing import crop_resize, fit_box, fit_keypoints
 from posecast.pose.keypoints import Keypoints
-from posecast.render import Renderer
 
 ROWS = (("real", "the real clips (the measures' ceiling)"), ("teacher", "teacher"),
         ("teacher_sparse", "teacher + input-aware attention"),
@@ -108,13 +108,12 @@ def copy_real(clips, out: Path) -> dict[str, float]:
 
 
 def render_student(model_path: str, clips, out: Path) -> dict[str, float]:
-    renderer = Renderer(model_path, torch.device("cpu"))
-    config = renderer.config
+    renderer = load_renderer(model_path, torch.device("cpu"))
     timings = {}
     for path, poses in clips:
         audio = clip_audio(path, poses)
         portrait = first_frame(path)
-        box = fit_box(portrait.shape[1], portrait.shape[0], config.width, config.height)
+        box = fit_box(portrait.shape[1], portrait.shape[0], renderer.width, renderer.height)
         result = renderer.generate(audio, crop_resize(portrait, box), fit_keypoints(poses, box),
                                    out / path.name, poses.fps)
         timings[path.stem] = result.frames / result.elapsed

@@ -17,9 +17,10 @@ import torch
 
 from posecast.data.synthetic import synthetic_clip
 from posecast.mimicmotion.bench import random_student
-from posecast.mimicmotion.student import StudentSettings, StudentStream
+from posecast.mimicmotion.student import StudentSettings
 from posecast.pose.dwpose import draw_dwpose
 from posecast.pose.framing import fit_box, fit_keypoints
+from posecast.streaming.rollout import Rollout
 
 
 def host_costs(height: int, width: int, chunks: int, backend: str) -> tuple[float, float]:
@@ -31,7 +32,7 @@ def host_costs(height: int, width: int, chunks: int, backend: str) -> tuple[floa
     frames = chunks * settings.chunk
     _, poses = synthetic_clip(64, frames, 25.0, np.random.default_rng(0))
     poses = fit_keypoints(poses, fit_box(64, 64, width, height))
-    stream = StudentStream(student, conditions, None, lambda start, end: [poses[start:end]])
+    rollout = Rollout(student, conditions, None, lambda start, end: [poses[start:end]])
     draws, plans = [], []
     with torch.no_grad():
         for start in range(0, frames, settings.chunk):
@@ -40,14 +41,14 @@ def host_costs(height: int, width: int, chunks: int, backend: str) -> tuple[floa
             draw_dwpose(poses[start:end], height, width)
             draws.append(time.perf_counter() - started)
             started = time.perf_counter()
-            masks = stream._set_plans(start, end)
+            masks, _ = rollout._layout(start, end)
             plans.append(time.perf_counter() - started)
             # the cache's bookkeeping after a commit, without running the network
-            stream.cache.point_at(start % settings.context_frames)
-            stream.cache.filled()
-            for tokens, planner in stream.planners.items():
+            rollout.cache.point_at(start % settings.context_frames)
+            rollout.cache.filled()
+            for tokens, planner in rollout.planners.items():
                 planner.commit(start, end, masks[tokens])
-            stream.next_frame = end
+            rollout.skip(settings.chunk)
     return statistics.median(draws) * 1000, statistics.median(plans[1:]) * 1000
 
 

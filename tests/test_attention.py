@@ -49,7 +49,7 @@ def oracle(q, k, v, mask: InputAwareMask) -> torch.Tensor:
 def streaming_masks(frames=12, chunk=4, window=8, seed=0):
     """The masks a student's rollout gives its chunks (ring cache with EMPTY slots, queries
     sorted by group), from moving synthetic poses."""
-    from posecast.student import ChunkPlanner
+    from posecast.streaming.planner import ChunkPlanner
 
     _, poses = synthetic_clip(32, frames, 25.0, np.random.default_rng(seed))
     config = preset("tiny", attention="input_aware", chunk=chunk, window=window, k_frames=2)

@@ -436,11 +436,11 @@ def test_an_input_aware_student_streams_past_its_ring_as_a_whole_pass_under_the_
         one_thread):
     """A DiT student on 40 × 24 frames (10 × 6 tokens), chunks of 2 frames, 4 frames of
     cache (ring slots 0–1 and 2–3), K = 2: the last of 4 chunks reads a wrapped ring (frames
-    4, 5, 2, 3), and every chunk's output (t = 0) equals one pass over all 8 frames under the
-    streaming rule's token mask built here (each chunk sees its window only), with the dense
-    and gather backends (eager flex takes 5 s here; it
-    is checked on the streaming masks in test_attention)."""
-    from test_student import _chunk_by_chunk, _random_model
+    4, 5, 2, 3), and every chunk's clean estimate (at test_student.T) equals one pass over all
+    8 frames under the streaming rule's token mask built here (each chunk sees its window
+    only), with the dense and gather backends (eager flex takes 5 s here; it is checked on the
+    streaming masks in test_attention)."""
+    from test_student import _chunk_by_chunk, _full_estimate, _random_model
 
     from posecast.config import preset
 
@@ -454,7 +454,7 @@ def test_an_input_aware_student_streams_past_its_ring_as_a_whole_pass_under_the_
     reference = torch.randn(1, 3, 24, 40, generator=g)
     rule = _streaming_rule_mask(poses, config.token_grid, config.region_dilation, 2, 6, 2)
     with torch.no_grad():
-        whole = model(x, torch.zeros(1), reference, maps, layout=torch.from_numpy(rule))
+        whole = _full_estimate(model, x, reference, maps, torch.from_numpy(rule))
     for backend in ("dense", "gather"):
         model.config = config.replace(attention_backend=backend)
         checked = []
@@ -484,8 +484,8 @@ def test_a_mimicmotion_student_streams_past_its_ring_as_a_whole_pass_under_the_r
         Conditions,
         MimicMotionStudent,
         StudentSettings,
-        StudentStream,
     )
+    from posecast.streaming.rollout import Rollout
 
     torch.manual_seed(4)
     network = MimicMotion(_unet_config()).eval()
@@ -527,8 +527,8 @@ def test_a_mimicmotion_student_streams_past_its_ring_as_a_whole_pass_under_the_r
         whole = student.denoise(x, 5.0, conditions, maps)
         context.plans = {}
         del context.whole_pass_mask
-        stream = StudentStream(student, conditions, lambda s, e: maps[:, s:e],
-                               lambda s, e: [poses[s:e]])
+        stream = Rollout(student, conditions, lambda s, e: maps[:, s:e],
+                         lambda s, e: [poses[s:e]])
         streamed = torch.cat([stream.regress(x[:, s:s + 2], 5.0, x[:, s:s + 2])
                               for s in range(0, frames, 2)], dim=1)
     assert stream.cache.valid.all() and stream.next_frame == frames

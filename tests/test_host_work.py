@@ -23,8 +23,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from posecast.config import preset
 from posecast.data.synthetic import synthetic_clip
-from posecast.mimicmotion.student import StudentStream
-from posecast.student import CausalRollout, student_timesteps
+from posecast.streaming.rollout import Rollout
+from posecast.student import DitStudent, student_timesteps
 
 HOST_WORK = ("aten.lift_fresh.default", "aten._local_scalar_dense.default",
              "aten.nonzero.default")
@@ -58,9 +58,9 @@ def test_a_steady_dense_chunk_of_the_dit_student_asks_nothing_of_the_host():
     model = _random_model(config)
     _, poses = synthetic_clip(32, 20, 25.0, np.random.default_rng(5))
     g = torch.Generator().manual_seed(0)
-    rollout = CausalRollout(model, torch.zeros(1, 3, 32, 32),
-                            lambda s, e: torch.rand(1, e - s, 3, 32, 32, generator=g),
-                            lambda s, e: [poses[s:e]], student_timesteps(model, 2), frames=10)
+    rollout = Rollout(DitStudent(model, student_timesteps(model, 2)), torch.zeros(1, 3, 32, 32),
+                      lambda s, e: torch.rand(1, e - s, 3, 32, 32, generator=g),
+                      lambda s, e: [poses[s:e]], frames=10)
     counts = _per_chunk(lambda: rollout.chunk(
         torch.randn(1, 2, 3, 32, 32, generator=g),
         lambda: torch.randn(1, 2, 3, 32, 32, generator=g)), 5)
@@ -70,8 +70,7 @@ def test_a_steady_dense_chunk_of_the_dit_student_asks_nothing_of_the_host():
 def test_a_steady_dense_chunk_of_the_mimicmotion_student_asks_nothing_of_the_host():
     student = _student("dense")
     _, conditions, maps, poses = _inputs(10)
-    stream = StudentStream(student, conditions, lambda s, e: maps[:, s:e],
-                           lambda s, e: [poses[s:e]])
+    stream = Rollout(student, conditions, lambda s, e: maps[:, s:e], lambda s, e: [poses[s:e]])
     g = torch.Generator().manual_seed(0)
     counts = _per_chunk(lambda: stream.chunk(
         torch.randn(1, 2, 4, 8, 8, generator=g),

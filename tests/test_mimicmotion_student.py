@@ -18,8 +18,8 @@ from posecast.mimicmotion.student import (
     Conditions,
     MimicMotionStudent,
     StudentSettings,
-    StudentStream,
 )
+from posecast.streaming.rollout import Rollout, StreamState, chunk_latents
 
 
 def _student(attention: str, seed: int = 4) -> MimicMotionStudent:
@@ -48,20 +48,12 @@ def _inputs(frames: int, seed: int = 3):
 
 def _cached(student: MimicMotionStudent, x, conditions, maps, poses, sigma: float = 5.0):
     """D(x; σ) chunk by chunk against the cache, each chunk committed with its own input."""
-    stream = StudentStream(student, conditions, lambda s, e: maps[:, s:e],
-                           lambda s, e: [poses[s:e]])
-    chunk, capacity = student.settings.chunk, student.settings.context_frames
+    rollout = Rollout(student, conditions, lambda s, e: maps[:, s:e], lambda s, e: [poses[s:e]])
     outputs = []
-    for start in range(0, x.shape[1], chunk):
-        end = start + chunk
-        masks = stream._set_plans(start, end)
-        outputs.append(stream._pass(x[:, start:end], sigma, start, commit=False))
-        stream.cache.point_at(start % capacity)
-        stream._pass(x[:, start:end], sigma, start, commit=True)
-        stream.cache.filled()
-        for tokens, planner in stream.planners.items():
-            planner.commit(start, end, masks[tokens])
-        stream.position.add_(chunk)
+    for start in range(0, x.shape[1], student.chunk):
+        chunk = x[:, start:start + student.chunk]
+        outputs.append(rollout.estimate(chunk, sigma))
+        rollout.store(chunk, sigma)
     return torch.cat(outputs, dim=1)
 
 
@@ -101,23 +93,21 @@ def test_no_frame_sees_a_later_chunk():
         assert (plain[0][:, :4] - plain[1][:, :4]).abs().max() > 1e-4
 
 
-def _video(student: MimicMotionStudent, conditions, poses, cache, plans) -> torch.Tensor:
-    from posecast.mimicmotion.student import chunk_latents
-
+def _video(student: MimicMotionStudent, conditions, poses, state=None) -> torch.Tensor:
     return torch.cat([latents for _, latents in
-                      chunk_latents(student, conditions, poses, 0, cache, plans)], dim=1)
+                      chunk_latents(student, conditions, poses, 0, state)], dim=1)
 
 
 def test_each_chunk_draws_its_pose_maps_and_makes_its_masks_once_and_ahead(monkeypatch):
     """Host work costs milliseconds a chunk at real sizes: every chunk's DWPose maps are drawn
     once (not at each of its k steps and cache pass), and its input-aware masks made and plans
-    refilled once per level, the next chunk's before the current one is handed over; the maps
+    refilled once per level; a chunk is handed over before its cache pass, and the next
+    chunk's are made right after that pass is queued, while the device runs it; the maps
     equal maps drawn for the whole video at once, and the video equals one whose masks and
     plans are made at the start of each chunk."""
     import posecast.pose.dwpose
     from posecast.attention.plan import AttentionPlan
-    from posecast.mimicmotion.student import chunk_latents
-    from posecast.student import ChunkPlanner
+    from posecast.streaming.planner import ChunkPlanner
 
     draw, make_masks = posecast.pose.dwpose.draw_dwpose, ChunkPlanner.masks
     refill = AttentionPlan.update
@@ -151,20 +141,20 @@ def test_each_chunk_draws_its_pose_maps_and_makes_its_masks_once_and_ahead(monke
         video.append(latents)
     assert drawn == [(0, 2), (2, 2), (4, 2), (6, 2)]
     assert masks_made == [0, 0, 2, 2, 4, 4, 6, 6]  # two joint levels
-    assert handed_over == [(0, 2, 4, 2), (2, 3, 6, 4), (4, 4, 8, 6), (6, 4, 8, 6)]
+    assert handed_over == [(0, 1, 2, 0), (2, 2, 4, 2), (4, 3, 6, 4), (6, 4, 8, 6)]
     whole = torch.from_numpy(draw(poses, 64, 64)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     passes = student.settings.steps + 1  # and the last chunk's k steps without a cache pass
     assert len(maps_seen) == 4 * passes - 1
     for index, maps in enumerate(maps_seen):
         start = 2 * (index // passes)
         torch.testing.assert_close(maps[0], whole[start:start + 2], atol=0, rtol=0)
-    monkeypatch.setattr(StudentStream, "prepare", lambda stream: None)
+    monkeypatch.setattr(Rollout, "_prepare_next", lambda rollout, end: None)
     on_time = [latents for _, latents in chunk_latents(student, conditions, poses)]
     torch.testing.assert_close(torch.cat(video, 1), torch.cat(on_time, 1), atol=0, rtol=0)
 
 
 @pytest.mark.slow
-def test_the_compiled_chunk_step_equals_eager_and_never_recompiles(monkeypatch):
+def test_the_compiled_chunk_step_equals_eager_and_never_recompiles():
     """The input-aware student (flex) compiled as a renderer compiles it: fullgraph=True (a
     graph break raises), after an eager warm-up, one cache and plan set for every video. A
     second video of moving poses compiles nothing new (torch._dynamo's counters) and equals
@@ -174,28 +164,23 @@ def test_the_compiled_chunk_step_equals_eager_and_never_recompiles(monkeypatch):
 
     import torch._dynamo
 
-    import posecast.render
-    from posecast.mimicmotion.causal import StudentCache
-    from posecast.mimicmotion.student import compile_network
-
-    monkeypatch.setattr(posecast.render, "compile_student", lambda network: torch.compile(
-        network, fullgraph=True, dynamic=False, backend="aot_eager"))
     student = _student("input_aware")
     student.settings = dataclasses.replace(student.settings, backend="flex")
     _, conditions, _, _ = _inputs(2)
     _, poses = synthetic_clip(64, 12, 25.0, np.random.default_rng(7))
     with torch.no_grad():
-        eager = _video(student, conditions, poses, None, None)
-        cache, plans = StudentCache(4, 2, torch.device("cpu")), {}
-        _video(student, conditions, poses[:4], cache, plans)  # eager warm-up: allocations
+        eager = _video(student, conditions, poses)
+        state = StreamState()
+        _video(student, conditions, poses[:4], state)  # eager warm-up: allocations
         torch._dynamo.reset()
         counters = torch._dynamo.utils.counters
         counters.clear()
-        compile_network(student, cache, plans)
-        _video(student, conditions, poses[:4], cache, plans)  # compiles the step and commit
+        student.network = torch.compile(student.network, fullgraph=True, dynamic=False,
+                                        backend="aot_eager")
+        _video(student, conditions, poses[:4], state)  # compiles the step and commit
         graphs = counters["stats"]["unique_graphs"]
         assert graphs >= 2
-        compiled = _video(student, conditions, poses, cache, plans)
+        compiled = _video(student, conditions, poses, state)
     assert counters["stats"]["unique_graphs"] == graphs, dict(counters["recompiles"])
     torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)
 
@@ -204,7 +189,7 @@ def test_a_failed_compile_falls_back_to_eager_with_a_warning(monkeypatch, studen
     """`--compile` on a MimicMotion student compiles its chunk step; when compiling fails the
     renderer says so in one line and renders uncompiled."""
     import posecast.render
-    from posecast.mimicmotion.render import StudentRenderer
+    from posecast.families import load_renderer
     from posecast.pose.keypoints import Keypoints
 
     class Broken(torch.nn.Module):  # a compiled module whose first call fails
@@ -218,8 +203,8 @@ def test_a_failed_compile_falls_back_to_eager_with_a_warning(monkeypatch, studen
     monkeypatch.setattr(posecast.render, "compile_student", Broken)
     _, folder = student_folder
     warnings: list[str] = []
-    renderer = StudentRenderer(folder, torch.device("cpu"), compile=True,
-                               on_warning=warnings.append)
+    renderer = load_renderer(str(folder), torch.device("cpu"), compile=True,
+                             on_warning=warnings.append)
     assert len(warnings) == 1 and "compiling the student failed (RuntimeError: no " \
         "compiler here)" in warnings[0] and "\n" not in warnings[0]
     still = Keypoints.empty(3, 64, 64)

@@ -12,8 +12,8 @@ from posecast.data.synthetic import synthetic_clip
 from posecast.models.codecs import PixelCodec
 from posecast.models.denoiser import Denoiser
 from posecast.pose.stream import PoseStream
-from posecast.render import chunk_latents
-from posecast.student import student_timesteps
+from posecast.streaming.rollout import chunk_latents
+from posecast.student import DitStudent, student_timesteps
 
 
 def _chunks(poses, size):
@@ -30,11 +30,12 @@ def test_a_streamed_pose_sequence_renders_the_same_video(attention):
             parameter.normal_(std=0.1)
     _, poses = synthetic_clip(32, 11, 25.0, np.random.default_rng(4))  # 11: a held last pose
     reference = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    codec, timesteps = PixelCodec(config.codec), student_timesteps(model, 2)
+    codec = PixelCodec(config.codec)
+    student = DitStudent(model, student_timesteps(model, 2), codec)
 
     def video(sequence):
         return torch.cat([latents for _, latents in chunk_latents(
-            model, codec, reference, sequence, timesteps, seed=5)], 1)
+            student, codec.encode(reference), sequence, seed=5)], 1)
 
     stream = PoseStream(_chunks(poses, 3), len(poses), keep=config.window + 2 * config.chunk)
     torch.testing.assert_close(video(stream), video(poses), atol=0, rtol=0)

@@ -342,6 +342,7 @@ def test_a_failing_compile_renders_uncompiled_with_a_warning(monkeypatch):
 
     import posecast.render
     from posecast.assets import starter_model
+    from posecast.families import load_renderer
 
     def broken(model):
         def run(*args, **kwargs):
@@ -350,9 +351,9 @@ def test_a_failing_compile_renders_uncompiled_with_a_warning(monkeypatch):
 
     monkeypatch.setattr(posecast.render, "compile_student", broken)
     warnings = []
-    renderer = posecast.render.Renderer(starter_model(), torch.device("cpu"), compile=True,
-                                        on_warning=warnings.append)
-    assert renderer.network is renderer.model
+    renderer = load_renderer(str(starter_model()), torch.device("cpu"), compile=True,
+                             on_warning=warnings.append)
+    assert renderer.student.network is renderer.student.model
     assert len(warnings) == 1 and "RuntimeError: inductor says no)" in warnings[0]
     assert "second line" not in warnings[0]
 
@@ -406,7 +407,7 @@ def test_render_and_bench_compile_by_default_only_on_cuda_with_fixed_graphs():
     is flex there); gather would recompile every chunk. No GPU is needed to decide."""
     import torch
 
-    from posecast.render import compiles_by_default
+    from posecast.streaming.compiling import compiles_by_default
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert compiles_by_default("dense", "gather", cuda)

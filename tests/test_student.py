@@ -14,7 +14,8 @@ from posecast.attention.mask import mask_for_window
 from posecast.config import preset
 from posecast.data.synthetic import synthetic_clip
 from posecast.models.denoiser import Denoiser
-from posecast.student import CausalRollout, student_timesteps
+from posecast.streaming.rollout import Rollout, StreamState
+from posecast.student import DitStudent, student_timesteps
 
 
 def _random_model(config):
@@ -25,22 +26,34 @@ def _random_model(config):
     return model
 
 
+def _rollout(model, reference, pose_maps, poses, steps=2, network=None, frames=None,
+             state=None) -> Rollout:
+    """The streaming rollout of a DiT student; `reference`: the portrait's latent."""
+    student = DitStudent(model, student_timesteps(model, steps))
+    if network is not None:
+        student.network = network
+    return Rollout(student, reference, pose_maps, poses, frames=frames, state=state)
+
+
+T = 0.3  # the time the cached-equality tests run at
+
+
 def _chunk_by_chunk(model, x, reference, maps, poses, check):
-    """Run x (1, T, C, h, w) at t = 0 chunk by chunk through a rollout's cache, committing
-    each chunk, and call check(start, end, output of the chunk)."""
-    t = torch.zeros(1)
+    """Run x (1, T, C, h, w) at time T chunk by chunk through a rollout's cache, each chunk
+    committed by a pass at T too, and call check(start, end, clean estimate of the chunk)."""
     chunk = model.config.chunk
-    rollout = CausalRollout(model, reference, lambda s, e: maps[:, s:e],
-                            lambda s, e: [poses[s:e]], [1.0, 0.0])
+    rollout = _rollout(model, reference, lambda s, e: maps[:, s:e],
+                       None if poses is None else lambda s, e: [poses[s:e]])
     with torch.no_grad():
         for start in range(0, x.shape[1], chunk):
             end = start + chunk
-            layout = rollout._layout(start, end)
-            check(start, end, model(x[:, start:end], t, reference, maps[:, start:end],
-                                    layout=layout, cache=rollout.cache,
-                                    first_frame=rollout.position))
-            rollout._commit(x[:, start:end], start, layout)
-            rollout._advance(end)
+            check(start, end, rollout.estimate(x[:, start:end], T))
+            rollout.store(x[:, start:end], T)
+
+
+def _full_estimate(model, x, reference, maps, layout):
+    """x − T·v over every frame in one pass under `layout`."""
+    return x - T * model(x, torch.full((1,), T), reference, maps, layout=layout)
 
 
 def _inputs(frames):
@@ -65,7 +78,7 @@ def test_cached_chunks_equal_a_block_causal_full_pass(attention):
     else:
         full_layout = [mask_for_window(poses, config)]
     with torch.no_grad():
-        full = model(x, torch.zeros(1), reference, maps, layout=full_layout)
+        full = _full_estimate(model, x, reference, maps, full_layout)
 
     def check(start, end, out):
         torch.testing.assert_close(out, full[:, start:end], atol=1e-5, rtol=1e-5)
@@ -84,7 +97,7 @@ def test_the_ring_cache_equals_a_sliding_block_causal_full_pass():
     back = chunk_of[:, None] - chunk_of[None, :]  # (query, key): chunks back
     sliding = (back >= 0) & (back <= 1)
     with torch.no_grad():
-        full = model(x, torch.zeros(1), reference, maps, layout=sliding)
+        full = _full_estimate(model, x, reference, maps, sliding)
 
     def check(start, end, out):
         torch.testing.assert_close(out, full[:, start:end], atol=1e-5, rtol=1e-5)
@@ -97,8 +110,8 @@ def test_the_cache_keeps_a_fixed_number_of_frames():
     model = _random_model(config)
     _, poses = synthetic_clip(32, 10, 25.0, np.random.default_rng(0))
     reference = torch.zeros(1, 3, 32, 32)
-    rollout = CausalRollout(model, reference, lambda s, e: torch.zeros(1, e - s, 3, 32, 32),
-                            lambda s, e: [poses[s:e]], student_timesteps(model, 2))
+    rollout = _rollout(model, reference, lambda s, e: torch.zeros(1, e - s, 3, 32, 32),
+                       lambda s, e: [poses[s:e]])
     g = torch.Generator().manual_seed(0)
     held, shapes = [], set()
     with torch.no_grad():
@@ -109,7 +122,8 @@ def test_the_cache_keeps_a_fixed_number_of_frames():
             shapes.add(tuple(rollout.cache.keys[0].shape))
     assert held == [128, 256, 256, 256, 256]  # 2, then 4 frames of 64 tokens: the capacity
     assert shapes == {(1, 4, 256, 16)}  # preallocated once
-    assert sorted(rollout.planner.slot_frame[0].tolist()) == [6, 7, 8, 9]  # the last 4
+    (planner,) = rollout.planners.values()
+    assert sorted(planner.slot_frame[0].tolist()) == [6, 7, 8, 9]  # the last 4
     assert rollout.next_frame == 10 and int(rollout.position) == 10
 
 
@@ -141,9 +155,8 @@ def test_a_cuda_rollout_equals_the_cpu_rollout(attention, monkeypatch):
     noise = torch.randn(2, 1, 2, 3, 32, 32, generator=g)
     frames = {}
     for device in ("cpu", "cuda"):
-        rollout = CausalRollout(model.to(device), reference.to(device),
-                                lambda s, e, d=device: maps[:, s:e].to(d),
-                                lambda s, e: [poses[s:e]], student_timesteps(model, 2))
+        rollout = _rollout(model.to(device), reference.to(device),
+                           lambda s, e, d=device: maps[:, s:e].to(d), lambda s, e: [poses[s:e]])
         with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
             frames[device] = torch.cat([rollout.chunk(noise[i].to(device),
                                                       lambda i=i, d=device: noise[1 - i].to(d),
@@ -161,10 +174,9 @@ def _streaming_run(model, poses, chunks, network=None):
     frames = chunks * chunk
     reference = torch.zeros(1, 3, 32, 32)
     g = torch.Generator().manual_seed(0)
-    rollout = CausalRollout(model, reference, lambda s, e: torch.rand(1, e - s, 3, 32, 32,
-                                                                      generator=g),
-                            lambda s, e: [poses[s:e]], student_timesteps(model, 2),
-                            network=network, frames=frames)
+    rollout = _rollout(model, reference, lambda s, e: torch.rand(1, e - s, 3, 32, 32,
+                                                                 generator=g),
+                       lambda s, e: [poses[s:e]], network=network, frames=frames)
     calls = []
     with torch.no_grad():
         for _ in range(chunks):
@@ -214,8 +226,8 @@ def test_gradient_checkpointing_reads_the_cache_as_it_was():
     for checkpointing in (False, True):
         model = _random_model(config).train()
         model.gradient_checkpointing = checkpointing
-        rollout = CausalRollout(model, reference, lambda s, e: maps[:, s:e],
-                                lambda s, e: [poses[s:e]], student_timesteps(model, 2))
+        rollout = _rollout(model, reference, lambda s, e: maps[:, s:e],
+                           lambda s, e: [poses[s:e]])
         noise = torch.randn(4, 1, 2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
         loss = sum(rollout.chunk(x[:, 2 * i:2 * i + 2], lambda n=noise[i]: n, exit_step=1)
                    .square().mean() for i in range(4))
@@ -230,7 +242,7 @@ def test_the_compiled_cuda_graph_rollout_equals_the_eager_one():
     """render's compiled chunk step (fullgraph, CUDA graphs) gives the eager rollout's frames
     over 6 chunks of moving poses: the plan refilled in place, the ring cache and the device
     frame position all reach the captured graphs."""
-    from posecast.render import compile_student
+    from posecast.streaming.compiling import compile_student
 
     config = preset("tiny", attention="input_aware", attention_backend="flex", chunk=2,
                     window=6, k_frames=2)
@@ -241,17 +253,15 @@ def test_the_compiled_cuda_graph_rollout_equals_the_eager_one():
     noise = torch.randn(6, 2, 1, 2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     from torch._dynamo.utils import counters
 
-    from posecast.student import StreamState
-
     compiled = compile_student(model)
     state = StreamState()  # as a renderer keeps it: static cache and plan for CUDA graphs
     counters.clear()
     frames = {}
     for name, network in (("eager", None), ("warm-up", compiled), ("compiled", compiled)):
-        rollout = CausalRollout(model, reference, lambda s, e: maps[:, s:e],
-                                lambda s, e: [poses[s:e]], student_timesteps(model, 2),
-                                network=network, frames=12,
-                                state=None if network is None else state)
+        if network is compiled:
+            state.mark_static()  # as the renderer does after its eager warm-up
+        rollout = _rollout(model, reference, lambda s, e: maps[:, s:e],
+                           lambda s, e: [poses[s:e]], network=network, frames=12, state=state)
         with torch.no_grad():
             frames[name] = torch.cat([rollout.chunk(noise[i, 0].cuda(),
                                                     lambda i=i: noise[i, 1].cuda()).float()
@@ -266,8 +276,7 @@ def test_a_kept_stream_state_gives_every_video_a_fresh_start(attention):
     """A renderer keeps one KV cache and plan for all its videos (static tensors for CUDA
     graphs); the second video still equals one rendered from scratch."""
     from posecast.models.codecs import PixelCodec
-    from posecast.render import chunk_latents
-    from posecast.student import StreamState
+    from posecast.streaming.rollout import chunk_latents
 
     config = preset("tiny", attention=attention, chunk=2, window=6, k_frames=2)
     model = _random_model(config)
@@ -275,12 +284,14 @@ def test_a_kept_stream_state_gives_every_video_a_fresh_start(attention):
     reference = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     codec = PixelCodec(config.codec)
 
+    student = DitStudent(model, student_timesteps(model, 2), codec)
+
     def video(state, seed):
         return torch.cat([latents for _, latents in chunk_latents(
-            model, codec, reference, poses, student_timesteps(model, 2), seed, state=state)], 1)
+            student, codec.encode(reference), poses, seed, state=state)], 1)
 
     state = StreamState()
     video(state, seed=3)
     second = video(state, seed=1)
-    assert state.cache is not None and (state.plan is not None) == (attention == "input_aware")
+    assert state.cache is not None and bool(state.plans) == (attention == "input_aware")
     torch.testing.assert_close(second, video(None, seed=1), atol=0, rtol=0)

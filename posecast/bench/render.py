@@ -23,8 +23,7 @@ from posecast.models.codecs import PixelCodec, to_uint8_frames
 from posecast.models.denoiser import Denoiser
 from posecast.pose.draw import render_pose_maps
 from posecast.pose.keypoints import Keypoints
-from posecast.render import chunk_latents
-from posecast.student import StreamState, student_timesteps
+from posecast.streaming.rollout import StreamState, StudentBackend, chunk_latents
 
 
 @dataclass(frozen=True)
@@ -131,62 +130,61 @@ class StreamingCounts:
     recompiles: int  # graphs compiled after the warm-up (0 when nothing is compiled)
 
 
-def time_student_render(model: Denoiser, codec, reference: torch.Tensor, poses: Keypoints,
-                        clip: AudioClip, fps: float, steps: int | None, repeats: int = 3,
+def time_student_render(student: StudentBackend, conditions, poses: Keypoints,
+                        clip: AudioClip, fps: float, repeats: int = 3,
                         profile: Path | None = None, compile: bool = False
                         ) -> tuple[PipelineTiming, StreamingCounts]:
-    """I/O excluded: the median of `repeats` runs (after an eager run that counts attention
-    calls, and with `compile` a compiled warm-up run). `profile`: also run once under
-    torch.profiler and write its operator table (where the time goes) there."""
+    """A student of any family streaming `poses` (frame pixels) chunk by chunk and decoding
+    each chunk, as `render` does: I/O excluded, the median of `repeats` runs (after an eager
+    run that makes the cache and plans and counts attention calls, and with `compile` a
+    compiled warm-up run), then one run into an MP4 with `clip`. One cache and plan set serve
+    every run, as in a renderer. `profile`: also run once under torch.profiler and write its
+    operator table (where the time goes) there."""
     from posecast.attention.backends import KernelCalls
-    from posecast.render import compile_student
+    from posecast.streaming.compiling import compile_student
 
-    device = next(model.parameters()).device
-    frames, timesteps = len(poses), student_timesteps(model, steps)
-    network = model
-    state = StreamState()  # as a renderer: one KV cache and plan for every run
+    device, frames = student.device, len(poses)
+    state = StreamState()  # as a renderer: one cache and plan set for every run
 
-    def run(sink: Callable | None) -> tuple[float, float, float, float]:
+    def run(sink: Callable | None = None) -> tuple[float, float, float, float]:
         denoise = decode = 0.0
         first = None
         _sync(device)
         started = tick = time.perf_counter()
-        for start, latents in chunk_latents(model, codec, reference, poses, timesteps,
-                                            network=network, state=state):
+        for start, latents in chunk_latents(student, conditions, poses, 0, state):
             _sync(device)
             tock = time.perf_counter()
             with torch.no_grad():
-                pixels = to_uint8_frames(codec.decode(latents[0]))[:frames - start]
+                pixels = to_uint8_frames(student.decode(latents[0]))[:frames - start]
             denoise += tock - tick
             decode += time.perf_counter() - tock
-            if first is None:
-                first = time.perf_counter() - started
-            if sink is not None:
-                for frame in pixels:
-                    sink(frame)
+            first = time.perf_counter() - started if first is None else first
+            for frame in pixels if sink is not None else ():
+                sink(frame)
             tick = time.perf_counter()
         return denoise, decode, time.perf_counter() - started, first
 
-    chunks = -(-frames // model.config.chunk)
+    chunks = -(-frames // student.chunk)
     before = KernelCalls.count
-    run(None)  # eager: kernels, allocator, compiled attention kernels; counts the calls
+    run()  # eager: kernels, allocator, the cache and plans; counts the attention calls
     calls = (KernelCalls.count - before) / chunks
-    graphs = 0
+    counters = torch._dynamo.utils.counters["stats"]
     if compile:
-        network = compile_student(model)
-        run(None)  # compiles (and on CUDA captures) every graph the render uses
-        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-    runs = sorted((run(None) for _ in range(repeats)), key=lambda timing: timing[2])
-    recompiles = torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs if compile \
-        else 0
-    denoise, decode, total, first = runs[len(runs) // 2]
+        if device.type == "cuda":
+            state.mark_static()
+        student.network = compile_student(student.network)
+        run()  # compiles (and on CUDA captures) every graph the render uses
+    graphs = counters["unique_graphs"]
+    denoise, decode, total, first = sorted((run() for _ in range(repeats)),
+                                           key=lambda timing: timing[2])[repeats // 2]
+    recompiles = counters["unique_graphs"] - graphs
     if profile is not None:
-        write_profile(profile, device, lambda: run(None))
+        write_profile(profile, device, run)
     with tempfile.TemporaryDirectory() as folder, \
             write_mp4(Path(folder) / "student.mp4", fps=fps, audio=clip) as mp4:
         started = time.perf_counter()
         run(mp4.write)
     with_io = time.perf_counter() - started
-    counts = StreamingCounts(chunks, len(timesteps) - 1 + 1, model.config.depth, calls,
+    counts = StreamingCounts(chunks, len(student.levels()) + 1, student.attention_layers, calls,
                              recompiles)
     return PipelineTiming("student", frames, denoise, decode, total, with_io, first), counts

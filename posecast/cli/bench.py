@@ -306,7 +306,8 @@ def bench_render(
     from posecast.models.denoiser import Denoiser
     from posecast.models.pretrained import from_pretrained
     from posecast.pose.framing import crop_resize, fit_keypoints, portrait_box
-    from posecast.render import compiles_by_default
+    from posecast.streaming.compiling import compiles_by_default
+    from posecast.student import DitStudent, student_timesteps
     from posecast.train.distill import DistillConfig, student_config
 
     torch_device = pick_device(device)
@@ -337,9 +338,11 @@ def bench_render(
     reference = torch.from_numpy(crop_resize(image, box)).permute(2, 0, 1)[None].float()
     reference = (reference / 127.5 - 1).to(torch_device)
 
+    streaming = DitStudent(student, student_timesteps(student, steps),
+                           bench_codec(student, torch_device, True, random))
     timing, counts = time_student_render(
-        student, bench_codec(student, torch_device, True, random), reference, fitted, clip, fps,
-        steps, profile=profile, compile=compiles_by_default(
+        streaming, streaming.conditions(crop_resize(image, box)), fitted, clip, fps,
+        profile=profile, compile=compiles_by_default(
             config.attention, config.attention_backend, torch_device) if compile is None
         else compile)
     rows = [timing]
@@ -421,12 +424,12 @@ def _bench_mimicmotion_render(model, teacher, preset, seconds, fps, steps, teach
     which flatters the teacher)."""
     import torch
 
-    from posecast.bench.render import PipelineTiming
+    from posecast.bench.render import PipelineTiming, time_student_render
     from posecast.hub import resolve_folder
-    from posecast.mimicmotion.bench import UNETS, random_student, time_mimicmotion, time_student
+    from posecast.mimicmotion.bench import UNETS, random_student, time_mimicmotion
     from posecast.mimicmotion.student import StudentSettings, load_student
     from posecast.pose.framing import crop_resize, fit_box, fit_keypoints
-    from posecast.render import compiles_by_default
+    from posecast.streaming.compiling import compiles_by_default
 
     torch_device = pick_device(device)
     height, width = (1024, 576) if size is None else parse_size(size, 64)
@@ -454,8 +457,8 @@ def _bench_mimicmotion_render(model, teacher, preset, seconds, fps, steps, teach
     if compile is None:
         compile = compiles_by_default(student.settings.attention, student.settings.backend,
                                       torch_device)
-    timing, counts = time_student(student, conditions, fitted, clip, fps, compile=compile,
-                                  profile=profile)
+    timing, counts = time_student_render(student, conditions, fitted, clip, fps,
+                                         compile=compile, profile=profile)
     device_name = torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" \
         else "cpu"
     teacher_row = None

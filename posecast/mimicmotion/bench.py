@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -129,72 +128,3 @@ def random_student(preset: str, height: int, width: int, device: torch.device,
         torch.randn(1, 4, height // 8, width // 8, generator=g, device=device, dtype=dtype),
         torch.tensor([[6.0, 127.0, 0.0]], device=device, dtype=dtype))
     return student, conditions
-
-
-def time_student(student, conditions, poses: Keypoints, clip, fps: float, repeats: int = 3,
-                 compile: bool = False, profile: Path | None = None):
-    """The student streaming `poses` (frame pixels) chunk by chunk and decoding each chunk
-    with its decoder: (PipelineTiming, StreamingCounts), as the DiT bench reports them; I/O
-    excluded but for the with-I/O run into an MP4 with `clip`. One cache and plan set serve
-    every run, as in a renderer; with `compile` the chunk step is compiled after the eager
-    run (see `compile_network`) and warmed up once more. `profile`: also run once under
-    torch.profiler and write its operator table (where the time goes) there."""
-    import tempfile
-
-    import torch._dynamo
-
-    from posecast.attention.backends import KernelCalls
-    from posecast.bench.render import PipelineTiming, StreamingCounts, write_profile
-    from posecast.media import write_mp4
-    from posecast.mimicmotion.causal import StudentCache
-    from posecast.mimicmotion.student import chunk_latents, compile_network, decode
-    from posecast.models.codecs import to_uint8_frames
-
-    device, settings = student.device, student.settings
-    cache, plans = StudentCache(settings.context_frames, settings.chunk, device), {}
-    frames = len(poses)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    def run(sink=None) -> tuple[float, float, float, float]:
-        denoise = decoding = 0.0
-        first = None
-        sync()
-        started = tick = time.perf_counter()
-        for start, latents in chunk_latents(student, conditions, poses, 0, cache, plans):
-            sync()
-            tock = time.perf_counter()
-            pixels = to_uint8_frames(decode(student, latents[0]))[:frames - start]
-            denoise += tock - tick
-            decoding += time.perf_counter() - tock
-            first = time.perf_counter() - started if first is None else first
-            for frame in pixels if sink is not None else ():
-                sink(frame)
-            tick = time.perf_counter()
-        return denoise, decoding, time.perf_counter() - started, first
-
-    chunks = -(-frames // settings.chunk)
-    before = KernelCalls.count
-    run()  # eager warm-up: allocations, the cache and plans; counts the input-aware calls
-    calls = (KernelCalls.count - before) / chunks
-    counters = torch._dynamo.utils.counters["stats"]
-    if compile:
-        compile_network(student, cache, plans)
-        run()  # compiles (and on CUDA captures) every graph the render uses
-    graphs = counters["unique_graphs"]
-    denoise, decoding, total, first = sorted((run() for _ in range(repeats)),
-                                             key=lambda timing: timing[2])[repeats // 2]
-    recompiles = counters["unique_graphs"] - graphs
-    if profile is not None:
-        write_profile(profile, device, run)
-    with tempfile.TemporaryDirectory() as folder, \
-            write_mp4(Path(folder) / "student.mp4", fps=fps, audio=clip) as mp4:
-        started = time.perf_counter()
-        run(mp4.write)
-    with_io = time.perf_counter() - started
-    network = getattr(student.network, "_orig_mod", student.network)  # compiled or not
-    layers = sum(1 for name, _ in network.named_modules() if name.endswith(".attn1"))
-    counts = StreamingCounts(chunks, settings.steps + 1, layers, calls, recompiles)
-    return PipelineTiming("student", frames, denoise, decoding, total, with_io, first), counts

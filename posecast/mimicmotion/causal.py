@@ -90,8 +90,8 @@ class StudentCache:
         """Aim the next commit at slots first_slot … first_slot + chunk − 1 (host bookkeeping
         between passes; `filled` marks them held once the commit pass has run, since that pass
         must not see its own slots as past frames)."""
-        slots = torch.arange(first_slot, first_slot + self.chunk)
-        self.slots.copy_(slots, non_blocking=True)
+        # written where they live, in place: no tensor is copied from the host
+        torch.arange(first_slot, first_slot + self.chunk, out=self.slots)
 
     def filled(self) -> None:
         """The slots the last commit wrote now hold frames."""

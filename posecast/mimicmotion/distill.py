@@ -17,7 +17,7 @@ EDM terms (D(x; σ) is the clean estimate, σ the noise level):
      loss (+ plug-ins), plus `region_ode_weight` times the stored ODE pairs' loss, with the
      initialisation's optimiser, restarted; neither the teacher nor the critic is called
      (the DiT family's third stage, train/distill.py).
-Student samples come from StudentStream, the code rendering uses, stopping each chunk at a
+Student samples come from the streaming Rollout, the code rendering uses, stopping each chunk at a
 random step (backward simulation on the student's own cached rollouts).
 
 The teacher's windows are led by the reference's own frame and pose (frame 0, as MimicMotion
@@ -57,11 +57,11 @@ from posecast.mimicmotion.student import (
     Conditions,
     MimicMotionStudent,
     StudentSettings,
-    StudentStream,
     init_student,
 )
 from posecast.ownership import mark
 from posecast.pose.keypoints import Keypoints
+from posecast.streaming.rollout import Rollout
 from posecast.train.distill import DistillConfig, DistillReport
 from posecast.weights import check_module
 
@@ -225,9 +225,9 @@ def teacher_trajectory(teacher: GuidedTeacher, window: Window, noise: torch.Tens
     return torch.stack(states), x
 
 
-def _stream(student: MimicMotionStudent, window: Window) -> StudentStream:
-    return StudentStream(student, window.conditions, lambda s, e: window.maps[:, s:e],
-                         lambda s, e: [poses[s:e] for poses in window.poses])
+def _stream(student: MimicMotionStudent, window: Window) -> Rollout:
+    return Rollout(student, window.conditions, lambda s, e: window.maps[:, s:e],
+                   lambda s, e: [poses[s:e] for poses in window.poses])
 
 
 def ode_regression_loss(student: MimicMotionStudent, window: Window, states: torch.Tensor,

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +34,8 @@ from posecast.json_files import load_json_object
 from posecast.mimicmotion.causal import CausalContext, StudentCache, make_causal
 from posecast.mimicmotion.model import MimicMotionTeacher, load_teacher, read_config
 from posecast.ownership import mark
+from posecast.pose.framing import Box, fit_box
 from posecast.pose.keypoints import Keypoints
-from posecast.student import ChunkPlanner
 from posecast.weights import check_module
 
 FAST_DECODER = "fast_decoder"
@@ -126,6 +124,99 @@ class MimicMotionStudent:
     @property
     def device(self) -> torch.device:
         return self.parts.device
+
+    # ---------------------------------------------- the streaming backend (EDM, per-level plans)
+
+    @property
+    def chunk(self) -> int:
+        return self.settings.chunk
+
+    @property
+    def context_frames(self) -> int:
+        return self.settings.context_frames
+
+    @property
+    def commit_level(self) -> float:
+        return self.settings.sigma_min
+
+    @property
+    def attention_backend(self) -> str:
+        return self.settings.backend
+
+    @property
+    def block_size(self) -> int:
+        return self.settings.block_size
+
+    @property
+    def height(self) -> int:
+        return self.recipe.height
+
+    @property
+    def width(self) -> int:
+        return self.recipe.width
+
+    @property
+    def attention_layers(self) -> int:
+        """The UNet's spatial attention layers (compiled network or not)."""
+        network = getattr(self.network, "_orig_mod", self.network)
+        return sum(1 for name, _ in network.named_modules() if name.endswith(".attn1"))
+
+    def levels(self) -> list[float]:
+        return self.settings.sigmas()
+
+    def noisy(self, clean, level: float, noise: torch.Tensor) -> torch.Tensor:
+        return clean + level * noise
+
+    def grids(self) -> dict[int, _LevelGrid]:
+        return self.level_grids() if self.settings.attention == "input_aware" else {}
+
+    def batch_size(self, conditions: Conditions) -> int:
+        return conditions.latent.shape[0]
+
+    def new_cache(self, batch: int) -> StudentCache:
+        return StudentCache(self.settings.context_frames, self.settings.chunk, self.device,
+                            in_place=not torch.is_grad_enabled())
+
+    def layout(self, cache: StudentCache, plans: dict[int, AttentionPlan], frames: int
+               ) -> dict[int, AttentionPlan]:
+        return plans  # the context reads each joint level's plan by its tokens per frame
+
+    def predict(self, x, level, conditions, pose_maps, cache, layout, position, commit):
+        """D(x; σ) of the chunk against the cache; `layout`: the plans by tokens per frame."""
+        context = self.context
+        context.cache, context.commit, context.first_frame = cache, commit, position
+        context.plans = layout
+        try:
+            return self.denoise(x, level, conditions, pose_maps)
+        finally:
+            context.cache, context.commit = None, False
+
+    def latent_shape(self) -> tuple[int, int, int]:
+        return (4, *self.latent_size())
+
+    def draw_poses(self, poses: Keypoints) -> np.ndarray:
+        from posecast.pose.dwpose import draw_dwpose
+
+        return draw_dwpose(poses, self.height, self.width)
+
+    def pose_input(self, drawn: torch.Tensor) -> torch.Tensor:
+        return (drawn.float() / 127.5 - 1.0).to(self.dtype)
+
+    def frame(self, image: np.ndarray, keypoints: Keypoints) -> Box:
+        """The whole portrait fitted to the frame, as the teacher frames it."""
+        return fit_box(image.shape[1], image.shape[0], self.width, self.height)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(T, 4, h, w) scaled latents → (T, 3, H, W) in [-1, 1], with the fast decoder when
+        the folder has one (per frame), else SVD's temporal VAE over the chunk."""
+        vae = self.parts.vae
+        with torch.no_grad():
+            if self.fast_decoder is not None:  # AutoencoderTiny takes the scaled latents
+                return self.fast_decoder.decode(latents.to(self.dtype)).sample.float()
+            scaled = (latents / vae.config.scaling_factor).to(next(vae.parameters()).dtype)
+            return vae.decode(scaled, num_frames=scaled.shape[0]).sample.float()
+
+    # ------------------------------------------------------------------------------------
 
     @property
     def dtype(self) -> torch.dtype:
@@ -219,186 +310,6 @@ class MimicMotionStudent:
             context.plans = {}
 
 
-# pose_maps(start, end) → (B, end − start, 3, H, W) in [-1, 1] on the student's device
-PoseMaps = Callable[[int, int], torch.Tensor]
-
-
-class StudentStream:
-    """One video (per batch element) chunk after chunk against the cache; every shape is
-    fixed from the first chunk on (preallocated ring, masks over a whole window with EMPTY
-    slots, one plan per level refilled in place). A renderer passes the same `cache` and
-    `plans` (by tokens per frame) to every video's stream, so addresses never change either."""
-
-    def __init__(self, student: MimicMotionStudent, conditions: Conditions,
-                 pose_maps: PoseMaps, poses: Callable[[int, int], list[Keypoints]] | None,
-                 cache: StudentCache | None = None,
-                 plans: dict[int, AttentionPlan] | None = None) -> None:
-        settings = student.settings
-        if settings.attention == "input_aware" and poses is None:
-            raise ValueError("an input-aware student needs the poses")
-        self.student, self.conditions = student, conditions
-        self.pose_maps, self.poses = pose_maps, poses
-        device = student.device
-        self.cache = cache or StudentCache(settings.context_frames, settings.chunk, device,
-                                           in_place=not torch.is_grad_enabled())
-        self.cache.reset()
-        batch = conditions.latent.shape[0]
-        self.grids = student.level_grids() if settings.attention == "input_aware" else {}
-        self.planners = {tokens: ChunkPlanner(grid, batch) for tokens, grid in self.grids.items()}
-        self.plans: dict[int, AttentionPlan] = {} if plans is None else plans
-        self._ahead: tuple[int, dict[int, list]] | None = None  # (start, masks by level)
-        self.position = torch.zeros((), dtype=torch.long, device=device)
-        self.next_frame = 0
-
-    def _masks(self, start: int, end: int) -> dict[int, tuple]:
-        """The chunk's masks and token order per level, from the planners' rings as they are
-        (every earlier chunk committed)."""
-        window_poses = self.poses(max(0, end - self.student.settings.window), end)
-        return {tokens: planner.masks(start, end, window_poses)
-                for tokens, planner in self.planners.items()}
-
-    def prepare(self) -> None:
-        """The next chunk's masks and plans now, after this chunk's commit: host work done
-        while the device still runs this chunk's passes. Refilling the plans in place is safe
-        then: their copies are queued on the device after the passes that read them."""
-        if self.planners:
-            start = self.next_frame
-            masks = self._masks(start, start + self.student.settings.chunk)
-            self._ahead = (start, self._refill(masks))
-
-    def _refill(self, made: dict[int, tuple]) -> dict[int, list]:
-        """The plans refilled with `made` (masks and order per level); returns the masks."""
-        settings, masks_by_level = self.student.settings, {}
-        for tokens, (masks, order) in made.items():
-            if tokens in self.plans and not torch.is_grad_enabled():
-                self.plans[tokens].update(masks, order)
-            else:  # a plan autograd saw is never refilled
-                self.plans[tokens] = AttentionPlan(masks, settings.backend, self.student.device,
-                                                   settings.block_size, order)
-            masks_by_level[tokens] = masks
-        return masks_by_level
-
-    def _set_plans(self, start: int, end: int) -> dict[int, list]:
-        """Point the context's plans at this chunk's masks (made ahead by `prepare`, or now);
-        returns the masks per level."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] == start:
-            masks_by_level = ahead[1]
-        else:
-            masks_by_level = self._refill(self._masks(start, end))
-        self.student.context.plans = self.plans
-        return masks_by_level
-
-    def _pass(self, x: torch.Tensor, sigma: float, start: int, commit: bool) -> torch.Tensor:
-        context = self.student.context
-        context.cache, context.commit, context.first_frame = self.cache, commit, self.position
-        try:
-            return self.student.denoise(x, sigma, self.conditions,
-                                        self.pose_maps(start, start + x.shape[1]))
-        finally:
-            context.cache, context.commit = None, False
-
-    def _commit(self, clean: torch.Tensor, start: int, masks: dict[int, list]) -> None:
-        """The clean chunk's pass at σ_min, writing the cache (oldest frames overwritten)."""
-        settings = self.student.settings
-        if settings.context_frames:
-            self.cache.point_at(start % settings.context_frames)
-            with torch.no_grad():
-                self._pass(clean.detach(), settings.sigma_min, start, commit=True)
-            self.cache.filled()
-            for tokens, planner in self.planners.items():
-                planner.commit(start, start + clean.shape[1], masks[tokens])
-
-    def _advance(self, end: int) -> None:
-        self.position.add_(end - self.next_frame)
-        self.next_frame = end
-
-    def chunk(self, noise: torch.Tensor, renoise: Callable[[], torch.Tensor],
-              commit: bool = True, exit_step: int | None = None) -> torch.Tensor:
-        """The next chunk's clean latents (B, c, 4, h, w) from unit `noise`; `renoise()` draws
-        the fresh unit noise between steps; `commit=False` skips the cache pass (the video's
-        last chunk). `exit_step` i < k stops after step i and returns its estimate with
-        gradients (training); None runs all k steps."""
-        sigmas = self.student.settings.sigmas()
-        last = len(sigmas) - 1 if exit_step is None else exit_step
-        start, end = self.next_frame, self.next_frame + noise.shape[1]
-        masks = self._set_plans(start, end)
-        x = noise * sigmas[0]
-        for i in range(last + 1):
-            if i < last:
-                with torch.no_grad():
-                    clean = self._pass(x, sigmas[i], start, commit=False)
-                x = clean + sigmas[i + 1] * renoise()
-            else:
-                clean = self._pass(x, sigmas[i], start, commit=False)
-        if commit:
-            self._commit(clean, start, masks)
-        self._advance(end)
-        return clean
-
-    def regress(self, x: torch.Tensor, sigma: float, clean: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing (ODE-pair initialisation): the student's estimate of the next chunk
-        from `x` at σ (with gradients), then the given `clean` chunk, not the estimate,
-        committed as the context of the chunks after it."""
-        start, end = self.next_frame, self.next_frame + x.shape[1]
-        masks = self._set_plans(start, end)
-        prediction = self._pass(x, sigma, start, commit=False)
-        self._commit(clean, start, masks)
-        self._advance(end)
-        return prediction
-
-
-def chunk_latents(student: MimicMotionStudent, conditions: Conditions, poses: Keypoints,
-                  seed: int = 0, cache: StudentCache | None = None,
-                  plans: dict[int, AttentionPlan] | None = None
-                  ) -> Iterator[tuple[int, torch.Tensor]]:
-    """The student's video of `poses` (Keypoints in frame pixels) chunk by chunk: (first
-    frame, latents (1, c, 4, h, w)). The last chunk is filled up by holding the last pose
-    (callers drop its frames past the end). `cache` and `plans`: a renderer's, reused."""
-    from posecast.pose.dwpose import draw_dwpose
-    from posecast.render import ChunkPoseMaps, hold_to_length
-
-    settings, recipe, device = student.settings, student.recipe, student.device
-    chunk = settings.chunk
-    padded = hold_to_length(poses, math.ceil(len(poses) / chunk) * chunk)
-    pose_maps = ChunkPoseMaps(  # (1, n, 3, H, W) in [-1, 1]
-        lambda start, end: draw_dwpose(padded[start:end], recipe.height, recipe.width),
-        device, lambda drawn: (drawn.float() / 127.5 - 1.0).to(student.dtype))
-    stream = StudentStream(student, conditions, pose_maps, lambda s, e: [padded[s:e]], cache,
-                           plans)
-    generator = torch.Generator(device).manual_seed(seed)
-    shape = (1, chunk, 4, *student.latent_size())
-    for start in range(0, len(padded), chunk):
-        end = start + chunk
-        with torch.no_grad():  # not around the yield: the caller's grad mode stays its own
-            noise = torch.randn(shape, generator=generator, device=device)
-            latents = stream.chunk(noise, lambda: torch.randn(shape, generator=generator,
-                                                              device=device),
-                                   commit=end < len(padded))
-            if end < len(padded):  # the next chunk's host work, done while the device works
-                pose_maps(end, end + chunk)
-                stream.prepare()
-        yield start, latents
-
-
-def compile_network(student: MimicMotionStudent, cache: StudentCache,
-                    plans: dict[int, AttentionPlan]) -> torch.nn.Module:
-    """Compile the student's network for streaming (whole, fullgraph, fixed shapes; CUDA
-    graphs on CUDA), after an eager warm-up has allocated `cache` and `plans` at their final
-    shapes: on CUDA their tensors are marked static, so the graphs read and write them in
-    place instead of copying them in at every replay. Returns the eager network, to fall
-    back to (`student.network = eager`) when compiling fails."""
-    from posecast.render import compile_student
-
-    eager = student.network
-    if student.device.type == "cuda":
-        cache.mark_static()
-        for plan in plans.values():
-            plan.mark_static()
-    student.network = compile_student(eager)
-    return eager
-
-
 def is_student_folder(folder: Path) -> bool:
     try:
         return "student" in load_json_object(folder / "config.json")
@@ -407,15 +318,23 @@ def is_student_folder(folder: Path) -> bool:
 
 
 def load_student(folder: str | os.PathLike, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32) -> MimicMotionStudent:
-    """A student folder (see the module's docstring) on `device`."""
-    folder = Path(folder)
+                 dtype: torch.dtype | None = None, size: tuple[int, int] | None = None,
+                 steps: int | None = None) -> MimicMotionStudent:
+    """A student folder (see the module's docstring) on `device`, in `dtype` (default bf16 on
+    CUDA, else fp32), rendering `size` (height, width) frames in `steps` steps when given."""
+    folder, device = Path(folder), torch.device(device)
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     config = read_config(folder)
     if "student" not in config:
         raise UsageError(f"{folder}: this MimicMotion model is a teacher (many steps, whole "
                          "windows), not a causal student; render it with `posecast teacher`")
     settings = StudentSettings.from_dict(config["student"])
+    if steps is not None:
+        settings = dataclasses.replace(settings, steps=steps)
     parts = load_teacher(folder, device, dtype)
+    if size is not None:
+        parts.recipe = parts.recipe.replace(height=size[0], width=size[1])
     fast_decoder = None
     if (folder / FAST_DECODER / "config.json").is_file():
         from diffusers import AutoencoderTiny
@@ -451,14 +370,3 @@ def init_student(teacher: str | os.PathLike, out: str | os.PathLike,
     if fast_decoder is not None:
         shutil.copytree(fast_decoder, out / FAST_DECODER, dirs_exist_ok=True)
     return out
-
-
-def decode(student: MimicMotionStudent, latents: torch.Tensor) -> torch.Tensor:
-    """(T, 4, h, w) scaled latents → (T, 3, H, W) in [-1, 1], with the fast decoder when the
-    folder has one (per frame), else SVD's temporal VAE over the chunk."""
-    vae = student.parts.vae
-    with torch.no_grad():
-        if student.fast_decoder is not None:  # AutoencoderTiny takes the scaled latents
-            return student.fast_decoder.decode(latents.to(student.dtype)).sample.float()
-        scaled = (latents / vae.config.scaling_factor).to(next(vae.parameters()).dtype)
-        return vae.decode(scaled, num_frames=scaled.shape[0]).sample.float()

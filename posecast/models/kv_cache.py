@@ -40,16 +40,18 @@ class KVCache:
         self.valid = torch.zeros(1, 1, 1, capacity * tokens_per_frame, dtype=torch.bool,
                                  device=device)
 
-    def point_at(self, first_slot: int, frames: int) -> None:
-        """Aim the next commit at ring frame slots first_slot … first_slot + frames − 1 and mark
-        them as holding a frame (host bookkeeping, between passes)."""
+    def point_at(self, first_slot: int) -> None:
+        """Aim the next commit (a chunk of `chunk_frames` frames) at ring frame slots
+        first_slot … (host bookkeeping, between passes)."""
         n = self.tokens_per_frame
-        if frames * n != self.write_index.numel():
-            raise ValueError(f"the cache commits chunks of {self.write_index.numel() // n} "
-                             f"frames, not {frames}")
+        frames = self.write_index.numel() // n
         # written where they live, in place: no tensor is copied from the host
         torch.arange(first_slot * n, (first_slot + frames) * n, out=self.write_index)
-        self.valid[..., first_slot * n:(first_slot + frames) * n].fill_(True)
+
+    def filled(self) -> None:
+        """The slots the last commit wrote now hold frames (marked after that pass, which
+        attends under the chunk's layout made before it)."""
+        self.valid.index_fill_(3, self.write_index, True)
 
     def reset(self) -> None:
         """Forget every frame (a new video); the buffers keep their memory and addresses."""

@@ -21,7 +21,7 @@ Stages, one step counter:
      DMD steps do, but draws that grid, so the bundled starter takes none; a region step
      costs about 1 s on an idle 2-core CPU (the ODE term adds a pass over a stored pair), a
      DMD step with 3 critic updates about 6 s.
-Student samples come from CausalRollout, the code inference uses, stopping each chunk at a
+Student samples come from the streaming Rollout, the code inference uses, stopping each chunk at a
 random step (backward simulation).
 
 Every step draws its data, noise and step choices from a generator seeded by
@@ -60,7 +60,8 @@ from posecast.models.pretrained import from_pretrained, model_card, save_pretrai
 from posecast.ownership import mark
 from posecast.paths import atomic_output
 from posecast.pose.keypoints import Keypoints
-from posecast.student import CausalRollout, student_timesteps
+from posecast.streaming.rollout import Rollout
+from posecast.student import DitStudent, student_timesteps
 from posecast.train import distributed
 from posecast.train.checkpoint import (
     CHECKPOINT_DIR,
@@ -231,9 +232,10 @@ def teacher_velocity(model: Denoiser, x: torch.Tensor, t: torch.Tensor, window: 
     return unconditional + cfg * (conditional - unconditional)
 
 
-def _rollout(student: Denoiser, window: Window, timesteps: list[float]) -> CausalRollout:
-    return CausalRollout(student, window.reference, lambda s, e: window.pose_maps[:, s:e],
-                         lambda s, e: [poses[s:e] for poses in window.poses], timesteps)
+def _rollout(student: Denoiser, window: Window, timesteps: list[float]) -> Rollout:
+    return Rollout(DitStudent(student, timesteps, device=window.frames.device), window.reference,
+                   lambda s, e: window.pose_maps[:, s:e],
+                   lambda s, e: [poses[s:e] for poses in window.poses])
 
 
 def student_sample(student: Denoiser, window: Window, timesteps: list[float],
@@ -345,7 +347,7 @@ def ode_regression_loss(student: Denoiser, window: Window, states: torch.Tensor,
     for start in range(0, frames, chunk):
         i = int(torch.randint(len(timesteps) - 1, (1,), generator=generator))
         target = end[:, start:start + chunk]
-        prediction = rollout.regress_chunk(states[i][:, start:start + chunk], timesteps[i],
+        prediction = rollout.regress(states[i][:, start:start + chunk], timesteps[i],
                                            target)
         losses.append(F.mse_loss(prediction, target))
     return torch.stack(losses).mean()
