@@ -1,29 +1,39 @@
-"""Model families: one object per architecture, holding what the commands need of it, so the
-commands take a family instead of branching on the architecture.
+"""Model families: one `Family` object per architecture, holding everything the commands need
+of it, so no command branches on an architecture.
 
-  dit          posecast's own DiT with flow matching (posecast/models/): teacher, training,
-               distillation into the causal student, rendering
-  mimicmotion  SVD's UNet with MimicMotion's pose network (posecast/mimicmotion/): imported
-               from public weights, sampled by `teacher`, fine-tuned by `train`; its causal
-               few-step student (a folder whose config.json holds "student"), made by
-               `distill`, streams in `render`
+A model folder names its family in config.json ("family"; none means "dit", as folders made
+before families were named); every command that makes a folder writes it. The registry maps a
+name to the module that defines the family's `FAMILY` (imported when first needed: MimicMotion's
+pulls in diffusers); `register` adds a family defined elsewhere (the tests' toy family).
 
-A model folder names its family in config.json ("family"; none means dit).
+  dit          posecast's own DiT with flow matching (dit_family.py)
+  mimicmotion  SVD's UNet with MimicMotion's pose network (mimicmotion/family.py)
+
+A new family is one folder with a module that defines `FAMILY` (see `Family` for what it
+provides) and one line in `KNOWN`.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 
-from posecast.errors import UsageError
+from posecast.errors import InputError
 from posecast.json_files import load_json_object
 from posecast.model_folder import family_of
 from posecast.pose.keypoints import Keypoints
+
+if TYPE_CHECKING:  # annotations only
+    from posecast.streaming.rollout import StudentBackend
+    from posecast.train.distill import DistillConfig, StartRun
+
+KNOWN = {"dit": "posecast.dit_family", "mimicmotion": "posecast.mimicmotion.family"}
 
 
 class LoadedTeacher(Protocol):
@@ -59,68 +69,53 @@ class LoadedTeacher(Protocol):
         ...
 
 
-@dataclass
-class DitTeacher:
-    network: object  # posecast.models.denoiser.Denoiser
-    device: torch.device
+class Family(Protocol):
+    """What a model family provides. Folders are resolved (Hub snapshots downloaded) first."""
 
-    @property
-    def config(self):
-        return self.network.config
+    name: str
+    licence: str  # the Hub licence id an exported model gets by default
 
-    @property
-    def height(self) -> int:
-        return self.config.height
+    def size_multiple(self, folder: Path) -> int:
+        """What frame sides must be multiples of (for --size)."""
 
-    @property
-    def width(self) -> int:
-        return self.config.width
+    def load_teacher(self, folder: Path, device: torch.device) -> LoadedTeacher:
+        """A teacher to sample (`posecast teacher`); a one-line error for a student folder."""
 
-    @property
-    def size_multiple(self) -> int:
-        return self.config.codec.downsample * self.config.patch_size
+    def load_student(self, folder: Path, device: torch.device, size: tuple[int, int] | None,
+                     steps: int | None) -> StudentBackend:
+        """A causal student to render (`posecast render`), at `size` (height, width) and with
+        `steps` steps when given; a one-line error for a teacher folder."""
 
-    @property
-    def default_steps(self) -> int:
-        return self.config.sampler.steps
+    def distillation(self, teacher: Path, settings: DistillConfig, resume: bool,
+                     fast_decoder: Path | None) -> StartRun:
+        """What the distillation loop starts (`posecast distill`), after checking the teacher
+        and settings (one-line errors, before any output is touched)."""
 
-    @property
-    def default_cfg(self) -> float:
-        return self.config.sampler.cfg
+    def model_files(self, folder: Path) -> list[str]:
+        """The files a model is loaded from besides config.json and model.safetensors
+        (relative paths), checked: a one-line error names the first one missing or damaged."""
 
-    def resize(self, height: int, width: int) -> None:
-        self.network.config = self.config.replace(height=height, width=width)
 
-    def set_attention(self, mode: str, k_frames: int | None) -> None:
-        self.network.config = self.config.replace(
-            attention=mode, k_frames=self.config.k_frames if k_frames is None else k_frames)
+_families: dict[str, Family] = {}
 
-    def configure(self, changes: dict[str, str]) -> None:
-        if changes:
-            raise UsageError("--recipe sets the sampling of MimicMotion models; for posecast's "
-                             "own use --steps, --cfg and --size")
 
-    def memory_hint(self) -> str:
-        return f"lower --size (now {self.width}x{self.height})"
+def register(family: Family) -> None:
+    """Make a family defined outside `KNOWN` available by its name."""
+    _families[family.name] = family
 
-    def model_calls(self, frames: int, steps: int, cfg: float) -> int:
-        from posecast.generate import model_evaluations
 
-        config = self.config
-        return model_evaluations(frames, steps, cfg, config.sampler.method, config.window,
-                                 config.overlap)
+def family_named(name: str) -> Family:
+    if name not in _families:
+        if name not in KNOWN:
+            known = ", ".join(sorted({*KNOWN, *_families}))
+            raise InputError(f"unknown model family '{name}' (known: {known})")
+        _families[name] = importlib.import_module(KNOWN[name]).FAMILY
+    return _families[name]
 
-    def frames(self, portrait, poses, portrait_keypoints, steps, cfg, seed, on_evaluation=None):
-        from posecast.generate import decode_frames, prepare_conditions, sample_latents
-        from posecast.models.codecs import make_codec
 
-        config = self.config
-        conditions = prepare_conditions(portrait, poses, config.height, config.width,
-                                        portrait_keypoints)
-        codec = make_codec(config.codec, self.device)
-        latents = sample_latents(self.network, codec, conditions, steps, cfg, seed,
-                                 config.sampler.method, on_evaluation=on_evaluation)
-        yield from decode_frames(codec, latents)
+def family_for(folder: str | Path) -> Family:
+    """The family of a model folder (its config.json's "family")."""
+    return family_named(family_of(folder))
 
 
 def load_teacher(model: str, device: torch.device, revision: str | None = None) -> LoadedTeacher:
@@ -128,20 +123,7 @@ def load_teacher(model: str, device: torch.device, revision: str | None = None) 
     from posecast.hub import resolve_folder
 
     folder = resolve_folder(model, revision)
-    family = family_of(folder)
-    if family == "mimicmotion":
-        from posecast.mimicmotion.student import is_student_folder
-        from posecast.mimicmotion.teacher import load_family_teacher
-
-        if is_student_folder(folder):
-            raise UsageError(f"{model}: a causal MimicMotion student, not a teacher; render it "
-                             "with `posecast render --model`, or give the teacher it came from")
-        return load_family_teacher(folder, device)
-    if family != "dit":
-        raise UsageError(f"{model}: unknown model family '{family}' (known: dit, mimicmotion)")
-    from posecast.models.pretrained import from_pretrained
-
-    return DitTeacher(from_pretrained(folder, device=device), device)
+    return family_for(folder).load_teacher(folder, device)
 
 
 def load_renderer(model: str, device: torch.device, size: tuple[int, int] | None = None,
@@ -153,17 +135,7 @@ def load_renderer(model: str, device: torch.device, size: tuple[int, int] | None
     from posecast.render import Renderer
 
     folder = resolve_folder(model, revision)
-    family = family_of(folder)
-    if family == "mimicmotion":
-        from posecast.mimicmotion.student import load_student
-
-        student = load_student(folder, device, size=size, steps=steps)
-    elif family == "dit":
-        from posecast.student import load_student
-
-        student = load_student(model, device, size, steps, revision)
-    else:
-        raise UsageError(f"{model}: unknown model family '{family}' (known: dit, mimicmotion)")
+    student = family_for(folder).load_student(folder, device, size, steps)
     return Renderer(student, str(model), compile, on_warning)
 
 
@@ -172,14 +144,26 @@ def size_multiple(model: str, revision: str | None = None) -> int:
     from posecast.hub import resolve_folder
 
     folder = resolve_folder(model, revision)
-    if family_of(folder) == "mimicmotion":
-        from posecast.mimicmotion.teacher import MimicMotionFamilyTeacher
+    return family_for(folder).size_multiple(folder)
 
-        return MimicMotionFamilyTeacher.size_multiple
-    from posecast.models.pretrained import load_config
 
-    config = load_config(str(folder))
-    return config.codec.downsample * config.patch_size
+def distill(dataset: str | os.PathLike, teacher: str, out: str | os.PathLike,
+            settings: DistillConfig, resume: bool = False, device: str = "auto",
+            on_step: Callable | None = None, on_message: Callable[[str], None] | None = None,
+            on_pairs: Callable[[int, int], None] | None = None, revision: str | None = None,
+            fast_decoder: str | os.PathLike | None = None) -> Path:
+    """Distil a teacher of any family (a folder, or a Hub repo id at `revision`) into a
+    causal student folder `out`, as `posecast distill` does (train/distill.py). Returns
+    `out`."""
+    from posecast.hub import resolve_folder
+    from posecast.train.distill import run_distillation
+
+    folder = resolve_folder(teacher, revision)
+    start = family_for(folder).distillation(folder, settings, resume,
+                                            None if fast_decoder is None else Path(fast_decoder))
+    return run_distillation(start, dataset, out, settings, resume, device, on_step, on_message,
+                            on_pairs, source={"teacher": str(teacher),
+                                              "teacher_revision": revision})
 
 
 def training_family(init_from: str | None, out, resume: bool,

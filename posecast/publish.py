@@ -24,13 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from posecast.errors import InputError, PosecastError, UsageError
+from posecast.families import family_for
 from posecast.json_files import load_json
-from posecast.model_folder import family_of
 from posecast.ownership import require_replaceable
 from posecast.paths import atomic_folder
 
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
-DEFAULT_LICENSES = {"dit": "apache-2.0", "mimicmotion": "other"}  # MimicMotion's and SVD's own
 _FRONT_MATTER = re.compile(r"\A---\n(.*?)\n---\n?", re.DOTALL)
 
 
@@ -44,42 +43,12 @@ class Export:
 def model_files(folder: Path) -> list[str]:
     """The files a model of this folder's family is loaded from (relative paths, no card), or a
     one-line error naming the first one missing."""
-    family = family_of(folder)
-    if family not in DEFAULT_LICENSES:
-        raise InputError(f"{folder}: unknown model family '{family}' (known: "
-                         f"{', '.join(DEFAULT_LICENSES)})")
+    family = family_for(folder)
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (folder / name).is_file():
             raise InputError(f"{folder}: not a posecast model or run folder (no {name}); give "
                              "the --out folder of `posecast train` or `posecast distill`")
-    files = [CONFIG_NAME, WEIGHTS_NAME]
-    if family == "mimicmotion":
-        from posecast.mimicmotion.model import COMPONENTS, missing_component
-
-        missing = missing_component(folder)
-        if missing:
-            raise InputError(f"{folder}: the MimicMotion folder lacks {missing}")
-        files += sorted(str(path.relative_to(folder)) for name in COMPONENTS
-                        for path in (folder / name).rglob("*") if path.is_file())
-    else:
-        from posecast.models.pretrained import load_config
-
-        load_config(folder)  # a one-line error for a config posecast cannot read
-        _check_weights_header(folder / WEIGHTS_NAME)
-    return files
-
-
-def _check_weights_header(path: Path) -> None:
-    """A one-line error for weights that are not safetensors (cut short, overwritten): reading
-    the header alone is cheap, and a model that cannot load must not be exported."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="numpy") as weights:
-            weights.keys()
-    except Exception as error:  # SafetensorError, OSError: the file is not usable
-        raise InputError(f"{path}: not a readable safetensors file ({error}); the model "
-                         "cannot load, so it is not exported") from None
+    return [CONFIG_NAME, WEIGHTS_NAME, *family.model_files(folder)]
 
 
 def export_model(run: str | os.PathLike, out: str | os.PathLike, license: str | None = None,
@@ -92,14 +61,14 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, license: str | 
         raise UsageError(f"{run}: no such run or model folder")
     _check_output(run, out, overwrite)
     files = model_files(run)
-    family = family_of(run)
-    card = model_card(run, license or DEFAULT_LICENSES[family])
+    family = family_for(run)
+    card = model_card(run, license or family.licence)
     with atomic_folder(out, "export") as staging:
         for name in files:
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(run / name, staging / name)
         (staging / CARD_NAME).write_text(card)
-    return Export(out, sorted([*files, CARD_NAME]), family)
+    return Export(out, sorted([*files, CARD_NAME]), family.name)
 
 
 def _check_output(run: Path, out: Path, overwrite: bool) -> None:

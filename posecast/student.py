@@ -148,13 +148,12 @@ class DitStudent:
         return portrait_box(keypoints, image.shape[1], image.shape[0], self.width, self.height)
 
 
-def load_student(model: str | os.PathLike, device: torch.device,
-                 size: tuple[int, int] | None = None, steps: int | None = None,
-                 revision: str | None = None) -> DitStudent:
-    """A DiT student folder (or Hub id) to render: bf16 on CUDA, the codec's fast decoder."""
-    network = from_pretrained(model, revision, device=device)
+def load_student(folder: str | os.PathLike, device: torch.device,
+                 size: tuple[int, int] | None = None, steps: int | None = None) -> DitStudent:
+    """A DiT student folder to render: bf16 on CUDA, the codec's fast decoder."""
+    network = from_pretrained(folder, device=device)
     if not network.config.is_student:
-        raise UsageError(f"{model}: this model is a teacher (bidirectional, many steps), not "
+        raise UsageError(f"{folder}: this model is a teacher (bidirectional, many steps), not "
                          "a distilled student; make one with `posecast distill`, or render "
                          "with `posecast teacher`")
     if size is not None:

@@ -83,3 +83,16 @@ def load_torch_pickle(path: Path) -> dict[str, torch.Tensor]:
             for key, value in state.items()):
         raise InputError(f"{path}: not a plain tensor state dict (names → tensors)")
     return state
+
+
+def check_safetensors_header(path: Path) -> None:
+    """A one-line error for weights that are not safetensors (cut short, overwritten): reading
+    the header alone is cheap, and a model that cannot load must not be exported."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as weights:
+            weights.keys()
+    except Exception as error:  # SafetensorError, OSError: the file is not usable
+        raise InputError(f"{path}: not a readable safetensors file ({error}); the model "
+                         "cannot load, so it is not exported") from None

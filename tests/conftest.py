@@ -103,7 +103,8 @@ def trained_tiny(tmp_path_factory, synthetic_dataset):
 def tiny_student(tmp_path_factory, synthetic_dataset, trained_tiny):
     """A 2-step causal student (chunks of 2 frames, 2 frames of cache) distilled briefly
     from the tiny teacher: enough to exercise rendering, not to look good."""
-    from posecast.train.distill import DistillConfig, distill
+    from posecast.families import distill
+    from posecast.train.distill import DistillConfig
 
     out = tmp_path_factory.mktemp("student") / "tiny"
     return distill(synthetic_dataset, str(trained_tiny[0]), out,

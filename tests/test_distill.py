@@ -16,20 +16,20 @@ from safetensors.torch import load_file
 from posecast.config import preset
 from posecast.data.clips import ClipDataset
 from posecast.errors import UsageError
+from posecast.families import distill
 from posecast.models.codecs import make_codec
 from posecast.models.pretrained import from_pretrained, load_config
 from posecast.pose.regions import Region, region_masks
-from posecast.student import student_timesteps
+from posecast.student import DitStudent
 from posecast.train.distill import (
     DistillConfig,
-    distill,
     dmd_gradient,
     dmd_loss,
-    prepare_window,
+    dmd_scores,
     stored_pair_loss,
-    student_config,
 )
 from posecast.train.distributed import Distributed
+from posecast.train.dit_distill import DitDistillation, prepare_window, student_config
 from posecast.train.region_loss import (
     REGION_BITS,
     RegionWeights,
@@ -42,6 +42,14 @@ from posecast.train.region_loss import (
 QUICK = dict(student_steps=2, chunk=2, window=4, init_steps=6, ode_pairs=2, ode_steps=4,
              max_steps=6, critic_updates=3, batch_size=2, learning_rate=1e-4,
              critic_learning_rate=1e-4, init_learning_rate=1e-3, checkpoint_every=4, seed=3)
+
+
+def _run(teacher, settings, student=None) -> DitDistillation:
+    """A DiT distillation run on the CPU, its student replaced by `student` when given."""
+    run = DitDistillation(str(teacher), settings, Distributed(0, 1, torch.device("cpu")))
+    if student is not None:
+        run.student = DitStudent(student, codec=run.codec)
+    return run
 
 
 def _log(folder):
@@ -135,11 +143,9 @@ def test_region_ode_weight_holds_region_steps_to_the_teacher_pairs(tmp_path, syn
         config = student.config
         data = ClipDataset(synthetic_dataset, config.height, config.width)
         with torch.no_grad():
-            return stored_pair_loss(student, make_codec(config.codec, "cpu"), data,
-                                    from_pretrained(str(teacher)).config, anchored_settings,
-                                    student_timesteps(student), tmp_path / "anchored/ode_pairs",
-                                    torch.Generator().manual_seed(0),
-                                    Distributed(0, 1, torch.device("cpu"))).item()
+            return stored_pair_loss(_run(teacher, anchored_settings, student), data,
+                                    tmp_path / "anchored/ode_pairs",
+                                    torch.Generator().manual_seed(0)).item()
     assert pair_loss(students["anchored"][0]) < 0.8 * pair_loss(students["plain"][0])
     with pytest.raises(UsageError, match="region_ode_weight"):
         DistillConfig(**dict(settings, init_steps=0), region_ode_weight=1.0)
@@ -204,14 +210,12 @@ def _window(dataset, config, seed=0, teacher_config=None):
 
 def test_region_weights_change_the_dmd_gradient_exactly_inside_the_masks(synthetic_dataset,
                                                                          trained_tiny):
-    teacher = from_pretrained(trained_tiny[0])
-    critic = from_pretrained(trained_tiny[0])
-    with torch.no_grad():  # a critic that differs from the teacher, as after training
-        for p in critic.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
     settings = DistillConfig(**QUICK)
-    config = student_config(teacher.config, settings)
-    window = _window(synthetic_dataset, config, teacher_config=teacher.config)
+    run = _run(trained_tiny[0], settings)
+    with torch.no_grad():  # a critic that differs from the teacher, as after training
+        for p in run.critic.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    window = _window(synthetic_dataset, run.config, teacher_config=run.teacher.config)
     sample = torch.randn(2, 4, 3, 32, 32, generator=torch.Generator().manual_seed(5))
     weights = weights_from_bits(batch_region_bits(window.poses, 32, 32), RegionWeights())
     masks_on = weights > 1
@@ -219,9 +223,8 @@ def test_region_weights_change_the_dmd_gradient_exactly_inside_the_masks(synthet
     gradients = []
     for w in (None, weights):
         x = sample.clone().requires_grad_(True)
-        g = dmd_gradient(x, teacher, critic, window, torch.Generator().manual_seed(9), settings,
-                         2.0, w)
-        dmd_loss(x, g).backward()
+        real, fake = dmd_scores(run, x, window, torch.Generator().manual_seed(9))
+        dmd_loss(x, dmd_gradient(x, real, fake, w)).backward()
         gradients.append(x.grad)
     plain, weighted = gradients
     changed = (weighted != plain).any(dim=2, keepdim=True)  # per pixel, over channels
@@ -233,28 +236,33 @@ def test_the_dmd_gradient_moves_a_sample_towards_the_teachers_prediction(monkeyp
     """DMD's generator gradient at a student sample x is ∝ (x̂₀_fake − x̂₀_real): a descent step
     on dmd_loss moves x towards the teacher's (real score's) prediction, away from the critic's
     (fake score's). Here both predictions are known exactly: the teacher predicts a fixed
-    target, the critic (which models the student's samples) predicts x itself, so the step
-    must point straight at the target; a flipped sign points straight away from it."""
+    target, the critic (which models the student's samples) predicts x itself, each through
+    the DiT's velocity (x̂₀ = x_t − t·v), so the step must point straight at the target; a
+    flipped sign points straight away from it."""
     from types import SimpleNamespace
 
-    from posecast.train import distill as distill_module
+    from posecast.train import dit_distill
 
     generator = torch.Generator().manual_seed(0)
     x0 = torch.randn(2, 4, 3, 8, 8, generator=generator)
     target = torch.randn(x0.shape, generator=generator)
-    teacher, critic = SimpleNamespace(config=preset("tiny")), SimpleNamespace(config=preset("tiny"))
+    dit = DitDistillation.__new__(DitDistillation)  # only its maths: no networks are loaded
+    dit.teacher, dit.critic = SimpleNamespace(config=preset("tiny")), object()
 
     def velocity(model, noisy, t, window, cfg):  # x̂₀ = noisy − t·v for the flow's velocity v
-        prediction = target if model is teacher else x0
+        prediction = target if model is dit.teacher else x0
         return (noisy - prediction) / t.view(-1, 1, 1, 1, 1)
 
-    monkeypatch.setattr(distill_module, "teacher_velocity", velocity)
+    monkeypatch.setattr(dit_distill, "teacher_velocity", velocity)
+    run = SimpleNamespace(settings=DistillConfig(), cfg=2.0, score=dit.score,
+                          dmd_levels=dit.dmd_levels,
+                          student=SimpleNamespace(noisy=lambda clean, level, noise:
+                                                  DitStudent.noisy(None, clean, level, noise)))
     pixel_weights = 1 + torch.rand(2, 4, 1, 8, 8, generator=generator)  # region weights ≥ 1
     for weights in (None, pixel_weights):
         x = x0.clone().requires_grad_(True)
-        gradient = dmd_gradient(x, teacher, critic, None, torch.Generator().manual_seed(1),
-                                DistillConfig(), 2.0, weights)
-        dmd_loss(x, gradient).backward()
+        real, fake = dmd_scores(run, x, None, torch.Generator().manual_seed(1))
+        dmd_loss(x, dmd_gradient(x, real, fake, weights)).backward()
         step = -x.grad  # gradient descent's direction
         towards = target - x0
         if weights is None:
@@ -506,8 +514,7 @@ def test_distillation_brings_the_student_closer_to_the_teacher_in_face_and_hands
     noise and conditions, before distillation (teacher weights in the causal student) and
     after (ODE init + DMD with the region loss)."""
     from posecast.models.denoiser import Denoiser
-    from posecast.student import student_timesteps
-    from posecast.train.distill import student_sample, teacher_trajectory
+    from posecast.train.distill import euler_trajectory, student_sample
 
     teacher = from_pretrained(trained_tiny[0])
     settings = DistillConfig(**{**QUICK, "init_steps": 150, "ode_pairs": 8, "ode_steps": 24,
@@ -516,15 +523,18 @@ def test_distillation_brings_the_student_closer_to_the_teacher_in_face_and_hands
     before.load_state_dict(teacher.state_dict())
     after = from_pretrained(distill(synthetic_dataset, str(trained_tiny[0]),
                                     tmp_path / "student", settings, device="cpu"))
+    runs = {name: _run(trained_tiny[0], settings, student)
+            for name, student in (("before", before), ("after", after))}
     errors = {"before": [], "after": []}
     for seed in range(100, 104):  # windows and noise never used in training
         window = _window(synthetic_dataset, before.config, seed, teacher.config)
         noise = torch.randn(2, 4, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
-        _, reference = teacher_trajectory(teacher, window, noise, [1.0, 0.0], 25, 2.0)
-        for name, student in (("before", before), ("after", after)):
+        _, reference = euler_trajectory(runs["before"].score(window, None), noise,
+                                        torch.linspace(1.0, 0.0, 26).tolist(), [0], 2.0)
+        for name, run in runs.items():
             with torch.no_grad():
-                sample = student_sample(student, window, student_timesteps(student),
-                                        torch.Generator().manual_seed(seed), noise=noise)
+                sample = student_sample(run, window, torch.Generator().manual_seed(seed),
+                                        noise=noise)
             errors[name].append(_region_error(sample, reference, window.poses))
     mean = {name: sum(values) / len(values) for name, values in errors.items()}
     print(f"face+hands MSE to the teacher: before {mean['before']:.4f}, "

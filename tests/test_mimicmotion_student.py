@@ -1,6 +1,7 @@
-"""The MimicMotion causal student on tiny random components: the cached chunk-by-chunk passes
-equal a block-causal whole pass, no frame sees a later chunk, and `posecast render` streams a
-student folder to an MP4 of exactly the audio's length."""
+"""The MimicMotion causal student on tiny random components: no frame sees a later chunk (where
+the teacher's own network does), its prepare-ahead and compiled chunk step, its distillation,
+and `posecast render` streaming a student folder to an MP4 of exactly the audio's length (what
+every family must do is in test_family_contract.py)."""
 
 from __future__ import annotations
 
@@ -55,19 +56,6 @@ def _cached(student: MimicMotionStudent, x, conditions, maps, poses, sigma: floa
         outputs.append(rollout.estimate(chunk, sigma))
         rollout.store(chunk, sigma)
     return torch.cat(outputs, dim=1)
-
-
-@pytest.mark.parametrize("attention, frames", [("input_aware", 6), ("dense", 10)])
-def test_cached_chunks_equal_a_block_causal_whole_pass(attention, frames):
-    """Temporal convolutions, temporal attention and (input-aware) joint spatial attention
-    through the cache equal one block-causal pass over every frame; the dense case runs past
-    the ring's capacity (10 frames, 4 cached), so slots are overwritten."""
-    student = _student(attention)
-    x, conditions, maps, poses = _inputs(frames)
-    with torch.no_grad():
-        whole = student.whole_pass(x, 5.0, conditions, maps, [poses])
-        cached = _cached(student, x, conditions, maps, poses)
-    torch.testing.assert_close(cached, whole, atol=1e-5, rtol=1e-5)
 
 
 def test_no_frame_sees_a_later_chunk():
@@ -305,29 +293,22 @@ def test_the_dmd_gradient_moves_a_sample_towards_the_teacher(teacher_8x, synthet
     student's distribution does), one step down the DMD loss moves the sample towards the
     teacher's clean estimate; a flipped sign moves it away."""
     from posecast.data.clips import ClipDataset
-    from posecast.mimicmotion.distill import (
-        MimicMotionDistillation,
-        dmd_gradient,
-        prepare_window,
-    )
-    from posecast.train.distill import DistillConfig, dmd_loss
+    from posecast.mimicmotion.distill import MimicMotionDistillation
+    from posecast.train.distill import DistillConfig, dmd_gradient, dmd_loss
 
     teacher, _ = teacher_8x
-    run = MimicMotionDistillation(teacher, DistillConfig(**DISTILL), torch.device("cpu"), 1)
+    run = MimicMotionDistillation(teacher, DistillConfig(**DISTILL), torch.device("cpu"))
     data = ClipDataset(synthetic_dataset, 64, 64)
-    window = prepare_window(run.parts, data.sample(1, 4, torch.Generator().manual_seed(0)))
+    window = run.window(data.sample(1, 4, torch.Generator().manual_seed(0)))
     g = torch.Generator().manual_seed(1)
     sample = torch.randn(1, 4, 4, 8, 8, generator=g).requires_grad_(True)
     sigma, noise = torch.tensor([2.0]), torch.randn(sample.shape, generator=g)
-    lead_noise = torch.randn(window.lead_latent.shape, generator=g)
-
-    def real(x, s):
-        return run.teacher(window, x, s, lead_noise, run.cfg)
-
-    gradient = dmd_gradient(sample, real, lambda x, s: sample.detach(), sigma, noise, None)
+    score = run.score(window, g)
+    with torch.no_grad():
+        target = score("teacher", sample + sigma.view(-1, 1, 1, 1, 1) * noise, sigma, run.cfg)
+    gradient = dmd_gradient(sample, target, sample.detach(), None)
     dmd_loss(sample, gradient).backward()
     with torch.no_grad():
-        target = real(sample + sigma.view(-1, 1, 1, 1, 1) * noise, sigma)
         moved = sample - 0.5 * sample.grad / sample.grad.abs().mean()
         assert (moved - target).norm() < (sample - target).norm()
 
@@ -337,10 +318,10 @@ def test_dmd_and_critic_steps_run_in_the_configured_ratio(teacher_8x, synthetic_
     change (the counters the log reports are not what is checked)."""
     from posecast.data.clips import ClipDataset
     from posecast.mimicmotion.distill import MimicMotionDistillation
-    from posecast.train.distill import DistillConfig
+    from posecast.train.distill import DistillConfig, dmd_step
 
     teacher, _ = teacher_8x
-    run = MimicMotionDistillation(teacher, DistillConfig(**DISTILL), torch.device("cpu"), 1)
+    run = MimicMotionDistillation(teacher, DistillConfig(**DISTILL), torch.device("cpu"))
     steps = {"student": 0, "critic": 0}
     for name in steps:
         run.optimizers[name].register_step_post_hook(
@@ -349,8 +330,8 @@ def test_dmd_and_critic_steps_run_in_the_configured_ratio(teacher_8x, synthetic_
               for name, module in run.modules.items()}
     data = ClipDataset(synthetic_dataset, 64, 64)
     for step in range(2):
-        run.dmd_step(data, torch.Generator().manual_seed(step),
-                     torch.Generator().manual_seed(100 + step))
+        dmd_step(run, data, [], torch.Generator().manual_seed(step),
+                 torch.Generator().manual_seed(100 + step), 1)
     assert steps == {"student": 2, "critic": 4}
     for name, module in run.modules.items():
         assert not torch.equal(next(module.parameters()), before[name]), name
@@ -363,17 +344,17 @@ def test_distillation_keeps_fp32_weights_and_computes_in_bf16_on_cuda(teacher_8x
     optimiser's) while their layers run in bf16 under autocast (seen at the time embedding)."""
     from posecast.data.clips import ClipDataset
     from posecast.mimicmotion.distill import MimicMotionDistillation
-    from posecast.train.distill import DistillConfig
+    from posecast.train.distill import DistillConfig, dmd_step
 
     teacher, _ = teacher_8x
-    run = MimicMotionDistillation(teacher, DistillConfig(**DISTILL), torch.device("cuda"), 1)
+    run = MimicMotionDistillation(teacher, DistillConfig(**DISTILL), torch.device("cuda"))
     seen: dict[str, set] = {"student": set(), "critic": set(), "teacher": set()}
     for name, network in (("student", run.student.network), ("critic", run.critic.network),
                           ("teacher", run.teacher.network)):
         network.unet.time_embedding.linear_1.register_forward_hook(
             lambda module, inputs, output, name=name: seen[name].add(output.dtype))
-    run.dmd_step(ClipDataset(synthetic_dataset, 64, 64), torch.Generator().manual_seed(0),
-                 torch.Generator().manual_seed(1))
+    dmd_step(run, ClipDataset(synthetic_dataset, 64, 64), [], torch.Generator().manual_seed(0),
+             torch.Generator().manual_seed(1), 1)
     assert seen == {name: {torch.bfloat16} for name in seen}
     assert all(p.dtype == torch.float32 for module in run.modules.values()
                for p in module.parameters())
@@ -436,7 +417,7 @@ def test_the_region_loss_on_decoded_frames_steers_the_student(teacher_8x, synthe
     student's update differs from the one without it (same data, noise and exit steps)."""
     from posecast.data.clips import ClipDataset
     from posecast.mimicmotion.distill import MimicMotionDistillation
-    from posecast.train.distill import DistillConfig
+    from posecast.train.distill import DistillConfig, dmd_step
 
     teacher, taesd = teacher_8x
     data = ClipDataset(synthetic_dataset, 64, 64)
@@ -444,10 +425,10 @@ def test_the_region_loss_on_decoded_frames_steers_the_student(teacher_8x, synthe
     for weight in (0.0, 1.0):
         settings = DistillConfig(**{**DISTILL, "critic_updates": 1,
                                     "region_loss_weight": weight})
-        run = MimicMotionDistillation(teacher, settings, torch.device("cpu"), 1, taesd)
+        run = MimicMotionDistillation(teacher, settings, torch.device("cpu"), taesd)
         before = [p.detach().clone() for p in run.student.network.parameters()]
-        losses = run.dmd_step(data, torch.Generator().manual_seed(5),
-                              torch.Generator().manual_seed(6))
+        losses = dmd_step(run, data, [], torch.Generator().manual_seed(5),
+                          torch.Generator().manual_seed(6), 1)
         updates[weight] = torch.cat([(p.detach() - b).flatten() for p, b
                                      in zip(run.student.network.parameters(), before,
                                             strict=True)])
@@ -457,14 +438,15 @@ def test_the_region_loss_on_decoded_frames_steers_the_student(teacher_8x, synthe
 
 
 def test_gradient_checkpointing_gives_the_same_gradients_from_fewer_saved_tensors(
-        teacher_8x, synthetic_dataset):
+        teacher_8x, synthetic_dataset, monkeypatch):
     """One DMD step (two critic updates, then the student on DMD + the region loss of its
     two-chunk samples, decoded) with and without --gradient-checkpointing: the same losses
     and gradients of both networks, while autograd keeps fewer bytes for each backward pass.
     The student's blocks recompute after later chunks have moved the cache on."""
     from posecast.data.clips import ClipDataset
     from posecast.mimicmotion.distill import MimicMotionDistillation
-    from posecast.train.distill import DistillConfig
+    from posecast.train import distill
+    from posecast.train.distill import DistillConfig, dmd_step
 
     teacher, taesd = teacher_8x
     data = ClipDataset(synthetic_dataset, 64, 64)
@@ -472,14 +454,13 @@ def test_gradient_checkpointing_gives_the_same_gradients_from_fewer_saved_tensor
     for on in (False, True):
         settings = DistillConfig(**{**DISTILL, "region_loss_weight": 1.0,
                                     "gradient_checkpointing": on})
-        run = MimicMotionDistillation(teacher, settings, torch.device("cpu"), 1, taesd)
-        steps, saved = [], [0]  # (name, loss, gradients, bytes saved for its backward)
+        run = MimicMotionDistillation(teacher, settings, torch.device("cpu"), taesd)
+        steps, saved = [], [0]  # (name, gradients, bytes saved for its backward)
 
-        def backward_only(name, loss, run=run, steps=steps, saved=saved):
-            loss.backward()  # no optimiser step: every backward sees the same weights
-            module = run.modules["critic" if name == "critic" else "student"]
-            steps.append((name, loss.item(), [p.grad.clone() for p in module.parameters()
-                                              if p.grad is not None], saved[0]))
+        def no_step(run, name, world_size, steps=steps, saved=saved):
+            module = run.owners[name]  # no optimiser step: every backward sees the same weights
+            steps.append((name, [p.grad.clone() for p in module.parameters()
+                                 if p.grad is not None], saved[0]))
             module.zero_grad(set_to_none=True)
             saved[0] = 0
 
@@ -487,18 +468,17 @@ def test_gradient_checkpointing_gives_the_same_gradients_from_fewer_saved_tensor
             saved[0] += tensor.numel() * tensor.element_size()
             return tensor
 
-        run._step = backward_only
+        monkeypatch.setattr(distill, "_optimiser_step", no_step)
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-            losses = run.dmd_step(data, torch.Generator().manual_seed(5),
-                                  torch.Generator().manual_seed(6))
+            losses = dmd_step(run, data, [], torch.Generator().manual_seed(5),
+                              torch.Generator().manual_seed(6), 1)
         results[on] = losses, steps
     (losses, plain), (losses_on, recomputed) = results[False], results[True]
     assert losses == pytest.approx(losses_on, abs=1e-5)
     assert [step[0] for step in plain] == ["critic", "critic", "student"]
-    for (name, loss, grads, size), (name_on, loss_on, grads_on, size_on) in zip(
-            plain, recomputed, strict=True):
-        assert name == name_on and loss == pytest.approx(loss_on, abs=1e-5)
-        assert len(grads) == len(grads_on) > 0
+    for (name, grads, size), (name_on, grads_on, size_on) in zip(plain, recomputed,
+                                                                   strict=True):
+        assert name == name_on and len(grads) == len(grads_on) > 0
         for grad, grad_on in zip(grads, grads_on, strict=True):
             torch.testing.assert_close(grad_on, grad, atol=1e-5, rtol=1e-5)
         assert size_on < 0.8 * size, (name, size_on, size)
@@ -512,7 +492,8 @@ def test_region_steps_train_the_student_alone_and_resume_exactly(
     finished run, one region step at a time, gives the straight run's bytes."""
     from safetensors.torch import load_file
 
-    from posecast.mimicmotion.distill import GuidedTeacher, distill
+    from posecast.families import distill
+    from posecast.mimicmotion.distill import GuidedTeacher
     from posecast.train.distill import DistillConfig
 
     teacher, taesd = teacher_8x
@@ -550,12 +531,12 @@ def test_region_steps_train_the_student_alone_and_resume_exactly(
 def test_region_ode_weight_adds_the_stored_pairs_loss_to_region_steps(tmp_path, teacher_8x,
                                                                       synthetic_dataset):
     """A region step with region_ode_weight logs the ODE-pair loss and moves the student
-    differently from the same step without it; options this family does not take yet are
-    refused in one line instead of being ignored."""
+    differently from the same step without it; the shared loop's --grad-accumulation and
+    --sample-every work for this family too (once refused): a sample video of the window's
+    4 frames, real and student side by side."""
     from safetensors.torch import load_file
 
-    from posecast.errors import UsageError
-    from posecast.mimicmotion.distill import distill
+    from posecast.families import distill
     from posecast.train.distill import DistillConfig
 
     teacher, taesd = teacher_8x
@@ -570,11 +551,13 @@ def test_region_ode_weight_adds_the_stored_pairs_loss_to_region_steps(tmp_path, 
         students[weight] = load_file(out / "model.safetensors")
     plain, anchored = students[0.0], students[1000.0]
     assert any(not torch.equal(plain[key], anchored[key]) for key in plain)
-    for option in ({"grad_accumulation": 2}, {"sample_every": 1}):
-        with pytest.raises(UsageError, match="not available for MimicMotion"):
-            distill(synthetic_dataset, str(teacher), tmp_path / "refused",
-                    DistillConfig(**settings, **option), device="cpu", fast_decoder=taesd)
-    assert not (tmp_path / "refused").exists()
+    from posecast.media.ffmpeg import iter_video_frames
+
+    out = distill(synthetic_dataset, str(teacher), tmp_path / "both",
+                  DistillConfig(**settings, grad_accumulation=2, sample_every=1), device="cpu",
+                  fast_decoder=taesd)
+    frames = list(iter_video_frames(out / "samples" / "step-000002.mp4"))
+    assert len(frames) == 4 and frames[0].shape == (64, 128, 3)
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
-"""The causal student: KV-cached chunks equal a block-causal full-window pass, and the
-rollout's shapes, determinism and cache bound."""
+"""The DiT's causal student: the rollout's shapes, cache bound, CUDA and compiled runs, and
+gradient checkpointing (what every family must do, cached chunks equal to a block-causal
+whole pass among it, is in test_family_contract.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import pytest
 import torch
 
 import posecast.student
-from posecast.attention.mask import mask_for_window
 from posecast.config import preset
 from posecast.data.synthetic import synthetic_clip
 from posecast.models.denoiser import Denoiser
@@ -60,49 +60,6 @@ def _inputs(frames):
     g = torch.Generator().manual_seed(1)
     return (torch.randn(1, frames, 3, 32, 32, generator=g),
             torch.randn(1, 3, 32, 32, generator=g), torch.rand(1, frames, 3, 32, 32, generator=g))
-
-
-@pytest.mark.parametrize("attention", ["dense", "input_aware"])
-def test_cached_chunks_equal_a_block_causal_full_pass(attention):
-    """Four chunks through the cache (EMPTY slots at first, then filled) give what one pass
-    over all frames gives under the block-causal mask (same time t), so the ring cache (filled
-    by a pass that skips the last block's attention and MLP), its RoPE positions, the sorted
-    token order and the streaming masks are exact."""
-    config = preset("tiny", attention=attention, chunk=2, window=8, k_frames=2)
-    model = _random_model(config)
-    _, poses = synthetic_clip(32, 8, 25.0, np.random.default_rng(0))
-    x, reference, maps = _inputs(8)
-    if attention == "dense":
-        chunk_of = torch.arange(8).repeat_interleave(64) // 2
-        full_layout = chunk_of[None, :] <= chunk_of[:, None]
-    else:
-        full_layout = [mask_for_window(poses, config)]
-    with torch.no_grad():
-        full = _full_estimate(model, x, reference, maps, full_layout)
-
-    def check(start, end, out):
-        torch.testing.assert_close(out, full[:, start:end], atol=1e-5, rtol=1e-5)
-
-    _chunk_by_chunk(model, x, reference, maps, poses, check)
-
-
-def test_the_ring_cache_equals_a_sliding_block_causal_full_pass():
-    """Past the cache's capacity (2 frames here) the ring overwrites its oldest frames: each
-    chunk then sees exactly the chunk before it and itself, as a full pass does under a
-    sliding block-causal mask."""
-    config = preset("tiny", chunk=2, window=4)
-    model = _random_model(config)
-    x, reference, maps = _inputs(10)
-    chunk_of = torch.arange(10).repeat_interleave(64) // 2
-    back = chunk_of[:, None] - chunk_of[None, :]  # (query, key): chunks back
-    sliding = (back >= 0) & (back <= 1)
-    with torch.no_grad():
-        full = _full_estimate(model, x, reference, maps, sliding)
-
-    def check(start, end, out):
-        torch.testing.assert_close(out, full[:, start:end], atol=1e-5, rtol=1e-5)
-
-    _chunk_by_chunk(model, x, reference, maps, None, check)
 
 
 def test_the_cache_keeps_a_fixed_number_of_frames():
@@ -271,27 +228,3 @@ def test_the_compiled_cuda_graph_rollout_equals_the_eager_one():
     assert skips == 0, "a chunk-step graph ran without CUDA graphs (mutated non-static input?)"
 
 
-@pytest.mark.parametrize("attention", ["dense", "input_aware"])
-def test_a_kept_stream_state_gives_every_video_a_fresh_start(attention):
-    """A renderer keeps one KV cache and plan for all its videos (static tensors for CUDA
-    graphs); the second video still equals one rendered from scratch."""
-    from posecast.models.codecs import PixelCodec
-    from posecast.streaming.rollout import chunk_latents
-
-    config = preset("tiny", attention=attention, chunk=2, window=6, k_frames=2)
-    model = _random_model(config)
-    _, poses = synthetic_clip(32, 9, 25.0, np.random.default_rng(6))
-    reference = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    codec = PixelCodec(config.codec)
-
-    student = DitStudent(model, student_timesteps(model, 2), codec)
-
-    def video(state, seed):
-        return torch.cat([latents for _, latents in chunk_latents(
-            student, codec.encode(reference), poses, seed, state=state)], 1)
-
-    state = StreamState()
-    video(state, seed=3)
-    second = video(state, seed=1)
-    assert state.cache is not None and bool(state.plans) == (attention == "input_aware")
-    torch.testing.assert_close(second, video(None, seed=1), atol=0, rtol=0)

@@ -105,8 +105,38 @@ def _predicting(clean: torch.Tensor, unconditional: torch.Tensor | None = None):
 
 def _window(batch: int) -> SimpleNamespace:
     """What teacher_velocity reads of a Window: conditions to repeat, no attention plan."""
-    return SimpleNamespace(reference=torch.zeros(batch, 1), pose_maps=torch.zeros(batch, 1),
+    return SimpleNamespace(conditions=torch.zeros(batch, 1), maps=torch.zeros(batch, 1),
                            layout_for=lambda size: None)
+
+
+def _dit_run(teacher, critic, settings=None, cfg: float = 2.0):
+    """The DiT family's distillation maths (train/dit_distill.py) around fake networks: its
+    scores, levels and critic weighting, with the student's flow-matching noising."""
+    from posecast.student import DitStudent
+    from posecast.train.dit_distill import DitDistillation
+
+    run = DitDistillation.__new__(DitDistillation)  # no networks are loaded
+    run.teacher, run.critic, run.cfg = teacher, critic, cfg
+    run.settings = settings or DistillConfig()
+    run.student = SimpleNamespace(noisy=lambda clean, level, noise:
+                                  DitStudent.noisy(None, clean, level, noise))
+    return run
+
+
+def _mimicmotion_run(student_settings, teacher=None, critic=None, cfg: float = 1.0,
+                     settings=None):
+    """The MimicMotion family's distillation maths (mimicmotion/distill.py) around fake
+    networks called as GuidedTeacher is: (window, x, σ, lead_noise, cfg) → D(x; σ)."""
+    from posecast.mimicmotion.distill import MimicMotionDistillation
+    from posecast.mimicmotion.student import MimicMotionStudent
+
+    run = MimicMotionDistillation.__new__(MimicMotionDistillation)
+    run.teacher, run.critic, run.cfg = teacher, critic, cfg
+    run.settings, run.student_settings = settings or DistillConfig(), student_settings
+    run.student = SimpleNamespace(device=torch.device("cpu"),
+                                  noisy=lambda clean, level, noise:
+                                  MimicMotionStudent.noisy(None, clean, level, noise))
+    return run
 
 
 # ------------------------------------------------------------------------- DMD gradient
@@ -120,7 +150,7 @@ def test_the_dmd_gradient_is_the_score_difference_over_the_teachers_distance():
     with and without conditions, and the samples sit at very different distances from the
     teacher's (each frame at its own), so the oracle differs from the unnormalised
     difference, from a batch-wide or per-frame mean, and from an unguided or guided critic."""
-    from posecast.train.distill import dmd_gradient
+    from posecast.train.distill import dmd_gradient, dmd_scores
 
     g = torch.Generator().manual_seed(0)
     shape = (2, 2, 3, 4, 4)
@@ -129,61 +159,66 @@ def test_the_dmd_gradient_is_the_score_difference_over_the_teachers_distance():
     real = teacher_u + 2.0 * (teacher_c - teacher_u)  # cfg 2
     spread = torch.tensor([[3.0, 1.0], [0.25, 0.5]]).view(2, 2, 1, 1, 1)  # per sample, frame
     x = real + spread * torch.randn(shape, generator=g)
-    teacher = FakeDenoiser(_predicting(teacher_c, teacher_u))
-    critic = FakeDenoiser(_predicting(critic_c, critic_u))
+    run = _dit_run(FakeDenoiser(_predicting(teacher_c, teacher_u)),
+                   FakeDenoiser(_predicting(critic_c, critic_u)))
     weights = 1 + torch.rand(2, 2, 1, 4, 4, generator=g)
     distance = torch.stack([(x[b] - real[b]).abs().mean() for b in range(2)]).view(2, 1, 1, 1, 1)
     assert distance[0] > 1.5 and distance[1] < 0.4
     for w in (None, weights):
-        gradient = dmd_gradient(x, teacher, critic, _window(2), torch.Generator().manual_seed(1),
-                                DistillConfig(), 2.0, w)
+        teacher_x0, critic_x0 = dmd_scores(run, x, _window(2), torch.Generator().manual_seed(1))
+        gradient = dmd_gradient(x, teacher_x0, critic_x0, w)
         expected = (critic_c - real) / distance * (1 if w is None else w)
         torch.testing.assert_close(gradient, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_the_mimicmotion_dmd_gradient_is_the_score_difference_over_the_teachers_distance():
-    """The EDM twin: at x_σ = x + σ·ε the gradient is (D_critic − D_teacher)(x_σ) / mean|x −
-    D_teacher|, per sample, times the weights; the scores see exactly x + σ·ε."""
-    from posecast.mimicmotion.distill import dmd_gradient
+def test_the_mimicmotion_scores_see_the_sample_noised_by_sigma():
+    """The EDM family re-noises a student sample for DMD as x_σ = x + σ·ε: both scores see
+    exactly that, at the same σ, with one draw of lead-frame noise; and the gradient is the
+    same (D_critic − D_teacher) / mean|x − D_teacher| as the DiT's."""
+    from posecast.mimicmotion.student import StudentSettings
+    from posecast.train.distill import dmd_gradient, dmd_scores
 
     g = torch.Generator().manual_seed(0)
     shape = (2, 2, 4, 4, 4)
     real, fake = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
     x = real + torch.tensor([3.0, 0.25]).view(-1, 1, 1, 1, 1) * torch.randn(shape, generator=g)
-    sigma, noise = torch.tensor([0.7, 12.0]), torch.randn(shape, generator=g)
     seen = []
 
     def scored(prediction):
-        def score(noisy, s):
-            seen.append((noisy.clone(), s.clone()))
+        def score(window, noisy, sigma, lead_noise, cfg):
+            seen.append((noisy.clone(), sigma.clone(), lead_noise))
             return prediction
         return score
 
-    weights = 1 + torch.rand(2, 2, 1, 4, 4, generator=g)
-    distance = torch.stack([(x[b] - real[b]).abs().mean() for b in range(2)]).view(-1, 1, 1, 1, 1)
-    assert distance[0] > 2 and distance[1] < 0.3
-    for w in (None, weights):
-        gradient = dmd_gradient(x, scored(real), scored(fake), sigma, noise, w)
-        expected = (fake - real) / distance * (1 if w is None else w)
-        torch.testing.assert_close(gradient, expected, rtol=1e-5, atol=1e-6)
-    for noisy, s in seen:
+    run = _mimicmotion_run(StudentSettings(), scored(real), scored(fake))
+    window = SimpleNamespace(lead_latent=torch.zeros(2, 4, 4, 4))
+    teacher_x0, critic_x0 = dmd_scores(run, x, window, torch.Generator().manual_seed(1))
+    replay = torch.Generator().manual_seed(1)  # the draws in dmd_scores' order
+    fraction = 0.02 + 0.96 * torch.rand(2, generator=replay, dtype=torch.float64)
+    noise = torch.randn(shape, generator=replay)
+    sigma = run.dmd_levels(fraction).float()
+    for noisy, s, _ in seen:
         torch.testing.assert_close(noisy, x + sigma.view(-1, 1, 1, 1, 1) * noise)
         assert torch.equal(s, sigma)
+    assert seen[0][2] is seen[1][2]  # one lead-frame noise for both scores
+    distance = torch.stack([(x[b] - real[b]).abs().mean() for b in range(2)]).view(-1, 1, 1, 1, 1)
+    torch.testing.assert_close(dmd_gradient(x, teacher_x0, critic_x0, None),
+                               (fake - real) / distance, rtol=1e-5, atol=1e-6)
 
 
 def test_dmd_times_spread_over_the_configured_range():
     """The DiT family re-noises student samples at t = shift(u) with u ~ U[min, max]
     (dmd_min_time, dmd_max_time) and the teacher's sampler shift: undoing the shift and the
     range must leave DRAWS uniform values on [0, 1], and both scores see the same times."""
-    from posecast.train.distill import dmd_gradient
+    from posecast.train.distill import dmd_scores
 
     settings = DistillConfig(dmd_min_time=0.1, dmd_max_time=0.7)
     shape = (DRAWS, 1, 1, 1, 1)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     teacher = FakeDenoiser(_predicting(torch.zeros(shape)))
     critic = FakeDenoiser(_predicting(torch.ones(shape)))
-    dmd_gradient(x, teacher, critic, _window(DRAWS), torch.Generator().manual_seed(1), settings,
-                 1.0, None)
+    dmd_scores(_dit_run(teacher, critic, settings, 1.0), x, _window(DRAWS),
+               torch.Generator().manual_seed(1))
     (times,), (critic_times,) = teacher.times, critic.times
     assert torch.equal(times, critic_times)
     shift = teacher.config.sampler.shift
@@ -195,12 +230,22 @@ def test_dmd_times_spread_over_the_configured_range():
 def test_mimicmotion_dmd_levels_spread_over_the_configured_range():
     """The EDM family compares the scores at σ = (σ_min^(1/ρ) + t·(σ_max^(1/ρ) −
     σ_min^(1/ρ)))^ρ, t ~ U[min, max] (Karras' ρ-scale): undone, DRAWS uniform values."""
-    from posecast.mimicmotion.distill import dmd_level
     from posecast.mimicmotion.student import StudentSettings
+    from posecast.train.distill import dmd_scores
+
+    levels = []
+
+    def score(window, noisy, sigma, lead_noise, cfg):
+        levels.append(sigma)
+        return noisy
 
     student = StudentSettings(sigma_min=0.002, sigma_max=700.0, rho=7.0)
     settings = DistillConfig(dmd_min_time=0.1, dmd_max_time=0.7)
-    sigma = dmd_level(torch.Generator().manual_seed(0), DRAWS, settings, student)
+    run = _mimicmotion_run(student, score, score, settings=settings)
+    dmd_scores(run, torch.zeros(DRAWS, 1, 1, 1, 1),
+               SimpleNamespace(lead_latent=torch.zeros(DRAWS, 1, 1, 1)),
+               torch.Generator().manual_seed(0))
+    sigma = levels[0]
     assert sigma.shape == (DRAWS,)
     low, high = 0.002 ** (1 / 7), 700.0 ** (1 / 7)
     t = (sigma.double().numpy() ** (1 / 7) - low) / (high - low)
@@ -265,7 +310,8 @@ def test_the_critic_loss_is_zero_for_the_true_velocity():
 
     def loss(offset):
         critic = FakeDenoiser(lambda x, t, keep: _predicting(sample)(x, t) + offset)
-        value = critic_loss(critic, sample, _window(3), torch.Generator().manual_seed(1)).item()
+        value = critic_loss(_dit_run(None, critic), _window(3), sample,
+                            torch.Generator().manual_seed(1)).item()
         (t,) = critic.times
         assert (t > 0.02).all()
         return value
@@ -308,7 +354,7 @@ def test_the_critics_training_times_are_logit_normal_and_exit_steps_uniform():
 
     sample = torch.zeros(DRAWS, 1, 1, 1, 1)
     critic = FakeDenoiser(lambda x, t, keep: torch.zeros_like(x))
-    critic_loss(critic, sample, _window(DRAWS), torch.Generator().manual_seed(0))
+    critic_loss(_dit_run(None, critic), _window(DRAWS), sample, torch.Generator().manual_seed(0))
     (times,) = critic.times
     _assert_standard_normal(_logit(_inverse_shift(times.double().numpy(), 3.0)))
     steps = 4
@@ -446,7 +492,8 @@ def test_the_svd_loss_weights_a_known_error_by_the_edm_weight(monkeypatch):
 def test_the_mimicmotion_critic_loss_weights_a_known_error_by_the_edm_weight():
     """The MimicMotion critic is trained with the same EDM loss on the student's samples: a
     critic missing them by δ has loss mean((σ² + 1)/σ² · δ²) at the levels σ it was asked."""
-    from posecast.mimicmotion.distill import critic_loss
+    from posecast.mimicmotion.student import StudentSettings
+    from posecast.train.distill import critic_loss
 
     g = torch.Generator().manual_seed(0)
     sample = torch.randn(6, 2, 4, 4, 4, generator=g)
@@ -458,7 +505,8 @@ def test_the_mimicmotion_critic_loss_weights_a_known_error_by_the_edm_weight():
         return sample + delta
 
     window = SimpleNamespace(lead_latent=torch.zeros(6, 4, 4, 4))
-    loss = critic_loss(critic, window, sample, torch.Generator().manual_seed(1))
+    loss = critic_loss(_mimicmotion_run(StudentSettings(), critic=critic), window, sample,
+                       torch.Generator().manual_seed(1))
     (sigma,) = levels
     weight = ((sigma**2 + 1) / sigma**2).view(-1, 1, 1, 1, 1)
     assert weight.min() > 1.01  # far enough from 1 for the check to see it
@@ -467,8 +515,9 @@ def test_the_mimicmotion_critic_loss_weights_a_known_error_by_the_edm_weight():
     # its levels are SVD's log-normal ones, log σ ~ N(0.7, 1.6²)
     levels.clear()
     many = torch.zeros(DRAWS, 1, 1, 1, 1)
-    critic_loss(lambda window, x, sigma, lead_noise, cfg: levels.append(sigma) or many,
-                SimpleNamespace(lead_latent=torch.zeros(DRAWS, 1, 1, 1)), many,
+    run = _mimicmotion_run(StudentSettings(), critic=lambda window, x, sigma, lead_noise, cfg:
+                           levels.append(sigma) or many)
+    critic_loss(run, SimpleNamespace(lead_latent=torch.zeros(DRAWS, 1, 1, 1)), many,
                 torch.Generator().manual_seed(2))
     _assert_standard_normal((levels[0].double().log().numpy() - 0.7) / 1.6)
 
@@ -480,8 +529,8 @@ def test_the_mimicmotion_teacher_trajectory_solves_a_known_ode():
     σ_i = (σ_max^(1/ρ) + i/k·(σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ) lie on it and its end point is c;
     and the teacher is asked, with the pair's guidance, at ode_steps/k levels per interval
     on Karras' ρ-spacing from σ_i towards σ_{i+1} (σ_min after the last), then at σ_min."""
-    from posecast.mimicmotion.distill import teacher_trajectory
     from posecast.mimicmotion.student import StudentSettings
+    from posecast.train.distill import euler_trajectory
 
     k, rho, high, low = 3, 7.0, 700.0, 0.002
     student = StudentSettings(steps=k, sigma_min=low, sigma_max=high, rho=rho)
@@ -495,8 +544,11 @@ def test_the_mimicmotion_teacher_trajectory_solves_a_known_ode():
         asked.append(float(sigma[0]))
         return clean
 
-    states, end = teacher_trajectory(teacher, None, noise, torch.zeros(2, 4, 2, 2), student,
-                                     2 * k, 2.5)
+    run = _mimicmotion_run(student, teacher, cfg=2.5)
+    levels, marks = run.trajectory_levels(2 * k)
+    score = run.score(SimpleNamespace(lead_latent=torch.zeros(2, 4, 2, 2)), g)
+    states, end = euler_trajectory(score, run.student.noisy(0.0, levels[0], noise), levels,
+                                   marks, run.cfg)
     top, bottom = high ** (1 / rho), low ** (1 / rho)
     levels = [(top + i / k * (bottom - top)) ** rho for i in range(k)]
     start = noise * high

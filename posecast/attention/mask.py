@@ -44,10 +44,6 @@ class InputAwareMask:
     key_groups: torch.Tensor
     allowed: torch.Tensor
 
-    @property
-    def empty_group(self) -> int:
-        return self.allowed.shape[0] - 1
-
     def for_queries_from(self, start: int) -> InputAwareMask:
         """The same mask with queries restricted to keys [start:] (a student's chunk: the keys
         before are its KV cache of past frames)."""

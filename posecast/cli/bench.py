@@ -308,7 +308,8 @@ def bench_render(
     from posecast.pose.framing import crop_resize, fit_keypoints, portrait_box
     from posecast.streaming.compiling import compiles_by_default
     from posecast.student import DitStudent, student_timesteps
-    from posecast.train.distill import DistillConfig, student_config
+    from posecast.train.distill import DistillConfig
+    from posecast.train.dit_distill import student_config
 
     torch_device = pick_device(device)
     if model is not None:

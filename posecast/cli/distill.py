@@ -159,9 +159,9 @@ def distill_command(
       posecast distill clips/ --teacher teacher/ --out student/ --student-steps 4 --chunk 4
     """
     from posecast.devices import pick_device
+    from posecast.families import family_for
     from posecast.hub import resolve_folder
-    from posecast.model_folder import family_of
-    from posecast.train.distill import DistillConfig, resumed_settings, student_config
+    from posecast.train.distill import DistillConfig, resumed_settings, run_distillation
     from posecast.train.region_loss import RegionWeights
 
     pick_device(device)
@@ -197,31 +197,9 @@ def distill_command(
         _, settings = resumed_settings(out, max_steps, region_steps)
     # fail on a bad teacher, student shape or setting before touching the output
     check_revision(revision, teacher, "--teacher")
-    extra = {}
-    if family_of(resolve_folder(teacher, revision)) == "mimicmotion":
-        from posecast.mimicmotion import distill as family_distill
-        from posecast.mimicmotion.model import read_config
-
-        teacher_folder = resolve_folder(teacher, revision)
-        if "student" in read_config(teacher_folder):
-            raise UsageError(f"--teacher {teacher}: a student folder; give the teacher it was "
-                             "distilled from")
-        family_distill.student_settings(teacher_folder, settings)
-        if fast_decoder is not None and not (fast_decoder / "config.json").is_file():
-            raise UsageError(f"--fast-decoder {fast_decoder}: not an AutoencoderTiny folder "
-                             "(no config.json)")
-        run_distill, extra = family_distill.distill, {"fast_decoder": fast_decoder}
-        teacher = str(teacher_folder)  # the revision is resolved here
-    else:
-        from posecast.models.pretrained import load_config
-        from posecast.train.distill import distill as run_distill
-
-        if fast_decoder is not None:
-            raise UsageError("--fast-decoder is for MimicMotion teachers; posecast's own "
-                             "students decode with their model's codec")
-        if not resume:
-            student_config(load_config(teacher, revision), settings)
-        extra = {"teacher_revision": revision}
+    teacher_folder = resolve_folder(teacher, revision)
+    start = family_for(teacher_folder).distillation(teacher_folder, settings, resume,
+                                                    fast_decoder)
     prepare_run_folder(out, dataset, resume, overwrite)
 
     with progress_bar("steps") as bar:
@@ -236,10 +214,11 @@ def distill_command(
             bar.update(task, completed=report.step, description=f"{report.phase}: {losses} · "
                        f"{report.samples_per_second:.2f} samples/s")
 
-        run_distill(dataset, teacher, out, settings, resume=resume, device=device,
-                    on_step=on_step, on_pairs=on_pairs, **extra,
-                    on_message=lambda text: err_console.print(text, markup=False,
-                                                              highlight=False, soft_wrap=True))
+        run_distillation(start, dataset, out, settings, resume=resume, device=device,
+                         on_step=on_step,
+                on_pairs=on_pairs, source={"teacher": teacher, "teacher_revision": revision},
+                on_message=lambda text: err_console.print(text, markup=False, highlight=False,
+                                                          soft_wrap=True))
     print_result(f"student written to {out} (render it with `posecast render --model {out}`; "
                  f"resume state in {out}/checkpoint)",
                  {"model": str(out), "checkpoint": str(out / "checkpoint")}, json_summary)

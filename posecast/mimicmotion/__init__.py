@@ -16,8 +16,9 @@ fuses at every step, each window led by frame 0, the reference's own pose.
   attention.py  input-aware sparse attention in the UNet (the paper's fine-tuning)
   train.py      fine-tuning with SVD's EDM loss (`posecast train --init-from`)
   causal.py     the causal student's UNet: block-causal chunks over a KV cache
-  student.py    the student: its settings, loading, compiling and streaming rollout
-  distill.py    distillation of the teacher into the student (`posecast distill`)
-  render.py     the student's renderer (`posecast render --model`)
+  student.py    the student: its settings, loading, and its StudentBackend for the shared
+                streaming rollout (posecast/streaming/)
+  distill.py    its side of distillation (the loop is train/distill.py)
+  family.py     the family's entry in posecast/families.py's registry
   bench.py      its speed at real size, random weights (`posecast bench teacher`, `bench render`)
 """

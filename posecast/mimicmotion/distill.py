@@ -1,49 +1,29 @@
-"""Distilling a MimicMotion teacher into its causal few-step student (the paper's stage 2).
-
-The same stages and settings as the DiT family (train/distill.py, DistillConfig), in SVD's
-EDM terms (D(x; σ) is the clean estimate, σ the noise level):
-  1. ODE-pair initialisation: the teacher's Euler trajectories with its guidance, over levels
-     that pass through each of the student's k levels σ_i, are stored as shards
-     (`ode_pairs/`); the student, fed the trajectory's state at σ_i for each chunk (with the
-     teacher's end point committed as the past chunks' context), regresses onto the end point.
-  2. DMD: per generator step the critic (a copy of the teacher, conditional, no guidance)
-     takes `critic_updates` EDM steps on fresh student samples; then the student takes one
-     step along the DMD gradient at its samples x, (D_critic − D_teacher)(x + σε; σ) / mean
-     |x − D_teacher|, scaled per latent pixel by the region weight map (face, lips, hands,
-     arms: region_loss.py), plus λ_region times the region loss (masked L1 + SSIM) of the
-     decoded samples against the clips' frames and any perceptual plug-ins; the teacher uses
-     CFG. Frames decode with the fast decoder (`--fast-decoder`) or else SVD's VAE.
-  3. Region steps (`region_steps`, none by default): the student's samples on the region
-     loss (+ plug-ins), plus `region_ode_weight` times the stored ODE pairs' loss, with the
-     initialisation's optimiser, restarted; neither the teacher nor the critic is called
-     (the DiT family's third stage, train/distill.py).
-Student samples come from the streaming Rollout, the code rendering uses, stopping each chunk at a
-random step (backward simulation on the student's own cached rollouts).
+"""The MimicMotion family's side of distillation (the paper's stage 2; train/distill.py runs
+the loop and its stages), in SVD's EDM terms: levels are noise levels σ, D(x; σ) the clean
+estimate (v-prediction with EDM's scalings); the critic (a copy of the teacher, conditional,
+no guidance) trains on EDM's weighted loss at SVD's training levels; DMD compares the scores
+at levels on Karras' ρ-scale; the teacher's ODE pairs follow Karras levels through each of the
+student's k levels. Frames for the decoded-frame losses decode with the fast decoder
+(`--fast-decoder`) or else SVD's VAE.
 
 The teacher's windows are led by the reference's own frame and pose (frame 0, as MimicMotion
-samples); its output there is dropped. Every step's randomness comes from (seed, step, rank),
-so a resumed run repeats an uninterrupted one (bit-exact on the CPU). Under torchrun the
-gradients are averaged across processes. With `gradient_checkpointing` the student's UNet
-blocks recompute in the backward pass under the cache state they first read
-(causal.recompute_blocks), the critic's ResNets with diffusers' own. With `fsdp` under
-torchrun the teacher, student and critic are sharded block by block (train/sharding.py: the
-UNet's down, mid and up blocks, then the rest), checkpoints gathered into the same format.
-On CUDA every network keeps fp32 weights and computes in bf16 (autocast), as the DiT family.
+samples); its output there is dropped, and one draw of noise noises that lead frame for
+every call of a score. With `gradient_checkpointing` the student's UNet blocks recompute in
+the backward pass under the cache state they first read (causal.recompute_blocks), the
+critic's ResNets with diffusers' own. With `fsdp` under torchrun the teacher, student and
+critic are sharded block by block (train/sharding.py: the UNet's down, mid and up blocks, then
+the rest). On CUDA every network keeps fp32 weights and computes in bf16 (autocast).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from posecast.diffusion.edm import edm_scalings, karras_interpolate, karras_levels
 from posecast.errors import UsageError
@@ -59,13 +39,9 @@ from posecast.mimicmotion.student import (
     StudentSettings,
     init_student,
 )
-from posecast.ownership import mark
 from posecast.pose.keypoints import Keypoints
-from posecast.streaming.rollout import Rollout
-from posecast.train.distill import DistillConfig, DistillReport
+from posecast.train.distill import DistillConfig, Score, StartRun, make_optimizers
 from posecast.weights import check_module
-
-PAIRS_DIR = "ode_pairs"
 
 
 def student_settings(teacher_folder: Path, settings: DistillConfig) -> StudentSettings:
@@ -207,110 +183,19 @@ def trajectory_levels(student: StudentSettings, ode_steps: int) -> tuple[list[fl
     return levels + [student.sigma_min, 0.0], marks
 
 
-def teacher_trajectory(teacher: GuidedTeacher, window: Window, noise: torch.Tensor,
-                       lead_noise: torch.Tensor, student: StudentSettings, ode_steps: int,
-                       cfg: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Euler steps of the teacher from `noise`·σ_max: its states at the student's k levels
-    (k, B, W, 4, h, w) and the end point (B, W, 4, h, w)."""
-    levels, marks = trajectory_levels(student, ode_steps)
-    x = noise * levels[0]
-    states = []
-    with torch.no_grad():
-        for i, (sigma, following) in enumerate(zip(levels[:-1], levels[1:], strict=True)):
-            if i in marks:
-                states.append(x)
-            level = torch.full((x.shape[0],), sigma, device=x.device)
-            denoised = teacher(window, x, level, lead_noise, cfg)
-            x = denoised if following == 0 else x + (following - sigma) * (x - denoised) / sigma
-    return torch.stack(states), x
-
-
-def _stream(student: MimicMotionStudent, window: Window) -> Rollout:
-    return Rollout(student, window.conditions, lambda s, e: window.maps[:, s:e],
-                   lambda s, e: [poses[s:e] for poses in window.poses])
-
-
-def ode_regression_loss(student: MimicMotionStudent, window: Window, states: torch.Tensor,
-                        end: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Mean over chunks of ‖D_student(state at σ_i) − end point‖², i drawn per chunk, the
-    end point committed as context (teacher forcing)."""
-    stream, sigmas = _stream(student, window), student.settings.sigmas()
-    chunk, losses = student.settings.chunk, []
-    for start in range(0, end.shape[1], chunk):
-        i = int(torch.randint(len(sigmas), (1,), generator=generator))
-        target = end[:, start:start + chunk]
-        prediction = stream.regress(states[i][:, start:start + chunk], sigmas[i], target)
-        losses.append(F.mse_loss(prediction, target))
-    return torch.stack(losses).mean()
-
-
-def student_sample(student: MimicMotionStudent, window: Window, frames: int,
-                   generator: torch.Generator, exit_steps: list[int]) -> torch.Tensor:
-    """A rollout of the student (B, W, 4, h, w), chunk c stopping at step exit_steps[c] with
-    gradients on that step only."""
-    stream, chunk = _stream(student, window), student.settings.chunk
-    shape = (window.maps.shape[0], chunk, 4, *window.conditions.latent.shape[-2:])
-    chunks = []
-    for c, start in enumerate(range(0, frames, chunk)):
-        noise = torch.randn(shape, generator=generator).to(student.device)
-        chunks.append(stream.chunk(noise, lambda: torch.randn(shape, generator=generator)
-                                   .to(student.device), commit=start + chunk < frames,
-                                   exit_step=exit_steps[c]))
-    return torch.cat(chunks, dim=1)
-
-
-def dmd_level(generator: torch.Generator, batch: int, settings: DistillConfig,
-              student: StudentSettings) -> torch.Tensor:
-    """σ (B,): the level DMD compares the scores at, t ~ U[min, max] on Karras' ρ-scale
-    (t = 0 is σ_min, 1 is σ_max)."""
-    t = settings.dmd_min_time + (settings.dmd_max_time - settings.dmd_min_time) * torch.rand(
-        batch, generator=generator, dtype=torch.float64)
-    return karras_interpolate(t, student.sigma_min, student.sigma_max, student.rho).float()
-
-
-def dmd_gradient(x: torch.Tensor, real: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                 fake: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                 sigma: torch.Tensor, noise: torch.Tensor,
-                 weights: torch.Tensor | None) -> torch.Tensor:
-    """The DMD gradient at student samples x (B, W, 4, h, w): with x_σ = x + σ·noise,
-    (fake(x_σ, σ) − real(x_σ, σ)) / mean |x − real|, times `weights` (B, W, 1, h, w). Moving x
-    along its negative moves the critic's estimate of the student's distribution towards
-    the teacher's."""
-    with torch.no_grad():
-        noisy = x.detach() + sigma.view(-1, 1, 1, 1, 1) * noise
-        real_x0, fake_x0 = real(noisy, sigma), fake(noisy, sigma)
-        normaliser = (x.detach() - real_x0).abs().mean(dim=(1, 2, 3, 4), keepdim=True)
-        gradient = (fake_x0 - real_x0) / normaliser.clamp_min(1e-6)
-        if weights is not None:
-            gradient = gradient * weights.to(gradient)
-    return torch.nan_to_num(gradient)
-
-
-def critic_loss(critic: GuidedTeacher, window: Window, sample: torch.Tensor,
-                generator: torch.Generator) -> torch.Tensor:
-    """SVD's EDM loss of the critic on detached student samples."""
-    batch = sample.shape[0]
-    sigma = torch.exp(0.7 + 1.6 * torch.randn(batch, generator=generator)).to(sample.device)
-    noise = torch.randn(sample.shape, generator=generator).to(sample.device)
-    lead_noise = torch.randn(window.lead_latent.shape, generator=generator).to(sample.device)
-    s = sigma.view(-1, 1, 1, 1, 1)
-    denoised = critic(window, sample + s * noise, sigma, lead_noise, 1.0)
-    return ((s**2 + 1) / s**2 * (denoised - sample) ** 2).mean()
-
-
 class MimicMotionDistillation:
-    """The networks, optimisers and data of one run (see `distill`)."""
+    """A MimicMotion teacher (with CFG), its causal student and critic (copies of it) in fp32
+    on `device`, with their optimisers: the DistillationRun of train/distill.py."""
 
     def __init__(self, teacher_folder: Path, settings: DistillConfig, device: torch.device,
-                 world_size: int, fast_decoder: Path | None = None,
-                 on_message: Callable[[str], None] | None = None,
-                 sharded: bool = False) -> None:
+                 fast_decoder: Path | None = None, sharded: bool = False) -> None:
         from posecast.mimicmotion.teacher import load_family_teacher
 
         family = load_family_teacher(teacher_folder, device)  # its attention, fp32 on CPU
         parts = family.teacher
         parts.network.to(torch.float32)
-        self.settings = settings
+        self.settings, self.sharded = settings, sharded
+        self.teacher_folder, self.fast_decoder = teacher_folder, fast_decoder
         self.student_settings = student_settings(teacher_folder, settings)
         self.teacher = GuidedTeacher(parts.network, family.attention)
         self.cfg = parts.recipe.max_guidance if settings.teacher_cfg is None \
@@ -333,19 +218,8 @@ class MimicMotionDistillation:
 
             for network in (parts.network, self.student.network, critic_network):
                 sharding.shard(network)
-        # gradients are averaged across processes here, or by FSDP itself when sharded
-        self.reduce = 1 if sharded else world_size
-        self.optimizers = {
-            "student": torch.optim.AdamW(self.student.network.parameters(),
-                                         lr=settings.learning_rate, betas=(0.0, 0.999),
-                                         weight_decay=0.0),
-            "critic": torch.optim.AdamW(critic_network.parameters(),
-                                        lr=settings.critic_learning_rate, betas=(0.0, 0.999),
-                                        weight_decay=0.0),
-            "init": torch.optim.AdamW(self.student.network.parameters(),
-                                      lr=settings.init_learning_rate, weight_decay=0.0)}
+        self.optimizers = make_optimizers(self.student.network, critic_network, settings)
         self.modules = {"student": self.student.network, "critic": critic_network}
-        # the module each optimiser steps (for gathering and restoring a sharded one's state)
         self.owners = {"student": self.student.network, "critic": critic_network,
                        "init": self.student.network}
         tiny = None
@@ -356,10 +230,11 @@ class MimicMotionDistillation:
             tiny.requires_grad_(False)
             check_module(tiny, fast_decoder)
         self.decoder = PixelDecoder(parts.vae, tiny)
-        from posecast.train.perceptual import load_perceptual_terms
-
-        self.perceptual = load_perceptual_terms(settings.perceptual, device, on_message)
-        self.counters = {"critic_updates": 0, "generator_updates": 0}
+        recipe = parts.recipe
+        self.window_frames, self.height, self.width = self.student_settings.window, \
+            recipe.height, recipe.width
+        self.fps = recipe.fps
+        self.checkpoint_meta = {"family": "mimicmotion"}
 
     @staticmethod
     def _copy(network, config: dict) -> MimicMotion:
@@ -367,152 +242,38 @@ class MimicMotionDistillation:
         copy.load_state_dict(network.state_dict())
         return copy.train().requires_grad_(True)
 
-    def _step(self, name: str, loss: torch.Tensor) -> None:
-        from posecast.train.distill import sync_gradients
+    def window(self, batch: dict) -> Window:
+        return prepare_window(self.parts, batch)
 
-        module = self.modules["critic" if name == "critic" else "student"]
-        loss.backward()
-        sync_gradients(module, self.reduce)
-        torch.nn.utils.clip_grad_norm_(module.parameters(), self.settings.grad_clip)
-        self.optimizers[name].step()
-        self.optimizers[name].zero_grad(set_to_none=True)
-
-    def stored_pair_loss(self, data, pairs: Path, generator: torch.Generator) -> torch.Tensor:
-        """The ODE regression loss on a randomly drawn stored pair, under the conditions of
-        the windows it was made from."""
-        from safetensors.torch import load_file
-
-        from posecast.train.distill import pair_generator
-
-        settings = self.settings
-        index = int(torch.randint(settings.ode_pairs, (1,), generator=generator))
-        pair = load_file(pairs / f"pair-{index:05d}.safetensors")
-        batch = data.sample(settings.batch_size, pair["end"].shape[1],
-                            pair_generator(settings.seed, index))
-        window = prepare_window(self.parts, batch)
-        device = self.student.device
-        return ode_regression_loss(self.student, window, pair["states"].to(device),
-                                   pair["end"].to(device), generator)
-
-    def init_step(self, data, pairs: Path, generator: torch.Generator) -> dict[str, float]:
-        loss = self.stored_pair_loss(data, pairs, generator)
-        self._step("init", loss)
-        return {"ode": loss.item()}
-
-    def dmd_step(self, data, generator: torch.Generator, shared: torch.Generator
-                 ) -> dict[str, float]:
-        from posecast.train.distill import random_exit_steps
-        from posecast.train.region_loss import (
-            batch_region_bits,
-            to_latent_grid,
-            weights_from_bits,
-        )
-
-        settings, student = self.settings, self.student
-        frames, chunk = self.student_settings.window, self.student_settings.chunk
-        steps = self.student_settings.steps
-        losses = {"critic": 0.0, "dmd": 0.0}
-        for _ in range(settings.critic_updates):
-            window = prepare_window(self.parts, data.sample(settings.batch_size, frames,
-                                                            generator))
-            with torch.no_grad():
-                sample = student_sample(student, window, frames, generator,
-                                        random_exit_steps(frames // chunk, steps, shared))
-            loss = critic_loss(self.critic, window, sample, generator)
-            self._step("critic", loss)
-            losses["critic"] += loss.item() / settings.critic_updates
-        self.counters["critic_updates"] += settings.critic_updates
-
-        batch = data.sample(settings.batch_size, frames, generator)
-        window = prepare_window(self.parts, batch)
-        sample = student_sample(student, window, frames, generator,
-                                random_exit_steps(frames // chunk, steps, shared))
-        recipe = self.parts.recipe
-        bits = batch_region_bits(window.poses, recipe.height, recipe.width)
-        weights = to_latent_grid(weights_from_bits(bits, settings.region_weights),
-                                 tuple(sample.shape[-2:])).to(sample.device)
-        sigma = dmd_level(generator, sample.shape[0], settings, self.student_settings).to(
-            sample.device)
-        noise = torch.randn(sample.shape, generator=generator).to(sample.device)
+    def score(self, window: Window, generator: torch.Generator) -> Score:
+        """The teacher's and critic's D(x; σ), the lead frame noised with one draw."""
         lead_noise = torch.randn(window.lead_latent.shape, generator=generator).to(
-            sample.device)
-        gradient = dmd_gradient(
-            sample, lambda x, s: self.teacher(window, x, s, lead_noise, self.cfg),
-            lambda x, s: self.critic(window, x, s, lead_noise, 1.0), sigma, noise, weights)
-        from posecast.train.distill import dmd_loss, frame_losses
+            self.student.device)
 
-        loss = dmd_loss(sample, gradient) + frame_losses(
-            sample, window, bits, self.decoder, settings, self.perceptual, losses,
-            settings.region_loss_weight)
-        self._step("student", loss)
-        self.counters["generator_updates"] += 1
-        losses["dmd"] = gradient.abs().mean().item()
-        return losses
+        def clean(which: str, x: torch.Tensor, sigma: torch.Tensor, cfg: float) -> torch.Tensor:
+            network = self.teacher if which == "teacher" else self.critic
+            return network(window, x, sigma, lead_noise, cfg)
 
-    def region_step(self, data, pairs: Path, generator: torch.Generator,
-                    shared: torch.Generator) -> dict[str, float]:
-        """One student step on the region loss (+ plug-ins) of its own samples, plus
-        region_ode_weight times the ODE-pair loss, with the initialisation's optimiser; the
-        critic is not called, the teacher only through the stored pairs."""
-        from posecast.train.distill import frame_losses, random_exit_steps
-        from posecast.train.region_loss import batch_region_bits
+        return clean
 
-        settings, recipe = self.settings, self.parts.recipe
-        frames, chunk = self.student_settings.window, self.student_settings.chunk
-        window = prepare_window(self.parts, data.sample(settings.batch_size, frames, generator))
-        sample = student_sample(self.student, window, frames, generator,
-                                random_exit_steps(frames // chunk, self.student_settings.steps,
-                                                  shared))
-        bits = batch_region_bits(window.poses, recipe.height, recipe.width)
-        losses: dict[str, float] = {}
-        loss = frame_losses(sample, window, bits, self.decoder, settings, self.perceptual,
-                            losses, 1.0)
-        if settings.region_ode_weight:
-            ode = self.stored_pair_loss(data, pairs, generator)
-            loss = loss + settings.region_ode_weight * ode
-            losses["ode"] = ode.item()
-        self._step("init", loss)
-        return losses
+    def trajectory_levels(self, ode_steps: int) -> tuple[list[float], list[int]]:
+        return trajectory_levels(self.student_settings, ode_steps)
 
+    def dmd_levels(self, fraction: torch.Tensor) -> torch.Tensor:
+        """On Karras' ρ-scale: fraction 0 is σ_min, 1 is σ_max."""
+        student = self.student_settings
+        return karras_interpolate(fraction, student.sigma_min, student.sigma_max, student.rho)
 
-def make_ode_pairs(run: MimicMotionDistillation, data, folder: Path, env,
-                   on_pairs: Callable[[int, int], None] | None, sharded: bool = False) -> None:
-    """The teacher's trajectories for every shard not on disk: each process makes every
-    world_size-th one, or, with a sharded teacher (whose every call involves all processes),
-    all of them make every shard and rank 0 writes it."""
-    import torch.distributed as dist
-    from safetensors.torch import save_file
+    def training_levels(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        """SVD's training levels: log σ ~ N(0.7, 1.6²)."""
+        return torch.exp(0.7 + 1.6 * torch.randn(batch, generator=generator))
 
-    from posecast.paths import atomic_output
-    from posecast.train.distill import pair_generator
+    def critic_weight(self, sigma: torch.Tensor) -> torch.Tensor:
+        """EDM's weighting (σ² + σ_data²) / (σ·σ_data)² with σ_data = 1."""
+        return (sigma**2 + 1) / sigma**2
 
-    settings = run.settings
-    frames = run.student_settings.window
-    folder.mkdir(parents=True, exist_ok=True)
-    missing = [index for index in range(settings.ode_pairs)
-               if not (folder / f"pair-{index:05d}.safetensors").exists()]
-    if env.world_size > 1:
-        dist.barrier()  # every process has listed the missing shards before any is written
-    for index in range(settings.ode_pairs):
-        path = folder / f"pair-{index:05d}.safetensors"
-        if index in missing and (sharded or index % env.world_size == env.rank):
-            generator = pair_generator(settings.seed, index)
-            window = prepare_window(run.parts, data.sample(settings.batch_size, frames,
-                                                           generator))
-            shape = (settings.batch_size, frames, 4, *window.conditions.latent.shape[-2:])
-            noise = torch.randn(shape, generator=generator).to(run.student.device)
-            lead_noise = torch.randn(window.lead_latent.shape, generator=generator).to(
-                run.student.device)
-            states, end = teacher_trajectory(run.teacher, window, noise, lead_noise,
-                                             run.student_settings, settings.ode_steps, run.cfg)
-            if env.is_main or not sharded:
-                with atomic_output(path) as tmp:
-                    save_file({"states": states.cpu().contiguous(),
-                               "end": end.cpu().contiguous()}, tmp)
-        if on_pairs is not None:
-            on_pairs(index + 1, settings.ode_pairs)
-    if env.world_size > 1:
-        dist.barrier()
+    def save_student(self, out: Path, step: int, weights: dict | None) -> None:
+        write_student(self, self.teacher_folder, out, self.fast_decoder, weights)
 
 
 def write_student(run: MimicMotionDistillation, teacher_folder: Path, out: Path,
@@ -537,106 +298,8 @@ def write_student(run: MimicMotionDistillation, teacher_folder: Path, out: Path,
         tmp.write_text(json.dumps(config, indent=2, default=str) + "\n")
 
 
-def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathLike,
-            settings: DistillConfig, resume: bool = False, device: str = "auto",
-            on_step: Callable[[DistillReport], None] | None = None,
-            on_message: Callable[[str], None] | None = None,
-            on_pairs: Callable[[int, int], None] | None = None,
-            fast_decoder: str | os.PathLike | None = None) -> Path:
-    """Distil the MimicMotion teacher at `teacher_source` into a student folder `out` (also
-    holding checkpoint/, ode_pairs/ and train_log.jsonl). Returns `out`."""
-    from safetensors import SafetensorError
-
-    unsupported = [flag for flag, used in (("--grad-accumulation", settings.grad_accumulation > 1),
-                                           ("--sample-every", settings.sample_every > 0)) if used]
-    if unsupported:
-        raise UsageError(f"{' and '.join(unsupported)}: not available for MimicMotion "
-                         "students yet (use a larger --batch-size or more processes)")
-
-    from posecast.data.clips import ClipDataset
-    from posecast.hub import resolve_folder
-    from posecast.train import distributed, sharding
-    from posecast.train.checkpoint import (
-        CHECKPOINT_DIR,
-        damaged,
-        load_checkpoint,
-        open_log,
-        read_checkpoint,
-        save_checkpoint,
-    )
-    from posecast.train.distill import restart_optimiser, resumed_settings
-    from posecast.train.teacher import step_generator
-
-    out = Path(out)
-    env = distributed.setup(device)
-    try:
-        if resume:
-            found, settings = resumed_settings(out, settings.max_steps, settings.region_steps)
-        teacher_folder = resolve_folder(teacher_source)
-        sharded = settings.fsdp and env.world_size > 1
-        run = MimicMotionDistillation(teacher_folder, settings, env.device, env.world_size,
-                                      None if fast_decoder is None else Path(fast_decoder),
-                                      on_message, sharded)
-        owned = {name: (run.owners[name], optimizer)
-                 for name, optimizer in run.optimizers.items()}
-        step = 0
-        if resume:
-            try:
-                if sharded:
-                    meta, module_states, optimizer_states = read_checkpoint(
-                        found, list(run.modules), list(run.optimizers))
-                    sharding.load_full_states(run.modules, owned, module_states,
-                                              optimizer_states)
-                else:
-                    meta = load_checkpoint(found, run.modules, run.optimizers)
-            except (OSError, RuntimeError, ValueError, KeyError, SafetensorError) as error:
-                raise damaged(found, error) from None
-            step, run.counters = meta["step"], meta["counters"]
-        recipe = run.parts.recipe
-        data = ClipDataset(dataset, recipe.height, recipe.width, on_clip=on_message)
-        if env.is_main:
-            mark(out, "run")
-        if settings.init_steps and step < settings.init_steps:
-            make_ode_pairs(run, data, out / PAIRS_DIR, env, on_pairs, sharded)
-        log = open_log(out, step) if env.is_main else None
-        total = settings.total_steps
-        while step < total:
-            started = time.perf_counter()
-            generator = step_generator(settings.seed, step, env.rank)
-            shared = step_generator(settings.seed, step, -1)
-            if step < settings.init_steps:
-                phase, losses = "init", run.init_step(data, out / PAIRS_DIR, generator)
-            elif step < settings.region_start:
-                phase, losses = "dmd", run.dmd_step(data, generator, shared)
-            else:
-                if step == settings.region_start:
-                    restart_optimiser(run.optimizers["init"])
-                phase, losses = "region", run.region_step(data, out / PAIRS_DIR, generator,
-                                                          shared)
-            step += 1
-            report = DistillReport(step, total, phase, losses, run.counters["critic_updates"],
-                                   run.counters["generator_updates"],
-                                   settings.batch_size * env.world_size
-                                   / (time.perf_counter() - started))
-            if env.is_main:
-                log.write(json.dumps(dataclasses.asdict(report)) + "\n")
-                log.flush()
-                if on_step is not None:
-                    on_step(report)
-            if step % settings.checkpoint_every == 0 or step == total:
-                states, optimizer_states = run.modules, run.optimizers
-                if sharded:  # gathering is collective: every process takes part
-                    states, optimizer_states = sharding.full_states(run.modules, owned)
-                if env.is_main:
-                    save_checkpoint(out / CHECKPOINT_DIR, step, states, optimizer_states,
-                                    {"distill_config": settings.to_dict(),
-                                     "family": "mimicmotion", "teacher": str(teacher_source),
-                                     "counters": run.counters})
-                    write_student(run, teacher_folder, out,
-                                  None if fast_decoder is None else Path(fast_decoder),
-                                  states["student"] if sharded else None)
-        if log is not None:
-            log.close()
-        return out
-    finally:
-        distributed.cleanup()
+def mimicmotion_run(teacher_folder: Path, fast_decoder: Path | None = None) -> StartRun:
+    """What the distillation loop (train/distill.py) starts for a MimicMotion teacher folder,
+    with an AutoencoderTiny folder as the student's fast decoder when given."""
+    return lambda settings, env, on_message: MimicMotionDistillation(
+        teacher_folder, settings, env.device, fast_decoder, settings.fsdp and env.world_size > 1)

@@ -141,14 +141,6 @@ class MimicMotionTeacher:
         return EulerDiscreteScheduler.from_config(self.scheduler_config)
 
 
-def is_mimicmotion_folder(folder: str | os.PathLike) -> bool:
-    config = Path(folder) / "config.json"
-    try:
-        return load_json_object(config).get("family") == FAMILY
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 def read_config(folder: Path) -> dict:
     try:
         config = load_json_object(folder / "config.json")

@@ -1,10 +1,14 @@
-"""Distilling the teacher into a few-step causal student (METHOD.md, "Distillation").
+"""Distilling a teacher into its few-step causal student (METHOD.md, "Distillation"), for every
+model family: one loop over a family's `DistillationRun`.
 
+Levels are the family's noise levels (flow-matching times for the DiT, EDM's σ for
+MimicMotion); every network call below gives a clean estimate x̂₀ of x at a level.
 Stages, one step counter:
   1. ODE-pair initialisation (steps [0, init_steps)): teacher trajectories under the clips'
-     conditions are stored as safetensors shards (`ode_pairs/`); the student, fed the
-     trajectory's state at each of its timesteps with the teacher's end point as the past
-     chunks' context, regresses onto the teacher's end point.
+     conditions (Euler steps over levels that pass through each of the student's k levels,
+     with the teacher's guidance) are stored as safetensors shards (`ode_pairs/`); the
+     student, fed the trajectory's state at each of its levels with the teacher's end point
+     committed as the past chunks' context, regresses onto the end point.
   2. DMD (the next max_steps steps): per step the critic ("fake score", a copy of the teacher)
      takes `critic_updates` denoising steps on fresh student samples, then the student takes
      one step on  L = L_DMD + λ_region·L_region (+ perceptual plug-ins).
@@ -18,28 +22,27 @@ Stages, one step counter:
      picture while the region loss pulls its frames toward the real ones (alone, the region
      loss draws a grid at the patch borders, docs/ABLATION.md). Not in the paper: at the
      starter's size a strongly weighted lips term opens the mouth further than the recipe's
-     DMD steps do, but draws that grid, so the bundled starter takes none; a region step
-     costs about 1 s on an idle 2-core CPU (the ODE term adds a pass over a stored pair), a
-     DMD step with 3 critic updates about 6 s.
-Student samples come from the streaming Rollout, the code inference uses, stopping each chunk at a
-random step (backward simulation).
+     DMD steps do, but draws that grid, so the bundled starter takes none.
+Student samples come from the streaming Rollout, the code rendering uses, stopping each chunk
+at a random step (backward simulation).
 
 Every step draws its data, noise and step choices from a generator seeded by
 (seed, step, rank), so the checkpoint (student, critic, both optimisers, step, counters)
 determines the rest of the run: a resumed run repeats an uninterrupted one. Under torchrun
-the gradients are averaged across processes after each backward pass (see `sync_gradients`).
+the gradients are averaged across processes after each backward pass (see `sync_gradients`),
+or, with `fsdp`, the family's networks are sharded (sharding.py) and FSDP reduces them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -47,21 +50,13 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from posecast.attention.mask import mask_for_window
-from posecast.attention.plan import AttentionPlan
-from posecast.config import DISTILL_RULES, REGION_RULES, DenoiserConfig, SamplerConfig
+from posecast.config import DISTILL_RULES, REGION_RULES
 from posecast.data.clips import ClipDataset
-from posecast.diffusion.flow import add_noise, sample_training_times, shift_time
 from posecast.errors import InputError, UsageError
-from posecast.generate import autocast
-from posecast.models.codecs import make_codec, to_uint8_frames
-from posecast.models.denoiser import Denoiser
-from posecast.models.pretrained import from_pretrained, model_card, save_pretrained
 from posecast.ownership import mark
 from posecast.paths import atomic_output
 from posecast.pose.keypoints import Keypoints
-from posecast.streaming.rollout import Rollout
-from posecast.student import DitStudent, student_timesteps
+from posecast.streaming.rollout import Rollout, StudentBackend
 from posecast.train import distributed
 from posecast.train.checkpoint import (
     CHECKPOINT_DIR,
@@ -94,7 +89,7 @@ class DistillConfig:
     # the student
     student_steps: int = 4  # k denoising steps per chunk (1–8)
     chunk: int = 4  # frames generated together (block-causal)
-    window: int | None = None  # frames per training rollout (context + chunk); None: teacher's
+    window: int | None = None  # frames per training rollout (context + chunk); None: family's
     k_frames: int = 3  # input-aware: pose-similar past frames per frame
     attention: str = "input_aware"  # "input_aware" | "dense"
     # optimisation
@@ -163,122 +158,123 @@ class DistillConfig:
             "perceptual": as_tuple})
 
 
-def student_config(teacher: DenoiserConfig, settings: DistillConfig) -> DenoiserConfig:
-    """The teacher's architecture as a causal student with its own sampler defaults."""
-    if teacher.is_student:
-        raise UsageError("the teacher is itself a causal student; give a teacher model folder")
-    try:
-        return teacher.replace(
-            chunk=settings.chunk, window=settings.window or teacher.window,
-            k_frames=settings.k_frames, attention=settings.attention, reference_frame=False,
-            overlap=0, condition_dropout=0.0,
-            sampler=SamplerConfig(method="euler", steps=settings.student_steps, cfg=1.0,
-                                  shift=teacher.sampler.shift))
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+# ------------------------------------------------------------------- what a family gives
 
 
-@dataclass
-class Window:
-    """A training batch on the device: what every model is conditioned on."""
+class Window(Protocol):
+    """A training batch on the device, as a family prepares it from the clips."""
 
-    frames: torch.Tensor  # (B, W, 3, H, W) real frames in [-1, 1]
-    reference: torch.Tensor  # (B, C, h, w) the portrait latent
-    pose_maps: torch.Tensor  # (B, W, 3, H, W) in [0, 1]
-    poses: list[Keypoints]  # one per batch element
-    teacher_layout: AttentionPlan | None  # the bidirectional models' input-aware plan
-    guided_layout: AttentionPlan | None = None  # the same for CFG's doubled batch
-
-    @property
-    def size(self) -> int:
-        return self.frames.shape[0]
-
-    def layout_for(self, batch: int) -> AttentionPlan | None:
-        """The teacher/critic plan for a batch of `batch` (the window's size, or twice it for
-        CFG's two branches), built once per window."""
-        if self.teacher_layout is None or batch == self.size:
-            return self.teacher_layout
-        if self.guided_layout is None:
-            self.guided_layout = self.teacher_layout.repeat(batch // self.size)
-        return self.guided_layout
+    conditions: Any  # the student's conditioning (the portraits')
+    maps: torch.Tensor  # (B, W, 3, H, W) the student's pose input
+    poses: list[Keypoints]  # B windows of W frames, frame pixels
+    frames: torch.Tensor  # (B, W, 3, H, W) the clips' real frames in [-1, 1]
 
 
-def prepare_window(batch: dict, codec, teacher_config: DenoiserConfig,
-                   device: torch.device) -> Window:
-    layout = None
-    if teacher_config.attention == "input_aware":
-        layout = AttentionPlan.for_windows(
-            [mask_for_window(poses, teacher_config, reference)
-             for poses, reference in zip(batch["poses"], batch["reference_poses"], strict=True)],
-            teacher_config.attention_backend, device, teacher_config.block_size)
-    return Window(batch["frames"].to(device), codec.encode(batch["reference"].to(device)),
-                  batch["pose_maps"].to(device), batch["poses"], layout)
+# score(which, x, level, cfg) → x̂₀: "teacher" or "critic", x (B, W, C, h, w), level (B,)
+Score = Callable[[str, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 
-def teacher_velocity(model: Denoiser, x: torch.Tensor, t: torch.Tensor, window: Window,
-                     cfg: float) -> torch.Tensor:
-    """A bidirectional model's velocity over whole windows (B, W, C, h, w); cfg ≠ 1 runs the
-    conditional and unconditional branches as one batch."""
-    batch = x.shape[0]
-    with autocast(x.device):
-        if cfg == 1.0:
-            return model(x, t, window.reference, window.pose_maps,
-                         layout=window.layout_for(batch)).float()
-        keep = torch.arange(2 * batch, device=x.device) < batch
-        layout = window.layout_for(2 * batch)
-        both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([window.reference] * 2),
-                     torch.cat([window.pose_maps] * 2), keep, layout=layout).float()
-    conditional, unconditional = both.chunk(2)
-    return unconditional + cfg * (conditional - unconditional)
+class DistillationRun(Protocol):
+    """One family's networks and noise maths for a run: the student (a StudentBackend whose
+    network trains), its critic and frozen teacher, the optimisers, and how to save."""
+
+    settings: DistillConfig
+    student: StudentBackend
+    modules: dict[str, torch.nn.Module]  # "student" and "critic": checkpointed and trained
+    optimizers: dict[str, torch.optim.Optimizer]  # "student", "critic", "init"
+    owners: dict[str, torch.nn.Module]  # the module each optimiser steps
+    decoder: Any  # .decode(latents (N, C, h, w), differentiable=True) → (N, 3, H, W)
+    window_frames: int  # W: frames per training rollout
+    height: int
+    width: int
+    fps: float
+    cfg: float  # the teacher's guidance in DMD and the ODE pairs
+    sharded: bool
+    checkpoint_meta: dict  # the family's own entries in the checkpoint's state
+
+    def window(self, batch: dict) -> Window:
+        """A batch from ClipDataset.sample on the device."""
+
+    def score(self, window: Window, generator: torch.Generator) -> Score:
+        """The teacher's and critic's clean estimates under `window` (a family that noises
+        extra inputs draws that noise from `generator` once, for every call of the score)."""
+
+    def trajectory_levels(self, ode_steps: int) -> tuple[list[float], list[int]]:
+        """The teacher's Euler levels from the start to 0, passing through each student
+        level, and the index of each student level among them."""
+
+    def dmd_levels(self, fraction: torch.Tensor) -> torch.Tensor:
+        """(B,) levels for fractions in [0, 1] (0 the least noise)."""
+
+    def training_levels(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        """(B,) levels the critic trains at."""
+
+    def critic_weight(self, level: torch.Tensor) -> torch.Tensor:
+        """(B,) the weight of ‖x̂₀ − x‖² at each level in the critic's loss."""
+
+    def save_student(self, out: Path, step: int, weights: dict | None) -> None:
+        """The student model folder (`weights`: a sharded student's gathered state)."""
 
 
-def _rollout(student: Denoiser, window: Window, timesteps: list[float]) -> Rollout:
-    return Rollout(DitStudent(student, timesteps, device=window.frames.device), window.reference,
-                   lambda s, e: window.pose_maps[:, s:e],
-                   lambda s, e: [poses[s:e] for poses in window.poses])
+def make_optimizers(student: torch.nn.Module, critic: torch.nn.Module,
+                    settings: DistillConfig) -> dict[str, torch.optim.Optimizer]:
+    """DMD's student and critic optimisers (no momentum) and the ODE stage's."""
+    return {"student": torch.optim.AdamW(student.parameters(), lr=settings.learning_rate,
+                                         betas=(0.0, 0.999), weight_decay=0.0),
+            "critic": torch.optim.AdamW(critic.parameters(), lr=settings.critic_learning_rate,
+                                        betas=(0.0, 0.999), weight_decay=0.0),
+            "init": torch.optim.AdamW(student.parameters(), lr=settings.init_learning_rate,
+                                      weight_decay=0.0)}
 
 
-def student_sample(student: Denoiser, window: Window, timesteps: list[float],
-                   generator: torch.Generator, noise: torch.Tensor | None = None,
-                   exit_steps: list[int] | None = None) -> torch.Tensor:
+def _levels(level: torch.Tensor) -> torch.Tensor:
+    return level.view(-1, 1, 1, 1, 1)
+
+
+# ----------------------------------------------------------------------- student samples
+
+
+def student_sample(run: DistillationRun, window: Window, generator: torch.Generator,
+                   exit_steps: list[int] | None = None, noise: torch.Tensor | None = None
+                   ) -> torch.Tensor:
     """The student's video of every window (B, W, C, h, w), chunk by chunk. `exit_steps`
     (one per chunk) stops chunks early with gradients on that step (training); None runs all
-    steps. Noise comes from `generator` (CPU) unless given."""
-    config, device = student.config, window.frames.device
-    shape = (window.size, window.pose_maps.shape[1], config.codec.latent_channels,
-             *config.latent_size)
-    if noise is None:
-        noise = torch.randn(shape, generator=generator).to(device)
-    chunk_shape = (shape[0], config.chunk, *shape[2:])
-    rollout = _rollout(student, window, timesteps)
+    steps. Noise comes from `generator` (CPU), chunk by chunk, unless given (B, W, C, h, w)."""
+    student = run.student
+    batch, frames = window.maps.shape[:2]
+    chunk, device = student.chunk, window.maps.device
+    shape = (batch, chunk, *student.latent_shape())
+    rollout = Rollout(student, window.conditions, lambda s, e: window.maps[:, s:e],
+                      lambda s, e: [poses[s:e] for poses in window.poses])
     chunks = []
-    for index, start in enumerate(range(0, shape[1], config.chunk)):
-        chunks.append(rollout.chunk(
-            noise[:, start:start + config.chunk],
-            lambda: torch.randn(chunk_shape, generator=generator).to(device),
-            None if exit_steps is None else exit_steps[index],
-            commit=start + config.chunk < shape[1]))
+    for index, start in enumerate(range(0, frames, chunk)):
+        first = torch.randn(shape, generator=generator).to(device) if noise is None \
+            else noise[:, start:start + chunk]
+        chunks.append(rollout.chunk(first, lambda: torch.randn(shape, generator=generator)
+                                    .to(device),
+                                    None if exit_steps is None else exit_steps[index],
+                                    commit=start + chunk < frames))
     return torch.cat(chunks, dim=1)
+
+
+def random_exit_steps(chunks: int, steps: int, generator: torch.Generator) -> list[int]:
+    return torch.randint(steps, (chunks,), generator=generator).tolist()
 
 
 # ---------------------------------------------------------------------------- ODE pairs
 
 
-def teacher_trajectory(teacher: Denoiser, window: Window, noise: torch.Tensor,
-                       timesteps: list[float], ode_steps: int, cfg: float
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Euler-integrate the teacher from `noise` (B, W, C, h, w); returns its states at the
-    student's times t_0…t_{k−1} (k, B, W, C, h, w) and its end point (B, W, C, h, w)."""
-    k = len(timesteps) - 1
-    per_interval = max(1, math.ceil(ode_steps / k))
-    x, states = noise, []
+def euler_trajectory(score: Score, start: torch.Tensor, levels: list[float],
+                     marks: list[int], cfg: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Euler steps of the teacher's ODE dx/dℓ = (x − x̂₀)/ℓ from `start` at levels[0]: its
+    states at the `marks` (len(marks), B, W, C, h, w) and its end point at levels[-1] = 0."""
+    x, states = start, []
     with torch.no_grad():
-        for i in range(k):
-            states.append(x)
-            grid = torch.linspace(timesteps[i], timesteps[i + 1], per_interval + 1).tolist()
-            for t, t_next in zip(grid[:-1], grid[1:], strict=True):
-                times = torch.full((x.shape[0],), t, device=x.device)
-                x = x + (t_next - t) * teacher_velocity(teacher, x, times, window, cfg)
+        for i, (level, following) in enumerate(zip(levels[:-1], levels[1:], strict=True)):
+            if i in marks:
+                states.append(x)
+            clean = score("teacher", x, torch.full((x.shape[0],), level, device=x.device), cfg)
+            x = x + (following - level) * (x - clean) / level
     return torch.stack(states), x
 
 
@@ -287,91 +283,96 @@ def pair_generator(seed: int, index: int) -> torch.Generator:
     return step_generator(seed, -1 - index, 0)
 
 
-def make_ode_pairs(folder: Path, teacher: Denoiser, codec, data: ClipDataset,
-                   settings: DistillConfig, window_frames: int, timesteps: list[float],
-                   cfg: float, env: distributed.Distributed, sharded: bool = False,
+def _shard(folder: Path, index: int) -> Path:
+    return folder / f"shard-{index:05d}.safetensors"
+
+
+def make_ode_pairs(run: DistillationRun, folder: Path, data: ClipDataset,
+                   env: distributed.Distributed,
                    on_progress: Callable[[int, int], None] | None = None) -> None:
-    """Write the missing shards `shard-NNNNN.safetensors` (states, end point); each rank makes
-    every world_size-th one, or, with a sharded teacher (whose every call involves all ranks),
-    all ranks run every shard and rank 0 writes it. A shard's windows are re-drawn from its
-    seed when used."""
+    """Write the missing shards (states, end point); each rank makes every world_size-th one,
+    or, with a sharded teacher (whose every call involves all ranks), all ranks run every
+    shard and rank 0 writes it. A shard's windows are re-drawn from its seed when used."""
+    settings = run.settings
     folder.mkdir(parents=True, exist_ok=True)
-    missing = [index for index in range(settings.ode_pairs)
-               if not (folder / f"shard-{index:05d}.safetensors").exists()]
+    missing = [index for index in range(settings.ode_pairs) if not _shard(folder, index).exists()]
     if env.world_size > 1:
         dist.barrier()  # every rank has listed the missing shards before any is written
+    levels, marks = run.trajectory_levels(settings.ode_steps)
     for index in range(settings.ode_pairs):
-        path = folder / f"shard-{index:05d}.safetensors"
-        mine = sharded or index % env.world_size == env.rank
-        if index in missing and mine:
+        if index in missing and (run.sharded or index % env.world_size == env.rank):
             generator = pair_generator(settings.seed, index)
-            window = prepare_window(data.sample(settings.batch_size, window_frames, generator),
-                                    codec, teacher.config, env.device)
-            shape = (window.size, window_frames, teacher.config.codec.latent_channels,
-                     *teacher.config.latent_size)
+            window = run.window(data.sample(settings.batch_size, run.window_frames, generator))
+            shape = (settings.batch_size, run.window_frames, *run.student.latent_shape())
             noise = torch.randn(shape, generator=generator).to(env.device)
-            states, end = teacher_trajectory(teacher, window, noise, timesteps,
-                                             settings.ode_steps, cfg)
-            if env.is_main or not sharded:
-                with atomic_output(path) as tmp:
+            score = run.score(window, generator)
+            states, end = euler_trajectory(score, run.student.noisy(0.0, levels[0], noise),
+                                           levels, marks, run.cfg)
+            if env.is_main or not run.sharded:
+                with atomic_output(_shard(folder, index)) as tmp:
                     save_file({"states": states.cpu().contiguous(),
-                               "end": end.cpu().contiguous()},
-                              tmp, metadata={"timesteps": json.dumps(timesteps)})
+                               "end": end.cpu().contiguous()}, tmp,
+                              metadata={"levels": json.dumps(run.student.levels())})
         if on_progress is not None:
             on_progress(index + 1, settings.ode_pairs)
     if env.world_size > 1:
         dist.barrier()
 
 
-def load_ode_pair(folder: Path, index: int, timesteps: list[float]) -> dict[str, torch.Tensor]:
-    path = folder / f"shard-{index:05d}.safetensors"
+def load_ode_pair(folder: Path, index: int, steps: int) -> dict[str, torch.Tensor]:
+    path = _shard(folder, index)
     try:
         pair = load_file(path)
     except (OSError, SafetensorError) as error:
         raise InputError(f"{path}: unreadable ODE pair ({error}); delete {folder} to make the "
                          "pairs again") from None
-    if pair["states"].shape[0] != len(timesteps) - 1:
+    if pair["states"].shape[0] != steps:
         raise InputError(f"{path}: made for another number of student steps; delete {folder} "
                          "to make the pairs again")
     return pair
 
 
-def ode_regression_loss(student: Denoiser, window: Window, states: torch.Tensor,
-                        end: torch.Tensor, timesteps: list[float],
-                        generator: torch.Generator) -> torch.Tensor:
-    """Mean over chunks of ‖student(x_{t_i}) − teacher end point‖², with i drawn per chunk
-    and the teacher's end point as the past chunks' context (teacher forcing)."""
-    chunk, frames = student.config.chunk, end.shape[1]
-    rollout = _rollout(student, window, timesteps)
-    losses = []
-    for start in range(0, frames, chunk):
-        i = int(torch.randint(len(timesteps) - 1, (1,), generator=generator))
-        target = end[:, start:start + chunk]
-        prediction = rollout.regress(states[i][:, start:start + chunk], timesteps[i],
-                                           target)
+def ode_regression_loss(run: DistillationRun, window: Window, states: torch.Tensor,
+                        end: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mean over chunks of ‖x̂₀_student(state at ℓ_i) − teacher end point‖², i drawn per
+    chunk, the end point committed as the past chunks' context (teacher forcing)."""
+    student = run.student
+    rollout = Rollout(student, window.conditions, lambda s, e: window.maps[:, s:e],
+                      lambda s, e: [poses[s:e] for poses in window.poses])
+    levels, losses = student.levels(), []
+    for start in range(0, end.shape[1], student.chunk):
+        i = int(torch.randint(len(levels), (1,), generator=generator))
+        target = end[:, start:start + student.chunk]
+        prediction = rollout.regress(states[i][:, start:start + student.chunk], levels[i],
+                                     target)
         losses.append(F.mse_loss(prediction, target))
     return torch.stack(losses).mean()
+
+
+def stored_pair_loss(run: DistillationRun, data: ClipDataset, pairs: Path,
+                     generator: torch.Generator) -> torch.Tensor:
+    """The ODE regression loss on a randomly drawn stored pair shard, under the conditions
+    of the windows it was made from."""
+    settings = run.settings
+    index = int(torch.randint(settings.ode_pairs, (1,), generator=generator))
+    pair = load_ode_pair(pairs, index, len(run.student.levels()))
+    window = run.window(data.sample(settings.batch_size, pair["end"].shape[1],
+                                    pair_generator(settings.seed, index)))
+    device = window.maps.device
+    return ode_regression_loss(run, window, pair["states"].to(device), pair["end"].to(device),
+                               generator)
 
 
 # ------------------------------------------------------------------------------- DMD
 
 
-def dmd_gradient(x: torch.Tensor, teacher: Denoiser, critic: Denoiser, window: Window,
-                 generator: torch.Generator, settings: DistillConfig, cfg: float,
+def dmd_gradient(x: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
                  weights: torch.Tensor | None) -> torch.Tensor:
-    """The DMD gradient at student samples x (B, W, C, h, w), region-weighted by `weights`
-    (B, W, 1, h, w) or not (None)."""
-    batch = x.shape[0]
-    shift = teacher.config.sampler.shift
-    uniform = torch.rand(batch, generator=generator, dtype=torch.float64)
-    t = shift_time(settings.dmd_min_time + (settings.dmd_max_time - settings.dmd_min_time)
-                   * uniform, shift).float().to(x.device)
-    noise = torch.randn(x.shape, generator=generator).to(x.device)
+    """The DMD gradient at student samples x (B, W, C, h, w) from the teacher's (`real`) and
+    critic's (`fake`) clean estimates of the re-noised x: (fake − real) / mean |x − real|,
+    times `weights` (B, W, 1, h, w). Moving x along its negative moves the critic's estimate
+    of the student's distribution towards the teacher's."""
     with torch.no_grad():
-        noisy = add_noise(x.detach(), noise, t)
-        scale = t.view(-1, 1, 1, 1, 1)
-        real = noisy - scale * teacher_velocity(teacher, noisy, t, window, cfg)
-        fake = noisy - scale * teacher_velocity(critic, noisy, t, window, 1.0)
         normaliser = (x.detach() - real).abs().mean(dim=(1, 2, 3, 4), keepdim=True)
         gradient = (fake - real) / normaliser.clamp_min(1e-6)
         if weights is not None:
@@ -384,28 +385,40 @@ def dmd_loss(x: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
     return 0.5 * F.mse_loss(x.float(), (x - gradient).detach().float())
 
 
-def critic_loss(critic: Denoiser, sample: torch.Tensor, window: Window,
+def dmd_scores(run: DistillationRun, x: torch.Tensor, window: Window,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's (with CFG) and critic's clean estimates of x re-noised to a level drawn
+    on the family's scale between settings.dmd_min_time and dmd_max_time."""
+    settings = run.settings
+    fraction = settings.dmd_min_time + (settings.dmd_max_time - settings.dmd_min_time) * \
+        torch.rand(x.shape[0], generator=generator, dtype=torch.float64)
+    level = run.dmd_levels(fraction).float().to(x.device)
+    noise = torch.randn(x.shape, generator=generator).to(x.device)
+    score = run.score(window, generator)
+    with torch.no_grad():
+        noisy = run.student.noisy(x.detach(), _levels(level), noise)
+        return score("teacher", noisy, level, run.cfg), score("critic", noisy, level, 1.0)
+
+
+def critic_loss(run: DistillationRun, window: Window, sample: torch.Tensor,
                 generator: torch.Generator) -> torch.Tensor:
-    """Flow matching of the critic on detached student samples (B, W, C, h, w)."""
-    t = sample_training_times(sample.shape[0], critic.config.sampler.shift, generator,
-                              sample.device)
+    """The critic's denoising loss on detached student samples (B, W, C, h, w): the family's
+    weighting of ‖x̂₀ − x‖² at its training levels (flow matching's velocity error, EDM's)."""
+    level = run.training_levels(sample.shape[0], generator).to(sample.device)
     noise = torch.randn(sample.shape, generator=generator).to(sample.device)
-    velocity = teacher_velocity(critic, add_noise(sample, noise, t), t, window, 1.0)
-    return F.mse_loss(velocity, noise - sample)
+    score = run.score(window, generator)
+    clean = score("critic", run.student.noisy(sample, _levels(level), noise), level, 1.0)
+    return (_levels(run.critic_weight(level)) * (clean - sample) ** 2).mean()
 
 
-def random_exit_steps(chunks: int, steps: int, generator: torch.Generator) -> list[int]:
-    return torch.randint(steps, (chunks,), generator=generator).tolist()
-
-
-# --------------------------------------------------------------------------- trainer
+# ----------------------------------------------------------------------------- steps
 
 
 @dataclass(frozen=True)
 class DistillReport:
     step: int
     total_steps: int
-    phase: str  # "init" | "dmd"
+    phase: str  # "init" | "dmd" | "region"
     losses: dict[str, float]
     critic_updates: int  # totals so far
     generator_updates: int
@@ -425,11 +438,12 @@ def sync_gradients(module: torch.nn.Module, world_size: int) -> None:
             param.grad /= world_size
 
 
-def _optimiser_step(module, optimizer, world_size, clip):
-    sync_gradients(module, world_size)  # world_size 1 (one process, or FSDP): nothing to do
-    torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+def _optimiser_step(run: DistillationRun, name: str, world_size: int) -> None:
+    module = run.owners[name]
+    sync_gradients(module, 1 if run.sharded else world_size)  # FSDP reduces its own
+    torch.nn.utils.clip_grad_norm_(module.parameters(), run.settings.grad_clip)
+    run.optimizers[name].step()
+    run.optimizers[name].zero_grad(set_to_none=True)
 
 
 def restart_optimiser(optimizer: torch.optim.Optimizer) -> None:
@@ -437,6 +451,131 @@ def restart_optimiser(optimizer: torch.optim.Optimizer) -> None:
     divides by √v, and second moments sized to the ODE loss's small gradients would scale the
     region loss's first updates up (measured: the patch grid grows faster, docs/ABLATION.md)."""
     optimizer.state.clear()
+
+
+def frame_losses(run: DistillationRun, sample: torch.Tensor, window: Window,
+                 bits: torch.Tensor, perceptual: list[PerceptualTerm], losses: dict[str, float],
+                 region_weight: float) -> torch.Tensor | float:
+    """region_weight·L_region + the plug-ins' terms on the decoded samples (B, W, C, h, w)
+    against the window's real frames, bits (B, W, H, W); adds each term to `losses`."""
+    if not (region_weight or perceptual):
+        return 0.0
+    settings = run.settings
+    frames = run.decoder.decode(sample.flatten(0, 1), differentiable=True)
+    target = window.frames.flatten(0, 1)
+    total = 0.0
+    if region_weight:
+        region = region_reconstruction_loss(frames, target, bits.flatten(0, 1),
+                                            settings.region_weights, settings.ssim_weight,
+                                            settings.edge_weight)
+        total = total + region_weight * region
+        losses["region"] = losses.get("region", 0.0) + region.item() / settings.grad_accumulation
+    for term in perceptual:
+        value = term(frames, target, window.poses)
+        total = total + term.weight * value
+        losses[term.name] = losses.get(term.name, 0.0) + value.item() / settings.grad_accumulation
+    return total
+
+
+def _own_samples(run: DistillationRun, data: ClipDataset, generator: torch.Generator,
+                 shared: torch.Generator) -> tuple[Window, torch.Tensor]:
+    """A fresh window and the student's rollout of it, each chunk stopping at a step drawn
+    from `shared` (the same on every rank: a sharded model needs every rank's calls alike)."""
+    settings, student = run.settings, run.student
+    window = run.window(data.sample(settings.batch_size, run.window_frames, generator))
+    exits = random_exit_steps(run.window_frames // student.chunk, len(student.levels()), shared)
+    return window, student_sample(run, window, generator, exit_steps=exits)
+
+
+def init_step(run: DistillationRun, data: ClipDataset, pairs: Path, generator: torch.Generator,
+              world_size: int) -> dict[str, float]:
+    settings, total = run.settings, 0.0
+    for _ in range(settings.grad_accumulation):
+        loss = stored_pair_loss(run, data, pairs, generator)
+        (loss / settings.grad_accumulation).backward()
+        total += loss.item() / settings.grad_accumulation
+    _optimiser_step(run, "init", world_size)
+    return {"ode": total}
+
+
+def dmd_step(run: DistillationRun, data: ClipDataset, perceptual: list[PerceptualTerm],
+             generator: torch.Generator, shared: torch.Generator,
+             world_size: int) -> dict[str, float]:
+    """`critic_updates` critic steps on fresh student samples, then one student step on the
+    DMD loss and the decoded-frame losses. Logged: the critic's loss, the mean |DMD
+    gradient|, the region loss (and plug-ins')."""
+    settings = run.settings
+    accumulation = settings.grad_accumulation
+    losses = {"critic": 0.0, "dmd": 0.0}
+    for _ in range(settings.critic_updates):
+        for _ in range(accumulation):
+            with torch.no_grad():
+                window, sample = _own_samples(run, data, generator, shared)
+            loss = critic_loss(run, window, sample, generator) / accumulation
+            loss.backward()
+            losses["critic"] += loss.item() / settings.critic_updates
+        _optimiser_step(run, "critic", world_size)
+    for _ in range(accumulation):
+        window, sample = _own_samples(run, data, generator, shared)
+        bits = batch_region_bits(window.poses, run.height, run.width)  # (B, W, H, W)
+        weights = to_latent_grid(weights_from_bits(bits, settings.region_weights),
+                                 tuple(sample.shape[-2:])).to(sample.device)
+        real, fake = dmd_scores(run, sample, window, generator)
+        gradient = dmd_gradient(sample, real, fake, weights)
+        losses["dmd"] += gradient.abs().mean().item() / accumulation
+        loss = dmd_loss(sample, gradient) + frame_losses(
+            run, sample, window, bits, perceptual, losses, settings.region_loss_weight)
+        (loss / accumulation).backward()
+    _optimiser_step(run, "student", world_size)
+    return losses
+
+
+def region_step(run: DistillationRun, data: ClipDataset, perceptual: list[PerceptualTerm],
+                pairs: Path, generator: torch.Generator, shared: torch.Generator,
+                world_size: int) -> dict[str, float]:
+    """One student step on the region loss (+ plug-ins) of its own samples, plus
+    region_ode_weight times the ODE-pair loss, with the initialisation's optimiser; the
+    critic is not called, the teacher only through the stored pairs."""
+    settings = run.settings
+    losses: dict[str, float] = {}
+    for _ in range(settings.grad_accumulation):
+        window, sample = _own_samples(run, data, generator, shared)
+        bits = batch_region_bits(window.poses, run.height, run.width)
+        loss = frame_losses(run, sample, window, bits, perceptual, losses, 1.0)
+        if settings.region_ode_weight:
+            ode = stored_pair_loss(run, data, pairs, generator)
+            loss = loss + settings.region_ode_weight * ode
+            losses["ode"] = losses.get("ode", 0.0) + ode.item() / settings.grad_accumulation
+        (loss / settings.grad_accumulation).backward()
+    _optimiser_step(run, "init", world_size)
+    return losses
+
+
+def write_sample(path: Path, run: DistillationRun, batch: dict, seed: int,
+                 write: bool = True) -> None:
+    """The real window beside the student's rendering of it (same poses and reference);
+    `write=False` generates without writing (the other processes of a sharded run)."""
+    from posecast.media import write_mp4
+    from posecast.models.codecs import to_uint8_frames
+
+    window = run.window(batch)
+    network = run.modules["student"]
+    was_training = network.training
+    network.eval()
+    with torch.no_grad():
+        latents = student_sample(run, window, torch.Generator().manual_seed(seed))
+        frames = run.decoder.decode(latents[0], differentiable=False)
+    network.train(was_training)
+    if not write:
+        return
+    side_by_side = torch.cat([window.frames[0].to(frames), frames], dim=-1)  # (W, 3, H, 2W)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with write_mp4(path, fps=run.fps) as mp4:
+        for frame in to_uint8_frames(side_by_side):
+            mp4.write(frame)
+
+
+# ------------------------------------------------------------------------------ the loop
 
 
 def resumed_settings(out: Path, max_steps: int | None = None, region_steps: int | None = None
@@ -454,105 +593,71 @@ def resumed_settings(out: Path, max_steps: int | None = None, region_steps: int 
     return found, dataclasses.replace(settings, **lengths)
 
 
-def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathLike,
+# start(settings, env, on_message) → the family's run for these settings on env's device
+StartRun = Callable[[DistillConfig, distributed.Distributed, Callable | None], DistillationRun]
+
+
+def run_distillation(start: StartRun, dataset: str | os.PathLike, out: str | os.PathLike,
             settings: DistillConfig, resume: bool = False, device: str = "auto",
             on_step: Callable[[DistillReport], None] | None = None,
             on_message: Callable[[str], None] | None = None,
             on_pairs: Callable[[int, int], None] | None = None,
-            teacher_revision: str | None = None) -> Path:
-    """Distil the teacher at `teacher_source` (a Hub repo id at `teacher_revision`, or a
-    folder) into a student model folder `out` (also holding checkpoint/, ode_pairs/,
-    train_log.jsonl and samples/). Returns `out`."""
+            source: dict | None = None) -> Path:
+    """Distil a family's teacher into a student model folder `out` (also holding checkpoint/,
+    ode_pairs/, train_log.jsonl and samples/): `start` makes the family's run (its
+    `Family.distillation`; families.distill does both); `source`: where the teacher came
+    from, kept in the checkpoint. Returns `out`."""
     out = Path(out)
     env = distributed.setup(device)
     try:
-        checkpoint_dir = out / CHECKPOINT_DIR
         if resume:
             found, settings = resumed_settings(out, settings.max_steps, settings.region_steps)
-        teacher = from_pretrained(teacher_source, teacher_revision,
-                                  device=env.device).requires_grad_(False)
-        config = student_config(teacher.config, settings)
-        torch.manual_seed(settings.seed)
-        student = Denoiser(config).to(env.device)
-        student.load_state_dict(teacher.state_dict())
-        critic = Denoiser(teacher.config).to(env.device)
-        critic.load_state_dict(teacher.state_dict())
-        for model in (student, critic):
-            model.gradient_checkpointing = settings.gradient_checkpointing
-            model.train()
-        sharded = settings.fsdp and env.world_size > 1
-        if sharded:
-            from posecast.train import sharding
-
-            for model in (teacher, student, critic):
-                sharding.shard(model)
-        student_optimizer = torch.optim.AdamW(student.parameters(), lr=settings.learning_rate,
-                                              betas=(0.0, 0.999), weight_decay=0.0)
-        critic_optimizer = torch.optim.AdamW(critic.parameters(),
-                                             lr=settings.critic_learning_rate,
-                                             betas=(0.0, 0.999), weight_decay=0.0)
-        init_optimizer = torch.optim.AdamW(student.parameters(),
-                                           lr=settings.init_learning_rate, weight_decay=0.0)
-        modules = {"student": student, "critic": critic}
-        optimizers = {"student": student_optimizer, "critic": critic_optimizer,
-                      "init": init_optimizer}
-        owners = {"student": student, "critic": critic, "init": student}
+        run = start(settings, env, on_message)
         step, counters = 0, {"critic_updates": 0, "generator_updates": 0}
+        owned = {name: (run.owners[name], optimizer)
+                 for name, optimizer in run.optimizers.items()}
         if resume:
             try:
-                if sharded:
+                if run.sharded:
+                    from posecast.train import sharding
+
                     meta, module_states, optimizer_states = read_checkpoint(
-                        found, list(modules), list(optimizers))
-                    sharding.load_full_states(
-                        modules, {name: (owners[name], opt) for name, opt in optimizers.items()},
-                        module_states, optimizer_states)
+                        found, list(run.modules), list(run.optimizers))
+                    sharding.load_full_states(run.modules, owned, module_states,
+                                              optimizer_states)
                 else:
-                    meta = load_checkpoint(found, modules, optimizers)
+                    meta = load_checkpoint(found, run.modules, run.optimizers)
             except (OSError, RuntimeError, ValueError, KeyError, SafetensorError) as error:
                 raise damaged(found, error) from None
             step, counters = meta["step"], meta["counters"]
-
-        codec = make_codec(config.codec, env.device)
-        data = ClipDataset(dataset, config.height, config.width, on_clip=on_message)
-        timesteps = student_timesteps(student)
-        cfg = teacher.config.sampler.cfg if settings.teacher_cfg is None else settings.teacher_cfg
+        data = ClipDataset(dataset, run.height, run.width, on_clip=on_message)
         perceptual = load_perceptual_terms(settings.perceptual, env.device, on_message)
         if env.is_main:
             mark(out, "run")
         if env.world_size > 1:
             dist.barrier()
-        pairs_dir = out / PAIRS_DIR
+        pairs = out / PAIRS_DIR
         if settings.init_steps and step < settings.init_steps:
-            make_ode_pairs(pairs_dir, teacher, codec, data, settings, config.window,
-                           timesteps, cfg, env, sharded, on_pairs)
-
+            make_ode_pairs(run, pairs, data, env, on_pairs)
         log = open_log(out, step) if env.is_main else None
-        fixed_sample = data.sample(1, config.window, torch.Generator().manual_seed(settings.seed))
+        fixed_sample = data.sample(1, run.window_frames,
+                                   torch.Generator().manual_seed(settings.seed))
         while step < settings.total_steps:
             started = time.perf_counter()
             generator = step_generator(settings.seed, step, env.rank)
-            # the same on every rank: where each chunk's rollout stops (a sharded model needs
-            # every rank to make the same calls)
-            shared = step_generator(settings.seed, step, -1)
-            reduce = 1 if sharded else env.world_size  # FSDP reduces gradients itself
+            shared = step_generator(settings.seed, step, -1)  # the same on every rank
             if step < settings.init_steps:
-                phase, losses = "init", _init_step(student, init_optimizer, codec, data, teacher,
-                                                   settings, timesteps, pairs_dir, generator,
-                                                   env, reduce)
+                phase, losses = "init", init_step(run, data, pairs, generator, env.world_size)
             elif step < settings.region_start:
-                phase, losses = "dmd", _dmd_step(student, critic, teacher, student_optimizer,
-                                                 critic_optimizer, codec, data, settings,
-                                                 timesteps, cfg, perceptual, generator,
-                                                 shared, env, reduce)
+                phase, losses = "dmd", dmd_step(run, data, perceptual, generator, shared,
+                                                env.world_size)
                 counters["critic_updates"] += settings.critic_updates
                 counters["generator_updates"] += 1
             else:
                 if step == settings.region_start:
-                    restart_optimiser(init_optimizer)
-                phase, losses = "region", _region_step(student, init_optimizer, codec, data,
-                                                       teacher.config, settings, timesteps,
-                                                       perceptual, pairs_dir, generator, shared,
-                                                       env, reduce)
+                    restart_optimiser(run.optimizers["init"])
+                phase, losses = "region", region_step(run, data, perceptual, pairs, generator,
+                                                      shared, env.world_size)
             step += 1
             windows = settings.batch_size * settings.grad_accumulation * env.world_size
             report = DistillReport(step, settings.total_steps, phase, losses,
@@ -564,171 +669,24 @@ def distill(dataset: str | os.PathLike, teacher_source: str, out: str | os.PathL
                 if on_step is not None:
                     on_step(report)
             if settings.sample_every and step % settings.sample_every == 0 and \
-                    (env.is_main or sharded):  # a sharded forward needs every process
-                write_sample(out / "samples" / f"step-{step:06d}.mp4", student, codec,
-                             teacher.config, fixed_sample, timesteps, settings.seed,
-                             env.device, write=env.is_main)
+                    (env.is_main or run.sharded):  # a sharded forward needs every process
+                write_sample(out / "samples" / f"step-{step:06d}.mp4", run, fixed_sample,
+                             settings.seed, write=env.is_main)
             if step % settings.checkpoint_every == 0 or step == settings.total_steps:
-                states, optimizer_states = modules, optimizers
-                if sharded:  # gathering is collective: every process takes part
-                    states, optimizer_states = sharding.full_states(
-                        modules, {name: (owners[name], opt) for name, opt in optimizers.items()})
+                states, optimizer_states = run.modules, run.optimizers
+                if run.sharded:  # gathering is collective: every process takes part
+                    from posecast.train import sharding
+
+                    states, optimizer_states = sharding.full_states(run.modules, owned)
                 if env.is_main:
-                    save_checkpoint(checkpoint_dir, step, states, optimizer_states,
-                                    {"distill_config": settings.to_dict(),
-                                     "student_config": config.to_dict(),
-                                     "teacher": str(teacher_source),
-                                     "teacher_revision": teacher_revision,
-                                     "dataset": str(dataset), "counters": counters})
-                    save_pretrained(student, out, student_card(config, settings,
-                                                               teacher_source, step),
-                                    state=states["student"] if sharded else None)
+                    save_checkpoint(out / CHECKPOINT_DIR, step, states, optimizer_states,
+                                    {"distill_config": settings.to_dict(), **(source or {}),
+                                     **run.checkpoint_meta, "dataset": str(dataset),
+                                     "counters": counters})
+                    run.save_student(out, step, states["student"] if run.sharded else None)
         if log is not None:
             log.close()
         return out
     finally:
         distributed.cleanup()
 
-
-def stored_pair_loss(student, codec, data, teacher_config, settings, timesteps, pairs_dir,
-                     generator, env) -> torch.Tensor:
-    """The ODE regression loss on a randomly drawn stored pair shard, under the conditions
-    of the windows it was made from."""
-    index = int(torch.randint(settings.ode_pairs, (1,), generator=generator))
-    pair = load_ode_pair(pairs_dir, index, timesteps)
-    window = prepare_window(data.sample(settings.batch_size, pair["end"].shape[1],
-                                        pair_generator(settings.seed, index)),
-                            codec, teacher_config, env.device)
-    return ode_regression_loss(student, window, pair["states"].to(env.device),
-                               pair["end"].to(env.device), timesteps, generator)
-
-
-def _init_step(student, optimizer, codec, data, teacher, settings, timesteps, pairs_dir,
-               generator, env, reduce: int) -> dict[str, float]:
-    total = 0.0
-    for _ in range(settings.grad_accumulation):
-        loss = stored_pair_loss(student, codec, data, teacher.config, settings, timesteps,
-                                pairs_dir, generator, env)
-        (loss / settings.grad_accumulation).backward()
-        total += loss.item() / settings.grad_accumulation
-    _optimiser_step(student, optimizer, reduce, settings.grad_clip)
-    return {"ode": total}
-
-
-def _dmd_step(student, critic, teacher, student_optimizer, critic_optimizer, codec, data,
-              settings, timesteps, cfg, perceptual: list[PerceptualTerm], generator,
-              shared, env, reduce: int) -> dict[str, float]:
-    config = student.config
-    chunks = config.window // config.chunk
-    steps = len(timesteps) - 1
-    # logged: the critic's loss, the mean |DMD gradient|, the region loss (and plug-ins')
-    losses = {"critic": 0.0, "dmd": 0.0, "region": 0.0}
-    for _ in range(settings.critic_updates):
-        for _ in range(settings.grad_accumulation):
-            window = prepare_window(data.sample(settings.batch_size, config.window, generator),
-                                    codec, teacher.config, env.device)
-            with torch.no_grad():
-                sample = student_sample(student, window, timesteps, generator,
-                                        exit_steps=random_exit_steps(chunks, steps, shared))
-            loss = critic_loss(critic, sample, window, generator) / settings.grad_accumulation
-            loss.backward()
-            losses["critic"] += loss.item() / settings.critic_updates
-        _optimiser_step(critic, critic_optimizer, reduce, settings.grad_clip)
-
-    for _ in range(settings.grad_accumulation):
-        batch = data.sample(settings.batch_size, config.window, generator)
-        window = prepare_window(batch, codec, teacher.config, env.device)
-        sample = student_sample(student, window, timesteps, generator,
-                                exit_steps=random_exit_steps(chunks, steps, shared))
-        bits = batch_region_bits(window.poses, config.height, config.width)  # (B, W, H, W)
-        pixel_weights = weights_from_bits(bits, settings.region_weights).to(env.device)
-        gradient = dmd_gradient(sample, teacher, critic, window, generator, settings, cfg,
-                                to_latent_grid(pixel_weights, config.latent_size))
-        loss = dmd_loss(sample, gradient)
-        losses["dmd"] += gradient.abs().mean().item() / settings.grad_accumulation
-        loss = loss + frame_losses(sample, window, bits, codec, settings, perceptual, losses,
-                                    settings.region_loss_weight)
-        (loss / settings.grad_accumulation).backward()
-    _optimiser_step(student, student_optimizer, reduce, settings.grad_clip)
-    return losses
-
-
-def frame_losses(sample, window: Window, bits: torch.Tensor, codec, settings: DistillConfig,
-                  perceptual: list[PerceptualTerm], losses: dict[str, float],
-                  region_weight: float) -> torch.Tensor | float:
-    """region_weight·L_region + the plug-ins' terms on the decoded samples (B, W, C, h, w)
-    against the window's real frames, bits (B, W, H, W); adds each term to `losses`."""
-    if not (region_weight or perceptual):
-        return 0.0
-    frames = codec.decode(sample.flatten(0, 1), differentiable=True)
-    target = window.frames.flatten(0, 1)
-    total = 0.0
-    if region_weight:
-        region = region_reconstruction_loss(frames, target, bits.flatten(0, 1),
-                                            settings.region_weights, settings.ssim_weight,
-                                            settings.edge_weight)
-        total = total + region_weight * region
-        losses["region"] = losses.get("region", 0.0) + region.item() / settings.grad_accumulation
-    for term in perceptual:
-        value = term(frames, target, window.poses)
-        total = total + term.weight * value
-        losses[term.name] = losses.get(term.name, 0.0) + value.item() / settings.grad_accumulation
-    return total
-
-
-def _region_step(student, optimizer, codec, data, teacher_config, settings, timesteps,
-                 perceptual: list[PerceptualTerm], pairs_dir, generator, shared, env,
-                 reduce: int) -> dict[str, float]:
-    """One student step on the region loss (+ plug-ins) of its own samples, plus
-    region_ode_weight times the ODE-pair loss."""
-    config = student.config
-    chunks, steps = config.window // config.chunk, len(timesteps) - 1
-    losses: dict[str, float] = {}
-    for _ in range(settings.grad_accumulation):
-        window = prepare_window(data.sample(settings.batch_size, config.window, generator),
-                                codec, teacher_config, env.device)
-        sample = student_sample(student, window, timesteps, generator,
-                                exit_steps=random_exit_steps(chunks, steps, shared))
-        bits = batch_region_bits(window.poses, config.height, config.width)
-        loss = frame_losses(sample, window, bits, codec, settings, perceptual, losses, 1.0)
-        if settings.region_ode_weight:
-            ode = stored_pair_loss(student, codec, data, teacher_config, settings, timesteps,
-                                   pairs_dir, generator, env)
-            loss = loss + settings.region_ode_weight * ode
-            losses["ode"] = losses.get("ode", 0.0) + ode.item() / settings.grad_accumulation
-        (loss / settings.grad_accumulation).backward()
-    _optimiser_step(student, optimizer, reduce, settings.grad_clip)
-    return losses
-
-
-def student_card(config: DenoiserConfig, settings: DistillConfig, teacher: str,
-                 step: int) -> str:
-    recipe = json.dumps(settings.to_dict(), indent=2)
-    return model_card(config, (
-        f"## Distilled student\n\nA causal {config.sampler.steps}-step student generating "
-        f"{config.chunk}-frame chunks with {config.context_frames} frames of KV cache, "
-        f"distilled from `{teacher}` for {step} steps (`posecast distill`). Render with "
-        f"`posecast render`.\n\nSettings:\n\n```json\n{recipe}\n```"))
-
-
-def write_sample(path: Path, student: Denoiser, codec, teacher_config: DenoiserConfig,
-                 batch: dict, timesteps: list[float], seed: int, device: torch.device,
-                 write: bool = True) -> None:
-    """The real window beside the student's rendering of it (same poses and reference);
-    `write=False` generates without writing (the other processes of a sharded run)."""
-    from posecast.media import write_mp4
-
-    window = prepare_window(batch, codec, teacher_config, device)
-    was_training = student.training
-    student.eval()
-    with torch.no_grad():
-        latents = student_sample(student, window, timesteps, torch.Generator().manual_seed(seed))
-        frames = codec.decode(latents[0])
-    student.train(was_training)
-    if not write:
-        return
-    side_by_side = torch.cat([window.frames[0], frames], dim=-1)  # (W, 3, H, 2W)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with write_mp4(path, fps=student.config.fps) as mp4:
-        for frame in to_uint8_frames(side_by_side):
-            mp4.write(frame)

@@ -31,10 +31,6 @@ class RegionWeights:
     hands: float = 2.0
     arms: float = 0.5
 
-    @property
-    def active(self) -> bool:
-        return any((self.face, self.lips, self.hands, self.arms))
-
 
 def batch_region_bits(poses: list[Keypoints], height: int, width: int) -> torch.Tensor:
     """(B, T, height, width) uint8 REGION_BITS for a batch of windows."""

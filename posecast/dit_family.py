@@ -1,0 +1,114 @@
+"""posecast's own DiT family: the denoiser (models/), its causal student (student.py), teacher
+sampling (generate.py), training (train/teacher.py) and distillation (train/dit_distill.py),
+behind the Family interface of families.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from posecast.errors import UsageError
+from posecast.models.pretrained import from_pretrained, load_config
+from posecast.student import DitStudent, load_student
+from posecast.train.distill import DistillConfig, StartRun
+from posecast.train.dit_distill import dit_run, student_config
+from posecast.weights import check_safetensors_header
+
+
+@dataclass
+class DitTeacher:
+    network: object  # posecast.models.denoiser.Denoiser
+    device: torch.device
+
+    @property
+    def config(self):
+        return self.network.config
+
+    @property
+    def height(self) -> int:
+        return self.config.height
+
+    @property
+    def width(self) -> int:
+        return self.config.width
+
+    @property
+    def size_multiple(self) -> int:
+        return self.config.codec.downsample * self.config.patch_size
+
+    @property
+    def default_steps(self) -> int:
+        return self.config.sampler.steps
+
+    @property
+    def default_cfg(self) -> float:
+        return self.config.sampler.cfg
+
+    def resize(self, height: int, width: int) -> None:
+        self.network.config = self.config.replace(height=height, width=width)
+
+    def set_attention(self, mode: str, k_frames: int | None) -> None:
+        self.network.config = self.config.replace(
+            attention=mode, k_frames=self.config.k_frames if k_frames is None else k_frames)
+
+    def configure(self, changes: dict[str, str]) -> None:
+        if changes:
+            raise UsageError("--recipe sets the sampling of MimicMotion models; for posecast's "
+                             "own use --steps, --cfg and --size")
+
+    def memory_hint(self) -> str:
+        return f"lower --size (now {self.width}x{self.height})"
+
+    def model_calls(self, frames: int, steps: int, cfg: float) -> int:
+        from posecast.generate import model_evaluations
+
+        config = self.config
+        return model_evaluations(frames, steps, cfg, config.sampler.method, config.window,
+                                 config.overlap)
+
+    def frames(self, portrait, poses, portrait_keypoints, steps, cfg, seed, on_evaluation=None):
+        from posecast.generate import decode_frames, prepare_conditions, sample_latents
+        from posecast.models.codecs import make_codec
+
+        config = self.config
+        conditions = prepare_conditions(portrait, poses, config.height, config.width,
+                                        portrait_keypoints)
+        codec = make_codec(config.codec, self.device)
+        latents = sample_latents(self.network, codec, conditions, steps, cfg, seed,
+                                 config.sampler.method, on_evaluation=on_evaluation)
+        yield from decode_frames(codec, latents)
+
+
+class DitFamily:
+    name = "dit"
+    licence = "apache-2.0"
+
+    def size_multiple(self, folder: Path) -> int:
+        config = load_config(str(folder))
+        return config.codec.downsample * config.patch_size
+
+    def load_teacher(self, folder: Path, device: torch.device) -> DitTeacher:
+        return DitTeacher(from_pretrained(folder, device=device), device)
+
+    def load_student(self, folder: Path, device: torch.device, size: tuple[int, int] | None,
+                     steps: int | None) -> DitStudent:
+        return load_student(folder, device, size, steps)
+
+    def distillation(self, teacher: Path, settings: DistillConfig, resume: bool,
+                     fast_decoder: Path | None) -> StartRun:
+        if fast_decoder is not None:
+            raise UsageError("--fast-decoder is for MimicMotion teachers; posecast's own "
+                             "students decode with their model's codec")
+        if not resume:
+            student_config(load_config(str(teacher)), settings)  # a one-line error if unfit
+        return dit_run(str(teacher))
+
+    def model_files(self, folder: Path) -> list[str]:
+        load_config(str(folder))  # a one-line error for a config posecast cannot read
+        check_safetensors_header(folder / "model.safetensors")
+        return []
+
+
+FAMILY = DitFamily()
