@@ -9,9 +9,11 @@ from pathlib import Path
 
 import torch
 
+from posecast.bench.render import RenderBenchParts
+from posecast.config import PRESETS
 from posecast.errors import UsageError
 from posecast.models.pretrained import from_pretrained, load_config
-from posecast.student import DitStudent, load_student
+from posecast.student import DitStudent, load_student, student_timesteps
 from posecast.train.distill import DistillConfig, StartRun
 from posecast.train.dit_distill import dit_run, student_config
 from posecast.weights import check_safetensors_header
@@ -84,6 +86,7 @@ class DitTeacher:
 class DitFamily:
     name = "dit"
     licence = "apache-2.0"
+    presets = tuple(PRESETS)
 
     def size_multiple(self, folder: Path) -> int:
         config = load_config(str(folder))
@@ -109,6 +112,49 @@ class DitFamily:
         load_config(str(folder))  # a one-line error for a config posecast cannot read
         check_safetensors_header(folder / "model.safetensors")
         return []
+
+    def bench_parts(self, folder: Path | None, teacher: Path | None, preset: str,
+                    size: tuple[int, int] | None, steps: int | None, attention: str,
+                    backend: str | None, device: torch.device) -> RenderBenchParts:
+        """`bench render`'s student (the folder's, or random weights of `preset` as a student
+        with `attention`) and its teacher (`teacher`, or random weights of the student's
+        architecture), bf16 on CUDA as `render` runs them."""
+        from posecast.attention.backends import resolve_backend
+        from posecast.bench.render import bench_codec, time_teacher_render
+        from posecast.config import preset as make_preset
+        from posecast.models.denoiser import Denoiser
+
+        if size is not None:
+            raise UsageError("--size is for MimicMotion students; posecast's own presets have "
+                             "their size")
+        if folder is not None:
+            model = from_pretrained(folder, device=device)
+            if not model.config.is_student:
+                raise UsageError(f"{folder}: not a distilled student")
+        else:
+            model = Denoiser(student_config(make_preset(preset),
+                                            DistillConfig(attention=attention)))
+        teacher_model = from_pretrained(teacher, device=device) if teacher is not None else \
+            Denoiser(make_preset(preset) if folder is None else
+                     model.config.replace(chunk=0, attention="dense"))
+        if backend is not None:
+            model.config = model.config.replace(attention_backend=backend)
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        model = model.to(device, dtype).eval()
+        teacher_model = teacher_model.to(device, dtype if teacher is None else
+                                         torch.float32).eval()
+        student = DitStudent(model, student_timesteps(model, steps),
+                             bench_codec(model, device, True, folder is None))
+        teacher_codec = bench_codec(teacher_model, device, False, teacher is None)
+
+        def time_teacher(fitted, poses, reference, teacher_steps, cfg):
+            pixels = torch.from_numpy(reference).permute(2, 0, 1)[None].float() / 127.5 - 1
+            return time_teacher_render(teacher_model, teacher_codec, pixels.to(device), fitted,
+                                       teacher_steps, cfg)
+
+        return RenderBenchParts(student, student.conditions, time_teacher,
+                                resolve_backend(model.config.attention_backend, device), {},
+                                "the teacher timed per frame from one window")
 
 
 FAMILY = DitFamily()

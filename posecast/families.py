@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import torch
 
-from posecast.errors import InputError
+from posecast.errors import InputError, UsageError
 from posecast.json_files import load_json_object
 from posecast.model_folder import family_of
 from posecast.pose.keypoints import Keypoints
 
 if TYPE_CHECKING:  # annotations only
+    from posecast.bench.render import RenderBenchParts
     from posecast.streaming.rollout import StudentBackend
     from posecast.train.distill import DistillConfig, StartRun
 
@@ -74,6 +75,7 @@ class Family(Protocol):
 
     name: str
     licence: str  # the Hub licence id an exported model gets by default
+    presets: tuple[str, ...]  # random-weight architectures `bench` can time
 
     def size_multiple(self, folder: Path) -> int:
         """What frame sides must be multiples of (for --size)."""
@@ -95,6 +97,12 @@ class Family(Protocol):
         """The files a model is loaded from besides config.json and model.safetensors
         (relative paths), checked: a one-line error names the first one missing or damaged."""
 
+    def bench_parts(self, folder: Path | None, teacher: Path | None, preset: str,
+                    size: tuple[int, int] | None, steps: int | None, attention: str,
+                    backend: str | None, device: torch.device) -> RenderBenchParts:
+        """What `bench render` times: the student of `folder`, or random weights of `preset`
+        (with `attention`), and its teacher (`teacher`, or the student's architecture)."""
+
 
 _families: dict[str, Family] = {}
 
@@ -111,6 +119,16 @@ def family_named(name: str) -> Family:
             raise InputError(f"unknown model family '{name}' (known: {known})")
         _families[name] = importlib.import_module(KNOWN[name]).FAMILY
     return _families[name]
+
+
+def family_with_preset(preset: str) -> Family:
+    """The family whose random-weight presets include `preset` (for `bench`)."""
+    for name in sorted({*KNOWN, *_families}):
+        if preset in family_named(name).presets:
+            return family_named(name)
+    every = ", ".join(p for name in sorted({*KNOWN, *_families})
+                      for p in family_named(name).presets)
+    raise UsageError(f"unknown preset '{preset}'; choose one of {every}")
 
 
 def family_for(folder: str | Path) -> Family:

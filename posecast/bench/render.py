@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 import torch._dynamo
 
@@ -31,13 +33,26 @@ class PipelineTiming:
     name: str
     frames: int
     denoise_s: float
-    decode_s: float
+    decode_s: float | None  # None: not timed (MimicMotion's teacher)
     total_s: float  # pose maps + denoise + decode, I/O excluded
     with_io_s: float | None  # the same run again, streaming into an MP4 with audio
     first_frame_s: float | None  # student: start → first decoded frame (I/O excluded)
 
     def fps(self, seconds: float) -> float:
         return self.frames / seconds
+
+
+@dataclass(frozen=True)
+class RenderBenchParts:
+    """What `bench render` times for one family (its Family.bench_parts)."""
+
+    student: StudentBackend
+    conditions: Callable[[np.ndarray], Any]  # a portrait (H, W, 3) uint8 → its conditions
+    # (fitted poses, poses, portrait at the frame size, steps, cfg) → the teacher's row
+    time_teacher: Callable[..., PipelineTiming]
+    backend: str  # the input-aware attention backend the student runs
+    details: dict  # the family's own fields of the JSON summary
+    teacher_note: str  # how the teacher was timed (the table's last line)
 
 
 class RandomVae:

@@ -285,117 +285,82 @@ def bench_render(
 
       posecast bench render --preset mimicmotion --size 576x1024   (the paper's student)
     """
-    from posecast.hub import resolve_folder
-    from posecast.model_folder import family_of
-
-    if preset.startswith("mimicmotion") or \
-            (model is not None and family_of(resolve_folder(model)) == "mimicmotion"):
-        _bench_mimicmotion_render(model, teacher, preset, seconds, fps, steps, teacher_steps,
-                                  skip_teacher, student_attention, attention_backend, size,
-                                  json_output, portrait_keypoints_file, device, compile,
-                                  profile)
-        return
-    if size is not None:
-        raise UsageError("--size is for MimicMotion students; posecast's own presets have "
-                         "their size")
     import torch
 
-    from posecast.attention.backends import resolve_backend
-    from posecast.bench.render import bench_codec, time_student_render, time_teacher_render
-    from posecast.config import preset as make_preset
-    from posecast.models.denoiser import Denoiser
-    from posecast.models.pretrained import from_pretrained
-    from posecast.pose.framing import crop_resize, fit_keypoints, portrait_box
+    from posecast.bench.render import time_student_render
+    from posecast.families import family_for, family_with_preset
+    from posecast.hub import resolve_folder
+    from posecast.pose.framing import crop_resize, fit_keypoints
     from posecast.streaming.compiling import compiles_by_default
-    from posecast.student import DitStudent, student_timesteps
-    from posecast.train.distill import DistillConfig
-    from posecast.train.dit_distill import student_config
 
     torch_device = pick_device(device)
-    if model is not None:
-        student = from_pretrained(model, device=torch_device)
-        if not student.config.is_student:
-            raise UsageError(f"{model}: not a distilled student")
-    else:
-        student = Denoiser(student_config(make_preset(preset),
-                                          DistillConfig(attention=student_attention)))
-    if teacher is not None:
-        teacher_model = from_pretrained(teacher, device=torch_device)
-    else:
-        teacher_model = Denoiser(make_preset(preset) if model is None else
-                                 student.config.replace(chunk=0, attention="dense"))
-    if attention_backend is not None:
-        student.config = student.config.replace(attention_backend=attention_backend)
-    dtype = torch.bfloat16 if torch_device.type == "cuda" else torch.float32
-    random = model is None
-    student = student.to(torch_device, dtype).eval()  # bf16 on CUDA, as `render` runs it
-    teacher_model = teacher_model.to(torch_device, dtype if teacher is None else
-                                     torch.float32).eval()
-    config = student.config
-
+    folder = None if model is None else resolve_folder(model)
+    family = family_for(folder) if folder is not None else family_with_preset(preset)
+    shape = None
+    if size is not None:
+        multiple = family.size_multiple(folder) if folder is not None else 64
+        shape = parse_size(size, multiple)
+    parts = family.bench_parts(folder, None if teacher is None else resolve_folder(teacher),
+                               preset, shape, steps, student_attention, attention_backend,
+                               torch_device)
+    student = parts.student
     clip, image, keypoints, poses = _bench_inputs(seconds, fps, portrait_keypoints_file)
-    box = portrait_box(keypoints, image.shape[1], image.shape[0], config.width, config.height)
+    box = student.frame(image, keypoints)
     fitted = fit_keypoints(poses, box)
-    reference = torch.from_numpy(crop_resize(image, box)).permute(2, 0, 1)[None].float()
-    reference = (reference / 127.5 - 1).to(torch_device)
-
-    streaming = DitStudent(student, student_timesteps(student, steps),
-                           bench_codec(student, torch_device, True, random))
-    timing, counts = time_student_render(
-        streaming, streaming.conditions(crop_resize(image, box)), fitted, clip, fps,
-        profile=profile, compile=compiles_by_default(
-            config.attention, config.attention_backend, torch_device) if compile is None
-        else compile)
+    reference = crop_resize(image, box)
+    attention = "input_aware" if student.grids() else "dense"
+    if compile is None:
+        compile = compiles_by_default(attention, student.attention_backend, torch_device)
+    timing, counts = time_student_render(student, parts.conditions(reference), fitted, clip, fps,
+                                         compile=compile, profile=profile)
     rows = [timing]
     if not skip_teacher:
-        rows.insert(0, time_teacher_render(
-            teacher_model, bench_codec(teacher_model, torch_device, False, teacher is None),
-            reference, fitted, teacher_steps, cfg))
+        rows.insert(0, parts.time_teacher(fitted, poses, reference, teacher_steps, cfg))
     device_name = torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" \
         else "cpu"
+    size_text = f"{student.width}x{student.height}"
+    summary = {"fps": timing.fps(timing.total_s), "denoise_fps": timing.fps(timing.denoise_s),
+               "decode_fps": timing.fps(timing.decode_s),
+               "fps_with_io": timing.fps(timing.with_io_s),
+               "first_frame_s": timing.first_frame_s, "frames": timing.frames,
+               "steps": len(student.levels()), "attention": attention,
+               "attention_backend": parts.backend, "size": size_text, "device": device_name,
+               "family": family.name, "compiled": compile, **parts.details,
+               **dataclasses.asdict(counts)}
+    if len(rows) == 2:
+        teacher_row = rows[0]
+        teacher_fps = teacher_row.fps(teacher_row.total_s)
+        summary = {"student": summary, "teacher": {
+            "fps": teacher_fps, "denoise_fps": teacher_row.fps(teacher_row.denoise_s),
+            "decode_fps": None if teacher_row.decode_s is None
+            else teacher_row.fps(teacher_row.decode_s), "steps": teacher_steps, "cfg": cfg},
+            "teacher_fps": teacher_fps, "ratio": summary["fps"] / teacher_fps}
     if json_output:
-        summary = {"fps": timing.fps(timing.total_s), "denoise_fps": timing.fps(timing.denoise_s),
-                   "decode_fps": timing.fps(timing.decode_s),
-                   "fps_with_io": timing.fps(timing.with_io_s),
-                   "first_frame_s": timing.first_frame_s, "frames": timing.frames,
-                   "steps": steps or config.sampler.steps, "attention": config.attention,
-                   "attention_backend": resolve_backend(config.attention_backend,
-                                                        torch_device),
-                   "size": f"{config.width}x{config.height}", "device": device_name,
-                   **dataclasses.asdict(counts)}
-        if len(rows) == 2:
-            teacher_fps = rows[0].fps(rows[0].total_s)
-            summary = {"student": summary, "teacher": {
-                "fps": teacher_fps, "denoise_fps": rows[0].fps(rows[0].denoise_s),
-                "decode_fps": rows[0].fps(rows[0].decode_s), "steps": teacher_steps,
-                "cfg": cfg}, "teacher_fps": teacher_fps,
-                "ratio": summary["fps"] / teacher_fps}
         print(json.dumps(summary))
         return
-    backend = f" ({resolve_backend(config.attention_backend, torch_device)})" \
-        if config.attention == "input_aware" else ""
-    table = Table(title=f"render · {config.width}x{config.height} · {len(fitted)} frames "
-                  f"({clip.duration:.1f} s) · student attention {config.attention}{backend} · "
+    backend = f" ({parts.backend})" if attention == "input_aware" else ""
+    table = Table(title=f"render · {family.name} · {size_text} · {len(fitted)} frames "
+                  f"({clip.duration:.1f} s) · student attention {attention}{backend} · "
                   f"{device_name}")
     for column in ("pipeline", "steps", "denoise FPS", "decode FPS", "FPS (no I/O)",
                    "FPS (with I/O)", "first frame s"):
         table.add_column(column, justify="right")
     for row in rows:
         row_steps = f"{teacher_steps}, CFG {cfg:g}" if row.name == "teacher" else \
-            str(steps or config.sampler.steps)
+            str(len(student.levels()))
         table.add_row(row.name, row_steps, f"{row.fps(row.denoise_s):.2f}",
-                      f"{row.fps(row.decode_s):.1f}", f"{row.fps(row.total_s):.2f}",
+                      "-" if row.decode_s is None else f"{row.fps(row.decode_s):.1f}",
+                      f"{row.fps(row.total_s):.2f}",
                       "-" if row.with_io_s is None else f"{row.fps(row.with_io_s):.2f}",
                       "-" if row.first_frame_s is None else f"{row.first_frame_s:.3f}")
     console.print(table)
     console.print(f"student: {counts.chunks} chunks of {counts.passes_per_chunk} passes × "
                   f"{counts.layers} layers, {counts.attention_calls_per_chunk:.0f} attention "
-                  f"calls per chunk, {counts.recompiles} recompiles after warm-up",
-                  highlight=False)
+                  f"calls per chunk, {'compiled, ' if compile else ''}{counts.recompiles} "
+                  "recompiles after warm-up", highlight=False)
     if len(rows) == 2:
-        console.print(f"student / teacher (no I/O): "
-                      f"{rows[1].fps(rows[1].total_s) / rows[0].fps(rows[0].total_s):.1f}x "
-                      "(the teacher timed per frame from one window)", highlight=False)
+        console.print(f"student / teacher (no I/O): {summary['ratio']:.1f}x ({parts.teacher_note})",
+                      highlight=False)
 
 
 def _bench_inputs(seconds: float, fps: float, portrait_keypoints_file: Path | None):
@@ -414,103 +379,3 @@ def _bench_inputs(seconds: float, fps: float, portrait_keypoints_file: Path | No
     keypoints = Keypoints.load(portrait_keypoints_file or EXAMPLES / "astronaut_keypoints.npz")
     poses = motion_from_speech(clip, keypoints, fps)[:frame_count(clip.duration, fps)]
     return clip, load_image(EXAMPLES / "astronaut.png"), keypoints, poses
-
-
-def _bench_mimicmotion_render(model, teacher, preset, seconds, fps, steps, teacher_steps,
-                              skip_teacher, student_attention, attention_backend, size,
-                              json_output, portrait_keypoints_file, device, compile,
-                              profile) -> None:
-    """`bench render` for the MimicMotion family: the causal student streaming chunk by chunk
-    with its fast decoder, against the teacher's denoising of one window (decoding excluded,
-    which flatters the teacher)."""
-    import torch
-
-    from posecast.bench.render import PipelineTiming, time_student_render
-    from posecast.hub import resolve_folder
-    from posecast.mimicmotion.bench import UNETS, random_student, time_mimicmotion
-    from posecast.mimicmotion.student import StudentSettings, load_student
-    from posecast.pose.framing import crop_resize, fit_box, fit_keypoints
-    from posecast.streaming.compiling import compiles_by_default
-
-    torch_device = pick_device(device)
-    height, width = (1024, 576) if size is None else parse_size(size, 64)
-    if model is not None:
-        dtype = torch.bfloat16 if torch_device.type == "cuda" else torch.float32
-        student = load_student(resolve_folder(model), torch_device, dtype)
-        if size is not None:
-            student.parts.recipe = student.parts.recipe.replace(height=height, width=width)
-        height, width = student.recipe.height, student.recipe.width
-    else:
-        if preset not in UNETS:
-            raise UsageError(f"unknown preset '{preset}' (MimicMotion: {', '.join(UNETS)})")
-        settings = StudentSettings(attention=student_attention)
-        student, conditions = random_student(preset, height, width, torch_device, settings)
-    if steps is not None:
-        student.settings = dataclasses.replace(student.settings, steps=steps)
-    if attention_backend is not None:
-        student.settings = dataclasses.replace(student.settings, backend=attention_backend)
-
-    clip, image, _, poses = _bench_inputs(seconds, fps, portrait_keypoints_file)
-    box = fit_box(image.shape[1], image.shape[0], width, height)
-    fitted = fit_keypoints(poses, box)
-    if model is not None:
-        conditions = student.conditions(crop_resize(image, box))
-    if compile is None:
-        compile = compiles_by_default(student.settings.attention, student.settings.backend,
-                                      torch_device)
-    timing, counts = time_student_render(student, conditions, fitted, clip, fps,
-                                         compile=compile, profile=profile)
-    device_name = torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" \
-        else "cpu"
-    teacher_row = None
-    if not skip_teacher:
-        if teacher is not None:
-            from posecast.mimicmotion.model import read_config
-
-            unet = read_config(resolve_folder(teacher))["unet"]
-        else:
-            unet = preset if model is None else student.network.unet.config
-        window = min(16, len(fitted))
-        t = time_mimicmotion(unet if isinstance(unet, str) else dict(unet), height, width,
-                             window, teacher_steps, torch_device, poses=poses)
-        denoise = len(fitted) / t.fps
-        teacher_row = PipelineTiming("teacher", len(fitted), denoise, 0.0, denoise, None, None)
-    summary = {"fps": timing.fps(timing.total_s), "denoise_fps": timing.fps(timing.denoise_s),
-               "decode_fps": timing.fps(timing.decode_s),
-               "fps_with_io": timing.fps(timing.with_io_s),
-               "first_frame_s": timing.first_frame_s, "frames": timing.frames,
-               "steps": student.settings.steps, "attention": student.settings.attention,
-               "attention_backend": student.settings.backend, "size": f"{width}x{height}",
-               "device": device_name, "family": "mimicmotion",
-               "decoder": "tiny" if student.fast_decoder is not None else "svd-vae",
-               "compiled": compile, **dataclasses.asdict(counts)}
-    if teacher_row is not None:
-        teacher_fps = teacher_row.fps(teacher_row.total_s)
-        summary = {"student": summary, "teacher": {
-            "fps": teacher_fps, "denoise_fps": teacher_fps, "decode_fps": None,
-            "steps": teacher_steps, "cfg_branches": 2}, "teacher_fps": teacher_fps,
-            "ratio": summary["fps"] / teacher_fps}
-    if json_output:
-        print(json.dumps(summary))
-        return
-    table = Table(title=f"render · MimicMotion student · {width}x{height} · {timing.frames} "
-                  f"frames · {student.settings.attention} · {device_name}")
-    for column in ("pipeline", "steps", "denoise FPS", "decode FPS", "FPS (no I/O)",
-                   "FPS (with I/O)", "first frame s"):
-        table.add_column(column, justify="right")
-    for row in ([teacher_row] if teacher_row else []) + [timing]:
-        table.add_row(row.name, str(teacher_steps if row is teacher_row
-                                    else student.settings.steps),
-                      f"{row.fps(row.denoise_s):.2f}",
-                      "-" if row is teacher_row else f"{row.fps(row.decode_s):.1f}",
-                      f"{row.fps(row.total_s):.2f}",
-                      "-" if row.with_io_s is None else f"{row.fps(row.with_io_s):.2f}",
-                      "-" if row.first_frame_s is None else f"{row.first_frame_s:.3f}")
-    console.print(table)
-    console.print(f"student: {counts.chunks} chunks of {counts.passes_per_chunk} passes, "
-                  f"{counts.attention_calls_per_chunk:.0f} input-aware attention calls per "
-                  f"chunk, {'compiled, ' if compile else ''}{counts.recompiles} recompiles "
-                  "after warm-up", highlight=False)
-    if teacher_row is not None:
-        console.print(f"student / teacher (no I/O): {summary['ratio']:.1f}x (the teacher: "
-                      "denoising of one 16-frame window, decoding excluded)", highlight=False)

@@ -7,9 +7,11 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from posecast.bench.render import RenderBenchParts
 from posecast.mimicmotion.attention import InputAwareSettings, InputAwareUNet
 from posecast.mimicmotion.model import MimicMotion
 from posecast.pose.keypoints import Keypoints
@@ -128,3 +130,45 @@ def random_student(preset: str, height: int, width: int, device: torch.device,
         torch.randn(1, 4, height // 8, width // 8, generator=g, device=device, dtype=dtype),
         torch.tensor([[6.0, 127.0, 0.0]], device=device, dtype=dtype))
     return student, conditions
+
+
+def render_bench_parts(folder: Path | None, teacher: Path | None, preset: str,
+                       size: tuple[int, int] | None, steps: int | None, attention: str,
+                       backend: str | None, device: torch.device) -> RenderBenchParts:
+    """`bench render`'s student (the folder's with its fast decoder, or random weights of
+    `preset` at `size`, default 576×1024) and its teacher's denoising of one window (the
+    folder `teacher`'s UNet, or the student's; decoding excluded, which flatters it)."""
+    import dataclasses
+
+    from posecast.bench.render import PipelineTiming
+    from posecast.errors import UsageError
+    from posecast.mimicmotion.model import read_config
+    from posecast.mimicmotion.student import StudentSettings, load_student
+
+    if folder is not None:
+        student = load_student(folder, device, size=size, steps=steps)
+        conditions = student.conditions
+    else:
+        if preset not in UNETS:
+            raise UsageError(f"unknown preset '{preset}' (MimicMotion: {', '.join(UNETS)})")
+        height, width = size or (1024, 576)
+        student, fixed = random_student(preset, height, width, device,
+                                        StudentSettings(attention=attention))
+        if steps is not None:
+            student.settings = dataclasses.replace(student.settings, steps=steps)
+        conditions = lambda reference: fixed  # noqa: E731 (random weights: any portrait)
+    if backend is not None:
+        student.settings = dataclasses.replace(student.settings, backend=backend)
+    unet = read_config(teacher)["unet"] if teacher is not None else \
+        preset if folder is None else dict(student.network.unet.config)
+
+    def time_teacher(fitted, poses, reference, teacher_steps, cfg):
+        timing = time_mimicmotion(unet, student.height, student.width, min(16, len(fitted)),
+                                  teacher_steps, device, poses=poses)
+        denoise = len(fitted) / timing.fps
+        return PipelineTiming("teacher", len(fitted), denoise, None, denoise, None, None)
+
+    decoder = "tiny" if student.fast_decoder is not None else "svd-vae"
+    return RenderBenchParts(student, conditions, time_teacher, student.settings.backend,
+                            {"decoder": decoder},
+                            "the teacher: denoising of one 16-frame window, decoding excluded")

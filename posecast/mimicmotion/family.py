@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from posecast.errors import InputError, UsageError
+from posecast.mimicmotion.bench import UNETS, render_bench_parts
 from posecast.mimicmotion.distill import mimicmotion_run, student_settings
 from posecast.mimicmotion.model import COMPONENTS, missing_component, read_config
 from posecast.mimicmotion.student import MimicMotionStudent, is_student_folder, load_student
@@ -20,6 +21,7 @@ from posecast.train.distill import DistillConfig, StartRun
 class MimicMotionFamily:
     name = "mimicmotion"
     licence = "other"  # MimicMotion's and SVD's own terms
+    presets = tuple(UNETS)
 
     def size_multiple(self, folder: Path) -> int:
         return MimicMotionFamilyTeacher.size_multiple
@@ -52,6 +54,10 @@ class MimicMotionFamily:
             raise InputError(f"{folder}: the MimicMotion folder lacks {missing}")
         return sorted(str(path.relative_to(folder)) for name in COMPONENTS
                       for path in (folder / name).rglob("*") if path.is_file())
+
+    def bench_parts(self, folder, teacher, preset, size, steps, attention, backend, device):
+        return render_bench_parts(folder, teacher, preset, size, steps, attention, backend,
+                                  device)
 
 
 FAMILY = MimicMotionFamily()

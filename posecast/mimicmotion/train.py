@@ -164,12 +164,11 @@ def fine_tune(dataset: str | os.PathLike, out: str | os.PathLike, init_from: str
     from posecast.train.checkpoint import (
         CHECKPOINT_DIR,
         damaged,
-        load_checkpoint,
         open_for_resume,
-        open_log,
         save_checkpoint,
     )
-    from posecast.train.teacher import apply_gradients, log_step, step_generator
+    from posecast.train.loop import full_states, restore, run_steps
+    from posecast.train.teacher import apply_gradients, step_generator
 
     out = Path(out)
     env = distributed.setup(device)
@@ -197,58 +196,38 @@ def fine_tune(dataset: str | os.PathLike, out: str | os.PathLike, init_from: str
 
             shard(network)
         optimizer = torch.optim.AdamW(network.parameters(), lr=settings.learning_rate)
-        step = 0
-        if resume:
-            try:
-                if sharded:
-                    from posecast.train.checkpoint import read_checkpoint
-                    from posecast.train.sharding import load_full_states
-
-                    meta, modules, optimizers = read_checkpoint(found, ["model"], ["model"])
-                    load_full_states({"model": network}, {"model": (network, optimizer)},
-                                     modules, optimizers)
-                    step = meta["step"]
-                else:
-                    step = load_checkpoint(found, {"model": network},
-                                           {"model": optimizer})["step"]
-            except (OSError, RuntimeError, ValueError, KeyError) as error:
-                raise damaged(found, error) from None
+        owners = {"model": network} if sharded else None
+        step = restore(found, {"model": network}, {"model": optimizer}, owners)["step"] \
+            if resume else 0
         recipe = teacher.recipe
         data = ClipDataset(dataset, recipe.height, recipe.width, on_clip=on_message,
                            with_region_bits=bool(settings.region_alphas))
-        trained = network
         if env.world_size > 1 and not sharded:
-            trained = torch.nn.parallel.DistributedDataParallel(
+            teacher.network = torch.nn.parallel.DistributedDataParallel(
                 network, device_ids=[env.device.index] if env.device.type == "cuda" else None)
-            teacher.network = trained
         if env.is_main:
             mark(out, "run")
-        log = open_log(out, step) if env.is_main else None
-        while step < settings.max_steps:
+
+        def take_step(step: int) -> FineTuneReport:
             started = time.perf_counter()
             generator = step_generator(settings.seed, step, env.rank)
             batch = data.sample(settings.batch_size, settings.frames - 1, generator)
             loss = svd_loss(teacher, attention, batch, settings, generator)
             apply_gradients(loss, network, optimizer, settings.grad_clip)
-            step += 1
-            report = FineTuneReport(step, settings.max_steps, loss.item(),
-                                    settings.batch_size * env.world_size
-                                    / (time.perf_counter() - started))
-            if env.is_main:
-                log_step(log, report, on_step)
-            if step % settings.checkpoint_every == 0 or step == settings.max_steps:
-                modules, optimizers = {"model": network}, {"model": optimizer}
-                if sharded:  # gathered on every rank (a collective), written by one
-                    from posecast.train.sharding import full_states
+            return FineTuneReport(step + 1, settings.max_steps, loss.item(),
+                                  settings.batch_size * env.world_size
+                                  / (time.perf_counter() - started))
 
-                    modules, optimizers = full_states(modules, {"model": (network, optimizer)})
-                if env.is_main:
-                    save_checkpoint(out / CHECKPOINT_DIR, step, modules, optimizers,
-                                    {"settings": dataclasses.asdict(settings),
-                                     "init_from": str(init_from)})
-                    write_model(out, init_folder, modules["model"], settings)
-        if log is not None:
-            log.close()
+        def save(step: int) -> None:
+            modules, optimizers = full_states({"model": network}, {"model": optimizer}, owners)
+            if env.is_main:
+                save_checkpoint(out / CHECKPOINT_DIR, step, modules, optimizers,
+                                {"settings": dataclasses.asdict(settings),
+                                 "init_from": str(init_from)})
+                write_model(out, init_folder, modules["model"], settings)
+
+        run_steps(out, env, step, settings.max_steps, settings.checkpoint_every, take_step,
+                  save, on_step)
         return out
     finally:
         distributed.cleanup()

@@ -58,15 +58,8 @@ from posecast.paths import atomic_output
 from posecast.pose.keypoints import Keypoints
 from posecast.streaming.rollout import Rollout, StudentBackend
 from posecast.train import distributed
-from posecast.train.checkpoint import (
-    CHECKPOINT_DIR,
-    damaged,
-    load_checkpoint,
-    open_for_resume,
-    open_log,
-    read_checkpoint,
-    save_checkpoint,
-)
+from posecast.train.checkpoint import CHECKPOINT_DIR, damaged, open_for_resume, save_checkpoint
+from posecast.train.loop import full_states, restore, run_steps
 from posecast.train.perceptual import PerceptualTerm, load_perceptual_terms
 from posecast.train.region_loss import (
     RegionWeights,
@@ -613,22 +606,10 @@ def run_distillation(start: StartRun, dataset: str | os.PathLike, out: str | os.
         if resume:
             found, settings = resumed_settings(out, settings.max_steps, settings.region_steps)
         run = start(settings, env, on_message)
+        owners = run.owners if run.sharded else None
         step, counters = 0, {"critic_updates": 0, "generator_updates": 0}
-        owned = {name: (run.owners[name], optimizer)
-                 for name, optimizer in run.optimizers.items()}
         if resume:
-            try:
-                if run.sharded:
-                    from posecast.train import sharding
-
-                    meta, module_states, optimizer_states = read_checkpoint(
-                        found, list(run.modules), list(run.optimizers))
-                    sharding.load_full_states(run.modules, owned, module_states,
-                                              optimizer_states)
-                else:
-                    meta = load_checkpoint(found, run.modules, run.optimizers)
-            except (OSError, RuntimeError, ValueError, KeyError, SafetensorError) as error:
-                raise damaged(found, error) from None
+            meta = restore(found, run.modules, run.optimizers, owners)
             step, counters = meta["step"], meta["counters"]
         data = ClipDataset(dataset, run.height, run.width, on_clip=on_message)
         perceptual = load_perceptual_terms(settings.perceptual, env.device, on_message)
@@ -639,10 +620,10 @@ def run_distillation(start: StartRun, dataset: str | os.PathLike, out: str | os.
         pairs = out / PAIRS_DIR
         if settings.init_steps and step < settings.init_steps:
             make_ode_pairs(run, pairs, data, env, on_pairs)
-        log = open_log(out, step) if env.is_main else None
         fixed_sample = data.sample(1, run.window_frames,
                                    torch.Generator().manual_seed(settings.seed))
-        while step < settings.total_steps:
+
+        def take_step(step: int) -> DistillReport:
             started = time.perf_counter()
             generator = step_generator(settings.seed, step, env.rank)
             shared = step_generator(settings.seed, step, -1)  # the same on every rank
@@ -658,34 +639,27 @@ def run_distillation(start: StartRun, dataset: str | os.PathLike, out: str | os.
                     restart_optimiser(run.optimizers["init"])
                 phase, losses = "region", region_step(run, data, perceptual, pairs, generator,
                                                       shared, env.world_size)
-            step += 1
-            windows = settings.batch_size * settings.grad_accumulation * env.world_size
-            report = DistillReport(step, settings.total_steps, phase, losses,
-                                   counters["critic_updates"], counters["generator_updates"],
-                                   windows / (time.perf_counter() - started))
-            if env.is_main:
-                log.write(json.dumps(dataclasses.asdict(report)) + "\n")
-                log.flush()
-                if on_step is not None:
-                    on_step(report)
-            if settings.sample_every and step % settings.sample_every == 0 and \
+            done = step + 1
+            if settings.sample_every and done % settings.sample_every == 0 and \
                     (env.is_main or run.sharded):  # a sharded forward needs every process
-                write_sample(out / "samples" / f"step-{step:06d}.mp4", run, fixed_sample,
+                write_sample(out / "samples" / f"step-{done:06d}.mp4", run, fixed_sample,
                              settings.seed, write=env.is_main)
-            if step % settings.checkpoint_every == 0 or step == settings.total_steps:
-                states, optimizer_states = run.modules, run.optimizers
-                if run.sharded:  # gathering is collective: every process takes part
-                    from posecast.train import sharding
+            windows = settings.batch_size * settings.grad_accumulation * env.world_size
+            return DistillReport(done, settings.total_steps, phase, losses,
+                                 counters["critic_updates"], counters["generator_updates"],
+                                 windows / (time.perf_counter() - started))
 
-                    states, optimizer_states = sharding.full_states(run.modules, owned)
-                if env.is_main:
-                    save_checkpoint(out / CHECKPOINT_DIR, step, states, optimizer_states,
-                                    {"distill_config": settings.to_dict(), **(source or {}),
-                                     **run.checkpoint_meta, "dataset": str(dataset),
-                                     "counters": counters})
-                    run.save_student(out, step, states["student"] if run.sharded else None)
-        if log is not None:
-            log.close()
+        def save(step: int) -> None:
+            states, optimizer_states = full_states(run.modules, run.optimizers, owners)
+            if env.is_main:
+                save_checkpoint(out / CHECKPOINT_DIR, step, states, optimizer_states,
+                                {"distill_config": settings.to_dict(), **(source or {}),
+                                 **run.checkpoint_meta, "dataset": str(dataset),
+                                 "counters": counters})
+                run.save_student(out, step, states["student"] if run.sharded else None)
+
+        run_steps(out, env, step, settings.total_steps, settings.checkpoint_every, take_step,
+                  save, on_step)
         return out
     finally:
         distributed.cleanup()

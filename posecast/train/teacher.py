@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import os
 import time
 from collections.abc import Callable
@@ -31,11 +30,10 @@ from posecast.train import distributed
 from posecast.train.checkpoint import (
     CHECKPOINT_DIR,
     damaged,
-    load_checkpoint,
     open_for_resume,
-    open_log,
     save_checkpoint,
 )
+from posecast.train.loop import restore, run_steps
 from posecast.train.region_loss import RegionWeights, to_latent_grid, weights_from_bits
 from posecast.validation import check_fields
 
@@ -79,14 +77,6 @@ def apply_gradients(loss: torch.Tensor, module: torch.nn.Module,
     loss.backward()
     torch.nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
     optimizer.step()
-
-
-def log_step(log, report, on_step: Callable | None) -> None:
-    """Append a step's report to train_log.jsonl and tell the caller."""
-    log.write(json.dumps(dataclasses.asdict(report)) + "\n")
-    log.flush()
-    if on_step is not None:
-        on_step(report)
 
 
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
@@ -139,7 +129,6 @@ def train_teacher(dataset: str | os.PathLike, out: str | os.PathLike, config: De
     out = Path(out)
     env = distributed.setup(device)
     try:
-        checkpoint_dir = out / CHECKPOINT_DIR
         if resume:
             found, saved = open_for_resume(out)
             try:
@@ -159,13 +148,8 @@ def train_teacher(dataset: str | os.PathLike, out: str | os.PathLike, config: De
         ema = copy.deepcopy(model).eval().requires_grad_(False)
         optimizer = torch.optim.AdamW(model.parameters(), lr=train.learning_rate,
                                       weight_decay=train.weight_decay)
-        step = 0
-        if resume:
-            try:
-                step = load_checkpoint(found, {"model": model, "ema": ema},
-                                       {"model": optimizer})["step"]
-            except (OSError, RuntimeError, ValueError, KeyError) as error:
-                raise damaged(found, error) from None
+        step = restore(found, {"model": model, "ema": ema}, {"model": optimizer})["step"] \
+            if resume else 0
         codec = make_codec(config.codec, env.device)
         data = ClipDataset(dataset, config.height, config.width, on_clip=on_message,
                            with_region_bits=bool(train.region_alphas))
@@ -175,33 +159,33 @@ def train_teacher(dataset: str | os.PathLike, out: str | os.PathLike, config: De
                 model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
         if env.is_main:
             mark(out, "run")
-        log = open_log(out, step) if env.is_main else None
         model.train()
-        while step < train.max_steps:
+
+        def take_step(step: int) -> StepReport:
             started = time.perf_counter()
             generator = step_generator(train.seed, step, env.rank)
             batch = data.sample(train.batch_size, config.window, generator)
             loss = flow_matching_loss(trained, codec, batch, config, generator, env.device,
                                       train.region_alphas)
             apply_gradients(loss, model, optimizer, train.grad_clip)
-            step += 1
-            ema_update(ema, model, min(train.ema_decay, (1 + step) / (10 + step)))
-            report = StepReport(step, train.max_steps, loss.item(),
-                                train.batch_size * env.world_size
-                                / (time.perf_counter() - started))
+            ema_update(ema, model, min(train.ema_decay, (2 + step) / (11 + step)))
+            return StepReport(step + 1, train.max_steps, loss.item(),
+                              train.batch_size * env.world_size
+                              / (time.perf_counter() - started))
+
+        def save(step: int) -> None:
             if env.is_main:
-                log_step(log, report, on_step)
-                if step % train.checkpoint_every == 0 or step == train.max_steps:
-                    save_checkpoint(checkpoint_dir, step, {"model": model, "ema": ema},
-                                    {"model": optimizer},
-                                    {"model_config": config.to_dict(),
-                                     "train_config": dataclasses.asdict(train),
-                                     # not "init_from": that key marks a MimicMotion run
-                                     "dataset": str(dataset), "initial_model": init_from,
-                                     "initial_revision": init_revision})
-                    save_pretrained(ema, out)
-        if log is not None:
-            log.close()
+                save_checkpoint(out / CHECKPOINT_DIR, step, {"model": model, "ema": ema},
+                                {"model": optimizer},
+                                {"model_config": config.to_dict(),
+                                 "train_config": dataclasses.asdict(train),
+                                 # not "init_from": that key marks a MimicMotion run
+                                 "dataset": str(dataset), "initial_model": init_from,
+                                 "initial_revision": init_revision})
+                save_pretrained(ema, out)
+
+        run_steps(out, env, step, train.max_steps, train.checkpoint_every, take_step, save,
+                  on_step)
         return out
     finally:
         distributed.cleanup()
