@@ -239,6 +239,7 @@ TRAIN_RULES: dict[str, Rule] = {
     "max_steps": whole(1, MAX_STEPS), "batch_size": whole(1, 4096), "learning_rate": RATE,
     "weight_decay": RATE, "ema_decay": RATE, "checkpoint_every": whole(1, MAX_STEPS),
     "gradient_checkpointing": FLAG, "grad_clip": number(1e-6, 1e6), "seed": whole(0, MAX_SEED),
+    "fsdp": FLAG,
 }
 
 # posecast/train/distill.py DistillConfig (`posecast distill --config FILE`)

@@ -117,6 +117,29 @@ def test_torchrun_ddp_two_processes(tmp_path, synthetic_dataset):
     assert torch.isfinite(torch.cat([p.flatten() for p in model.parameters()])).all()
 
 
+def test_torchrun_with_and_without_fsdp_trains_the_same_teacher(tmp_path, synthetic_dataset):
+    """`posecast train --fsdp` (FSDP2 on gloo: the model and its EMA sharded block by block)
+    gives the DDP run's EMA weights up to float rounding, and resumes."""
+    from safetensors.torch import load_file
+
+    common = [synthetic_dataset, "--preset", "tiny", "--max-steps", "2", "--batch-size", "1",
+              "--checkpoint-every", "2", "--device", "cpu"]
+    plain = torchrun("train", [*common, "--out", tmp_path / "ddp"], 29518, timeout=300)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    sharded = torchrun("train", [*common, "--out", tmp_path / "fsdp", "--fsdp"], 29519,
+                       timeout=300)
+    assert sharded.returncode == 0, sharded.stderr[-2000:]
+    a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("ddp", "fsdp"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
+    resumed = torchrun("train", [*common[:4], "3", *common[5:], "--out", tmp_path / "fsdp",
+                                 "--fsdp", "--resume"], 29520, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((tmp_path / "fsdp" / "checkpoint" / "state.json").read_text())["step"] \
+        == 3
+
+
 def test_output_inside_the_dataset_is_refused_and_nothing_is_deleted(run_cli, tmp_path,
                                                                       synthetic_dataset):
     import shutil

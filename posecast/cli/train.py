@@ -71,8 +71,8 @@ def train_command(
         "mouth is a few pixels, which an unweighted loss barely counts.", show_default=False)]
     = None,
     fsdp: Annotated[bool, typer.Option(
-        "--fsdp", rich_help_panel="MimicMotion", help="MimicMotion under torchrun: shard the "
-        "network across the processes (FSDP2) instead of copying it to each.")] = False,
+        "--fsdp", rich_help_panel="Training", help="Under torchrun: shard the network (and a "
+        "DiT's EMA) across the processes (FSDP2) instead of copying it to each.")] = False,
     seed: in_panel(Seed, "Training") = 0,
     device: in_panel(Device, "Training") = "auto",
     json_summary: in_panel(JsonSummary, "Output") = False,
@@ -135,9 +135,6 @@ def train_command(
         print_result(f"model written to {out} (resume state in {out}/checkpoint)",
                      {"model": str(out), "checkpoint": str(out / "checkpoint")}, json_summary)
         return
-    if fsdp:
-        raise UsageError("--fsdp shards a MimicMotion fine-tune; posecast's own teachers train "
-                         "with DDP (and `posecast distill --fsdp` shards distillation)")
     learning_rate = 3e-4 if learning_rate is None else learning_rate
     if init_from is not None:
         from posecast.models.pretrained import load_config
@@ -150,7 +147,7 @@ def train_command(
         train = TrainConfig(max_steps=max_steps, batch_size=batch_size,
                             learning_rate=learning_rate, checkpoint_every=checkpoint_every,
                             gradient_checkpointing=gradient_checkpointing, seed=seed,
-                            region_alphas=region_alphas)
+                            region_alphas=region_alphas, fsdp=fsdp)
     except ConfigError as error:
         name = error.field.split(".")[0]
         flag = "--region-alpha" if name == "region_alphas" else f"--{name.replace('_', '-')}"

@@ -33,7 +33,7 @@ from posecast.train.checkpoint import (
     open_for_resume,
     save_checkpoint,
 )
-from posecast.train.loop import restore, run_steps
+from posecast.train.loop import full_states, restore, run_steps
 from posecast.train.region_loss import RegionWeights, to_latent_grid, weights_from_bits
 from posecast.validation import check_fields
 
@@ -49,6 +49,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     grad_clip: float = 1.0
     seed: int = 0
+    fsdp: bool = False  # under torchrun: shard the model and its EMA (sharding.py), not DDP
     # α per region in the loss weight w = 1 + Σ α_r·m_r (train/region_loss.py); regions not
     # named weigh 0, so the default is the plain flow-matching loss
     region_alphas: dict[str, float] = field(default_factory=dict)
@@ -146,15 +147,22 @@ def train_teacher(dataset: str | os.PathLike, out: str | os.PathLike, config: De
             model.load_state_dict(from_pretrained(init_from, init_revision).state_dict())
         model.gradient_checkpointing = train.gradient_checkpointing
         ema = copy.deepcopy(model).eval().requires_grad_(False)
+        sharded = train.fsdp and env.world_size > 1
+        if sharded:  # before the optimiser, which then holds the shards
+            from posecast.train.sharding import shard
+
+            for module in (model, ema):  # the EMA's shards follow the model's one for one
+                shard(module)
+        owners = {"model": model} if sharded else None
         optimizer = torch.optim.AdamW(model.parameters(), lr=train.learning_rate,
                                       weight_decay=train.weight_decay)
-        step = restore(found, {"model": model, "ema": ema}, {"model": optimizer})["step"] \
-            if resume else 0
+        modules = {"model": model, "ema": ema}
+        step = restore(found, modules, {"model": optimizer}, owners)["step"] if resume else 0
         codec = make_codec(config.codec, env.device)
         data = ClipDataset(dataset, config.height, config.width, on_clip=on_message,
                            with_region_bits=bool(train.region_alphas))
         trained = model
-        if env.world_size > 1:
+        if env.world_size > 1 and not sharded:
             trained = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
         if env.is_main:
@@ -174,15 +182,15 @@ def train_teacher(dataset: str | os.PathLike, out: str | os.PathLike, config: De
                               / (time.perf_counter() - started))
 
         def save(step: int) -> None:
+            states, optimizer_states = full_states(modules, {"model": optimizer}, owners)
             if env.is_main:
-                save_checkpoint(out / CHECKPOINT_DIR, step, {"model": model, "ema": ema},
-                                {"model": optimizer},
+                save_checkpoint(out / CHECKPOINT_DIR, step, states, optimizer_states,
                                 {"model_config": config.to_dict(),
                                  "train_config": dataclasses.asdict(train),
                                  # not "init_from": that key marks a MimicMotion run
                                  "dataset": str(dataset), "initial_model": init_from,
                                  "initial_revision": init_revision})
-                save_pretrained(ema, out)
+                save_pretrained(ema, out, state=states["ema"] if sharded else None)
 
         run_steps(out, env, step, train.max_steps, train.checkpoint_every, take_step, save,
                   on_step)
