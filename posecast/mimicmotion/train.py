@@ -163,24 +163,18 @@ def fine_tune(dataset: str | os.PathLike, out: str | os.PathLike, init_from: str
     from posecast.train import distributed
     from posecast.train.checkpoint import (
         CHECKPOINT_DIR,
-        damaged,
-        open_for_resume,
         save_checkpoint,
     )
-    from posecast.train.loop import full_states, restore, run_steps
+    from posecast.train.loop import full_states, restore, resumed, run_steps
     from posecast.train.teacher import apply_gradients, step_generator
 
     out = Path(out)
     env = distributed.setup(device)
     try:
         if resume:
-            found, saved = open_for_resume(out)
-            try:
-                settings = dataclasses.replace(FineTuneConfig(**saved["settings"]),
-                                               max_steps=settings.max_steps)
-                init_from = saved["init_from"]
-            except (KeyError, TypeError) as error:
-                raise damaged(found, error) from None
+            found, (settings, init_from) = resumed(out, lambda saved: (
+                dataclasses.replace(FineTuneConfig(**saved["settings"]),
+                                    max_steps=settings.max_steps), saved["init_from"]))
         init_folder = resolve_folder(init_from)
         teacher = load_teacher(init_folder, env.device)  # fp32 weights; bf16 autocast on CUDA
         network = teacher.network.train().requires_grad_(True)

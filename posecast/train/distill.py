@@ -58,8 +58,8 @@ from posecast.paths import atomic_output
 from posecast.pose.keypoints import Keypoints
 from posecast.streaming.rollout import Rollout, StudentBackend
 from posecast.train import distributed
-from posecast.train.checkpoint import CHECKPOINT_DIR, damaged, open_for_resume, save_checkpoint
-from posecast.train.loop import full_states, restore, run_steps
+from posecast.train.checkpoint import CHECKPOINT_DIR, save_checkpoint
+from posecast.train.loop import full_states, restore, resumed, run_steps
 from posecast.train.perceptual import PerceptualTerm, load_perceptual_terms
 from posecast.train.region_loss import (
     RegionWeights,
@@ -576,11 +576,7 @@ def resumed_settings(out: Path, max_steps: int | None = None, region_steps: int 
     """The newest checkpoint in `out` and the settings it was saved with, its stage lengths
     changed where `max_steps` / `region_steps` are given (a resumed run can be extended or
     given a region stage; every other setting must stay as saved)."""
-    found, saved = open_for_resume(out)
-    try:
-        settings = DistillConfig.from_dict(saved["distill_config"])
-    except (ValueError, KeyError, TypeError, UsageError) as error:
-        raise damaged(found, error) from None
+    found, settings = resumed(out, lambda saved: DistillConfig.from_dict(saved["distill_config"]))
     lengths = {name: value for name, value in
                (("max_steps", max_steps), ("region_steps", region_steps)) if value is not None}
     return found, dataclasses.replace(settings, **lengths)

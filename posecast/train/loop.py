@@ -8,16 +8,34 @@ import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from posecast.train.checkpoint import damaged, load_checkpoint, open_log, read_checkpoint
+from posecast.errors import UsageError
+from posecast.train.checkpoint import (
+    damaged,
+    load_checkpoint,
+    open_for_resume,
+    open_log,
+    read_checkpoint,
+)
 from posecast.train.distributed import Distributed
 
 Owners = dict[str, nn.Module]  # the module each optimiser steps (sharded runs)
+T = TypeVar("T")
+
+
+def resumed(out: Path, read: Callable[[dict[str, Any]], T]) -> tuple[Path, T]:
+    """The newest checkpoint in `out` and what `read` makes of the state saved with it (the
+    run's settings); a one-line error for a damaged one."""
+    found, saved = open_for_resume(out)
+    try:
+        return found, read(saved)
+    except (ValueError, KeyError, TypeError, UsageError) as error:
+        raise damaged(found, error) from None
 
 
 def restore(found: Path, modules: dict[str, nn.Module],

@@ -29,11 +29,9 @@ from posecast.ownership import mark
 from posecast.train import distributed
 from posecast.train.checkpoint import (
     CHECKPOINT_DIR,
-    damaged,
-    open_for_resume,
     save_checkpoint,
 )
-from posecast.train.loop import full_states, restore, run_steps
+from posecast.train.loop import full_states, restore, resumed, run_steps
 from posecast.train.region_loss import RegionWeights, to_latent_grid, weights_from_bits
 from posecast.validation import check_fields
 
@@ -130,17 +128,12 @@ def train_teacher(dataset: str | os.PathLike, out: str | os.PathLike, config: De
     out = Path(out)
     env = distributed.setup(device)
     try:
-        if resume:
-            found, saved = open_for_resume(out)
-            try:
-                config = DenoiserConfig.from_dict(saved["model_config"])
-                train = dataclasses.replace(TrainConfig(**saved["train_config"]),
-                                            max_steps=train.max_steps)
-                # where the run started, for its model card (`posecast export`)
-                init_from = saved.get("initial_model")
-                init_revision = saved.get("initial_revision")
-            except (ValueError, KeyError, TypeError) as error:
-                raise damaged(found, error) from None
+        if resume:  # the saved settings, and where the run started (for its model card)
+            found, (config, train, init_from, init_revision) = resumed(out, lambda saved: (
+                DenoiserConfig.from_dict(saved["model_config"]),
+                dataclasses.replace(TrainConfig(**saved["train_config"]),
+                                    max_steps=train.max_steps),
+                saved.get("initial_model"), saved.get("initial_revision")))
         torch.manual_seed(train.seed)  # identical initial weights on every rank
         model = Denoiser(config).to(env.device)
         if init_from is not None and not resume:
