@@ -12,6 +12,7 @@ import torch
 from posecast.bench.render import RenderBenchParts
 from posecast.config import PRESETS
 from posecast.errors import UsageError
+from posecast.families import TrainingOptions
 from posecast.models.pretrained import from_pretrained, load_config
 from posecast.student import DitStudent, load_student, student_timesteps
 from posecast.train.distill import DistillConfig, StartRun
@@ -155,6 +156,53 @@ class DitFamily:
         return RenderBenchParts(student, student.conditions, time_teacher,
                                 resolve_backend(model.config.attention_backend, device), {},
                                 "the teacher timed per frame from one window")
+
+    def training(self, init_from: Path | None, options: TrainingOptions) -> DitTraining:
+        from posecast.config import preset
+        from posecast.errors import ConfigError
+        from posecast.train.teacher import TrainConfig
+
+        changes = {"attention": options.attention, "k_frames": options.k_frames}
+        config = load_config(str(init_from)).replace(**changes) if init_from is not None \
+            else preset(options.preset, **changes)
+        try:  # flags named as the user typed them
+            train = TrainConfig(
+                max_steps=options.max_steps, batch_size=options.batch_size,
+                learning_rate=3e-4 if options.learning_rate is None else options.learning_rate,
+                checkpoint_every=options.checkpoint_every,
+                gradient_checkpointing=options.gradient_checkpointing, seed=options.seed,
+                region_alphas=options.region_alphas, fsdp=options.fsdp)
+        except ConfigError as error:
+            name = error.field.split(".")[0]
+            flag = "--region-alpha" if name == "region_alphas" else \
+                f"--{name.replace('_', '-')}"
+            raise UsageError(f"{flag}: {error}") from None
+        return DitTraining(config, train, options.init_from, options.init_revision)
+
+
+@dataclass
+class DitTraining:
+    """A DiT teacher trained with flow matching (train/teacher.py), from scratch or from a
+    trained one (`init_from`, as the user named it, at `revision`)."""
+
+    config: object  # posecast.config.DenoiserConfig
+    train: object  # posecast.train.teacher.TrainConfig
+    init_from: str | None
+    revision: str | None
+    task = "training"
+    result = "EMA weights"
+
+    @property
+    def memory_hint(self) -> str:
+        return "lower --batch-size or add --gradient-checkpointing"
+
+    def run(self, dataset, out, resume, device, on_step, on_message) -> Path:
+        from posecast.train.teacher import train_teacher
+
+        return train_teacher(dataset, out, self.config, self.train, resume=resume,
+                             device=device, init_from=self.init_from,
+                             init_revision=self.revision, on_step=on_step,
+                             on_message=on_message)
 
 
 FAMILY = DitFamily()

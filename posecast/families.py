@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -70,6 +71,37 @@ class LoadedTeacher(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class TrainingOptions:
+    """`posecast train`'s options; a family reads those it has (see each one's --help)."""
+
+    preset: str
+    max_steps: int
+    batch_size: int
+    learning_rate: float | None  # None: the family's default
+    checkpoint_every: int
+    gradient_checkpointing: bool
+    seed: int
+    attention: str
+    k_frames: int
+    region_alphas: dict[str, float]
+    fsdp: bool
+    frames: int
+    init_from: str | None = None  # as given (a folder or a repo id), for the model card
+    init_revision: str | None = None
+
+
+class Training(Protocol):
+    """A family's training run, ready to start; its reports have .step and .loss."""
+
+    task: str  # what the progress bar says ("training", "fine-tuning")
+    memory_hint: str  # what to lower when a GPU runs out of memory
+    result: str  # what the model folder holds, for the closing line
+
+    def run(self, dataset: Path, out: Path, resume: bool, device: str,
+            on_step: Callable | None, on_message: Callable[[str], None] | None) -> Path: ...
+
+
 class Family(Protocol):
     """What a model family provides. Folders are resolved (Hub snapshots downloaded) first."""
 
@@ -96,6 +128,10 @@ class Family(Protocol):
     def model_files(self, folder: Path) -> list[str]:
         """The files a model is loaded from besides config.json and model.safetensors
         (relative paths), checked: a one-line error names the first one missing or damaged."""
+
+    def training(self, init_from: Path | None, options: TrainingOptions) -> Training:
+        """`posecast train`'s run for this family, from `init_from` (a folder of it) or from
+        scratch, its settings checked (one-line errors, before any output is touched)."""
 
     def bench_parts(self, folder: Path | None, teacher: Path | None, preset: str,
                     size: tuple[int, int] | None, steps: int | None, attention: str,
@@ -184,17 +220,20 @@ def distill(dataset: str | os.PathLike, teacher: str, out: str | os.PathLike,
                                               "teacher_revision": revision})
 
 
-def training_family(init_from: str | None, out, resume: bool,
-                    revision: str | None = None) -> str:
-    """The family `posecast train` trains: the one of --init-from, or, resuming, the one the
-    run was started with (a MimicMotion run's checkpoint names its initial folder)."""
+def training_family(init_from: str | None, preset: str, out: Path, resume: bool,
+                    revision: str | None = None) -> tuple[Family, Path | None]:
+    """The family `posecast train` trains and the folder it starts from: --init-from's, or,
+    resuming, the one the run's checkpoint names, or --preset's."""
     from posecast.hub import resolve_folder
 
     if init_from is not None:
-        return family_of(resolve_folder(init_from, revision))
-    state = out / "checkpoint" / "state.json"
-    try:
-        return "mimicmotion" if resume and "init_from" in load_json_object(state) \
-            else "dit"
-    except (OSError, ValueError):
-        return "dit"
+        folder = resolve_folder(init_from, revision)
+        return family_for(folder), folder
+    if resume:
+        try:
+            state = load_json_object(out / "checkpoint" / "state.json")
+        except (OSError, ValueError):
+            state = {}  # the run's resume gives the one-line error
+        if "init_from" in state:  # a fine-tune: it resumes from its saved initial folder
+            return family_named(state.get("family", "mimicmotion")), None
+    return family_with_preset(preset), None

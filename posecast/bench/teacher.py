@@ -7,6 +7,7 @@ architecture with random weights too, so no download is needed.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -53,6 +54,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def time_calls(call: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Milliseconds per `call()` (gradients off), after one warm-up call (kernels,
+    allocator), the device synchronised around the timed calls."""
+    with torch.no_grad():
+        call()
+        _sync(device)
+        started = time.perf_counter()
+        for _ in range(repeats):
+            call()
+        _sync(device)
+    return (time.perf_counter() - started) / repeats * 1000
+
+
+def peak_memory_gb(device: torch.device) -> float | None:
+    """The most memory allocated on a CUDA device since its last reset (None elsewhere)."""
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
 def time_teacher(config: DenoiserConfig, steps: int, cfg: float, device: torch.device,
                  repeats: int = 3, fast_decode: bool = False) -> TeacherTiming:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -82,23 +101,11 @@ def time_teacher(config: DenoiserConfig, steps: int, cfg: float, device: torch.d
         else:
             pixel_codec.decode(noisy[0])
 
-    with torch.no_grad():
-        step()
-        decode()  # warm-up (kernels, allocator)
-        _sync(device)
-        started = time.perf_counter()
-        for _ in range(repeats):
-            step()
-        _sync(device)
-        step_ms = (time.perf_counter() - started) / repeats * 1000
-        started = time.perf_counter()
-        for _ in range(repeats):
-            decode()
-        _sync(device)
-        decode_ms = (time.perf_counter() - started) / repeats * 1000 / frames
+    step_ms = time_calls(step, device, repeats)
+    decode_ms = time_calls(decode, device, repeats) / frames
     seconds = (steps * step_ms + frames * decode_ms) / 1000
     rows, cols = config.token_grid
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    peak = peak_memory_gb(device)
     return TeacherTiming(
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         frames=frames, tokens=frames * rows * cols,

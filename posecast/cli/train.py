@@ -19,7 +19,7 @@ from posecast.cli.options import (
 )
 from posecast.cli.run_folder import prepare_run_folder
 from posecast.cli.ui import err_console, print_result, progress_bar
-from posecast.errors import ConfigError, PosecastError, UsageError
+from posecast.errors import PosecastError, UsageError
 
 
 def train_command(
@@ -92,78 +92,39 @@ def train_command(
 
       posecast train clips/ --init-from teacher/ --region-alpha lips=16 --out teacher_lips/
     """
-    from posecast.config import preset as make_preset
+    import torch
+
     from posecast.devices import pick_device
-    from posecast.train.teacher import TrainConfig, train_teacher
+    from posecast.families import TrainingOptions, training_family
 
     pick_device(device)  # a clear error for an unknown or absent device, before any work
     region_alphas = parse_region_alphas(region_alpha or [])
     if attention not in ("dense", "input_aware"):
         raise UsageError(f"--attention {attention}: use dense or input_aware")
-    from posecast.families import training_family
-
     check_revision(revision, init_from, "--init-from")
-    if training_family(init_from, out, resume, revision) == "mimicmotion":
-        if revision is not None:  # the fine-tune reads a folder: this revision's snapshot
-            from posecast.hub import resolve_folder
-
-            init_from = str(resolve_folder(init_from, revision))
-        from posecast.mimicmotion.train import FineTuneConfig, fine_tune
-
-        settings = FineTuneConfig(
-            max_steps=max_steps, batch_size=batch_size, frames=frames,
-            learning_rate=1e-5 if learning_rate is None else learning_rate,
-            checkpoint_every=checkpoint_every, gradient_checkpointing=gradient_checkpointing,
-            seed=seed, attention=attention, k_frames=k_frames, region_alphas=region_alphas,
-            fsdp=fsdp)
-        prepare_run_folder(out, dataset, resume, overwrite)
-        import torch
-
-        with progress_bar("steps") as bar:
-            task = bar.add_task("fine-tuning", total=max_steps)
-            try:
-                fine_tune(dataset, out, init_from, settings, resume=resume, device=device,
-                          on_step=lambda report: bar.update(
-                              task, completed=report.step,
-                              description=f"loss {report.loss:.4f}"),
-                          on_message=lambda text: err_console.print(text, markup=False,
-                                                                    highlight=False))
-            except torch.cuda.OutOfMemoryError:
-                raise PosecastError(f"out of GPU memory fine-tuning windows of {frames} frames "
-                                    f"at batch size {batch_size}; lower --frames or "
-                                    "--batch-size, or add --gradient-checkpointing") from None
-        print_result(f"model written to {out} (resume state in {out}/checkpoint)",
-                     {"model": str(out), "checkpoint": str(out / "checkpoint")}, json_summary)
-        return
-    learning_rate = 3e-4 if learning_rate is None else learning_rate
-    if init_from is not None:
-        from posecast.models.pretrained import load_config
-
-        config = load_config(init_from, revision).replace(attention=attention,
-                                                          k_frames=k_frames)
-    else:
-        config = make_preset(preset, attention=attention, k_frames=k_frames)
-    try:  # the settings are checked before the output folder is touched
-        train = TrainConfig(max_steps=max_steps, batch_size=batch_size,
-                            learning_rate=learning_rate, checkpoint_every=checkpoint_every,
-                            gradient_checkpointing=gradient_checkpointing, seed=seed,
-                            region_alphas=region_alphas, fsdp=fsdp)
-    except ConfigError as error:
-        name = error.field.split(".")[0]
-        flag = "--region-alpha" if name == "region_alphas" else f"--{name.replace('_', '-')}"
-        raise UsageError(f"{flag}: {error}") from None
+    family, init_folder = training_family(init_from, preset, out, resume, revision)
+    training = family.training(init_folder, TrainingOptions(  # checked before `out` is touched
+        preset=preset, max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate,
+        checkpoint_every=checkpoint_every, gradient_checkpointing=gradient_checkpointing,
+        seed=seed, attention=attention, k_frames=k_frames, region_alphas=region_alphas,
+        fsdp=fsdp, frames=frames, init_from=init_from, init_revision=revision))
     prepare_run_folder(out, dataset, resume, overwrite)
     with progress_bar("steps") as bar:
-        task = bar.add_task("training", total=max_steps)
+        task = bar.add_task(training.task, total=max_steps)
 
         def on_step(report) -> None:
+            speed = next((f" · {value:.1f} {name.split('_per_')[0]}/s"
+                          for name, value in vars(report).items() if "_per_second" in name), "")
             bar.update(task, completed=report.step,
-                       description=f"loss {report.loss:.4f} · {report.clips_per_second:.1f} "
-                       "clips/s")
+                       description=f"loss {report.loss:.4f}{speed}")
 
-        train_teacher(dataset, out, config, train, resume=resume, device=device,
-                      init_from=init_from, init_revision=revision, on_step=on_step,
-                      on_message=lambda text: err_console.print(text, markup=False,
-                                                                highlight=False, soft_wrap=True))
-    print_result(f"model written to {out} (EMA weights; resume state in {out}/checkpoint)",
+        try:
+            training.run(dataset, out, resume, device, on_step,
+                         lambda text: err_console.print(text, markup=False, highlight=False,
+                                                        soft_wrap=True))
+        except torch.cuda.OutOfMemoryError:
+            raise PosecastError(f"out of GPU memory {training.task}; "
+                                f"{training.memory_hint}") from None
+    print_result(f"model written to {out} ({training.result}; resume state in "
+                 f"{out}/checkpoint)",
                  {"model": str(out), "checkpoint": str(out / "checkpoint")}, json_summary)

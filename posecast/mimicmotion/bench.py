@@ -5,13 +5,13 @@ and materialised on the target device with small random weights."""
 from __future__ import annotations
 
 import contextlib
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from posecast.bench.render import RenderBenchParts
+from posecast.bench.teacher import peak_memory_gb, time_calls
 from posecast.mimicmotion.attention import InputAwareSettings, InputAwareUNet
 from posecast.mimicmotion.model import MimicMotion
 from posecast.pose.keypoints import Keypoints
@@ -89,19 +89,8 @@ def time_mimicmotion(preset: str | dict, height: int, width: int, frames: int, s
         with window():
             network(sample, 10.0, embeddings, time_ids, pose, keep)
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    with torch.no_grad():
-        step()  # warm-up: kernels, allocator
-        sync()
-        started = time.perf_counter()
-        for _ in range(repeats):
-            step()
-        sync()
-    step_ms = (time.perf_counter() - started) / repeats * 1000
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    step_ms = time_calls(step, device, repeats)
+    peak = peak_memory_gb(device)
     return MimicMotionTiming(
         torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", frames,
         sum(p.numel() for p in network.parameters()), step_ms,
