@@ -4,20 +4,23 @@ behind the Family interface of families.py."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from posecast.bench.render import RenderBenchParts
 from posecast.config import PRESETS
 from posecast.errors import UsageError
 from posecast.families import TrainingOptions
 from posecast.models.pretrained import from_pretrained, load_config
-from posecast.student import DitStudent, load_student, student_timesteps
-from posecast.train.distill import DistillConfig, StartRun
-from posecast.train.dit_distill import dit_run, student_config
-from posecast.weights import check_safetensors_header
+
+if TYPE_CHECKING:  # the rest loads with the command that needs it (a lean `posecast train`)
+    from posecast.bench.render import RenderBenchParts
+    from posecast.bench.teacher import TeacherBench
+    from posecast.student import DitStudent
+    from posecast.train.distill import DistillConfig, StartRun
 
 
 @dataclass
@@ -98,10 +101,14 @@ class DitFamily:
 
     def load_student(self, folder: Path, device: torch.device, size: tuple[int, int] | None,
                      steps: int | None) -> DitStudent:
+        from posecast.student import load_student
+
         return load_student(folder, device, size, steps)
 
     def distillation(self, teacher: Path, settings: DistillConfig, resume: bool,
                      fast_decoder: Path | None) -> StartRun:
+        from posecast.train.dit_distill import dit_run, student_config
+
         if fast_decoder is not None:
             raise UsageError("--fast-decoder is for MimicMotion teachers; posecast's own "
                              "students decode with their model's codec")
@@ -110,6 +117,8 @@ class DitFamily:
         return dit_run(str(teacher))
 
     def model_files(self, folder: Path) -> list[str]:
+        from posecast.weights import check_safetensors_header
+
         load_config(str(folder))  # a one-line error for a config posecast cannot read
         check_safetensors_header(folder / "model.safetensors")
         return []
@@ -121,9 +130,12 @@ class DitFamily:
         with `attention`) and its teacher (`teacher`, or random weights of the student's
         architecture), bf16 on CUDA as `render` runs them."""
         from posecast.attention.backends import resolve_backend
-        from posecast.bench.render import bench_codec, time_teacher_render
+        from posecast.bench.render import RenderBenchParts, bench_codec, time_teacher_render
         from posecast.config import preset as make_preset
         from posecast.models.denoiser import Denoiser
+        from posecast.student import DitStudent, student_timesteps
+        from posecast.train.distill import DistillConfig
+        from posecast.train.dit_distill import student_config
 
         if size is not None:
             raise UsageError("--size is for MimicMotion students; posecast's own presets have "
@@ -156,6 +168,30 @@ class DitFamily:
         return RenderBenchParts(student, student.conditions, time_teacher,
                                 resolve_backend(model.config.attention_backend, device), {},
                                 "the teacher timed per frame from one window")
+
+    def bench_teacher(self, preset: str, size: str | None, steps: int, cfg: float,
+                      frames: list[int], attention: list[str], repeats: int,
+                      fast_decode: bool, device: torch.device) -> TeacherBench:
+        """Random weights of `preset`: a denoising step of one window (CFG's two branches as
+        one batch), and decoding, per frame."""
+        from posecast.bench.teacher import TeacherBench, gigabytes, time_teacher
+        from posecast.config import parse_size
+        from posecast.config import preset as make_preset
+
+        config = make_preset(preset)
+        if size is not None:
+            height, width = parse_size(size, config.codec.downsample * config.patch_size)
+            config = config.replace(height=height, width=width)
+        timing = time_teacher(config, steps, cfg, device, repeats, fast_decode)
+        row = {"params": f"{timing.parameters / 1e6:.1f} M", "frames": str(timing.frames),
+               "tokens": str(timing.tokens), "ms / step": f"{timing.step_ms:.1f}",
+               "decode ms / frame": f"{timing.decode_ms_per_frame:.2f}",
+               "FPS": f"{timing.fps:.3f}", "peak GB": gigabytes(timing.peak_memory_gb)}
+        return TeacherBench(
+            f"teacher · {preset} · {config.width}x{config.height} · {steps} steps · "
+            f"CFG {cfg:g} · {timing.device}", [row],
+            {"preset": preset, "width": config.width, "height": config.height, "steps": steps,
+             "cfg": cfg, "timings": [dataclasses.asdict(timing)]})
 
     def training(self, init_from: Path | None, options: TrainingOptions) -> DitTraining:
         from posecast.config import preset

@@ -32,6 +32,7 @@ from posecast.pose.keypoints import Keypoints
 
 if TYPE_CHECKING:  # annotations only
     from posecast.bench.render import RenderBenchParts
+    from posecast.bench.teacher import TeacherBench
     from posecast.streaming.rollout import StudentBackend
     from posecast.train.distill import DistillConfig, StartRun
 
@@ -132,6 +133,11 @@ class Family(Protocol):
     def training(self, init_from: Path | None, options: TrainingOptions) -> Training:
         """`posecast train`'s run for this family, from `init_from` (a folder of it) or from
         scratch, its settings checked (one-line errors, before any output is touched)."""
+
+    def bench_teacher(self, preset: str, size: str | None, steps: int, cfg: float,
+                      frames: list[int], attention: list[str], repeats: int,
+                      fast_decode: bool, device: torch.device) -> TeacherBench:
+        """`bench teacher`: random weights of `preset` at --size (WxH text), timed."""
 
     def bench_parts(self, folder: Path | None, teacher: Path | None, preset: str,
                     size: tuple[int, int] | None, steps: int | None, attention: str,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -115,14 +116,51 @@ def tiny_student(tmp_path_factory, synthetic_dataset, trained_tiny):
 
 def torchrun(command: str, args, port: int, timeout: int = 900):
     """`posecast COMMAND ARGS…` in two CPU processes under torchrun (one thread each), as a
-    finished subprocess.CompletedProcess with its text output."""
+    finished subprocess.CompletedProcess with its text output. `port`: the rendezvous port
+    wanted; when something holds it (a worker left by an earlier run), a free one is used.
+    A run past `timeout` is killed with its workers (its own process group), so none is left
+    holding the port for the next run."""
+    import signal
+    import socket
     import subprocess
 
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node",
-                           "2", "--master-port", str(port), "-m", "posecast", command,
-                           *map(str, args)], capture_output=True, text=True, env=env,
-                          timeout=timeout)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-port", str(port), "-m", "posecast", command, *map(str, args)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for pid in [*_descendants(process.pid), process.pid]:  # workers have own sessions
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _, stderr = process.communicate(timeout=60)
+        raise AssertionError(f"torchrun {command} ran past {timeout} s and was killed with "
+                             f"its workers:\n{stderr[-3000:]}") from None
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (read from /proc: Linux)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
 
 
 def assert_only_the_student_moved(state: dict, before: dict) -> None:

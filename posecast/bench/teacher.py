@@ -28,6 +28,20 @@ class TeacherTiming:
     peak_memory_gb: float | None
 
 
+@dataclass(frozen=True)
+class TeacherBench:
+    """`bench teacher`'s answer for one family: the table's title and rows (column → text, in
+    order) and the --json summary."""
+
+    title: str
+    rows: list[dict[str, str]]
+    summary: dict
+
+
+def gigabytes(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def random_codec(config: DenoiserConfig, device: torch.device, dtype: torch.dtype,
                  fast_decode: bool):
     """The configured codec with random weights (VAE: SD's AutoencoderKL layout)."""

@@ -10,9 +10,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from posecast.cli.devices import parse_size
 from posecast.cli.options import Device, JsonSummary, in_panel
 from posecast.cli.ui import console, err_console
+from posecast.config import parse_size
 from posecast.devices import pick_device
 from posecast.errors import UsageError
 
@@ -66,58 +66,18 @@ def bench_teacher(
 
       posecast bench teacher --preset mimicmotion --frames 16,72      (on a GPU)
     """
-    from posecast.bench.teacher import time_teacher
-    from posecast.config import preset as make_preset
+    from posecast.families import family_with_preset
 
-    if preset.startswith("mimicmotion"):
-        from posecast.mimicmotion.bench import UNETS, time_mimicmotion
-
-        if preset not in UNETS:
-            raise UsageError(f"unknown preset '{preset}'; choose one of base, mini, small, "
-                             f"tiny, {', '.join(UNETS)}")
-        height, width = parse_size(size, 64) if size is not None else (1024, 576)
-        torch_device = pick_device(device)
-        table = Table(title=f"teacher · {preset} · {width}x{height} · {steps} steps · "
-                      f"CFG {cfg:g} (one batch) · {torch_device}")
-        for column in ("params", "attention", "frames / window", "ms / step",
-                       "FPS (denoising)", "peak GB"):
-            table.add_column(column, justify="right")
-        from posecast.pose.keypoints import Keypoints
-
-        example_poses = Keypoints.load(EXAMPLES / "astronaut_poses.npz")
-        timings = []
-        for mode in attention.split(","):
-            if mode not in ("dense", "input_aware"):
-                raise UsageError(f"--attention {mode}: choose dense and/or input_aware")
-            for count in whole_numbers(frames, "--frames", 1):
-                t = time_mimicmotion(preset, height, width, count, steps, torch_device, repeats,
-                                     example_poses if mode == "input_aware" else None)
-                timings.append({"attention": mode, **dataclasses.asdict(t)})
-                table.add_row(f"{t.parameters / 1e6:.0f} M",
-                              "dense" if mode == "dense" else "input-aware (levels 1-3, K 4)",
-                              str(count), f"{t.step_ms:.1f}", f"{t.fps:.3f}",
-                              "-" if t.peak_memory_gb is None else f"{t.peak_memory_gb:.1f}")
-        _print_table(table, {"preset": preset, "width": width, "height": height,
-                             "steps": steps, "cfg": cfg, "timings": timings}, json_summary)
-        return
-
-    config = make_preset(preset)
-    if size is not None:
-        height, width = parse_size(size, config.codec.downsample * config.patch_size)
-        config = config.replace(height=height, width=width)
-    timing = time_teacher(config, steps, cfg, pick_device(device), repeats, fast_decode)
-    table = Table(title=f"teacher · {preset} · {config.width}x{config.height} · {steps} steps · "
-                  f"CFG {cfg:g} · {timing.device}")
-    for column in ("params", "frames", "tokens", "ms / step", "decode ms / frame", "FPS",
-                   "peak GB"):
+    family = family_with_preset(preset)
+    result = family.bench_teacher(preset, size, steps, cfg, whole_numbers(frames, "--frames", 1),
+                                  attention.split(","), repeats, fast_decode,
+                                  pick_device(device))
+    table = Table(title=result.title)
+    for column in result.rows[0]:
         table.add_column(column, justify="right")
-    table.add_row(f"{timing.parameters / 1e6:.1f} M", str(timing.frames), str(timing.tokens),
-                  f"{timing.step_ms:.1f}", f"{timing.decode_ms_per_frame:.2f}",
-                  f"{timing.fps:.3f}",
-                  "-" if timing.peak_memory_gb is None else f"{timing.peak_memory_gb:.1f}")
-    _print_table(table, {"preset": preset, "width": config.width, "height": config.height,
-                         "steps": steps, "cfg": cfg, "timings": [dataclasses.asdict(timing)]},
-                 json_summary)
+    for row in result.rows:
+        table.add_row(*row.values())
+    _print_table(table, result.summary, json_summary)
 
 
 def _print_table(table: Table, summary: dict, as_json: bool) -> None:

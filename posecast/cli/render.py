@@ -10,7 +10,6 @@ from typing import Annotated
 
 import typer
 
-from posecast.cli.devices import parse_size
 from posecast.cli.options import (
     MAX_SEED,
     Device,
@@ -23,6 +22,7 @@ from posecast.cli.options import (
     revision_option,
 )
 from posecast.cli.ui import console, err_console, process_seconds, progress_bar, warn
+from posecast.config import parse_size
 from posecast.devices import pick_device
 from posecast.errors import PosecastError, Terminated, UsageError
 from posecast.paths import (

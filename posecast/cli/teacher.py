@@ -10,7 +10,6 @@ from typing import Annotated
 
 import typer
 
-from posecast.cli.devices import parse_size
 from posecast.cli.options import (
     AllowMissing,
     Cfg,
@@ -25,6 +24,7 @@ from posecast.cli.options import (
     revision_option,
 )
 from posecast.cli.ui import print_result, progress_bar, warn
+from posecast.config import parse_size
 from posecast.devices import pick_device
 from posecast.errors import PosecastError, UsageError
 from posecast.paths import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, require_file, require_output

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from posecast.bench.render import RenderBenchParts
-from posecast.bench.teacher import peak_memory_gb, time_calls
+from posecast.bench.teacher import TeacherBench, peak_memory_gb, time_calls
 from posecast.mimicmotion.attention import InputAwareSettings, InputAwareUNet
 from posecast.mimicmotion.model import MimicMotion
 from posecast.pose.keypoints import Keypoints
@@ -161,3 +161,36 @@ def render_bench_parts(folder: Path | None, teacher: Path | None, preset: str,
     return RenderBenchParts(student, conditions, time_teacher, student.settings.backend,
                             {"decoder": decoder},
                             "the teacher: denoising of one 16-frame window, decoding excluded")
+
+
+def teacher_bench(preset: str, size: str | None, steps: int, cfg: float, frames: list[int],
+                  attention: list[str], repeats: int, device: torch.device) -> TeacherBench:
+    """`bench teacher --preset mimicmotion…`: the teacher at real size (default 576×1024),
+    random weights built on the meta device, a denoising step per window size and attention
+    (input-aware: masks from the bundled example's poses), CFG's branches as one batch."""
+    import dataclasses
+
+    from posecast.bench.teacher import gigabytes
+    from posecast.config import parse_size
+    from posecast.errors import UsageError
+
+    height, width = parse_size(size, 64) if size is not None else (1024, 576)
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    poses = Keypoints.load(examples / "astronaut_poses.npz")
+    rows, timings = [], []
+    for mode in attention:
+        if mode not in ("dense", "input_aware"):
+            raise UsageError(f"--attention {mode}: choose dense and/or input_aware")
+        for count in frames:
+            t = time_mimicmotion(preset, height, width, count, steps, device, repeats,
+                                 poses if mode == "input_aware" else None)
+            timings.append({"attention": mode, **dataclasses.asdict(t)})
+            rows.append({"params": f"{t.parameters / 1e6:.0f} M",
+                         "attention": "dense" if mode == "dense" else
+                         "input-aware (levels 1-3, K 4)",
+                         "frames / window": str(count), "ms / step": f"{t.step_ms:.1f}",
+                         "FPS (denoising)": f"{t.fps:.3f}", "peak GB": gigabytes(t.peak_memory_gb)})
+    return TeacherBench(f"teacher · {preset} · {width}x{height} · {steps} steps · CFG {cfg:g} "
+                        f"(one batch) · {device}", rows,
+                        {"preset": preset, "width": width, "height": height, "steps": steps,
+                         "cfg": cfg, "timings": timings})

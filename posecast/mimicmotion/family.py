@@ -12,7 +12,7 @@ import torch
 
 from posecast.errors import InputError, UsageError
 from posecast.families import TrainingOptions
-from posecast.mimicmotion.bench import UNETS, render_bench_parts
+from posecast.mimicmotion.bench import UNETS, render_bench_parts, teacher_bench
 from posecast.mimicmotion.distill import mimicmotion_run, student_settings
 from posecast.mimicmotion.model import COMPONENTS, missing_component, read_config
 from posecast.mimicmotion.student import MimicMotionStudent, is_student_folder, load_student
@@ -68,6 +68,10 @@ class MimicMotionFamily:
             attention=options.attention, k_frames=options.k_frames,
             region_alphas=options.region_alphas, fsdp=options.fsdp)
         return FineTuning(init_from, settings)
+
+    def bench_teacher(self, preset, size, steps, cfg, frames, attention, repeats, fast_decode,
+                      device):
+        return teacher_bench(preset, size, steps, cfg, frames, attention, repeats, device)
 
     def bench_parts(self, folder, teacher, preset, size, steps, attention, backend, device):
         return render_bench_parts(folder, teacher, preset, size, steps, attention, backend,
