@@ -47,17 +47,6 @@ def _inputs(frames: int, seed: int = 3):
     return x, conditions, maps, poses
 
 
-def _cached(student: MimicMotionStudent, x, conditions, maps, poses, sigma: float = 5.0):
-    """D(x; σ) chunk by chunk against the cache, each chunk committed with its own input."""
-    rollout = Rollout(student, conditions, lambda s, e: maps[:, s:e], lambda s, e: [poses[s:e]])
-    outputs = []
-    for start in range(0, x.shape[1], student.chunk):
-        chunk = x[:, start:start + student.chunk]
-        outputs.append(rollout.estimate(chunk, sigma))
-        rollout.store(chunk, sigma)
-    return torch.cat(outputs, dim=1)
-
-
 def test_no_frame_sees_a_later_chunk():
     """Changing the last chunk's inputs (latents and poses) leaves every earlier frame exactly
     as it was, in the whole pass and in the streamed video; the teacher's own network (no

@@ -12,7 +12,6 @@ construction, and its whole-window oracle is one line (`ToyNet.oracle`).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from posecast.errors import UsageError
 from posecast.pose.draw import render_pose_maps
 from posecast.pose.framing import Box, fit_box
 from posecast.pose.keypoints import Keypoints
-from posecast.train.distill import DistillConfig, make_optimizers
+from posecast.train.distill import DistillConfig, even_levels, make_optimizers
 
 SIZE = 32  # frame side in pixels; latents are SIZE // 2
 
@@ -215,13 +214,7 @@ class ToyRun:
         return clean
 
     def trajectory_levels(self, ode_steps: int) -> tuple[list[float], list[int]]:
-        times = [*self.student.levels(), 0.0]
-        per = max(1, math.ceil(ode_steps / (len(times) - 1)))
-        levels, marks = [], []
-        for start, end in zip(times[:-1], times[1:], strict=True):
-            marks.append(len(levels))
-            levels += torch.linspace(start, end, per + 1).tolist()[:-1]
-        return levels + [0.0], marks
+        return even_levels([*self.student.levels(), 0.0], ode_steps)
 
     def dmd_levels(self, fraction: torch.Tensor) -> torch.Tensor:
         return fraction

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -269,6 +270,18 @@ def euler_trajectory(score: Score, start: torch.Tensor, levels: list[float],
             clean = score("teacher", x, torch.full((x.shape[0],), level, device=x.device), cfg)
             x = x + (following - level) * (x - clean) / level
     return torch.stack(states), x
+
+
+def even_levels(times: list[float], ode_steps: int) -> tuple[list[float], list[int]]:
+    """Euler levels in even steps between consecutive `times` (the student's levels, then 0),
+    ode_steps split over the intervals (rounded up), ending at 0; and the index of each of
+    `times[:-1]` among them (the states an ODE pair keeps)."""
+    per = max(1, math.ceil(ode_steps / (len(times) - 1)))
+    levels, marks = [], []
+    for start, end in zip(times[:-1], times[1:], strict=True):
+        marks.append(len(levels))
+        levels += torch.linspace(start, end, per + 1).tolist()[:-1]
+    return levels + [0.0], marks
 
 
 def pair_generator(seed: int, index: int) -> torch.Generator:

@@ -6,7 +6,6 @@ critic is trained by flow matching (‖v − (ε − x₀)‖² = ‖x̂₀ − 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from posecast.models.denoiser import Denoiser
 from posecast.models.pretrained import from_pretrained, model_card, save_pretrained
 from posecast.pose.keypoints import Keypoints
 from posecast.student import DitStudent
-from posecast.train.distill import DistillConfig, Score, StartRun, make_optimizers
+from posecast.train.distill import DistillConfig, Score, StartRun, even_levels, make_optimizers
 from posecast.train.distributed import Distributed
 
 
@@ -153,14 +152,8 @@ class DitDistillation:
         return clean
 
     def trajectory_levels(self, ode_steps: int) -> tuple[list[float], list[int]]:
-        """Even steps in t between the student's times (ode_steps split over them)."""
-        times = self.student.timesteps
-        per = max(1, math.ceil(ode_steps / (len(times) - 1)))
-        levels, marks = [], []
-        for start, end in zip(times[:-1], times[1:], strict=True):
-            marks.append(len(levels))
-            levels += torch.linspace(start, end, per + 1).tolist()[:-1]
-        return levels + [0.0], marks
+        """Even steps in t between the student's times."""
+        return even_levels(self.student.timesteps, ode_steps)
 
     def dmd_levels(self, fraction: torch.Tensor) -> torch.Tensor:
         return shift_time(fraction, self.teacher.config.sampler.shift)
