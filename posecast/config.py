@@ -234,7 +234,7 @@ RATE = number(0, 1)  # learning rates, decays
 REGION_RULES: dict[str, Rule] = {region: number(0, 1000)
                                  for region in ("face", "lips", "hands", "arms")}
 
-# posecast/train/teacher.py TrainConfig
+# posecast/dit/train.py TrainConfig
 TRAIN_RULES: dict[str, Rule] = {
     "max_steps": whole(1, MAX_STEPS), "batch_size": whole(1, 4096), "learning_rate": RATE,
     "weight_decay": RATE, "ema_decay": RATE, "checkpoint_every": whole(1, MAX_STEPS),

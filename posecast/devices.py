@@ -23,3 +23,10 @@ def pick_device(name: str) -> torch.device:
     if name == "cpu":
         return torch.device("cpu")
     raise UsageError(f"--device {name}: use auto, cpu or cuda[:N]")
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA, nothing elsewhere (the CPU runs fp32)."""
+    import torch
+
+    return torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda")

@@ -6,7 +6,7 @@ before families were named); every command that makes a folder writes it. The re
 name to the module that defines the family's `FAMILY` (imported when first needed: MimicMotion's
 pulls in diffusers); `register` adds a family defined elsewhere (the tests' toy family).
 
-  dit          posecast's own DiT with flow matching (dit_family.py)
+  dit          posecast's own DiT with flow matching (dit/)
   mimicmotion  SVD's UNet with MimicMotion's pose network (mimicmotion/family.py)
 
 A new family is one folder with a module that defines `FAMILY` (see `Family` for what it
@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # annotations only
     from posecast.streaming.rollout import StudentBackend
     from posecast.train.distill import DistillConfig, StartRun
 
-KNOWN = {"dit": "posecast.dit_family", "mimicmotion": "posecast.mimicmotion.family"}
+KNOWN = {"dit": "posecast.dit.family", "mimicmotion": "posecast.mimicmotion.family"}
 
 
 class LoadedTeacher(Protocol):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
@@ -48,17 +49,9 @@ class Pipeline:
                                  compile=compile, revision=revision)
         return cls(renderer, load_motion(motion, str(torch_device)))
 
-    @property
-    def width(self) -> int:
-        return self.renderer.width
-
-    @property
-    def height(self) -> int:
-        return self.renderer.height
-
-    @property
-    def steps(self) -> int:
-        return self.renderer.steps
+    width = property(attrgetter("renderer.width"))
+    height = property(attrgetter("renderer.height"))
+    steps = property(attrgetter("renderer.steps"))
 
     def __call__(self, audio: str | os.PathLike, portrait: str | os.PathLike,
                  fps: float = 25.0, seed: int = 0,

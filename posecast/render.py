@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ import torch
 from posecast.errors import DetectionError
 from posecast.media import AudioClip, load_audio, load_portrait, write_mp4
 from posecast.media.audio import MAX_MINUTES
-from posecast.models.codecs import to_uint8_frames
+from posecast.media.image import to_uint8_frames
 from posecast.motion import frame_count, load_motion
 from posecast.paths import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, require_file
 from posecast.pose.extract import extract_image
@@ -131,13 +132,8 @@ class Renderer:
                         on_warning(compile_failure(error))
                     student.network = eager
 
-    @property
-    def width(self) -> int:
-        return self.student.width
-
-    @property
-    def height(self) -> int:
-        return self.student.height
+    width = property(attrgetter("student.width"))
+    height = property(attrgetter("student.height"))
 
     @property
     def steps(self) -> int:

@@ -41,12 +41,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from posecast.dit.codecs import make_codec
+from posecast.dit.pretrained import from_pretrained
+from posecast.dit.sampling import decode_frames, prepare_conditions, sample_latents
 from posecast.evaluate import ClipScores, evaluate_folder, pooled_lip_sync
 from posecast.families import load_renderer
-from posecast.generate import decode_frames, prepare_conditions, sample_latents
 from posecast.media import AudioClip, iter_video_frames, load_audio, probe_video, write_mp4
-from posecast.models.codecs import make_codec
-from posecast.models.pretrained import from_pretrained
 from posecast.pose.cache import KEYPOINT_CACHE, entry_path
 from posecast.pose.framing import crop_resize, fit_box, fit_keypoints
 from posecast.pose.keypoints import Keypoints

@@ -89,7 +89,7 @@ def synthetic_dataset(tmp_path_factory) -> Path:
 def trained_tiny(tmp_path_factory, synthetic_dataset):
     """A `tiny` teacher trained for 80 steps, and its per-step losses."""
     from posecast.config import preset
-    from posecast.train.teacher import TrainConfig, train_teacher
+    from posecast.dit.train import TrainConfig, train_teacher
 
     out = tmp_path_factory.mktemp("teacher") / "tiny"
     losses = []

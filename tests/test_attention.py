@@ -243,7 +243,7 @@ def test_reference_frame_tokens_see_only_their_own_region():
 
 
 def test_denoiser_runs_with_input_aware_attention():
-    from posecast.models.denoiser import Denoiser
+    from posecast.dit.denoiser import Denoiser
 
     torch.manual_seed(0)
     outputs = {}
@@ -270,8 +270,8 @@ def test_denoiser_runs_with_input_aware_attention():
 def _fine_tune_loss_and_gradients(model, config, batch, seed=4):
     """The teacher fine-tune's loss (train.teacher.flow_matching_loss) on `batch` under
     `config`, and the gradient of every parameter of `model`."""
-    from posecast.models.codecs import PixelCodec
-    from posecast.train.teacher import flow_matching_loss
+    from posecast.dit.codecs import PixelCodec
+    from posecast.dit.train import flow_matching_loss
 
     model.zero_grad(set_to_none=True)
     loss = flow_matching_loss(model, PixelCodec(config.codec), batch, config,
@@ -305,8 +305,8 @@ def test_the_input_aware_fine_tune_equals_its_dense_oracle(synthetic_dataset, mo
     (which differ from unmasked attention: the mask matters)."""
     from posecast.attention.mask import InputAwareMask
     from posecast.data.clips import ClipDataset
-    from posecast.models.denoiser import Denoiser
-    from posecast.train import teacher
+    from posecast.dit import train as teacher
+    from posecast.dit.denoiser import Denoiser
 
     config = preset("tiny", attention="input_aware", attention_backend="gather", k_frames=1,
                     reference_frame=True)
@@ -348,10 +348,10 @@ def test_the_input_aware_fine_tune_equals_its_dense_oracle(synthetic_dataset, mo
 
 def test_teacher_fine_tunes_and_samples_with_input_aware_attention(tmp_path, trained_tiny,
                                                                    synthetic_dataset):
-    from posecast.generate import prepare_conditions, sample_latents
-    from posecast.models.codecs import PixelCodec
-    from posecast.models.pretrained import from_pretrained
-    from posecast.train.teacher import TrainConfig, train_teacher
+    from posecast.dit.codecs import PixelCodec
+    from posecast.dit.pretrained import from_pretrained
+    from posecast.dit.sampling import prepare_conditions, sample_latents
+    from posecast.dit.train import TrainConfig, train_teacher
 
     config = from_pretrained(trained_tiny[0]).config.replace(attention="input_aware",
                                                              k_frames=2)
@@ -390,7 +390,7 @@ def test_xformers_backend_names_its_extra_when_missing(monkeypatch):
 def test_a_block_causal_student_never_sees_later_chunks():
     """The student's configuration (input-aware + chunks of 2 frames): changing the noisy
     input of chunk 1 leaves chunk 0's output untouched, and changes chunk 1's."""
-    from posecast.models.denoiser import Denoiser
+    from posecast.dit.denoiser import Denoiser
 
     config = preset("tiny", attention="input_aware", chunk=2, k_frames=2)
     torch.manual_seed(0)

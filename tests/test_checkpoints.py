@@ -16,7 +16,7 @@ from posecast.errors import PosecastError
 def trained_run(tmp_path_factory, synthetic_dataset):
     """A tiny teacher run of 2 steps with a checkpoint, as `posecast train` leaves it."""
     from posecast.config import preset
-    from posecast.train.teacher import TrainConfig, train_teacher
+    from posecast.dit.train import TrainConfig, train_teacher
 
     out = tmp_path_factory.mktemp("run") / "teacher"
     train_teacher(synthetic_dataset, out, preset("tiny"),
@@ -89,7 +89,7 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_the_last_good_model(
         run_cli, tmp_path, monkeypatch, synthetic_dataset, trained_run):
     """The weights turn NaN after the first resumed step (as a diverging run's do): no
     checkpoint or model is written from them, the previous ones stay, exit 1 with one line."""
-    from posecast.train import teacher
+    from posecast.dit import train as teacher
 
     out = _copy(trained_run, tmp_path)
     before = _snapshot(out)
@@ -111,8 +111,8 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_the_last_good_model(
 
 def test_save_pretrained_never_writes_non_finite_weights(tmp_path):
     from posecast.config import preset
-    from posecast.models.denoiser import Denoiser
-    from posecast.models.pretrained import save_pretrained
+    from posecast.dit.denoiser import Denoiser
+    from posecast.dit.pretrained import save_pretrained
 
     model = Denoiser(preset("tiny"))
     save_pretrained(model, tmp_path / "m")

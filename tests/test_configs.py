@@ -35,8 +35,8 @@ BAD_MODEL_CONFIGS = [
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory):
     """A tiny (untrained) model folder whose config.json each test rewrites."""
-    from posecast.models.denoiser import Denoiser
-    from posecast.models.pretrained import save_pretrained
+    from posecast.dit.denoiser import Denoiser
+    from posecast.dit.pretrained import save_pretrained
 
     return save_pretrained(Denoiser(PRESETS["tiny"]), tmp_path_factory.mktemp("m") / "tiny")
 
@@ -88,8 +88,8 @@ def test_a_codec_folder_inside_the_model_folder_is_found_there_not_in_the_curren
         tmp_path, monkeypatch, model_folder):
     """A relative codec repo means a folder inside the model folder, whatever the current
     folder; written back relative, so the folder can move."""
-    from posecast.models.denoiser import Denoiser
-    from posecast.models.pretrained import load_config, save_pretrained
+    from posecast.dit.denoiser import Denoiser
+    from posecast.dit.pretrained import load_config, save_pretrained
 
     _no_download(monkeypatch)
     folder = _with_config(model_folder, tmp_path, {"codec": {"kind": "vae", "repo": "a/vae"}})
@@ -140,8 +140,8 @@ def test_a_bad_distill_config_is_one_line_naming_file_or_flag(run_cli, tmp_path,
 
 
 def test_settings_objects_check_types_and_ranges_themselves():
+    from posecast.dit.train import TrainConfig
     from posecast.train.distill import DistillConfig
-    from posecast.train.teacher import TrainConfig
 
     with pytest.raises(ConfigError, match='learning_rate is "abc"'):
         DistillConfig.from_dict({"learning_rate": "abc"})
@@ -158,7 +158,7 @@ def test_settings_objects_check_types_and_ranges_themselves():
 
 
 def test_a_model_config_that_is_not_json_is_one_line(tmp_path, model_folder):
-    from posecast.models.pretrained import load_config
+    from posecast.dit.pretrained import load_config
 
     folder = _with_config(model_folder, tmp_path, {})
     (folder / "config.json").write_text("[1, 2")

@@ -5,9 +5,9 @@ import torch
 
 from posecast.diffusion.flow import euler, guided, heun, sampling_timesteps
 from posecast.diffusion.windows import window_starts, windowed_velocity
-from posecast.generate import prepare_conditions, sample_latents
-from posecast.models.codecs import PixelCodec
-from posecast.models.pretrained import from_pretrained
+from posecast.dit.codecs import PixelCodec
+from posecast.dit.pretrained import from_pretrained
+from posecast.dit.sampling import prepare_conditions, sample_latents
 
 
 def test_samplers_solve_a_straight_flow_exactly():

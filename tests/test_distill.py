@@ -15,12 +15,13 @@ from safetensors.torch import load_file
 
 from posecast.config import preset
 from posecast.data.clips import ClipDataset
+from posecast.dit.codecs import make_codec
+from posecast.dit.distill import DitDistillation, prepare_window, student_config
+from posecast.dit.pretrained import from_pretrained, load_config
+from posecast.dit.student import DitStudent
 from posecast.errors import UsageError
 from posecast.families import distill
-from posecast.models.codecs import make_codec
-from posecast.models.pretrained import from_pretrained, load_config
 from posecast.pose.regions import Region, region_masks
-from posecast.student import DitStudent
 from posecast.train.distill import (
     DistillConfig,
     dmd_gradient,
@@ -29,7 +30,6 @@ from posecast.train.distill import (
     stored_pair_loss,
 )
 from posecast.train.distributed import Distributed
-from posecast.train.dit_distill import DitDistillation, prepare_window, student_config
 from posecast.train.region_loss import (
     REGION_BITS,
     RegionWeights,
@@ -241,7 +241,7 @@ def test_the_dmd_gradient_moves_a_sample_towards_the_teachers_prediction(monkeyp
     flipped sign points straight away from it."""
     from types import SimpleNamespace
 
-    from posecast.train import dit_distill
+    from posecast.dit import distill as dit_distill
 
     generator = torch.Generator().manual_seed(0)
     x0 = torch.randn(2, 4, 3, 8, 8, generator=generator)
@@ -513,7 +513,7 @@ def test_distillation_brings_the_student_closer_to_the_teacher_in_face_and_hands
     """The student's 2-step samples against the teacher's 25-step CFG samples from the same
     noise and conditions, before distillation (teacher weights in the causal student) and
     after (ODE init + DMD with the region loss)."""
-    from posecast.models.denoiser import Denoiser
+    from posecast.dit.denoiser import Denoiser
     from posecast.train.distill import euler_trajectory, student_sample
 
     teacher = from_pretrained(trained_tiny[0])

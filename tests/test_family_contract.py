@@ -29,8 +29,8 @@ def _dit(attention: str):
     from test_student import _random_model
 
     from posecast.config import preset
-    from posecast.models.codecs import PixelCodec
-    from posecast.student import DitStudent, student_timesteps
+    from posecast.dit.codecs import PixelCodec
+    from posecast.dit.student import DitStudent, student_timesteps
 
     config = preset("tiny", attention=attention, chunk=2, window=6, k_frames=2)
     model = _random_model(config)

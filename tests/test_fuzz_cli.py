@@ -696,8 +696,8 @@ def tiny_random_student(tmp_path_factory) -> Path:
 
     from posecast.assets import starter_model
     from posecast.config import DenoiserConfig
-    from posecast.models.denoiser import Denoiser
-    from posecast.models.pretrained import save_pretrained
+    from posecast.dit.denoiser import Denoiser
+    from posecast.dit.pretrained import save_pretrained
 
     config = DenoiserConfig.load(starter_model() / "config.json")
     torch.manual_seed(0)

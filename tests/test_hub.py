@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from posecast.config import CodecConfig, preset
+from posecast.dit.denoiser import Denoiser
+from posecast.dit.pretrained import from_pretrained, save_pretrained
 from posecast.errors import InputError, PosecastError, UsageError
 from posecast.hub import resolve_folder
-from posecast.models.denoiser import Denoiser
-from posecast.models.pretrained import from_pretrained, save_pretrained
 
 
 def _hf_cache(root, repo_id: str, files: dict[str, bytes], revision: str = "a" * 40):
@@ -99,7 +99,7 @@ def test_a_folder_that_is_not_a_model(tmp_path):
 def test_vae_codec_from_the_hf_cache(tmp_path, offline_cache):
     from diffusers import AutoencoderKL, AutoencoderTiny
 
-    from posecast.models.codecs import make_codec
+    from posecast.dit.codecs import make_codec
 
     vae = AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
                         up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4,

@@ -46,8 +46,8 @@ def _commands_with_json() -> set[str]:
 @pytest.fixture
 def tiny_teacher(tmp_path):
     from posecast.config import preset
-    from posecast.models.denoiser import Denoiser
-    from posecast.models.pretrained import save_pretrained
+    from posecast.dit.denoiser import Denoiser
+    from posecast.dit.pretrained import save_pretrained
 
     torch.manual_seed(0)
     return save_pretrained(Denoiser(preset("tiny")), tmp_path / "teacher")

@@ -9,11 +9,11 @@ import torch
 
 from posecast.config import preset
 from posecast.data.synthetic import synthetic_clip
-from posecast.models.codecs import PixelCodec
-from posecast.models.denoiser import Denoiser
+from posecast.dit.codecs import PixelCodec
+from posecast.dit.denoiser import Denoiser
+from posecast.dit.student import DitStudent, student_timesteps
 from posecast.pose.stream import PoseStream
 from posecast.streaming.rollout import chunk_latents
-from posecast.student import DitStudent, student_timesteps
 
 
 def _chunks(poses, size):

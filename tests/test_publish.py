@@ -86,8 +86,8 @@ def run_folder(tmp_path):
     import torch
 
     from posecast.config import preset
-    from posecast.models.denoiser import Denoiser
-    from posecast.models.pretrained import save_pretrained
+    from posecast.dit.denoiser import Denoiser
+    from posecast.dit.pretrained import save_pretrained
 
     torch.manual_seed(0)
     run = save_pretrained(Denoiser(preset("tiny")), tmp_path / "runs" / "teacher")

@@ -401,8 +401,8 @@ def test_export_and_dataset_folders_carry_the_marker_and_can_be_overwritten(tmp_
     import torch
 
     from posecast.config import preset
-    from posecast.models.denoiser import Denoiser
-    from posecast.models.pretrained import save_pretrained
+    from posecast.dit.denoiser import Denoiser
+    from posecast.dit.pretrained import save_pretrained
     from posecast.ownership import MARKER
 
     torch.manual_seed(0)
@@ -448,9 +448,9 @@ def test_every_loader_refuses_nan_or_integer_weights_naming_the_tensor(tmp_path)
     import torch
 
     from posecast.config import preset
+    from posecast.dit.denoiser import Denoiser
+    from posecast.dit.pretrained import from_pretrained, save_pretrained
     from posecast.errors import InputError
-    from posecast.models.denoiser import Denoiser
-    from posecast.models.pretrained import from_pretrained, save_pretrained
     from posecast.motion.learned import LearnedMotion, MotionConfig, MotionNetwork
     from posecast.train.perceptual import LPIPS_FILE, LpipsNetwork, _load_lpips
 

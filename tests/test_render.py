@@ -257,7 +257,7 @@ def test_shards_split_the_jobs_exactly(tmp_path):
 
 def test_the_bundled_starter_model_renders_by_default(run_cli, tmp_path, portrait_path):
     from posecast.assets import starter_model, starter_teacher
-    from posecast.models.pretrained import load_config
+    from posecast.dit.pretrained import load_config
 
     config = load_config(starter_model())
     assert config.is_student and (config.width, config.height) == (64, 64)

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-import posecast.student
+import posecast.dit.student
 from posecast.config import preset
 from posecast.data.synthetic import synthetic_clip
-from posecast.models.denoiser import Denoiser
+from posecast.dit.denoiser import Denoiser
+from posecast.dit.student import DitStudent, student_timesteps
 from posecast.streaming.rollout import Rollout, StreamState
-from posecast.student import DitStudent, student_timesteps
 
 
 def _random_model(config):
@@ -102,7 +102,7 @@ def test_a_cuda_rollout_equals_the_cpu_rollout(attention, monkeypatch):
     runs under bf16 autocast, whose rounding alone moves these frames by up to 0.02 (measured
     on an H200, and the same on the CPU under bf16 autocast), a third of what a wrong mask
     does here (dense against input-aware: up to 0.06)."""
-    monkeypatch.setattr(posecast.student, "autocast", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(posecast.dit.student, "autocast", lambda device: contextlib.nullcontext())
     config = preset("tiny", attention=attention, chunk=2, window=4, k_frames=2)
     model = _random_model(config)
     _, poses = synthetic_clip(32, 4, 25.0, np.random.default_rng(0))

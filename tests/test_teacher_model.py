@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from posecast.config import PRESETS, DenoiserConfig, preset
+from posecast.dit.denoiser import Denoiser
 from posecast.errors import UsageError
-from posecast.models.denoiser import Denoiser
 
 
 def _inputs(config: DenoiserConfig, batch: int = 2, frames: int = 3, seed: int = 0):

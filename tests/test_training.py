@@ -9,8 +9,8 @@ from conftest import torchrun
 from safetensors.torch import load_file
 
 from posecast.config import preset
-from posecast.models.pretrained import from_pretrained
-from posecast.train.teacher import TrainConfig, train_teacher
+from posecast.dit.pretrained import from_pretrained
+from posecast.dit.train import TrainConfig, train_teacher
 
 
 def test_tiny_teacher_learns(trained_tiny, synthetic_dataset):
@@ -19,7 +19,7 @@ def test_tiny_teacher_learns(trained_tiny, synthetic_dataset):
     not denoising at all (x̂₀ = x_t, what a model that learnt nothing, v = 0, gives) and a
     tenth of pure noise's; and its EMA weights lie between the initial and the raw ones."""
     from posecast.data.clips import ClipDataset
-    from posecast.models.denoiser import Denoiser
+    from posecast.dit.denoiser import Denoiser
 
     out, losses = trained_tiny
     assert len(losses) == 80 and all(np.isfinite(losses))
@@ -195,9 +195,9 @@ def test_region_alphas_make_the_teacher_loss_a_weighted_mean(synthetic_dataset):
     weights the loss is its plain mean, and with a huge lips α it is the mean inside the lips'
     masks (so the masks land on the right frames and pixels, and the mean is normalised)."""
     from posecast.data.clips import ClipDataset
-    from posecast.models.codecs import make_codec
+    from posecast.dit.codecs import make_codec
+    from posecast.dit.train import flow_matching_loss
     from posecast.pose.regions import lip_mask
-    from posecast.train.teacher import flow_matching_loss
 
     config = preset("tiny")
     data = ClipDataset(synthetic_dataset, config.height, config.width, with_region_bits=True)

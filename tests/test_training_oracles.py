@@ -110,10 +110,10 @@ def _window(batch: int) -> SimpleNamespace:
 
 
 def _dit_run(teacher, critic, settings=None, cfg: float = 2.0):
-    """The DiT family's distillation maths (train/dit_distill.py) around fake networks: its
+    """The DiT family's distillation maths (dit/distill.py) around fake networks: its
     scores, levels and critic weighting, with the student's flow-matching noising."""
-    from posecast.student import DitStudent
-    from posecast.train.dit_distill import DitDistillation
+    from posecast.dit.distill import DitDistillation
+    from posecast.dit.student import DitStudent
 
     run = DitDistillation.__new__(DitDistillation)  # no networks are loaded
     run.teacher, run.critic, run.cfg = teacher, critic, cfg
@@ -281,8 +281,8 @@ def test_the_teacher_loss_is_zero_for_the_true_velocity(tiny_batch, alphas):
     (x_t − x₀)/t, the true velocity of the path through x_t, has loss 0 (with and without
     the region weights); off by a constant δ everywhere, its loss is δ². The flipped target
     x₀ − ε would charge the true velocity 4·mean((ε − x₀)²), about 5."""
-    from posecast.models.codecs import make_codec
-    from posecast.train.teacher import flow_matching_loss
+    from posecast.dit.codecs import make_codec
+    from posecast.dit.train import flow_matching_loss
 
     config = preset("tiny")
     codec = make_codec(config.codec, torch.device("cpu"))
@@ -329,8 +329,8 @@ def test_condition_dropout_drops_the_configured_share_of_windows(dropout):
     probability `condition_dropout`: over DRAWS windows the dropped count is binomial. The
     same windows' times are SD3's logit-normal, shifted like the sampler's (diffusion/flow.py):
     unshifted and through the logit, standard normal."""
-    from posecast.models.codecs import make_codec
-    from posecast.train.teacher import flow_matching_loss
+    from posecast.dit.codecs import make_codec
+    from posecast.dit.train import flow_matching_loss
 
     config = preset("tiny", condition_dropout=dropout)
     g = torch.Generator().manual_seed(0)
@@ -571,7 +571,7 @@ def _parameters(module) -> torch.Tensor:
 
 def test_ema_update_moves_the_average_a_share_of_the_way():
     """ema ← decay·ema + (1 − decay)·param, by hand on known numbers."""
-    from posecast.train.teacher import ema_update
+    from posecast.dit.train import ema_update
 
     ema, model = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
     with torch.no_grad():
@@ -590,8 +590,8 @@ def test_the_teachers_ema_follows_its_formula_through_training(tmp_path, synthet
     """A 3-step teacher run, its raw weights recorded after every optimiser step: the saved
     model (the EMA) equals the average replayed here from the initial weights with the
     warm-up decay d_k = min(ema_decay, (1 + k)/(10 + k)) after step k."""
-    import posecast.train.teacher as teacher_module
-    from posecast.models.pretrained import from_pretrained
+    import posecast.dit.train as teacher_module
+    from posecast.dit.pretrained import from_pretrained
 
     snapshots = []
     apply_gradients = teacher_module.apply_gradients

@@ -18,12 +18,9 @@ import numpy as np
 import torch
 import torch._dynamo
 
-from posecast.bench.teacher import random_codec
-from posecast.generate import Conditions, decode_frames, sample_latents
+from posecast.bench.teacher import sync
 from posecast.media import AudioClip, write_mp4
-from posecast.models.codecs import PixelCodec, to_uint8_frames
-from posecast.models.denoiser import Denoiser
-from posecast.pose.draw import render_pose_maps
+from posecast.media.image import to_uint8_frames
 from posecast.pose.keypoints import Keypoints
 from posecast.streaming.rollout import StreamState, StudentBackend, chunk_latents
 
@@ -53,75 +50,6 @@ class RenderBenchParts:
     backend: str  # the input-aware attention backend the student runs
     details: dict  # the family's own fields of the JSON summary
     teacher_note: str  # how the teacher was timed (the table's last line)
-
-
-class RandomVae:
-    """A codec with random weights in the configured VAE's shapes (timing only)."""
-
-    def __init__(self, config, device, dtype, fast_decode: bool) -> None:
-        _, self.decoder = random_codec(config, device, dtype, fast_decode)
-        self.config, self.dtype = config, dtype
-        self.fast = fast_decode
-
-    def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        size = (frames.shape[-2] // self.config.codec.downsample,
-                frames.shape[-1] // self.config.codec.downsample)
-        return torch.zeros(frames.shape[0], self.config.codec.latent_channels, *size,
-                           device=frames.device)
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.decoder.decode(latents.to(self.dtype)).sample.clamp(-1, 1)
-
-
-def bench_codec(model: Denoiser, device: torch.device, fast_decode: bool, random: bool):
-    from posecast.models.codecs import make_codec
-
-    config = model.config
-    if config.codec.kind == "pixel":
-        return PixelCodec(config.codec)
-    if random:
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        return RandomVae(config, device, dtype, fast_decode)
-    return make_codec(config.codec, device, fast_decode=fast_decode)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_teacher_render(model: Denoiser, codec, reference: torch.Tensor, poses: Keypoints,
-                        steps: int, cfg: float) -> PipelineTiming:
-    """The teacher per frame from one window: one denoising step of its first window (CFG's
-    branches as one batch) timed and multiplied by `steps`, plus decoding that window. The
-    real sampler fuses overlapping windows, so a long video costs it somewhat more per frame;
-    this keeps the bench short at real sizes."""
-    config, device = model.config, next(model.parameters()).device
-    window = poses[:min(len(poses), config.window)]
-    maps = torch.from_numpy(render_pose_maps(window, config.height, config.width))
-    conditions = Conditions(reference, maps.permute(0, 3, 1, 2).contiguous(), window)
-
-    def one_step() -> torch.Tensor:
-        return sample_latents(model, codec, conditions, 1, cfg, seed=0,
-                              method=config.sampler.method)
-
-    one_step()  # warm-up: kernels, allocator, compiled attention
-    _sync(device)
-    started = time.perf_counter()
-    latents = one_step()
-    _sync(device)
-    step = time.perf_counter() - started
-    started = time.perf_counter()
-    for _ in decode_frames(codec, latents):
-        pass
-    _sync(device)
-    decode = time.perf_counter() - started
-    per_frame = len(window)
-    frames = len(poses)
-    denoise = steps * step / per_frame * frames
-    decode = decode / per_frame * frames
-    return PipelineTiming("teacher", frames, denoise, decode, denoise + decode, None, None)
 
 
 def write_profile(path: Path, device: torch.device, run: Callable[[], object]) -> None:
@@ -164,10 +92,10 @@ def time_student_render(student: StudentBackend, conditions, poses: Keypoints,
     def run(sink: Callable | None = None) -> tuple[float, float, float, float]:
         denoise = decode = 0.0
         first = None
-        _sync(device)
+        sync(device)
         started = tick = time.perf_counter()
         for start, latents in chunk_latents(student, conditions, poses, 0, state):
-            _sync(device)
+            sync(device)
             tock = time.perf_counter()
             with torch.no_grad():
                 pixels = to_uint8_frames(student.decode(latents[0]))[:frames - start]

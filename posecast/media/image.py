@@ -97,3 +97,9 @@ def load_portrait(path: str | os.PathLike) -> np.ndarray:
 def save_image(path: str | os.PathLike, rgb: np.ndarray) -> None:
     """Write an (H, W, 3) uint8 array; the format follows the extension."""
     Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(Path(path))
+
+
+def to_uint8_frames(images) -> np.ndarray:
+    """Decoded images, a tensor (N, 3, H, W) in [-1, 1] → frames (N, H, W, 3) uint8 on the CPU."""
+    pixels = ((images.float() + 1) * 127.5).round().clamp(0, 255).byte()
+    return pixels.permute(0, 2, 3, 1).cpu().numpy()

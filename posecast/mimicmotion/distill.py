@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from posecast.devices import autocast
 from posecast.diffusion.edm import edm_scalings, karras_interpolate, karras_levels
 from posecast.errors import UsageError
-from posecast.generate import autocast
 from posecast.json_files import load_json_object
 from posecast.mimicmotion.attention import InputAwareUNet
 from posecast.mimicmotion.causal import recompute_blocks

@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
+from posecast.media.image import to_uint8_frames
 from posecast.mimicmotion.attention import InputAwareUNet
 from posecast.mimicmotion.model import MimicMotionTeacher, Recipe
-from posecast.models.codecs import to_uint8_frames
 from posecast.pose.keypoints import Keypoints
 
 

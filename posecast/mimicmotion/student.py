@@ -20,6 +20,7 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,9 @@ import numpy as np
 import torch
 
 from posecast.attention.plan import AttentionPlan
+from posecast.devices import autocast
 from posecast.diffusion.edm import edm_scalings, karras_levels
 from posecast.errors import InputError, UsageError
-from posecast.generate import autocast
 from posecast.json_files import load_json_object
 from posecast.mimicmotion.causal import CausalContext, StudentCache, make_causal
 from posecast.mimicmotion.model import MimicMotionTeacher, load_teacher, read_config
@@ -121,39 +122,17 @@ class MimicMotionStudent:
         make_causal(self.network, self.context, joint=settings.attention == "input_aware")
         self._scalings_at: dict[tuple[float, torch.device], tuple[torch.Tensor, ...]] = {}
 
-    @property
-    def device(self) -> torch.device:
-        return self.parts.device
+    device = property(attrgetter("parts.device"))
 
     # ---------------------------------------------- the streaming backend (EDM, per-level plans)
 
-    @property
-    def chunk(self) -> int:
-        return self.settings.chunk
-
-    @property
-    def context_frames(self) -> int:
-        return self.settings.context_frames
-
-    @property
-    def commit_level(self) -> float:
-        return self.settings.sigma_min
-
-    @property
-    def attention_backend(self) -> str:
-        return self.settings.backend
-
-    @property
-    def block_size(self) -> int:
-        return self.settings.block_size
-
-    @property
-    def height(self) -> int:
-        return self.recipe.height
-
-    @property
-    def width(self) -> int:
-        return self.recipe.width
+    chunk = property(attrgetter("settings.chunk"))
+    context_frames = property(attrgetter("settings.context_frames"))
+    commit_level = property(attrgetter("settings.sigma_min"))
+    attention_backend = property(attrgetter("settings.backend"))
+    block_size = property(attrgetter("settings.block_size"))
+    height = property(attrgetter("recipe.height"))
+    width = property(attrgetter("recipe.width"))
 
     @property
     def attention_layers(self) -> int:
@@ -222,9 +201,7 @@ class MimicMotionStudent:
     def dtype(self) -> torch.dtype:
         return next(self.network.parameters()).dtype
 
-    @property
-    def recipe(self):
-        return self.parts.recipe
+    recipe = property(attrgetter("parts.recipe"))
 
     def latent_size(self) -> tuple[int, int]:
         return self.recipe.height // 8, self.recipe.width // 8

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 
 import torch
@@ -43,25 +44,11 @@ class MimicMotionFamilyTeacher:
             settings = InputAwareSettings(**{k: v for k, v in given.items() if v is not None})
             self.attention = InputAwareUNet(self.teacher.network, settings)
 
-    @property
-    def recipe(self):
-        return self.teacher.recipe
-
-    @property
-    def height(self) -> int:
-        return self.recipe.height
-
-    @property
-    def width(self) -> int:
-        return self.recipe.width
-
-    @property
-    def default_steps(self) -> int:
-        return self.recipe.steps
-
-    @property
-    def default_cfg(self) -> float:
-        return self.recipe.max_guidance
+    recipe = property(attrgetter("teacher.recipe"))
+    height = property(attrgetter("recipe.height"))
+    width = property(attrgetter("recipe.width"))
+    default_steps = property(attrgetter("recipe.steps"))
+    default_cfg = property(attrgetter("recipe.max_guidance"))
 
     def resize(self, height: int, width: int) -> None:
         self.teacher.recipe = self.recipe.replace(height=height, width=width)

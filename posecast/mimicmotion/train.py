@@ -165,8 +165,14 @@ def fine_tune(dataset: str | os.PathLike, out: str | os.PathLike, init_from: str
         CHECKPOINT_DIR,
         save_checkpoint,
     )
-    from posecast.train.loop import full_states, restore, resumed, run_steps
-    from posecast.train.teacher import apply_gradients, step_generator
+    from posecast.train.loop import (
+        apply_gradients,
+        full_states,
+        restore,
+        resumed,
+        run_steps,
+        step_generator,
+    )
 
     out = Path(out)
     env = distributed.setup(device)

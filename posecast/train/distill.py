@@ -60,7 +60,7 @@ from posecast.pose.keypoints import Keypoints
 from posecast.streaming.rollout import Rollout, StudentBackend
 from posecast.train import distributed
 from posecast.train.checkpoint import CHECKPOINT_DIR, save_checkpoint
-from posecast.train.loop import full_states, restore, resumed, run_steps
+from posecast.train.loop import full_states, restore, resumed, run_steps, step_generator
 from posecast.train.perceptual import PerceptualTerm, load_perceptual_terms
 from posecast.train.region_loss import (
     RegionWeights,
@@ -69,7 +69,6 @@ from posecast.train.region_loss import (
     to_latent_grid,
     weights_from_bits,
 )
-from posecast.train.teacher import step_generator
 from posecast.validation import as_tuple, build, check_fields
 
 PAIRS_DIR = "ode_pairs"
@@ -562,7 +561,7 @@ def write_sample(path: Path, run: DistillationRun, batch: dict, seed: int,
     """The real window beside the student's rendering of it (same poses and reference);
     `write=False` generates without writing (the other processes of a sharded run)."""
     from posecast.media import write_mp4
-    from posecast.models.codecs import to_uint8_frames
+    from posecast.media.image import to_uint8_frames
 
     window = run.window(batch)
     network = run.modules["student"]

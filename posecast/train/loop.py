@@ -95,3 +95,16 @@ def run_steps(out: Path, env: Distributed, step: int, total: int, checkpoint_eve
     finally:
         if log is not None:
             log.close()
+
+
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    return torch.Generator().manual_seed(hash((seed, step, rank)) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def apply_gradients(loss: torch.Tensor, module: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, grad_clip: float) -> None:
+    """One optimiser step on `loss`, gradients clipped to `grad_clip` in norm."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
+    optimizer.step()

@@ -4,7 +4,7 @@ errors count more.
 m_r is region r's pixel mask from the frame's keypoints (pose/regions.py, kept as REGION_BITS:
 lips are the hull of the face mesh's lip landmarks), α_r its weight. Two uses:
 - the weight map w = 1 + α_face·m_face + α_lips·m_lips + α_hands·m_hands + α_arms·m_arms
-  scales the DMD gradient per latent pixel (and the teacher's loss, train/teacher.py);
+  scales the DMD gradient per latent pixel (and the teacher's loss, dit/train.py);
 - the reconstruction loss on decoded frames against the real clip is the whole frame's error
   plus α_r times each region's own mean error (L1 + λ_ssim·(1 − SSIM)), plus an optional
   edge term on the steps between neighbouring pixels (see `edge_error`).

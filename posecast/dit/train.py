@@ -22,16 +22,23 @@ from posecast.attention.mask import mask_for_window
 from posecast.config import REGION_RULES, TRAIN_RULES, DenoiserConfig
 from posecast.data.clips import ClipDataset
 from posecast.diffusion.flow import add_noise, sample_training_times
-from posecast.models.codecs import make_codec
-from posecast.models.denoiser import Denoiser
-from posecast.models.pretrained import from_pretrained, save_pretrained
+from posecast.dit.codecs import make_codec
+from posecast.dit.denoiser import Denoiser
+from posecast.dit.pretrained import from_pretrained, save_pretrained
 from posecast.ownership import mark
 from posecast.train import distributed
 from posecast.train.checkpoint import (
     CHECKPOINT_DIR,
     save_checkpoint,
 )
-from posecast.train.loop import full_states, restore, resumed, run_steps
+from posecast.train.loop import (
+    apply_gradients,
+    full_states,
+    restore,
+    resumed,
+    run_steps,
+    step_generator,
+)
 from posecast.train.region_loss import RegionWeights, to_latent_grid, weights_from_bits
 from posecast.validation import check_fields
 
@@ -63,19 +70,6 @@ class StepReport:
     max_steps: int
     loss: float
     clips_per_second: float
-
-
-def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
-    return torch.Generator().manual_seed(hash((seed, step, rank)) & 0x7FFF_FFFF_FFFF_FFFF)
-
-
-def apply_gradients(loss: torch.Tensor, module: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer, grad_clip: float) -> None:
-    """One optimiser step on `loss`, gradients clipped to `grad_clip` in norm."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
-    optimizer.step()
 
 
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:

@@ -11,10 +11,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from posecast.config import CodecConfig, DenoiserConfig
+from posecast.dit.denoiser import Denoiser
 from posecast.errors import ConfigError, InputError, PosecastError, UsageError
 from posecast.hub import folder_inside, is_repo_id, resolve_folder
 from posecast.model_folder import family_of
-from posecast.models.denoiser import Denoiser
 from posecast.ownership import mark
 from posecast.paths import atomic_output
 from posecast.validation import shown
@@ -90,7 +90,7 @@ def model_card(config: DenoiserConfig, extra: str = "") -> str:
         f"{config.hidden_size} ({config.heads} heads), attention `{config.attention}`, "
         f"windows of {config.window} frames. Sampler defaults: {config.sampler.method}, "
         f"{config.sampler.steps} steps, CFG {config.sampler.cfg}.\n\n"
-        "Load with `posecast.models.pretrained.from_pretrained(folder_or_repo)`.\n"
+        "Load with `posecast.dit.pretrained.from_pretrained(folder_or_repo)`.\n"
         + (f"\n{extra}\n" if extra else "")
     )
 

@@ -1,56 +1,43 @@
-"""posecast's own DiT family: the denoiser (models/), its causal student (student.py), teacher
-sampling (generate.py), training (train/teacher.py) and distillation (train/dit_distill.py),
-behind the Family interface of families.py."""
+"""The DiT family's entry in families.py's registry: what each command asks of it, answered
+by the modules beside this one."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from posecast.config import PRESETS
+from posecast.dit.pretrained import from_pretrained, load_config
 from posecast.errors import UsageError
 from posecast.families import TrainingOptions
-from posecast.models.pretrained import from_pretrained, load_config
 
 if TYPE_CHECKING:  # the rest loads with the command that needs it (a lean `posecast train`)
     from posecast.bench.render import RenderBenchParts
     from posecast.bench.teacher import TeacherBench
-    from posecast.student import DitStudent
+    from posecast.dit.student import DitStudent
     from posecast.train.distill import DistillConfig, StartRun
 
 
 @dataclass
 class DitTeacher:
-    network: object  # posecast.models.denoiser.Denoiser
+    network: object  # posecast.dit.denoiser.Denoiser
     device: torch.device
 
-    @property
-    def config(self):
-        return self.network.config
-
-    @property
-    def height(self) -> int:
-        return self.config.height
-
-    @property
-    def width(self) -> int:
-        return self.config.width
+    config = property(attrgetter("network.config"))
+    height = property(attrgetter("config.height"))
+    width = property(attrgetter("config.width"))
 
     @property
     def size_multiple(self) -> int:
         return self.config.codec.downsample * self.config.patch_size
 
-    @property
-    def default_steps(self) -> int:
-        return self.config.sampler.steps
-
-    @property
-    def default_cfg(self) -> float:
-        return self.config.sampler.cfg
+    default_steps = property(attrgetter("config.sampler.steps"))
+    default_cfg = property(attrgetter("config.sampler.cfg"))
 
     def resize(self, height: int, width: int) -> None:
         self.network.config = self.config.replace(height=height, width=width)
@@ -68,15 +55,15 @@ class DitTeacher:
         return f"lower --size (now {self.width}x{self.height})"
 
     def model_calls(self, frames: int, steps: int, cfg: float) -> int:
-        from posecast.generate import model_evaluations
+        from posecast.dit.sampling import model_evaluations
 
         config = self.config
         return model_evaluations(frames, steps, cfg, config.sampler.method, config.window,
                                  config.overlap)
 
     def frames(self, portrait, poses, portrait_keypoints, steps, cfg, seed, on_evaluation=None):
-        from posecast.generate import decode_frames, prepare_conditions, sample_latents
-        from posecast.models.codecs import make_codec
+        from posecast.dit.codecs import make_codec
+        from posecast.dit.sampling import decode_frames, prepare_conditions, sample_latents
 
         config = self.config
         conditions = prepare_conditions(portrait, poses, config.height, config.width,
@@ -101,13 +88,13 @@ class DitFamily:
 
     def load_student(self, folder: Path, device: torch.device, size: tuple[int, int] | None,
                      steps: int | None) -> DitStudent:
-        from posecast.student import load_student
+        from posecast.dit.student import load_student
 
         return load_student(folder, device, size, steps)
 
     def distillation(self, teacher: Path, settings: DistillConfig, resume: bool,
                      fast_decoder: Path | None) -> StartRun:
-        from posecast.train.dit_distill import dit_run, student_config
+        from posecast.dit.distill import dit_run, student_config
 
         if fast_decoder is not None:
             raise UsageError("--fast-decoder is for MimicMotion teachers; posecast's own "
@@ -130,12 +117,13 @@ class DitFamily:
         with `attention`) and its teacher (`teacher`, or random weights of the student's
         architecture), bf16 on CUDA as `render` runs them."""
         from posecast.attention.backends import resolve_backend
-        from posecast.bench.render import RenderBenchParts, bench_codec, time_teacher_render
+        from posecast.bench.render import RenderBenchParts
         from posecast.config import preset as make_preset
-        from posecast.models.denoiser import Denoiser
-        from posecast.student import DitStudent, student_timesteps
+        from posecast.dit.bench import bench_codec, time_teacher_render
+        from posecast.dit.denoiser import Denoiser
+        from posecast.dit.distill import student_config
+        from posecast.dit.student import DitStudent, student_timesteps
         from posecast.train.distill import DistillConfig
-        from posecast.train.dit_distill import student_config
 
         if size is not None:
             raise UsageError("--size is for MimicMotion students; posecast's own presets have "
@@ -174,9 +162,10 @@ class DitFamily:
                       fast_decode: bool, device: torch.device) -> TeacherBench:
         """Random weights of `preset`: a denoising step of one window (CFG's two branches as
         one batch), and decoding, per frame."""
-        from posecast.bench.teacher import TeacherBench, gigabytes, time_teacher
+        from posecast.bench.teacher import TeacherBench, gigabytes
         from posecast.config import parse_size
         from posecast.config import preset as make_preset
+        from posecast.dit.bench import time_teacher
 
         config = make_preset(preset)
         if size is not None:
@@ -195,8 +184,8 @@ class DitFamily:
 
     def training(self, init_from: Path | None, options: TrainingOptions) -> DitTraining:
         from posecast.config import preset
+        from posecast.dit.train import TrainConfig
         from posecast.errors import ConfigError
-        from posecast.train.teacher import TrainConfig
 
         changes = {"attention": options.attention, "k_frames": options.k_frames}
         config = load_config(str(init_from)).replace(**changes) if init_from is not None \
@@ -222,7 +211,7 @@ class DitTraining:
     trained one (`init_from`, as the user named it, at `revision`)."""
 
     config: object  # posecast.config.DenoiserConfig
-    train: object  # posecast.train.teacher.TrainConfig
+    train: object  # posecast.dit.train.TrainConfig
     init_from: str | None
     revision: str | None
     task = "training"
@@ -233,7 +222,7 @@ class DitTraining:
         return "lower --batch-size or add --gradient-checkpointing"
 
     def run(self, dataset, out, resume, device, on_step, on_message) -> Path:
-        from posecast.train.teacher import train_teacher
+        from posecast.dit.train import train_teacher
 
         return train_teacher(dataset, out, self.config, self.train, resume=resume,
                              device=device, init_from=self.init_from,

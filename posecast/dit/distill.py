@@ -14,14 +14,14 @@ import torch
 from posecast.attention.mask import mask_for_window
 from posecast.attention.plan import AttentionPlan
 from posecast.config import DenoiserConfig, SamplerConfig
+from posecast.devices import autocast
 from posecast.diffusion.flow import sample_training_times, shift_time
+from posecast.dit.codecs import make_codec
+from posecast.dit.denoiser import Denoiser
+from posecast.dit.pretrained import from_pretrained, model_card, save_pretrained
+from posecast.dit.student import DitStudent
 from posecast.errors import UsageError
-from posecast.generate import autocast
-from posecast.models.codecs import make_codec
-from posecast.models.denoiser import Denoiser
-from posecast.models.pretrained import from_pretrained, model_card, save_pretrained
 from posecast.pose.keypoints import Keypoints
-from posecast.student import DitStudent
 from posecast.train.distill import DistillConfig, Score, StartRun, even_levels, make_optimizers
 from posecast.train.distributed import Distributed
 

@@ -11,18 +11,19 @@ KV cache (models/kv_cache.py), which holds the last config.context_frames frames
 from __future__ import annotations
 
 import os
+from operator import attrgetter
 
 import numpy as np
 import torch
 
 from posecast.attention.plan import AttentionPlan
+from posecast.devices import autocast
 from posecast.diffusion.flow import sampling_timesteps
+from posecast.dit.codecs import make_codec
+from posecast.dit.denoiser import Denoiser
+from posecast.dit.kv_cache import KVCache
+from posecast.dit.pretrained import from_pretrained
 from posecast.errors import UsageError
-from posecast.generate import autocast
-from posecast.models.codecs import make_codec
-from posecast.models.denoiser import Denoiser
-from posecast.models.kv_cache import KVCache
-from posecast.models.pretrained import from_pretrained
 from posecast.pose.draw import render_pose_maps
 from posecast.pose.framing import Box, portrait_box
 from posecast.pose.keypoints import Keypoints
@@ -56,37 +57,14 @@ class DitStudent:
         self.timesteps = student_timesteps(model) if timesteps is None else timesteps
         self.device = next(model.parameters()).device if device is None else device
 
-    @property
-    def config(self):
-        return self.model.config
-
-    @property
-    def chunk(self) -> int:
-        return self.config.chunk
-
-    @property
-    def context_frames(self) -> int:
-        return self.config.context_frames
-
-    @property
-    def attention_backend(self) -> str:
-        return self.config.attention_backend
-
-    @property
-    def block_size(self) -> int:
-        return self.config.block_size
-
-    @property
-    def height(self) -> int:
-        return self.config.height
-
-    @property
-    def width(self) -> int:
-        return self.config.width
-
-    @property
-    def attention_layers(self) -> int:
-        return self.config.depth
+    config = property(attrgetter("model.config"))
+    chunk = property(attrgetter("config.chunk"))
+    context_frames = property(attrgetter("config.context_frames"))
+    attention_backend = property(attrgetter("config.attention_backend"))
+    block_size = property(attrgetter("config.block_size"))
+    height = property(attrgetter("config.height"))
+    width = property(attrgetter("config.width"))
+    attention_layers = property(attrgetter("config.depth"))
 
     def levels(self) -> list[float]:
         return self.timesteps[:-1]

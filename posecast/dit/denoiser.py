@@ -24,7 +24,7 @@ from torch.utils.checkpoint import checkpoint
 from posecast.attention import attend
 from posecast.attention.plan import AttentionPlan
 from posecast.config import DenoiserConfig
-from posecast.models.kv_cache import KVCache
+from posecast.dit.kv_cache import KVCache
 
 
 def timestep_embedding(t: torch.Tensor, dim: int = 256) -> torch.Tensor:

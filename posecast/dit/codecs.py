@@ -6,19 +6,12 @@ found through `hub.py`, optionally with an AutoencoderTiny as a fast decoder for
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from posecast.config import CodecConfig
 from posecast.errors import PosecastError
 from posecast.hub import resolve_folder
 from posecast.weights import check_module
-
-
-def to_uint8_frames(images: torch.Tensor) -> np.ndarray:
-    """Decoded images (N, 3, H, W) in [-1, 1] → frames (N, H, W, 3) uint8 on the CPU."""
-    pixels = ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    return pixels.permute(0, 2, 3, 1).cpu().numpy()
 
 
 class PixelCodec:

@@ -15,10 +15,11 @@ import numpy as np
 import torch
 
 from posecast.attention.mask import mask_for_window
+from posecast.devices import autocast
 from posecast.diffusion.flow import SAMPLERS, guided, sampling_timesteps
 from posecast.diffusion.windows import windowed_velocity
-from posecast.models.codecs import to_uint8_frames
-from posecast.models.denoiser import Denoiser
+from posecast.dit.denoiser import Denoiser
+from posecast.media.image import to_uint8_frames
 from posecast.pose.draw import render_pose_maps
 from posecast.pose.framing import crop_resize, fit_box, fit_keypoints
 from posecast.pose.keypoints import Keypoints
@@ -46,10 +47,6 @@ def prepare_conditions(portrait: np.ndarray, poses: Keypoints, height: int, widt
         fit_keypoints(portrait_keypoints, box)
     return Conditions(reference.float() / 127.5 - 1.0, maps.contiguous(), fitted,
                       reference_keypoints)
-
-
-def autocast(device: torch.device):
-    return torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda")
 
 
 def sample_latents(model: Denoiser, codec, conditions: Conditions, steps: int, cfg: float,
