@@ -9,6 +9,7 @@ inputs, and its own oracle for a whole block-causal pass."""
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 
 import numpy as np
@@ -18,6 +19,7 @@ import toy_family
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from posecast.data.synthetic import synthetic_clip
+from posecast.pose.keypoints import PART_SIZES
 from posecast.streaming.rollout import Rollout, StreamState, chunk_latents
 
 CASES = [("dit", "dense"), ("dit", "input_aware"), ("mimicmotion", "dense"),
@@ -127,17 +129,22 @@ def test_cached_chunks_equal_the_whole_block_causal_pass(family, attention):
 
 @pytest.mark.parametrize("family, attention", CASES)
 def test_no_chunk_sees_a_later_one(family, attention):
-    """Changing the last chunk's latents and pose maps leaves every earlier chunk's estimate
-    exactly as it was, and changes the last one."""
+    """Changing the last chunk's latents, pose maps and keypoints (which input-aware masks
+    are made from, ahead of time) leaves every earlier chunk's estimate exactly as it was, and
+    changes the last one."""
     student = make_student(family, attention)
     x, conditions, maps, poses = make_inputs(family, student, _frames(attention))
     changed_x, changed_maps = x.clone(), maps.clone()
     changed_x[:, -2:] += 1.0
     changed_maps[:, -2:] = maps[:, -2:].flip(-1)
+    moved = {part: getattr(poses, part).copy() for part in PART_SIZES}
+    for points in moved.values():  # the last chunk's person mirrored left to right
+        points[-2:, :, 0] = student.width - 1 - points[-2:, :, 0]
+    changed_poses = dataclasses.replace(poses, **moved)
     with torch.no_grad():
         before = _teacher_forced(student, x, LEVEL[family], conditions, maps, poses)
         after = _teacher_forced(student, changed_x, LEVEL[family], conditions, changed_maps,
-                                poses)
+                                changed_poses)
     assert torch.equal(before[:, :-2], after[:, :-2])
     assert (before[:, -2:] - after[:, -2:]).abs().max() > 1e-3
 

@@ -177,8 +177,8 @@ class Rollout:
         (every earlier chunk committed)."""
         if not self.planners:
             return {}
-        window_poses = self.poses(max(0, end - self.student.context_frames - self.student.chunk),
-                                  end)
+        first = max(0, end - self.student.context_frames - self.student.chunk)
+        window_poses = self.poses(first, end)
         return {tokens: planner.masks(start, end, window_poses)
                 for tokens, planner in self.planners.items()}
 
