@@ -20,20 +20,27 @@
 #   mm-teacher    60  MimicMotion's teacher at 576×1024, 16 frames, dense and input-aware
 #   pytest-gpu    60  the GPU-only tests
 #   mm-compiled  150  (not by default) the MimicMotion student compiled with CUDA graphs
-#   distill       80  (not by default) distillation on the bundled teacher, short
 # The boxes are not yet set from compile times measured on the device (no GPU session has run
 # this script): the compiled stages hold the cold compile of two graphs, which took 84 s on
 # the CPU for `base` (Dynamo and AOT only); state the measured times here after the first run.
 #
-# What the device image lacks travels in git-ignored folders named in the device tool's
-# `carry`: .whl/ (wheels for CPython 3.12 manylinux x86-64) and .gpu/ffmpeg.xz. The timing
-# stages need neither mediapipe (the bench portrait's keypoints are shipped in examples/) nor
-# ffmpeg (a with-I/O run happens only when ffmpeg is there).
+# What the device image lacks travels as wheels in .whl/ (git-ignored; `bash
+# scripts/gpu_wheels.sh` fetches them, 8.8 MiB), named in the device tool's `carry`:
+#   run(command="bash scripts/gpu_check.sh", carry=[".whl"], timeout_s=540)
+# The timing stages need neither mediapipe (the bench portrait's keypoints are shipped in
+# examples/) nor ffmpeg (not carried: `bench render` leaves its with-I/O run out without one).
+# The script stops at once, with one line, if .whl/ or a module it needs is missing.
+#
+# --rehearse builds (once) .venv-gpu/ with the image's versions where this machine allows:
+# CPython 3.12, torch 2.11.0 (PyPI's CUDA build: it runs on the CPU), numpy 2.5.2,
+# huggingface_hub 1.33.0, transformers 5.17.0, safetensors 0.8.0 and the other image packages
+# posecast imports; it installs .whl/ into it exactly as the real run does, runs every stage
+# at tiny size on the CPU, prints the carried payload's size, and exits 0 only if all ran.
 set -u
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
 RESULTS=${GPU_CHECK_RESULTS:-$OUT/results.jsonl}
-STAGES=student,ratio,attention,mm-student,mm-teacher,pytest-gpu
+DEFAULT_STAGES=student,ratio,attention,mm-student,mm-teacher,pytest-gpu STAGES=""
 DEVICE=cuda PRESET=base MM_SIZE=576x1024 MM_PRESET=mimicmotion REHEARSE=0 FAILED=0
 PYTEST_ARGS=""
 while [ $# -gt 0 ]; do
@@ -47,19 +54,54 @@ while [ $# -gt 0 ]; do
            exit 2 ;;
     esac
 done
+# a rehearsal runs every stage (the compiled one too) unless told which
+[ -n "$STAGES" ] || { [ "$REHEARSE" = 1 ] && STAGES=$DEFAULT_STAGES,mm-compiled ||
+                      STAGES=$DEFAULT_STAGES; }
 PY=${PYTHON:-python3}
-if [ -d .whl ]; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl >"$OUT/wheels.txt" 2>&1 ||
-        { echo "gpu_check.sh: installing .whl/ failed (see $OUT/wheels.txt)"; exit 1; }
-    export PYTHONPATH=/tmp/site:$PWD
+if [ "$REHEARSE" = 1 ]; then
+    PY=$PWD/.venv-gpu/bin/python
+    if [ ! -x "$PY" ]; then
+        PY312=$(command -v python3.12 || ls /root/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null |
+                head -1)
+        [ -n "$PY312" ] || { echo "gpu_check.sh: --rehearse needs a python3.12"; exit 1; }
+        echo "gpu_check.sh: building .venv-gpu/ with the image's versions (once, a few minutes)"
+        { "$PY312" -m venv .venv-gpu && .venv-gpu/bin/pip install -q torch==2.11.0 numpy==2.5.2 \
+              huggingface_hub==1.33.0 transformers==5.17.0 safetensors==0.8.0 typer rich scipy \
+              numba opencv-python-headless pillow pyyaml pytest scikit-learn joblib msgpack \
+              lazy-loader requests regex; } >"$OUT/venv.txt" 2>&1 ||
+            { echo "gpu_check.sh: building .venv-gpu/ failed (see $OUT/venv.txt)"; exit 1; }
+    fi
+    [ -d .whl ] || bash scripts/gpu_wheels.sh >/dev/null || exit 1
+    payload=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
+    wheels=$(du -cb .whl/*.whl | tail -1 | cut -f1)
+    awk -v t="$payload" -v w="$wheels" 'BEGIN { printf "gpu_check.sh: carried payload %.1f MiB \
+(working tree %.1f MiB + .whl/ %.1f MiB; the device tool takes 64)\n", (t + w) / 2^20, t / 2^20,
+        w / 2^20 }'
 fi
-if [ -f .gpu/ffmpeg.xz ]; then
-    xz -dc .gpu/ffmpeg.xz >/tmp/ffmpeg && chmod +x /tmp/ffmpeg && export POSECAST_FFMPEG=/tmp/ffmpeg
-fi
+[ -d .whl ] || { echo "gpu_check.sh: .whl/ is missing: run bash scripts/gpu_wheels.sh and carry .whl"
+                 exit 1; }
+SITE=$OUT/site
+"$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$SITE" .whl/*.whl >"$OUT/wheels.txt" 2>&1 ||
+    { echo "gpu_check.sh: installing .whl/ failed (see $OUT/wheels.txt)"; exit 1; }
+export PYTHONPATH=$SITE:$PWD
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 COLUMNS=160
-"$PY" -c "import posecast, torch" 2>/dev/null ||
-    { echo "gpu_check.sh: posecast or torch does not import here; carry .whl/ (issue 30)"; exit 1; }
+missing=$("$PY" - <<'PY'
+import importlib
+needed = ["torch", "numpy", "scipy", "numba", "cv2", "PIL", "yaml", "typer", "rich",
+          "safetensors", "huggingface_hub", "transformers", "diffusers", "librosa", "soundfile",
+          "soxr", "ffmpeg", "pytest", "posecast.cli", "posecast.dit.family",
+          "posecast.mimicmotion.family"]
+failed = []
+for name in needed:
+    try:
+        importlib.import_module(name)
+    except Exception as error:  # noqa: BLE001 - any failure means the stage cannot run
+        failed.append(f"{name} ({type(error).__name__}: {error})"[:160])
+print("; ".join(failed))
+PY
+)
+[ -z "$missing" ] || { echo "gpu_check.sh: cannot import: $missing"; exit 1; }
 "$PY" -c "import json, torch; print(json.dumps({'stage': 'device', 'torch': torch.__version__,
     'device': torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}))" \
     2>/dev/null | tee -a "$RESULTS" || true
@@ -108,9 +150,5 @@ stage mm-teacher 60 "$PY" -m posecast bench teacher --preset "$MM_PRESET" --size
 stage pytest-gpu 60 "$PY" -m pytest -m gpu -q -p no:cacheprovider $PYTEST_ARGS tests
 stage mm-compiled 150 "$PY" -m posecast bench render --preset "$MM_PRESET" --size "$MM_SIZE" \
     --seconds 2 --skip-teacher --compile --json --device "$DEVICE"
-stage distill 80 "$PY" -m posecast distill .gpu/train --teacher posecast/assets/starter_teacher \
-    --out /tmp/posecast_runs/student --student-steps 1 --chunk 4 --window 8 --init-steps 20 \
-    --ode-pairs 4 --config scripts/starter_distill.json --max-steps 10 --overwrite --json \
-    --device "$DEVICE"
 echo "gpu_check.sh: results in $RESULTS"
 exit "$FAILED"

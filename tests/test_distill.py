@@ -568,8 +568,9 @@ def test_torchrun_with_and_without_fsdp_trains_the_same_student(tmp_path, synthe
 
 @pytest.mark.parametrize("name", ["starter_distill.json", "starter_distill_gpu.json"])
 def test_the_starter_recipes_are_valid_distill_settings(name):
-    """scripts/train_starter.sh and scripts/gpu_check.sh pass these to `posecast distill
-    --config`: every key must be a DistillConfig field, with values it accepts."""
+    """scripts/train_starter.sh passes starter_distill.json to `posecast distill --config`
+    (starter_distill_gpu.json is the recipe for a GPU run): every key must be a DistillConfig
+    field, with values it accepts."""
     data = json.loads((Path(__file__).parents[1] / "scripts" / name).read_text())
     settings = DistillConfig.from_dict(data)
     assert {key: getattr(settings, key) for key in data if key != "region_weights"} == \

@@ -333,6 +333,22 @@ def test_bench_render_json_reports_the_streaming_counts(run_cli):
     expected = 2 * layers
     assert dense["attention_calls_per_chunk"] == pytest.approx(expected)
     assert dense["attention_calls_per_chunk"] <= dense["passes_per_chunk"] * layers
+    assert student["fps_with_io"] > 0 and dense["fps_with_io"] > 0  # ffmpeg is here
+
+
+def test_bench_render_times_without_io_where_there_is_no_ffmpeg(run_cli, monkeypatch):
+    """A bare GPU machine has no ffmpeg: the bench still reports its figures, with the
+    with-I/O run left out (null), as it is with --no-io."""
+    args = ("bench", "render", "--preset", "tiny", "--seconds", "0.3", "--device", "cpu",
+            "--skip-teacher", "--steps", "1", "--json")
+    result = run_cli(*args, "--no-io")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["fps_with_io"] is None
+    monkeypatch.setenv("POSECAST_FFMPEG", "/nonexistent/ffmpeg")
+    result = run_cli(*args)
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["fps_with_io"] is None and report["fps"] > 0
 
 
 def test_a_failing_compile_renders_uncompiled_with_a_warning(monkeypatch):

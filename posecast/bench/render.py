@@ -75,14 +75,14 @@ class StreamingCounts:
 
 def time_student_render(student: StudentBackend, conditions, poses: Keypoints,
                         clip: AudioClip, fps: float, repeats: int = 3,
-                        profile: Path | None = None, compile: bool = False
-                        ) -> tuple[PipelineTiming, StreamingCounts]:
+                        profile: Path | None = None, compile: bool = False,
+                        with_io: bool = True) -> tuple[PipelineTiming, StreamingCounts]:
     """A student of any family streaming `poses` (frame pixels) chunk by chunk and decoding
     each chunk, as `render` does: I/O excluded, the median of `repeats` runs (after an eager
     run that makes the cache and plans and counts attention calls, and with `compile` a
-    compiled warm-up run), then one run into an MP4 with `clip`. One cache and plan set serve
-    every run, as in a renderer. `profile`: also run once under torch.profiler and write its
-    operator table (where the time goes) there."""
+    compiled warm-up run), then (`with_io`) one run into an MP4 with `clip`. One cache and
+    plan set serve every run, as in a renderer. `profile`: also run once under torch.profiler
+    and write its operator table (where the time goes) there."""
     from posecast.attention.backends import KernelCalls
     from posecast.streaming.compiling import compile_student
 
@@ -123,11 +123,13 @@ def time_student_render(student: StudentBackend, conditions, poses: Keypoints,
     recompiles = counters["unique_graphs"] - graphs
     if profile is not None:
         write_profile(profile, device, run)
-    with tempfile.TemporaryDirectory() as folder, \
-            write_mp4(Path(folder) / "student.mp4", fps=fps, audio=clip) as mp4:
-        started = time.perf_counter()
-        run(mp4.write)
-    with_io = time.perf_counter() - started
+    io_seconds = None
+    if with_io:
+        with tempfile.TemporaryDirectory() as folder, \
+                write_mp4(Path(folder) / "student.mp4", fps=fps, audio=clip) as mp4:
+            started = time.perf_counter()
+            run(mp4.write)
+        io_seconds = time.perf_counter() - started
     counts = StreamingCounts(chunks, len(student.levels()) + 1, student.attention_layers, calls,
                              recompiles)
-    return PipelineTiming("student", frames, denoise, decode, total, with_io, first), counts
+    return PipelineTiming("student", frames, denoise, decode, total, io_seconds, first), counts

@@ -217,6 +217,9 @@ def bench_render(
     json_output: Annotated[bool, typer.Option(
         "--json", rich_help_panel="Run",
         help="Print one JSON object on stdout instead of the table.")] = False,
+    io: Annotated[bool | None, typer.Option(
+        "--io/--no-io", rich_help_panel="Run", help="Also time one student run writing an MP4 "
+        "with the audio \\[default: when an ffmpeg is found].")] = None,
     portrait_keypoints_file: Annotated[Path | None, typer.Option(
         "--portrait-keypoints", rich_help_panel="Workload", help="The portrait's keypoints "
         "(.npz, one frame), extracted once with `posecast keypoints`, so the bench needs no "
@@ -250,6 +253,7 @@ def bench_render(
     from posecast.bench.render import time_student_render
     from posecast.families import family_for, family_with_preset
     from posecast.hub import resolve_folder
+    from posecast.media.ffmpeg import ffmpeg_available
     from posecast.pose.framing import crop_resize, fit_keypoints
     from posecast.streaming.compiling import compiles_by_default
 
@@ -272,7 +276,8 @@ def bench_render(
     if compile is None:
         compile = compiles_by_default(attention, student.attention_backend, torch_device)
     timing, counts = time_student_render(student, parts.conditions(reference), fitted, clip, fps,
-                                         compile=compile, profile=profile)
+                                         compile=compile, profile=profile,
+                                         with_io=ffmpeg_available() if io is None else io)
     rows = [timing]
     if not skip_teacher:
         rows.insert(0, parts.time_teacher(fitted, poses, reference, teacher_steps, cfg))
@@ -281,7 +286,7 @@ def bench_render(
     size_text = f"{student.width}x{student.height}"
     summary = {"fps": timing.fps(timing.total_s), "denoise_fps": timing.fps(timing.denoise_s),
                "decode_fps": timing.fps(timing.decode_s),
-               "fps_with_io": timing.fps(timing.with_io_s),
+               "fps_with_io": None if timing.with_io_s is None else timing.fps(timing.with_io_s),
                "first_frame_s": timing.first_frame_s, "frames": timing.frames,
                "steps": len(student.levels()), "attention": attention,
                "attention_backend": parts.backend, "size": size_text, "device": device_name,

@@ -43,6 +43,15 @@ def ffmpeg_executable() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def ffmpeg_available() -> bool:
+    """Whether an ffmpeg binary is found (a bare GPU machine may have none)."""
+    try:
+        ffmpeg_executable()
+    except (MediaError, ImportError, RuntimeError):  # RuntimeError: imageio-ffmpeg's "no binary"
+        return False
+    return True
+
+
 def _tail(stderr: bytes | str) -> str:
     """ffmpeg's last message, without its internal context, short enough for an error line."""
     text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
