@@ -8,7 +8,6 @@ inputs, and its own oracle for a whole block-causal pass."""
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
 
@@ -16,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 import toy_family
-from torch.utils._python_dispatch import TorchDispatchMode
 
+from posecast.bench.host_work import HostWork
 from posecast.data.synthetic import synthetic_clip
 from posecast.pose.keypoints import PART_SIZES
 from posecast.streaming.rollout import Rollout, StreamState, chunk_latents
@@ -169,24 +168,6 @@ def test_a_kept_stream_state_gives_every_video_a_fresh_start(family, attention):
     torch.testing.assert_close(second, video(None, seed=1), atol=0, rtol=0)
 
 
-class HostWork(TorchDispatchMode):
-    """Counts, per operation, the host work a CUDA stream would wait for: tensors made from
-    host data (`lift_fresh`: a copy from the host) and reads back (`_local_scalar_dense`:
-    `.item()`, `bool(t)`; `nonzero`)."""
-
-    WATCHED = ("aten.lift_fresh.default", "aten._local_scalar_dense.default",
-               "aten.nonzero.default")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts: collections.Counter = collections.Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if str(func) in self.WATCHED:
-            self.counts[str(func)] += 1
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("family", ["dit", "mimicmotion", "toy"])
 def test_a_steady_dense_chunk_asks_nothing_of_the_host(family):
     """After the first chunk (which may make a family's fixed level tensors once), a dense
@@ -202,11 +183,56 @@ def test_a_steady_dense_chunk_asks_nothing_of_the_host(family):
     counts = []
     with torch.no_grad():
         for _ in range(5):
-            with HostWork() as mode:
+            with HostWork() as work:
                 rollout.chunk(torch.randn(shape, generator=g),
                               lambda: torch.randn(shape, generator=g))
-            counts.append(dict(mode.counts))
-    assert counts[1:] == [{}] * 4, counts  # after the first, past the ring's wrap
+            counts.append((work.syncs, work.copies))
+    assert counts[1:] == [(0, 0)] * 4, counts  # after the first, past the ring's wrap
+
+
+def test_host_work_counts_reads_back_and_copies_from_the_host():
+    """The counter behind syncs_per_chunk and h2d_copies_per_chunk, on hand-made cases."""
+    x = torch.arange(6.0)
+    with HostWork() as work:
+        y = x * 2 + 1  # device work only
+        torch.full((3,), 0.5)  # a scalar fill needs no copy
+    assert (work.syncs, work.copies) == (0, 0)
+    with HostWork() as work:
+        y.sum().item()  # a read back
+        bool(y[0] > 0)  # another
+        y.nonzero()  # its size depends on the data: a read back
+        torch.tensor([1.0, 2.0])  # made from host data
+        torch.from_numpy(np.zeros(3))  # likewise
+    assert (work.syncs, work.copies) == (3, 2)
+
+
+def _host_work_per_chunk(student, conditions, poses) -> list[tuple[int, int]]:
+    """(syncs, copies) of each chunk after the first as `render` streams them (pose maps
+    drawn and copied per chunk, plans refilled ahead; the tiny students have no decoder)."""
+    marks = []
+    with torch.no_grad(), HostWork() as work:
+        for _ in chunk_latents(student, conditions, poses):
+            marks.append((work.syncs, work.copies))
+    return [(s1 - s0, c1 - c0) for (s0, c0), (s1, c1) in zip(marks, marks[1:], strict=False)]
+
+
+@pytest.mark.parametrize("family, attention", CASES)
+def test_a_streamed_chunk_reads_nothing_back_and_copies_nothing_per_pass(family, attention,
+                                                                         monkeypatch):
+    """What `bench render` reports as syncs_per_chunk and h2d_copies_per_chunk (issue 30,
+    item 5), for every family and attention: a streamed chunk never makes the host wait
+    (no `.item()`, `nonzero` …), and its host→device copies (pose maps, refilled plans) are
+    per chunk: two more denoising passes per chunk add none."""
+    counts = {}
+    for extra in (0, 2):
+        student = make_student(family, attention)
+        _, conditions, _, poses = make_inputs(family, student, 10)
+        levels = student.levels()
+        monkeypatch.setattr(student, "levels", lambda levels=levels, extra=extra:
+                            levels[:1] * extra + levels)
+        counts[extra] = _host_work_per_chunk(student, conditions, poses)
+    assert len(counts[0]) == 4 and all(syncs == 0 for syncs, _ in counts[0] + counts[2])
+    assert counts[2] == counts[0]
 
 
 # ------------------------------------------------------------------ the toy family, CLI

@@ -322,6 +322,7 @@ def test_bench_render_json_reports_the_streaming_counts(run_cli):
                 "passes_per_chunk", "layers", "attention_calls_per_chunk", "recompiles"):
         assert key in student
     assert student["chunks"] == 4 and student["passes_per_chunk"] == 3
+    assert student["syncs_per_chunk"] == 0  # nothing in the loop reads back
     assert report["ratio"] == pytest.approx(student["fps"] / report["teacher_fps"])
     result = run_cli("bench", "render", "--preset", "tiny", "--seconds", "0.5", "--device",
                      "cpu", "--skip-teacher", "--student-attention", "dense", "--steps", "2",
@@ -333,6 +334,7 @@ def test_bench_render_json_reports_the_streaming_counts(run_cli):
     expected = 2 * layers
     assert dense["attention_calls_per_chunk"] == pytest.approx(expected)
     assert dense["attention_calls_per_chunk"] <= dense["passes_per_chunk"] * layers
+    assert dense["h2d_copies_per_chunk"] == 1  # the chunk's pose maps, nothing per pass
     assert student["fps_with_io"] > 0 and dense["fps_with_io"] > 0  # ffmpeg is here
 
 

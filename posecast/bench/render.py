@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch._dynamo
 
+from posecast.bench.host_work import HostWork
 from posecast.bench.teacher import sync
 from posecast.media import AudioClip, write_mp4
 from posecast.media.image import to_uint8_frames
@@ -71,6 +72,10 @@ class StreamingCounts:
     layers: int
     attention_calls_per_chunk: float  # kernel launches, counted in an eager run
     recompiles: int  # graphs compiled after the warm-up (0 when nothing is compiled)
+    # per chunk after the first, counted in the eager run (bench/host_work.py; on the CPU a
+    # floor: copies between devices show only on a GPU)
+    syncs_per_chunk: float  # reads back to the host (the stream waits)
+    h2d_copies_per_chunk: float  # tensors made from host data, host→device copies
 
 
 def time_student_render(student: StudentBackend, conditions, poses: Keypoints,
@@ -89,7 +94,8 @@ def time_student_render(student: StudentBackend, conditions, poses: Keypoints,
     device, frames = student.device, len(poses)
     state = StreamState()  # as a renderer: one cache and plan set for every run
 
-    def run(sink: Callable | None = None) -> tuple[float, float, float, float]:
+    def run(sink: Callable | None = None, work: HostWork | None = None
+            ) -> tuple[float, float, float, float]:
         denoise = decode = 0.0
         first = None
         sync(device)
@@ -104,13 +110,19 @@ def time_student_render(student: StudentBackend, conditions, poses: Keypoints,
             first = time.perf_counter() - started if first is None else first
             for frame in pixels if sink is not None else ():
                 sink(frame)
+            if work is not None:
+                marks.append((work.syncs, work.copies))
             tick = time.perf_counter()
         return denoise, decode, time.perf_counter() - started, first
 
     chunks = -(-frames // student.chunk)
     before = KernelCalls.count
-    run()  # eager: kernels, allocator, the cache and plans; counts the attention calls
+    marks: list[tuple[int, int]] = []  # (syncs, copies) so far, after each chunk
+    with HostWork() as work:  # eager: kernels, allocator, the cache and plans; counts calls
+        run(work=work)
     calls = (KernelCalls.count - before) / chunks
+    steady = max(1, len(marks) - 1)
+    syncs, copies = (marks[-1][i] - (marks[0][i] if len(marks) > 1 else 0) for i in (0, 1))
     counters = torch._dynamo.utils.counters["stats"]
     if compile:
         if device.type == "cuda":
@@ -131,5 +143,5 @@ def time_student_render(student: StudentBackend, conditions, poses: Keypoints,
             run(mp4.write)
         io_seconds = time.perf_counter() - started
     counts = StreamingCounts(chunks, len(student.levels()) + 1, student.attention_layers, calls,
-                             recompiles)
+                             recompiles, syncs / steady, copies / steady)
     return PipelineTiming("student", frames, denoise, decode, total, io_seconds, first), counts

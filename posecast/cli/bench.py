@@ -322,7 +322,8 @@ def bench_render(
     console.print(f"student: {counts.chunks} chunks of {counts.passes_per_chunk} passes × "
                   f"{counts.layers} layers, {counts.attention_calls_per_chunk:.0f} attention "
                   f"calls per chunk, {'compiled, ' if compile else ''}{counts.recompiles} "
-                  "recompiles after warm-up", highlight=False)
+                  f"recompiles after warm-up; per chunk {counts.syncs_per_chunk:g} reads back "
+                  f"and {counts.h2d_copies_per_chunk:g} host→device copies", highlight=False)
     if len(rows) == 2:
         console.print(f"student / teacher (no I/O): {summary['ratio']:.1f}x ({parts.teacher_note})",
                       highlight=False)
