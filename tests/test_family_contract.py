@@ -16,7 +16,7 @@ import pytest
 import torch
 import toy_family
 
-from posecast.bench.host_work import HostWork
+from posecast.bench.counters import HostWork
 from posecast.data.synthetic import synthetic_clip
 from posecast.pose.keypoints import PART_SIZES
 from posecast.streaming.rollout import Rollout, StreamState, chunk_latents

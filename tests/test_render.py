@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from conftest import syllables
 
 from posecast.cli.render import parse_shard, read_jobs
@@ -336,6 +338,30 @@ def test_bench_render_json_reports_the_streaming_counts(run_cli):
     assert dense["attention_calls_per_chunk"] <= dense["passes_per_chunk"] * layers
     assert dense["h2d_copies_per_chunk"] == 1  # the chunk's pose maps, nothing per pass
     assert student["fps_with_io"] > 0 and dense["fps_with_io"] > 0  # ffmpeg is here
+    # FLOPs: every pass of a chunk is the same network on the same tokens (and the tiny
+    # student has no cache pass), so 4 steps cost twice 2; the teacher's ratio is its count
+    # over the student's
+    result = run_cli("bench", "render", "--preset", "tiny", "--seconds", "0.5", "--device",
+                     "cpu", "--skip-teacher", "--student-attention", "dense", "--steps", "4",
+                     "--json")
+    four = json.loads(result.stdout)
+    assert four["flops_per_frame"] / dense["flops_per_frame"] == pytest.approx(2)
+    assert report["flops_ratio"] == pytest.approx(report["teacher"]["flops_per_frame"]
+                                                  / student["flops_per_frame"])
+    assert dense["peak_tflops"] is None and dense["fps_at_half_peak"] is None  # the CPU
+
+
+def test_flops_are_counted_for_products_and_the_cpus_fused_attention():
+    """The counter behind flops_per_frame on hand-made cases: 2 FLOPs per multiply-add."""
+    from posecast.bench.counters import count_flops, fps_at_half_peak
+
+    x, weight = torch.randn(3, 8), torch.randn(4, 8)
+    assert count_flops(lambda: x @ weight.T) == 2 * 3 * 8 * 4
+    q, k, v = torch.randn(1, 2, 5, 4), torch.randn(1, 2, 7, 4), torch.randn(1, 2, 7, 4)
+    scores_and_values = 2 * (1 * 2 * 5 * 7 * 4) * 2  # Q·Kᵀ and P·V
+    assert count_flops(lambda: F.scaled_dot_product_attention(q, k, v)) == scores_and_values
+    assert fps_at_half_peak(1e12, "NVIDIA H200") == pytest.approx(0.5 * 989)
+    assert fps_at_half_peak(1e12, "cpu") is None
 
 
 def test_bench_render_times_without_io_where_there_is_no_ffmpeg(run_cli, monkeypatch):

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch._dynamo
+from torch.utils.flop_counter import FlopCounterMode
 
-from posecast.bench.host_work import HostWork
+from posecast.bench.counters import HostWork, flop_counter
 from posecast.bench.teacher import sync
 from posecast.media import AudioClip, write_mp4
 from posecast.media.image import to_uint8_frames
@@ -35,6 +36,7 @@ class PipelineTiming:
     total_s: float  # pose maps + denoise + decode, I/O excluded
     with_io_s: float | None  # the same run again, streaming into an MP4 with audio
     first_frame_s: float | None  # student: start → first decoded frame (I/O excluded)
+    flops_per_frame: float | None = None  # counted (bench/counters.py), denoising only
 
     def fps(self, seconds: float) -> float:
         return self.frames / seconds
@@ -72,7 +74,7 @@ class StreamingCounts:
     layers: int
     attention_calls_per_chunk: float  # kernel launches, counted in an eager run
     recompiles: int  # graphs compiled after the warm-up (0 when nothing is compiled)
-    # per chunk after the first, counted in the eager run (bench/host_work.py; on the CPU a
+    # per chunk after the first, counted in the eager run (bench/counters.py; on the CPU a
     # floor: copies between devices show only on a GPU)
     syncs_per_chunk: float  # reads back to the host (the stream waits)
     h2d_copies_per_chunk: float  # tensors made from host data, host→device copies
@@ -94,8 +96,8 @@ def time_student_render(student: StudentBackend, conditions, poses: Keypoints,
     device, frames = student.device, len(poses)
     state = StreamState()  # as a renderer: one cache and plan set for every run
 
-    def run(sink: Callable | None = None, work: HostWork | None = None
-            ) -> tuple[float, float, float, float]:
+    def run(sink: Callable | None = None, work: HostWork | None = None,
+            flops: FlopCounterMode | None = None) -> tuple[float, float, float, float]:
         denoise = decode = 0.0
         first = None
         sync(device)
@@ -103,26 +105,31 @@ def time_student_render(student: StudentBackend, conditions, poses: Keypoints,
         for start, latents in chunk_latents(student, conditions, poses, 0, state):
             sync(device)
             tock = time.perf_counter()
+            if work is not None:  # the cache pass before this chunk and its k steps
+                marks.append((work.syncs, work.copies, flops.get_total_flops()))
             with torch.no_grad():
                 pixels = to_uint8_frames(student.decode(latents[0]))[:frames - start]
+            if flops is not None:  # decoding is not denoising: taken out of the count
+                flops.flop_counts.clear()
             denoise += tock - tick
             decode += time.perf_counter() - tock
             first = time.perf_counter() - started if first is None else first
             for frame in pixels if sink is not None else ():
                 sink(frame)
-            if work is not None:
-                marks.append((work.syncs, work.copies))
             tick = time.perf_counter()
         return denoise, decode, time.perf_counter() - started, first
 
     chunks = -(-frames // student.chunk)
     before = KernelCalls.count
-    marks: list[tuple[int, int]] = []  # (syncs, copies) so far, after each chunk
-    with HostWork() as work:  # eager: kernels, allocator, the cache and plans; counts calls
-        run(work=work)
+    # per chunk, before its decoding: (syncs, copies) so far, and its denoising FLOPs
+    marks: list[tuple[int, int, int]] = []
+    # eager: kernels, allocator, the cache and plans; counts attention calls, host work, FLOPs
+    with HostWork() as work, flop_counter() as flops:
+        run(work=work, flops=flops)
     calls = (KernelCalls.count - before) / chunks
-    steady = max(1, len(marks) - 1)
+    steady = marks[1:] or marks  # the chunks after the first (the first makes the cache)
     syncs, copies = (marks[-1][i] - (marks[0][i] if len(marks) > 1 else 0) for i in (0, 1))
+    chunk_flops = sum(mark[2] for mark in steady) / len(steady)
     counters = torch._dynamo.utils.counters["stats"]
     if compile:
         if device.type == "cuda":
@@ -143,5 +150,6 @@ def time_student_render(student: StudentBackend, conditions, poses: Keypoints,
             run(mp4.write)
         io_seconds = time.perf_counter() - started
     counts = StreamingCounts(chunks, len(student.levels()) + 1, student.attention_layers, calls,
-                             recompiles, syncs / steady, copies / steady)
-    return PipelineTiming("student", frames, denoise, decode, total, io_seconds, first), counts
+                             recompiles, syncs / len(steady), copies / len(steady))
+    return PipelineTiming("student", frames, denoise, decode, total, io_seconds, first,
+                          chunk_flops / student.chunk), counts

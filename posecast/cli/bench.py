@@ -250,6 +250,7 @@ def bench_render(
     """
     import torch
 
+    from posecast.bench.counters import fps_at_half_peak, peak_tflops
     from posecast.bench.render import time_student_render
     from posecast.families import family_for, family_with_preset
     from posecast.hub import resolve_folder
@@ -291,15 +292,20 @@ def bench_render(
                "steps": len(student.levels()), "attention": attention,
                "attention_backend": parts.backend, "size": size_text, "device": device_name,
                "family": family.name, "compiled": compile, **parts.details,
-               **dataclasses.asdict(counts)}
+               **dataclasses.asdict(counts), "flops_per_frame": timing.flops_per_frame,
+               "peak_tflops": peak_tflops(device_name),  # None: the CPU, or an unknown card
+               "fps_at_half_peak": fps_at_half_peak(timing.flops_per_frame, device_name)}
     if len(rows) == 2:
         teacher_row = rows[0]
         teacher_fps = teacher_row.fps(teacher_row.total_s)
         summary = {"student": summary, "teacher": {
             "fps": teacher_fps, "denoise_fps": teacher_row.fps(teacher_row.denoise_s),
             "decode_fps": None if teacher_row.decode_s is None
-            else teacher_row.fps(teacher_row.decode_s), "steps": teacher_steps, "cfg": cfg},
-            "teacher_fps": teacher_fps, "ratio": summary["fps"] / teacher_fps}
+            else teacher_row.fps(teacher_row.decode_s), "steps": teacher_steps, "cfg": cfg,
+            "flops_per_frame": teacher_row.flops_per_frame,
+            "fps_at_half_peak": fps_at_half_peak(teacher_row.flops_per_frame, device_name)},
+            "teacher_fps": teacher_fps, "ratio": summary["fps"] / teacher_fps,
+            "flops_ratio": teacher_row.flops_per_frame / timing.flops_per_frame}
     if json_output:
         print(json.dumps(summary))
         return

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from posecast.bench.counters import count_flops
 from posecast.bench.render import PipelineTiming
 from posecast.bench.teacher import peak_memory_gb, sync, time_calls
 from posecast.config import DenoiserConfig
@@ -113,7 +114,8 @@ def time_teacher_render(model: Denoiser, codec, reference: torch.Tensor, poses: 
     frames = len(poses)
     denoise = steps * step / per_frame * frames
     decode = decode / per_frame * frames
-    return PipelineTiming("teacher", frames, denoise, decode, denoise + decode, None, None)
+    flops = steps * count_flops(one_step) / per_frame
+    return PipelineTiming("teacher", frames, denoise, decode, denoise + decode, None, None, flops)
 
 
 def time_teacher(config: DenoiserConfig, steps: int, cfg: float, device: torch.device,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from posecast.bench.counters import count_flops
 from posecast.bench.render import RenderBenchParts
 from posecast.bench.teacher import TeacherBench, peak_memory_gb, time_calls
 from posecast.mimicmotion.attention import InputAwareSettings, InputAwareUNet
@@ -40,6 +41,7 @@ class MimicMotionTiming:
     step_ms: float  # one denoising step of one window, CFG's two branches as one batch
     fps: float  # frames / (steps × step), denoising only
     peak_memory_gb: float | None
+    flops_per_frame: float  # steps × one step's counted FLOPs / frames
 
 
 def random_network(preset: str | dict, device: torch.device, dtype: torch.dtype
@@ -94,7 +96,7 @@ def time_mimicmotion(preset: str | dict, height: int, width: int, frames: int, s
     return MimicMotionTiming(
         torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", frames,
         sum(p.numel() for p in network.parameters()), step_ms,
-        frames / (steps * step_ms / 1000), peak)
+        frames / (steps * step_ms / 1000), peak, steps * count_flops(step) / frames)
 
 
 def random_student(preset: str, height: int, width: int, device: torch.device,
@@ -155,7 +157,8 @@ def render_bench_parts(folder: Path | None, teacher: Path | None, preset: str,
         timing = time_mimicmotion(unet, student.height, student.width, min(16, len(fitted)),
                                   teacher_steps, device, poses=poses)
         denoise = len(fitted) / timing.fps
-        return PipelineTiming("teacher", len(fitted), denoise, None, denoise, None, None)
+        return PipelineTiming("teacher", len(fitted), denoise, None, denoise, None, None,
+                              timing.flops_per_frame)
 
     decoder = "tiny" if student.fast_decoder is not None else "svd-vae"
     return RenderBenchParts(student, conditions, time_teacher, student.settings.backend,
