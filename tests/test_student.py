@@ -78,7 +78,7 @@ def test_the_cache_keeps_a_fixed_number_of_frames():
             held.append(int(rollout.cache.valid.sum()))
             shapes.add(tuple(rollout.cache.keys[0].shape))
     assert held == [128, 256, 256, 256, 256]  # 2, then 4 frames of 64 tokens: the capacity
-    assert shapes == {(1, 4, 256, 16)}  # preallocated once
+    assert shapes == {(1, 4, 384, 16)}  # preallocated once: 4 ring frames + a 2-frame chunk
     (planner,) = rollout.planners.values()
     assert sorted(planner.slot_frame[0].tolist()) == [6, 7, 8, 9]  # the last 4
     assert rollout.next_frame == 10 and int(rollout.position) == 10

@@ -9,7 +9,7 @@ n = tokens per frame. With `reference_frame`, the reference is also prepended as
 (time position -1) that every token may attend to; its outputs are discarded.
 
 A causal student (config.chunk > 0) runs one chunk at a time against a KVCache of past clean
-frames (models/kv_cache.py); `first_frame` is the chunk's position in the video.
+frames (kv_cache.py); `first_frame` is the chunk's position in the video.
 """
 
 from __future__ import annotations
@@ -96,12 +96,10 @@ class SelfAttention(nn.Module):
                 ) -> torch.Tensor:
         batch, tokens, dim = x.shape
         q, k, v = self._rotated(x, rope, slice(0, 3))
-        if cache is not None:
-            cached_k, cached_v = cache.read(self.index, k, v)  # the cache before this chunk
-            if commit:  # the clean chunk joins the cache
-                cache.store(self.index, k, v)
-            k, v = cached_k, cached_v
-        out = attend(q, k.to(q.dtype), v.to(q.dtype), layout)  # (B, heads, N, d)
+        keys, values = (k, v) if cache is None else cache.read(self.index, k, v)
+        out = attend(q, keys.to(q.dtype), values.to(q.dtype), layout)  # (B, heads, N, d)
+        if commit:  # the clean chunk joins the cache, after its attention read the ring
+            cache.store(self.index, k, v)
         return self.out(out.transpose(1, 2).reshape(batch, tokens, dim))
 
     def store(self, x: torch.Tensor, rope, cache: KVCache) -> None:

@@ -1,18 +1,22 @@
 """A causal student's memory of the past: keys and values of recent clean frames, per layer.
 
-Every layer holds one preallocated ring buffer of `capacity` frames × n tokens. While a chunk
-is denoised, a layer's keys are [buffer ‖ the chunk's own keys]: the shape never changes, and
-slots that hold no frame yet are hidden by the attention mask (their group is EMPTY, or the
-dense student's key-validity mask is False there). When a chunk is done, one more pass over the
-clean chunk at t = 0 writes its keys and values over the oldest frames, so memory stays fixed
-however long the video is. Tensors are (B, heads, capacity · n, head dim), already rotated by
-RoPE at their own frame positions (attention scores depend only on relative positions).
+Every layer holds one preallocated buffer: a ring of `capacity` frames × n tokens followed by
+the slots of one chunk (c · n tokens). While a chunk is denoised, a layer's keys are [ring ‖
+the chunk's own keys]: the chunk's keys are written into its slots, so a pass copies only them
+(not the whole ring, as joining two tensors would), the shape never changes, and slots that
+hold no frame yet are hidden by the attention mask (their group is EMPTY, or the dense
+student's key-validity mask is False there). When a chunk is done, one more pass over the clean
+chunk at t = 0 writes its keys and values over the oldest frames of the ring, after its
+attention has read them, so memory stays fixed however long the video is. Tensors are
+(B, heads, tokens, head dim), already rotated by RoPE at their own frame positions (attention
+scores depend only on relative positions).
 
-For inference the buffers are written in place (index_copy_ at a device index), so compiled
-code and CUDA graphs see constant shapes and addresses. In training (`in_place=False`) a commit
-makes new buffers instead: a gradient-checkpointed block recomputes its attention during the
-backward pass, after later chunks were committed, and must read the cache as it was. Which
-frame sits in which slot is the host's business (student.py keeps that table for the masks).
+For inference the buffers are written in place (copy_ and index_copy_ at a device index), so
+compiled code and CUDA graphs see constant shapes and addresses. In training (`in_place=False`)
+keys carry gradients, so a pass joins [ring ‖ keys] into a new tensor, and a commit makes new
+buffers: a gradient-checkpointed block recomputes its attention during the backward pass,
+after later chunks were committed, and must read the cache as it was. Which frame sits in
+which slot is the host's business (student.py keeps that table for the masks).
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ class KVCache:
         self.capacity = capacity  # frames
         self.in_place = in_place
         self.tokens_per_frame = tokens_per_frame
-        shape = (batch, heads, capacity * tokens_per_frame, head_dim)
+        self.ring = capacity * tokens_per_frame  # the ring's tokens; the chunk's slots follow
+        shape = (batch, heads, self.ring + chunk_frames * tokens_per_frame, head_dim)
         self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
         # the token slots the next commit of `chunk_frames` frames writes (a device tensor:
@@ -78,11 +83,17 @@ class KVCache:
         capacity · n + N, d)."""
         if self.capacity == 0:
             return k, v
-        return (torch.cat([self.keys[layer], k.to(self.keys[layer].dtype)], dim=2),
-                torch.cat([self.values[layer], v.to(self.values[layer].dtype)], dim=2))
+        keys, values = self.keys[layer], self.values[layer]
+        if self.in_place and not k.requires_grad and k.shape[2] == keys.shape[2] - self.ring:
+            keys[:, :, self.ring:].copy_(k)  # into the chunk's slots: the ring stays put
+            values[:, :, self.ring:].copy_(v)
+            return keys, values
+        return (torch.cat([keys[:, :, :self.ring], k.to(keys.dtype)], dim=2),
+                torch.cat([values[:, :, :self.ring], v.to(values.dtype)], dim=2))
 
     def store(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Write the current chunk's keys and values (B, heads, c · n, d) at `write_index`."""
+        """Write the current chunk's keys and values (B, heads, c · n, d) into the ring at
+        `write_index` (after this pass's attention has read the ring)."""
         if self.capacity == 0:
             return
         for buffers, new in ((self.keys, k), (self.values, v)):
