@@ -61,8 +61,7 @@ CODEC_RULES = {
     "kind": one_of("pixel", "vae"), "repo": TEXT_OR_NULL, "subfolder": TEXT_OR_NULL,
     "revision": TEXT_OR_NULL, "fast_decoder_repo": TEXT_OR_NULL,
     "latent_channels": whole(1, 64), "downsample": whole(1, 64),
-    "scaling_factor": number(1e-6, 1e6),
-}
+    "scaling_factor": number(1e-6, 1e6)}
 
 
 @dataclass(frozen=True)
@@ -239,8 +238,7 @@ TRAIN_RULES: dict[str, Rule] = {
     "max_steps": whole(1, MAX_STEPS), "batch_size": whole(1, 4096), "learning_rate": RATE,
     "weight_decay": RATE, "ema_decay": RATE, "checkpoint_every": whole(1, MAX_STEPS),
     "gradient_checkpointing": FLAG, "grad_clip": number(1e-6, 1e6), "seed": whole(0, MAX_SEED),
-    "fsdp": FLAG,
-}
+    "fsdp": FLAG}
 
 # posecast/train/distill.py DistillConfig (`posecast distill --config FILE`)
 DISTILL_RULES: dict[str, Rule] = {

@@ -115,11 +115,6 @@ def curve_peak(curve: np.ndarray) -> tuple[float | None, int | None]:
     return float(curve[best]), LAGS[best]
 
 
-def lip_sync(openings: np.ndarray, loudness: np.ndarray) -> tuple[float | None, int | None]:
-    """Best correlation of mouth opening with loudness over LAGS, and its lag in frames."""
-    return curve_peak(lip_sync_curve(openings, loudness))
-
-
 def mouth_darkness(frame: np.ndarray, face: np.ndarray) -> float | None:
     """255 − the mean RGB of `frame` (H, W, 3) inside the box of the outer lip points of
     `face` (478, 3) in its pixels; None without lips."""

@@ -52,15 +52,12 @@ class LoadedTeacher(Protocol):
 
     def set_attention(self, mode: str, k_frames: int | None) -> None:
         """"dense" or "input_aware" (with K past frames, or the model's K)."""
-        ...
 
     def configure(self, changes: dict[str, str]) -> None:
         """Sampling settings by name (--recipe KEY=VALUE)."""
-        ...
 
     def memory_hint(self) -> str:
         """What to lower when a GPU runs out of memory."""
-        ...
 
     def model_calls(self, frames: int, steps: int, cfg: float) -> int: ...
 
@@ -69,7 +66,6 @@ class LoadedTeacher(Protocol):
                on_evaluation: Callable[[], None] | None = None) -> Iterator[np.ndarray]:
         """(H, W, 3) uint8 frames, one per pose: `portrait` (H₀, W₀, 3) uint8 and the poses
         and its keypoints in its own pixels (each family fits them to its frame)."""
-        ...
 
 
 @dataclass(frozen=True)

@@ -92,8 +92,7 @@ def resolve_folder(path_or_repo: str | os.PathLike, revision: str | None = None,
     with _hub_errors(text, kind, revision, offline):
         folder = huggingface_hub.snapshot_download(
             repo_id=text, revision=revision, allow_patterns=allow_patterns, token=token,
-            local_files_only=offline, cache_dir=cache_dir or os.environ.get("HF_HUB_CACHE"),
-        )
+            local_files_only=offline, cache_dir=cache_dir or os.environ.get("HF_HUB_CACHE"))
     return Path(folder)
 
 

@@ -81,6 +81,17 @@ def require_replaceable(folder: str | os.PathLike, what: str,
                      "with --overwrite; give a new path")
 
 
+def require_new_folder(folder: Path, overwrite: bool, what: str,
+                       legacy_names: Collection[str] = ()) -> None:
+    """Before writing the folder `folder` whole: it must not exist unless `overwrite` (and then
+    `require_replaceable` accepts it), and its parent folder must."""
+    if folder.exists() and not overwrite:
+        raise UsageError(f"{folder}: already exists; pass --overwrite to replace it")
+    require_replaceable(folder, what, legacy_names)
+    if not folder.parent.is_dir():
+        raise UsageError(f"{folder}: the parent folder {folder.parent} does not exist")
+
+
 def clear(folder: str | os.PathLike, what: str, owned_names: Collection[str] | None = None,
           legacy_names: Collection[str] = ()) -> list[str]:
     """Delete a folder that `require_replaceable` accepts. With `owned_names` (the entries that

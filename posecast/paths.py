@@ -36,10 +36,8 @@ def require_file(path: str | os.PathLike, kind: str,
     if extensions is not None:
         extensions = tuple(extensions)
         if path.suffix.lower() not in extensions:
-            raise UsageError(
-                f"{path}: unsupported {kind} type '{path.suffix or '(none)'}'; "
-                f"use one of {', '.join(extensions)}"
-            )
+            raise UsageError(f"{path}: unsupported {kind} type '{path.suffix or '(none)'}'; "
+                             f"use one of {', '.join(extensions)}")
     if not path.exists():
         raise UsageError(f"{path}: no such {kind} file; check the path")
     if path.is_dir():
@@ -58,12 +56,9 @@ def same_file(first: str | os.PathLike, second: str | os.PathLike) -> bool:
         return False
 
 
-def require_output(
-    path: str | os.PathLike,
-    overwrite: bool,
-    extensions: Iterable[str] | None = None,
-    inputs: Iterable[str | os.PathLike | None] = (),
-) -> Path:
+def require_output(path: str | os.PathLike, overwrite: bool,
+                   extensions: Iterable[str] | None = None,
+                   inputs: Iterable[str | os.PathLike | None] = ()) -> Path:
     """Check an output path before any work is done: its folder exists, it is not taken, and
     it is none of the command's `inputs` (--overwrite would replace that input)."""
     path = Path(path)
@@ -74,10 +69,8 @@ def require_output(
     if extensions is not None:
         extensions = tuple(extensions)
         if path.suffix.lower() not in extensions:
-            raise UsageError(
-                f"{path}: unsupported output type '{path.suffix or '(none)'}'; "
-                f"use one of {', '.join(extensions)}"
-            )
+            raise UsageError(f"{path}: unsupported output type '{path.suffix or '(none)'}'; "
+                             f"use one of {', '.join(extensions)}")
     parent = path.parent
     if not parent.is_dir():
         raise UsageError(f"{path}: the output folder {parent} does not exist; create it first")

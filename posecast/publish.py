@@ -26,7 +26,7 @@ from pathlib import Path
 from posecast.errors import InputError, PosecastError, UsageError
 from posecast.families import family_for
 from posecast.json_files import load_json
-from posecast.ownership import require_replaceable
+from posecast.ownership import require_new_folder
 from posecast.paths import atomic_folder
 
 CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
@@ -77,12 +77,7 @@ def _check_output(run: Path, out: Path, overwrite: bool) -> None:
             or resolved_out in resolved_run.parents:
         raise UsageError(f"{out}: the export folder must lie outside the run folder {run} (and "
                          "not contain it)")
-    if not out.parent.is_dir():
-        raise UsageError(f"{out}: the parent folder {out.parent} does not exist")
-    if out.exists():
-        if not overwrite:
-            raise UsageError(f"{out}: already exists; pass --overwrite to replace it")
-        require_replaceable(out, "model folder", legacy_names=(CONFIG_NAME,))
+    require_new_folder(out, overwrite, "model folder", (CONFIG_NAME,))
 
 
 def split_card(text: str) -> tuple[dict, str]:

@@ -26,7 +26,6 @@ from posecast.media import AudioClip, load_audio, load_portrait, write_mp4
 from posecast.media.audio import MAX_MINUTES
 from posecast.media.image import to_uint8_frames
 from posecast.motion import frame_count, load_motion
-from posecast.paths import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, require_file
 from posecast.pose.extract import extract_image
 from posecast.pose.framing import Box, crop_resize, fit_keypoints, retarget
 from posecast.pose.keypoints import Keypoints, resample
@@ -165,8 +164,7 @@ class Renderer:
         `motion`, default the built-in model, or the keypoint file `poses`): what `frames` and
         `generate` take. Audio whose header declares more than `max_minutes` is refused before
         it is decoded."""
-        clip = load_audio(require_file(audio, "audio", AUDIO_EXTENSIONS + VIDEO_EXTENSIONS),
-                          max_minutes=max_minutes, on_warning=on_warning)
+        clip = load_audio(audio, max_minutes=max_minutes, on_warning=on_warning)
         if clip.duration > warn_seconds and on_warning is not None:
             on_warning(f"warning: {audio} lasts {clip.duration / 60:.1f} min (over "
                        f"{warn_seconds / 60:.0f} min); rendering it anyway")

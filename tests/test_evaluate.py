@@ -13,7 +13,8 @@ import pytest
 from posecast.evaluate import (
     LAGS,
     ClipScores,
-    lip_sync,
+    curve_peak,
+    lip_sync_curve,
     mean_curve,
     mouth_agreement,
     mouth_darkness,
@@ -25,9 +26,9 @@ from posecast.pose.face_mesh import LIP_OUTLINE
 def test_lip_sync_finds_the_lag():
     rng = np.random.default_rng(0)
     loudness = np.convolve(rng.random(200), np.ones(5) / 5, mode="same")
-    r, lag = lip_sync(np.roll(loudness, 2), loudness)
+    r, lag = curve_peak(lip_sync_curve(np.roll(loudness, 2), loudness))
     assert lag == 2 and r > 0.99
-    assert lip_sync(np.zeros(50), loudness[:50]) == (None, None)
+    assert curve_peak(lip_sync_curve(np.zeros(50), loudness[:50])) == (None, None)
 
 
 def test_the_mean_lag_curve_weights_clips_by_frames_and_skips_gaps():

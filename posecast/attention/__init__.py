@@ -10,8 +10,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-ATTENTION_MODES = ("dense", "input_aware")
-
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout=None) -> torch.Tensor:
     if layout is None or isinstance(layout, torch.Tensor):

@@ -9,7 +9,6 @@ output back (the denoiser does that once per pass, not per layer, so this overst
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from posecast.attention.backends import flex_attention, input_aware_attention, xformers_available
 from posecast.attention.mask import InputAwareMask, build_mask
 from posecast.attention.plan import AttentionPlan
+from posecast.bench.teacher import time_calls
 from posecast.pose.framing import fit_box, fit_keypoints
 from posecast.pose.keypoints import Keypoints
 from posecast.pose.regions import token_regions
@@ -48,18 +48,6 @@ def window_mask(poses: Keypoints, frames: int, grid: int, k_frames: int, dilate_
     regions = token_regions(fitted, grid, grid, dilate_tokens=dilate_tokens)
     past = most_similar_past_frames(pose_distance_matrix(fitted), k_frames)
     return build_mask(regions, past, chunk=chunk)
-
-
-def _timed(fn, device: torch.device, repeats: int) -> float:
-    fn()  # warm-up (compilation, allocator)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    started = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - started) / repeats * 1000
 
 
 def oracle(q, k, v, mask: InputAwareMask) -> torch.Tensor:
@@ -111,15 +99,15 @@ def time_attention(poses: Keypoints, frames: int, grid: int, k_frames: int, head
     def with_backward(fn):
         return lambda: fn().sum().backward()
 
+    dense_forward = time_calls(dense, device, repeats)
+    sparse_forward = time_calls(sparse, device, repeats)
     with torch.no_grad():
-        dense_forward = _timed(dense, device, repeats)
-        sparse_forward = _timed(sparse, device, repeats)
         rows = torch.randperm(tokens, generator=g)[:256].to(device)
         error = (sparse()[:, :, rows].double().cpu() - _oracle_rows(q, k, v, mask, rows)).abs()
     dense_backward = sparse_backward = None
     if backward:
-        dense_backward = _timed(with_backward(dense), device, repeats)
-        sparse_backward = _timed(with_backward(sparse), device, repeats)
+        dense_backward = time_calls(with_backward(dense), device, repeats, grad=True)
+        sparse_backward = time_calls(with_backward(sparse), device, repeats, grad=True)
     return AttentionTiming(tokens, k_frames, mask.density(), _block_density(plan),
                            dense_forward, sparse_forward, dense_backward, sparse_backward,
                            float(error.max()))

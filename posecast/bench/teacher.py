@@ -32,10 +32,11 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_calls(call: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """Milliseconds per `call()` (gradients off), after one warm-up call (kernels,
-    allocator), the device synchronised around the timed calls."""
-    with torch.no_grad():
+def time_calls(call: Callable[[], object], device: torch.device, repeats: int,
+               grad: bool = False) -> float:
+    """Milliseconds per `call()` (gradients off unless `grad`), after one warm-up call
+    (kernels, compilation, allocator), the device synchronised around the timed calls."""
+    with torch.set_grad_enabled(grad):
         call()
         sync(device)
         started = time.perf_counter()

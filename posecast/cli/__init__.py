@@ -29,18 +29,14 @@ from posecast.cli import (
 from posecast.cli.bench import bench_app
 from posecast.cli.help_text import unwrap_command_help
 from posecast.cli.import_model import import_app
-from posecast.cli.ui import err_console
+from posecast.cli.ui import warn
 from posecast.errors import PosecastError, Terminated
 from posecast.version import __version__
 
 app = typer.Typer(
-    name="posecast",
+    name="posecast", no_args_is_help=True, pretty_exceptions_enable=False,
     help="Turn one portrait and a speech recording into a talking, gesturing video.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-    rich_markup_mode="rich",
-)
+    context_settings={"help_option_names": ["-h", "--help"]}, rich_markup_mode="rich")
 app.command(name="keypoints")(keypoints.keypoints_command)
 app.command(name="train")(train.train_command)
 app.command(name="teacher")(teacher.teacher_command)
@@ -92,27 +88,23 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)  # click's errors come here, not to its own printer
         if code == 130:  # typer turns Ctrl-C (KeyboardInterrupt) into Exit(130) and returns it
-            err_console.print("error: interrupted", markup=False, highlight=False)
+            warn("error: interrupted")
         if isinstance(code, int) and code:  # typer.Exit(code)
             sys.exit(code)
     except ParseError as error:  # an unknown option, a missing or malformed value
         command = error.ctx.command_path if error.ctx is not None else "posecast"
-        err_console.print(f"error: {error.format_message()} (see `{command} --help`)",
-                          markup=False, highlight=False, soft_wrap=True)
+        warn(f"error: {error.format_message()} (see `{command} --help`)")
         sys.exit(error.exit_code)
-    except typer.Abort:  # Ctrl-C or end of input, as click reports them
-        err_console.print("error: interrupted", markup=False, highlight=False)
+    except (typer.Abort, KeyboardInterrupt):  # Ctrl-C (or end of input, as click reports it)
+        warn("error: interrupted")
         sys.exit(130)
     except PosecastError as error:
         if _debug["on"]:
             raise
-        err_console.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
+        warn(f"error: {error}")
         sys.exit(error.exit_code)
-    except KeyboardInterrupt:
-        err_console.print("error: interrupted", markup=False, highlight=False)
-        sys.exit(130)
     except Terminated:
-        err_console.print("error: terminated (SIGTERM)", markup=False, highlight=False)
+        warn("error: terminated (SIGTERM)")
         sys.exit(143)
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from posecast.cli.options import Device, JsonSummary, in_panel
+from posecast.cli.options import Device, JsonSummary, in_panel, panel_option
 from posecast.cli.ui import console, err_console
 from posecast.config import parse_size
 from posecast.devices import pick_device
@@ -179,58 +179,47 @@ def bench_attention(
 
 @bench_app.command("render")
 def bench_render(
-    model: Annotated[str | None, typer.Option(
-        rich_help_panel="Models",
-        help="A student model folder or repo id \\[default: random weights of --preset].")]
+    model: Annotated[str | None, panel_option(
+        "Models", "A student model folder or repo id \\[default: random weights of --preset].")]
     = None,
-    teacher: Annotated[str | None, typer.Option(
-        rich_help_panel="Models",
-        help="The teacher to compare \\[default: random weights of the student's architecture "
-        "as a teacher].")] = None,
-    preset: Annotated[str, typer.Option(
-        rich_help_panel="Models", help="With random weights: tiny, mini, small or base.")]
-    = "base",
-    seconds: Annotated[float, typer.Option(
-        rich_help_panel="Workload", help="Seconds of video.", min=0.1, max=600.0)] = 8.0,
-    fps: Annotated[float, typer.Option(
-        rich_help_panel="Workload", help="Frames per second.", min=1.0, max=240.0)] = 25.0,
-    steps: Annotated[int | None, typer.Option(
-        rich_help_panel="Workload", help="Student steps \\[default: the model's].", min=1,
-        max=8)] = None,
-    teacher_steps: Annotated[int, typer.Option(
-        rich_help_panel="Workload", help="Teacher steps.", min=1, max=1000)] = 25,
-    cfg: Annotated[float, typer.Option(
-        rich_help_panel="Workload", help="Teacher guidance scale.")] = 2.0,
-    skip_teacher: Annotated[bool, typer.Option(
-        rich_help_panel="Run", help="Time the student only.")] = False,
-    student_attention: Annotated[str, typer.Option(
-        rich_help_panel="Models",
-        help="With random weights: the student's attention, input_aware or dense.")]
+    teacher: Annotated[str | None, panel_option(
+        "Models", "The teacher to compare \\[default: random weights of the student's "
+        "architecture as a teacher].")] = None,
+    preset: Annotated[str, panel_option(
+        "Models", "With random weights: tiny, mini, small or base.")] = "base",
+    seconds: Annotated[float, panel_option("Workload", "Seconds of video.", min=0.1,
+                                           max=600.0)] = 8.0,
+    fps: Annotated[float, panel_option("Workload", "Frames per second.", min=1.0,
+                                       max=240.0)] = 25.0,
+    steps: Annotated[int | None, panel_option(
+        "Workload", "Student steps \\[default: the model's].", min=1, max=8)] = None,
+    teacher_steps: Annotated[int, panel_option("Workload", "Teacher steps.", min=1,
+                                               max=1000)] = 25,
+    cfg: Annotated[float, panel_option("Workload", "Teacher guidance scale.")] = 2.0,
+    skip_teacher: Annotated[bool, panel_option("Run", "Time the student only.")] = False,
+    student_attention: Annotated[str, panel_option(
+        "Models", "With random weights: the student's attention, input_aware or dense.")]
     = "input_aware",
-    attention_backend: Annotated[str | None, typer.Option(
-        rich_help_panel="Models",
-        help="The student's input-aware backend: flex, gather, dense or xformers \\[default: "
-        "the model's, auto = flex on CUDA, gather on the CPU].")] = None,
-    compile: Annotated[bool | None, typer.Option(
-        "--compile/--no-compile", rich_help_panel="Run", help="Compile the student's chunk step "
-        "(CUDA graphs on CUDA) \\[default: on CUDA, with dense attention or flex].")] = None,
-    json_output: Annotated[bool, typer.Option(
-        "--json", rich_help_panel="Run",
-        help="Print one JSON object on stdout instead of the table.")] = False,
-    io: Annotated[bool | None, typer.Option(
-        "--io/--no-io", rich_help_panel="Run", help="Also time one student run writing an MP4 "
-        "with the audio \\[default: when an ffmpeg is found].")] = None,
-    portrait_keypoints_file: Annotated[Path | None, typer.Option(
-        "--portrait-keypoints", rich_help_panel="Workload", help="The portrait's keypoints "
-        "(.npz, one frame), extracted once with `posecast keypoints`, so the bench needs no "
-        "face detector \\[default: examples/astronaut_keypoints.npz].")] = None,
-    profile: Annotated[Path | None, typer.Option(
-        rich_help_panel="Run",
-        help="Also profile one student run and write the operator table (where the time "
+    attention_backend: Annotated[str | None, panel_option(
+        "Models", "The student's input-aware backend: flex, gather, dense or xformers "
+        "\\[default: the model's, auto = flex on CUDA, gather on the CPU].")] = None,
+    compile: Annotated[bool | None, panel_option(
+        "Run", "Compile the student's chunk step (CUDA graphs on CUDA) \\[default: on CUDA, "
+        "with dense attention or flex].", "--compile/--no-compile")] = None,
+    json_output: Annotated[bool, panel_option(
+        "Run", "Print one JSON object on stdout instead of the table.", "--json")] = False,
+    io: Annotated[bool | None, panel_option(
+        "Run", "Also time one student run writing an MP4 with the audio \\[default: when an "
+        "ffmpeg is found].", "--io/--no-io")] = None,
+    portrait_keypoints_file: Annotated[Path | None, panel_option(
+        "Workload", "The portrait's keypoints (.npz, one frame), extracted once with `posecast "
+        "keypoints`, so the bench needs no face detector \\[default: "
+        "examples/astronaut_keypoints.npz].", "--portrait-keypoints")] = None,
+    profile: Annotated[Path | None, panel_option(
+        "Run", "Also profile one student run and write the operator table (where the time "
         "goes) to this text file.")] = None,
-    size: Annotated[str | None, typer.Option(
-        rich_help_panel="Models",
-        help="MimicMotion students: WIDTHxHEIGHT \\[default: the model's; random weights "
+    size: Annotated[str | None, panel_option(
+        "Models", "MimicMotion students: WIDTHxHEIGHT \\[default: the model's; random weights "
         "576x1024].", show_default=False)] = None,
     device: in_panel(Device, "Run") = "auto",
 ) -> None:

@@ -14,130 +14,102 @@ from posecast.cli.options import (
     check_revision,
     check_seed,
     in_panel,
+    panel_option,
     parse_region_alphas,
     revision_option,
 )
 from posecast.cli.run_folder import prepare_run_folder
-from posecast.cli.ui import err_console, print_result, progress_bar
+from posecast.cli.ui import print_result, progress_bar, warn
 from posecast.errors import ConfigError, UsageError
 from posecast.json_files import load_json
+
+
+def _setting(panel: str, help: str, *names: str, **limits):
+    """An option whose default is DistillConfig's: None means "not given", so the config file's
+    value stands (--help states the default in the text)."""
+    return panel_option(panel, help, *names, show_default=False, **limits)
 
 
 def distill_command(
     dataset: Annotated[Path, typer.Argument(help="Folder of clips (the teacher's training data "
                                             "or like it).", show_default=False)],
-    teacher: Annotated[str, typer.Option(
-        rich_help_panel="Teacher and output",
-        help="The teacher: a model folder or Hub repo id.", show_default=False)],
-    out: Annotated[Path, typer.Option(
-        "--out", "-o", rich_help_panel="Teacher and output",
-        help="Output student model folder (also holds checkpoint/, ode_pairs/, "
-        "train_log.jsonl).", show_default=False)],
+    teacher: Annotated[str, _setting("Teacher and output",
+                                     "The teacher: a model folder or Hub repo id.")],
+    out: Annotated[Path, _setting("Teacher and output", "Output student model folder (also "
+                                  "holds checkpoint/, ode_pairs/, train_log.jsonl).", "--out",
+                                  "-o")],
     revision: in_panel(revision_option("--teacher"), "Teacher and output") = None,
-    config: Annotated[Path | None, typer.Option(
-        rich_help_panel="Teacher and output",
-        help="JSON file of settings (DistillConfig field names); flags override it.")] = None,
-    student_steps: Annotated[int | None, typer.Option(
-        rich_help_panel="Student",
-        help="Denoising steps of the student, 1-8 \\[default: 4].", min=1, max=8,
-        show_default=False)] = None,
-    chunk: Annotated[int | None, typer.Option(
-        rich_help_panel="Student",
-        help="Frames generated together; attention is causal across chunks \\[default: 4].",
-        min=1, show_default=False)] = None,
-    window: Annotated[int | None, typer.Option(
-        rich_help_panel="Student",
-        help="Frames per training rollout = KV-cache context + one chunk; a multiple of "
-        "--chunk \\[default: the teacher's window].", min=1, show_default=False)] = None,
-    k_frames: Annotated[int | None, typer.Option(
-        rich_help_panel="Student",
-        help="Pose-similar past frames each frame attends to \\[default: 3].", min=0,
-        show_default=False)] = None,
-    attention: Annotated[str | None, typer.Option(
-        rich_help_panel="Student",
-        help="input_aware (the method) or dense (the ablation) \\[default: input_aware].",
-        show_default=False)] = None,
-    init_steps: Annotated[int | None, typer.Option(
-        rich_help_panel="ODE initialisation",
-        help="ODE-pair regression steps before DMD; 0 skips the initialisation "
-        "\\[default: 200].", min=0, show_default=False)] = None,
-    ode_pairs: Annotated[int | None, typer.Option(
-        rich_help_panel="ODE initialisation",
-        help="Teacher trajectory shards (of --batch-size windows) to regress on \\[default: 32].",
-        min=1, show_default=False)] = None,
-    max_steps: Annotated[int | None, typer.Option(
-        rich_help_panel="DMD",
-        help="DMD generator steps, after the initialisation steps \\[default: 1000; on "
-        "--resume, the saved run's].", min=1,
-        show_default=False)] = None,
-    region_steps: Annotated[int | None, typer.Option(
-        rich_help_panel="Region loss",
-        help="Steps on the region loss alone after the DMD steps (no teacher or critic; "
-        "the initialisation's optimiser and learning rate) \\[default: 0; on --resume, the "
-        "saved run's].", min=0,
-        show_default=False)] = None,
-    critic_updates: Annotated[int | None, typer.Option(
-        rich_help_panel="DMD",
-        help="Critic steps per generator step \\[default: 5].", min=1,
-        show_default=False)] = None,
-    batch_size: Annotated[int | None, typer.Option(
-        rich_help_panel="Optimisation",
-        help="Windows per process per micro-batch \\[default: 2].", min=1,
-        show_default=False)] = None,
-    grad_accumulation: Annotated[int | None, typer.Option(
-        rich_help_panel="Optimisation",
-        help="Micro-batches per optimiser step \\[default: 1].", min=1,
-        show_default=False)] = None,
-    learning_rate: Annotated[float | None, typer.Option(
-        rich_help_panel="DMD",
-        help="Student learning rate in the DMD stage \\[default: 2e-5].",
-        show_default=False)] = None,
-    teacher_cfg: Annotated[float | None, typer.Option(
-        rich_help_panel="DMD",
-        help="CFG of the teacher's score \\[default: the teacher's own].", min=0.0,
-        show_default=False)] = None,
-    region_loss_weight: Annotated[float | None, typer.Option(
-        rich_help_panel="Region loss",
-        help="Weight of the region loss on decoded frames (L1 + SSIM against the real "
-        "clip, whole frame plus α_r × each region's mean); 0 turns it off \\[default: 0.25].",
-        min=0.0, show_default=False)] = None,
-    region_alpha: Annotated[list[str] | None, typer.Option(
-        rich_help_panel="Region loss",
-        help="Region weight α_r, as REGION=ALPHA (face, lips, hands, arms; defaults 1, 1, "
-        "2, 0.5): the DMD gradient is scaled by 1 + Σ α_r·m_r and the region loss adds α_r × "
-        "each region's mean error; repeat the option for several.",
-        show_default=False)] = None,
-    perceptual: Annotated[list[str] | None, typer.Option(
-        rich_help_panel="Region loss",
-        help="A perceptual plug-in, NAME=FOLDER_OR_REPO[:WEIGHT] (lpips); skipped with a "
-        "warning when its weights are unavailable.", show_default=False)] = None,
-    fast_decoder: Annotated[Path | None, typer.Option(
-        rich_help_panel="MimicMotion",
-        help="MimicMotion teachers: an AutoencoderTiny folder for SD latents (diffusers layout, "
-        "e.g. a download of madebyollin/taesd) the student renders with; without it the "
-        "student decodes with SVD's temporal VAE.", show_default=False)] = None,
-    checkpoint_every: Annotated[int | None, typer.Option(
-        rich_help_panel="Run",
-        help="Steps between checkpoints \\[default: 100].", min=1, show_default=False)] = None,
-    sample_every: Annotated[int | None, typer.Option(
-        rich_help_panel="Run",
-        help="Write OUT/samples/step-N.mp4 (real | student) every N steps; 0 never "
-        "\\[default: 0].", min=0, show_default=False)] = None,
-    gradient_checkpointing: Annotated[bool | None, typer.Option(
-        "--gradient-checkpointing/--no-gradient-checkpointing", rich_help_panel="Optimisation",
-        help="Recompute activations in the backward pass (less memory).",
-        show_default=False)] = None,
-    fsdp: Annotated[bool | None, typer.Option(
-        "--fsdp/--no-fsdp", rich_help_panel="Optimisation",
-        help="Under torchrun: shard the teacher, student and critic across the processes "
-        "(FSDP2) for models that do not fit one GPU.", show_default=False)] = None,
-    resume: Annotated[bool, typer.Option(
-        rich_help_panel="Run",
-        help="Continue from OUT/checkpoint exactly, with the settings it was saved with; "
+    config: Annotated[Path | None, panel_option(
+        "Teacher and output",
+        "JSON file of settings (DistillConfig field names); flags override it.")] = None,
+    student_steps: Annotated[int | None, _setting(
+        "Student", "Denoising steps of the student, 1-8 \\[default: 4].", min=1, max=8)] = None,
+    chunk: Annotated[int | None, _setting(
+        "Student", "Frames generated together; attention is causal across chunks "
+        "\\[default: 4].", min=1)] = None,
+    window: Annotated[int | None, _setting(
+        "Student", "Frames per training rollout = KV-cache context + one chunk; a multiple of "
+        "--chunk \\[default: the teacher's window].", min=1)] = None,
+    k_frames: Annotated[int | None, _setting(
+        "Student", "Pose-similar past frames each frame attends to \\[default: 3].", min=0)]
+    = None,
+    attention: Annotated[str | None, _setting(
+        "Student", "input_aware (the method) or dense (the ablation) \\[default: "
+        "input_aware].")] = None,
+    init_steps: Annotated[int | None, _setting(
+        "ODE initialisation", "ODE-pair regression steps before DMD; 0 skips the "
+        "initialisation \\[default: 200].", min=0)] = None,
+    ode_pairs: Annotated[int | None, _setting(
+        "ODE initialisation", "Teacher trajectory shards (of --batch-size windows) to regress "
+        "on \\[default: 32].", min=1)] = None,
+    max_steps: Annotated[int | None, _setting(
+        "DMD", "DMD generator steps, after the initialisation steps \\[default: 1000; on "
+        "--resume, the saved run's].", min=1)] = None,
+    region_steps: Annotated[int | None, _setting(
+        "Region loss", "Steps on the region loss alone after the DMD steps (no teacher or "
+        "critic; the initialisation's optimiser and learning rate) \\[default: 0; on --resume, "
+        "the saved run's].", min=0)] = None,
+    critic_updates: Annotated[int | None, _setting(
+        "DMD", "Critic steps per generator step \\[default: 5].", min=1)] = None,
+    batch_size: Annotated[int | None, _setting(
+        "Optimisation", "Windows per process per micro-batch \\[default: 2].", min=1)] = None,
+    grad_accumulation: Annotated[int | None, _setting(
+        "Optimisation", "Micro-batches per optimiser step \\[default: 1].", min=1)] = None,
+    learning_rate: Annotated[float | None, _setting(
+        "DMD", "Student learning rate in the DMD stage \\[default: 2e-5].")] = None,
+    teacher_cfg: Annotated[float | None, _setting(
+        "DMD", "CFG of the teacher's score \\[default: the teacher's own].", min=0.0)] = None,
+    region_loss_weight: Annotated[float | None, _setting(
+        "Region loss", "Weight of the region loss on decoded frames (L1 + SSIM against the "
+        "real clip, whole frame plus α_r × each region's mean); 0 turns it off \\[default: "
+        "0.25].", min=0.0)] = None,
+    region_alpha: Annotated[list[str] | None, _setting(
+        "Region loss", "Region weight α_r, as REGION=ALPHA (face, lips, hands, arms; defaults "
+        "1, 1, 2, 0.5): the DMD gradient is scaled by 1 + Σ α_r·m_r and the region loss adds "
+        "α_r × each region's mean error; repeat the option for several.")] = None,
+    perceptual: Annotated[list[str] | None, _setting(
+        "Region loss", "A perceptual plug-in, NAME=FOLDER_OR_REPO[:WEIGHT] (lpips); skipped "
+        "with a warning when its weights are unavailable.")] = None,
+    fast_decoder: Annotated[Path | None, _setting(
+        "MimicMotion", "MimicMotion teachers: an AutoencoderTiny folder for SD latents "
+        "(diffusers layout, e.g. a download of madebyollin/taesd) the student renders with; "
+        "without it the student decodes with SVD's temporal VAE.")] = None,
+    checkpoint_every: Annotated[int | None, _setting(
+        "Run", "Steps between checkpoints \\[default: 100].", min=1)] = None,
+    sample_every: Annotated[int | None, _setting(
+        "Run", "Write OUT/samples/step-N.mp4 (real | student) every N steps; 0 never "
+        "\\[default: 0].", min=0)] = None,
+    gradient_checkpointing: Annotated[bool | None, _setting(
+        "Optimisation", "Recompute activations in the backward pass (less memory).",
+        "--gradient-checkpointing/--no-gradient-checkpointing")] = None,
+    fsdp: Annotated[bool | None, _setting(
+        "Optimisation", "Under torchrun: shard the teacher, student and critic across the "
+        "processes (FSDP2) for models that do not fit one GPU.", "--fsdp/--no-fsdp")] = None,
+    resume: Annotated[bool, panel_option(
+        "Run", "Continue from OUT/checkpoint exactly, with the settings it was saved with; "
         "--max-steps and --region-steps given here change the run's length.")] = False,
-    seed: Annotated[int | None, typer.Option(
-        rich_help_panel="Run", help="Random seed \\[default: 0].", callback=check_seed,
-        show_default=False)] = None,
+    seed: Annotated[int | None, _setting("Run", "Random seed \\[default: 0].",
+                                         callback=check_seed)] = None,
     device: in_panel(Device, "Run") = "auto",
     json_summary: in_panel(JsonSummary, "Run") = False,
     overwrite: in_panel(Overwrite, "Run") = False,
@@ -217,8 +189,7 @@ def distill_command(
         run_distillation(start, dataset, out, settings, resume=resume, device=device,
                          on_step=on_step,
                 on_pairs=on_pairs, source={"teacher": teacher, "teacher_revision": revision},
-                on_message=lambda text: err_console.print(text, markup=False, highlight=False,
-                                                          soft_wrap=True))
+                on_message=warn)
     print_result(f"student written to {out} (render it with `posecast render --model {out}`; "
                  f"resume state in {out}/checkpoint)",
                  {"model": str(out), "checkpoint": str(out / "checkpoint")}, json_summary)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from posecast.cli.options import JsonSummary, Overwrite
-from posecast.cli.ui import err_console, print_result
+from posecast.cli.ui import print_result, warn
 
 License = Annotated[str | None, typer.Option(
     "--license", help="The licence id the card declares (Hub ids: apache-2.0, mit, "
@@ -71,9 +71,7 @@ def upload_command(
     """
     from posecast.publish import upload_model
 
-    upload = upload_model(source, repo_id, private, revision, license,
-                          on_message=lambda text: err_console.print(text, markup=False,
-                                                                    highlight=False))
+    upload = upload_model(source, repo_id, private, revision, license, on_message=warn)
     print_result(f"uploaded {', '.join(upload.files)} to {upload.repo_id} ({upload.revision}): "
                  f"{upload.url}", {"repo_id": upload.repo_id, "revision": upload.revision,
                                    "url": upload.url, "files": upload.files}, json_summary)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from posecast.cli.options import JsonSummary, Overwrite
-from posecast.cli.ui import err_console, print_result
+from posecast.cli.ui import print_result, warn
 
 import_app = typer.Typer(help="Convert public weights into posecast model folders (once; the "
                          "folders then work offline).", no_args_is_help=True)
@@ -45,10 +45,8 @@ def import_mimicmotion_command(
     """
     from posecast.mimicmotion.importer import LICENCES, import_mimicmotion
 
-    err_console.print(LICENCES, markup=False, highlight=False)
-    folder = import_mimicmotion(out, svd, checkpoint, revision, overwrite,
-                                on_message=lambda text: err_console.print(text, markup=False,
-                                                                          highlight=False))
+    warn(LICENCES)
+    folder = import_mimicmotion(out, svd, checkpoint, revision, overwrite, on_message=warn)
     print_result(f"wrote {folder}", {"folder": str(folder)}, json_summary)
 
 

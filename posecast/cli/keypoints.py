@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from posecast.cli.options import AllowMissing, JsonSummary, Overwrite
-from posecast.cli.ui import err_console, print_result, progress_bar, warn
+from posecast.cli.ui import print_result, progress_bar, warn
 from posecast.errors import InputError, UsageError
 from posecast.paths import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, atomic_output, require_output
 
@@ -145,8 +145,7 @@ def _extract_folder(folder: Path, cache: Path, smooth: bool, allow_missing: bool
         for result in extract_folder(folder, cache, smooth=smooth, allow_missing=allow_missing):
             counts[result.status] += 1
             if result.status == "failed":
-                err_console.print(f"skipped {result.clip}: {result.message}", markup=False,
-                                  highlight=False, soft_wrap=True)
+                warn(f"skipped {result.clip}: {result.message}")
             bar.advance(task)
     elapsed = time.perf_counter() - started
     if counts["failed"] == len(clips):  # nothing usable: an error, and no empty cache left

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from posecast.cli.options import JsonSummary, Overwrite, Seed, in_panel
-from posecast.cli.ui import err_console, print_result, progress_bar
+from posecast.cli.options import JsonSummary, Overwrite, Seed, in_panel, panel_option
+from posecast.cli.ui import print_result, progress_bar, warn
 from posecast.errors import UsageError
 from posecast.ownership import require_replaceable
 from posecast.paths import atomic_folder
@@ -17,17 +17,14 @@ from posecast.paths import atomic_folder
 def make_dataset_command(
     out: Annotated[Path, typer.Argument(help="Folder to create (train/, heldout/, "
                                         "manifest.json).", show_default=False)],
-    clips: Annotated[int, typer.Option(
-        rich_help_panel="Clips", help="Number of clips (people take turns).", min=1)] = 48,
-    size: Annotated[int, typer.Option(
-        rich_help_panel="Clips", help="Frame side in pixels.", min=64, max=1024)] = 256,
-    fps: Annotated[float, typer.Option(
-        rich_help_panel="Clips", help="Frames per second.", min=1.0, max=60.0)] = 25.0,
-    drawn_people: Annotated[int, typer.Option(
-        rich_help_panel="People", help="Drawn people besides the two photos.", min=0)] = 8,
-    held_out_people: Annotated[int, typer.Option(
-        rich_help_panel="People", help="Drawn people kept for evaluation only (the last ones).",
-        min=0)] = 2,
+    clips: Annotated[int, panel_option("Clips", "Number of clips (people take turns).", min=1)]
+    = 48,
+    size: Annotated[int, panel_option("Clips", "Frame side in pixels.", min=64, max=1024)] = 256,
+    fps: Annotated[float, panel_option("Clips", "Frames per second.", min=1.0, max=60.0)] = 25.0,
+    drawn_people: Annotated[int, panel_option(
+        "People", "Drawn people besides the two photos.", min=0)] = 8,
+    held_out_people: Annotated[int, panel_option(
+        "People", "Drawn people kept for evaluation only (the last ones).", min=0)] = 2,
     seed: in_panel(Seed, "Clips") = 0,
     json_summary: in_panel(JsonSummary, "Output") = False,
     overwrite: in_panel(Overwrite, "Output") = False,
@@ -55,9 +52,8 @@ def make_dataset_command(
         raise UsageError(f"{out}: the parent folder {out.parent} does not exist")
     with atomic_folder(out, "dataset") as building:  # refuses the current folder first
         if espeak_program() is None:
-            err_console.print("warning: no espeak-ng (not installed, or POSECAST_ESPEAK=none), "
-                              "so the speech is a speech-like buzz (apt install espeak-ng for "
-                              "real sentences)", markup=False, highlight=False)
+            warn("warning: no espeak-ng (not installed, or POSECAST_ESPEAK=none), so the speech "
+                 "is a speech-like buzz (apt install espeak-ng for real sentences)")
         with progress_bar("clips") as bar:
             task = bar.add_task("making clips", total=clips)
             records = make_cospeech_dataset(building, clips, seed, size, fps, drawn_people,

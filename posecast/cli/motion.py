@@ -11,13 +11,7 @@ import typer
 from posecast.cli.options import JsonSummary, Overwrite, Seed, check_speech_then_portrait
 from posecast.cli.ui import print_result, warn
 from posecast.errors import UsageError
-from posecast.paths import (
-    AUDIO_EXTENSIONS,
-    VIDEO_EXTENSIONS,
-    atomic_output,
-    require_file,
-    require_output,
-)
+from posecast.paths import atomic_output, require_output
 
 PREVIEW_SIDE = 512  # the preview's longer side, in pixels
 
@@ -58,8 +52,7 @@ def motion_command(
         require_output(preview, overwrite, (".mp4",), inputs=(audio, portrait))
         if preview.resolve() == output.resolve():
             raise UsageError("--preview and --output must be different files")
-    clip = load_audio(require_file(audio, "audio", AUDIO_EXTENSIONS + VIDEO_EXTENSIONS),
-                      on_warning=warn)
+    clip = load_audio(audio, on_warning=warn)
     image = load_portrait(portrait)
     keypoints = portrait_keypoints(image, portrait)
     started = time.perf_counter()

@@ -12,13 +12,9 @@ from posecast.errors import UsageError
 from posecast.paths import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an output that exists.")]
-AllowMissing = Annotated[
-    bool,
-    typer.Option(
-        "--allow-missing",
-        help="Write zeros for a face or body that is not found instead of stopping.",
-    ),
-]
+AllowMissing = Annotated[bool, typer.Option(
+    "--allow-missing",
+    help="Write zeros for a face or body that is not found instead of stopping.")]
 JsonSummary = Annotated[bool, typer.Option(
     "--json", help="Print a JSON summary on stdout (messages go to stderr).")]
 Device = Annotated[str, typer.Option(help="auto (CUDA when available), cpu, or cuda[:N].",
@@ -35,8 +31,6 @@ def check_seed(value: int | None) -> int | None:
 
 Seed = Annotated[int, typer.Option(help="Random seed (0 to 2^63 − 1); the same seed gives the "
                                    "same output.", callback=check_seed)]
-ModelOption = Annotated[str, typer.Option(
-    "--model", help="A model folder, or a Hugging Face repo id (owner/name).")]
 
 
 def revision_option(of: str):
@@ -82,6 +76,11 @@ def parse_region_alphas(values: list[str]) -> dict[str, float]:
         if not 0 <= alphas[name] < float("inf"):
             raise UsageError(f"--region-alpha {value}: the weight must be a number ≥ 0")
     return alphas
+
+
+def panel_option(panel: str, help: str, *names: str, **settings):
+    """A typer.Option listed in --help under `panel` (the long commands group their options)."""
+    return typer.Option(*names, rich_help_panel=panel, help=help, **settings)
 
 
 def in_panel(option, panel: str):

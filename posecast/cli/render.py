@@ -10,15 +10,18 @@ from typing import Annotated
 
 import typer
 
+from posecast.assets import starter_model
 from posecast.cli.options import (
     MAX_SEED,
     Device,
+    JsonSummary,
     Overwrite,
     Seed,
     check_revision,
     check_seed,
     check_speech_then_portrait,
     in_panel,
+    panel_option,
     revision_option,
 )
 from posecast.cli.ui import console, err_console, process_seconds, progress_bar, warn
@@ -35,12 +38,6 @@ from posecast.paths import (
 
 BATCH_COLUMNS = ("audio", "portrait", "output")
 OPTIONAL_COLUMNS = ("seed", "model")
-
-
-def default_model() -> str:
-    from posecast.assets import starter_model
-
-    return str(starter_model())
 
 
 @dataclass(frozen=True)
@@ -158,57 +155,45 @@ def render_command(
                                                     "video: its first frame), face and "
                                                     "shoulders visible.",
                                                     show_default=False)] = None,
-    output: Annotated[Path | None, typer.Option(
-        "--output", "-o", rich_help_panel="Output", help="The MP4 to write \\[default: "
-        "AUDIO_PORTRAIT.mp4, from the inputs' names, in the current folder].",
-        show_default=False)] = None,
-    model: Annotated[str | None, typer.Option(
-        rich_help_panel="Model",
-        help="A distilled student: model folder or Hub repo id \\[default: the bundled starter "
-        "model].", show_default=False, envvar="POSECAST_MODEL")] = None,
+    output: Annotated[Path | None, panel_option(
+        "Output", "The MP4 to write \\[default: AUDIO_PORTRAIT.mp4, from the inputs' names, in "
+        "the current folder].", "--output", "-o", show_default=False)] = None,
+    model: Annotated[str | None, panel_option(
+        "Model", "A distilled student: model folder or Hub repo id \\[default: the bundled "
+        "starter model].", show_default=False, envvar="POSECAST_MODEL")] = None,
     revision: in_panel(revision_option("--model"), "Model") = None,
-    motion: Annotated[str, typer.Option(
-        rich_help_panel="Motion",
-        help="Motion from speech: 'procedural' (built in, no weights) or a model folder / repo "
-        "id trained with `posecast train-motion`.")] = "procedural",
-    poses: Annotated[Path | None, typer.Option(
-        rich_help_panel="Motion",
-        help="Follow this keypoint file (.npz) instead of motion from the speech.")] = None,
-    steps: Annotated[int | None, typer.Option(
-        rich_help_panel="Model",
-        help="Student steps \\[default: the model's, which it was trained for].", min=1,
+    motion: Annotated[str, panel_option(
+        "Motion", "Motion from speech: 'procedural' (built in, no weights) or a model folder / "
+        "repo id trained with `posecast train-motion`.")] = "procedural",
+    poses: Annotated[Path | None, panel_option(
+        "Motion", "Follow this keypoint file (.npz) instead of motion from the speech.")] = None,
+    steps: Annotated[int | None, panel_option(
+        "Model", "Student steps \\[default: the model's, which it was trained for].", min=1,
         max=8)] = None,
-    fps: Annotated[float, typer.Option(
-        rich_help_panel="Output", help="Output frame rate.", min=1.0, max=120.0)] = 25.0,
-    size: Annotated[str | None, typer.Option(
-        rich_help_panel="Output",
-        help="Output WxH \\[default: the model's native size].")] = None,
+    fps: Annotated[float, panel_option("Output", "Output frame rate.", min=1.0, max=120.0)]
+    = 25.0,
+    size: Annotated[str | None, panel_option(
+        "Output", "Output WxH \\[default: the model's native size].")] = None,
     seed: in_panel(Seed, "Model") = 0,
-    batch: Annotated[Path | None, typer.Option(
-        rich_help_panel="Batch",
-        help="A CSV of jobs (columns audio, portrait, output; optional seed, model; paths "
+    batch: Annotated[Path | None, panel_option(
+        "Batch", "A CSV of jobs (columns audio, portrait, output; optional seed, model; paths "
         "relative to the CSV). The model loads once; failed jobs are reported, the rest go on; "
         "jobs whose output exists are skipped (rerun a stopped batch to finish it; --overwrite "
-        "redoes them).",
-        show_default=False)] = None,
-    shard: Annotated[str | None, typer.Option(
-        rich_help_panel="Batch",
-        help="With --batch: take jobs I, I+N, I+2N, … (I from 0), e.g. $SLURM_ARRAY_TASK_ID/8.",
-        show_default=False)] = None,
-    json_summary: Annotated[bool, typer.Option(
-        "--json", rich_help_panel="Output",
-        help="Print a JSON summary on stdout (messages go to stderr).")] = False,
-    warn_minutes: Annotated[float, typer.Option(
-        rich_help_panel="Output",
-        help="Warn (then render anyway) when the audio is longer than this.", min=0.0)] = 10.0,
-    max_minutes: Annotated[float, typer.Option(
-        rich_help_panel="Output", help="Refuse audio whose header declares more than this "
-        "(checked before it is decoded).", min=0.0)] = 180.0,
-    compile: Annotated[bool | None, typer.Option(
-        "--compile/--no-compile", rich_help_panel="Device", help="Compile the student's chunk "
-        "step (CUDA graphs on CUDA; the warm-up before the first frame pays for it) "
-        "\\[default: on CUDA, with dense attention or flex].",
-        show_default=False)] = None,
+        "redoes them).", show_default=False)] = None,
+    shard: Annotated[str | None, panel_option(
+        "Batch", "With --batch: take jobs I, I+N, I+2N, … (I from 0), e.g. "
+        "$SLURM_ARRAY_TASK_ID/8.", show_default=False)] = None,
+    json_summary: in_panel(JsonSummary, "Output") = False,
+    warn_minutes: Annotated[float, panel_option(
+        "Output", "Warn (then render anyway) when the audio is longer than this.", min=0.0)]
+    = 10.0,
+    max_minutes: Annotated[float, panel_option(
+        "Output", "Refuse audio whose header declares more than this (checked before it is "
+        "decoded).", min=0.0)] = 180.0,
+    compile: Annotated[bool | None, panel_option(
+        "Device", "Compile the student's chunk step (CUDA graphs on CUDA; the warm-up before the "
+        "first frame pays for it) \\[default: on CUDA, with dense attention or flex].",
+        "--compile/--no-compile", show_default=False)] = None,
     device: in_panel(Device, "Device") = "auto",
     overwrite: in_panel(Overwrite, "Output") = False,
 ) -> None:
@@ -288,7 +273,7 @@ def render_command(
             try:
                 if job.problem is not None:
                     raise UsageError(job.problem)
-                renderer = renderer_for(job.model or model or default_model())
+                renderer = renderer_for(job.model or model or str(starter_model()))
                 result = _render_one(renderer, job, ready.get(job.portrait, job.portrait),
                                      poses, fps, job.seed if job.seed is not None else seed,
                                      warn_minutes, max_minutes)
@@ -298,8 +283,7 @@ def render_command(
                 # this job failed (a bad row, a broken model folder, …): report it, run the next
                 message = str(error) if isinstance(error, PosecastError) else \
                     f"{type(error).__name__}: {_first_line(error)}"
-                err_console.print(f"error: job {job.index} ({job.output or 'no output'}): "
-                                  f"{message}", markup=False, highlight=False, soft_wrap=True)
+                warn(f"error: job {job.index} ({job.output or 'no output'}): {message}")
                 results.append({"job": job.index, "output": job.output and str(job.output),
                                 "status": "failed", "error": message})
                 continue
@@ -370,5 +354,5 @@ def _render_one(pipeline, job: Job, portrait, poses, fps: float, seed: int,
         return pipeline.render(
             job.audio, portrait, job.output, poses=poses, fps=fps, seed=seed,
             on_progress=lambda done, total: bar.update(task, completed=done, total=total),
-            on_warning=lambda text: err_console.print(text, markup=False, highlight=False),
+            on_warning=warn,
             warn_seconds=warn_minutes * 60, max_minutes=max_minutes)

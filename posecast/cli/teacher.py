@@ -21,53 +21,46 @@ from posecast.cli.options import (
     Steps,
     check_revision,
     in_panel,
+    panel_option,
     revision_option,
 )
 from posecast.cli.ui import print_result, progress_bar, warn
 from posecast.config import parse_size
 from posecast.devices import pick_device
 from posecast.errors import PosecastError, UsageError
-from posecast.paths import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, require_file, require_output
+from posecast.paths import require_output
 
 
 def teacher_command(
     portrait: Annotated[Path, typer.Argument(help="The person to animate (PNG, JPEG, WebP, "
                                              "TIFF, or a video: its first frame).",
                                              show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", rich_help_panel="Output",
-                                         help="The MP4 to write.", show_default=False)],
-    model: Annotated[str | None, typer.Option(
-        rich_help_panel="Model",
-        help="A teacher model folder or Hugging Face repo id (owner/name): posecast's own, or "
-        "a MimicMotion folder from `posecast import mimicmotion` \\[default: the bundled "
-        "starter teacher (64×64, the one the starter student was distilled from)].")]
-    = None,
+    output: Annotated[Path, panel_option("Output", "The MP4 to write.", "--output", "-o",
+                                         show_default=False)],
+    model: Annotated[str | None, panel_option(
+        "Model", "A teacher model folder or Hugging Face repo id (owner/name): posecast's own, "
+        "or a MimicMotion folder from `posecast import mimicmotion` \\[default: the bundled "
+        "starter teacher (64×64, the one the starter student was distilled from)].")] = None,
     revision: in_panel(revision_option("--model"), "Model") = None,
-    poses: Annotated[Path | None, typer.Option(
-        rich_help_panel="Motion", help="A keypoint file (.npz) to follow.")] = None,
-    driving_video: Annotated[Path | None, typer.Option(
-        rich_help_panel="Motion",
-        help="A video whose person's motion to follow.")] = None,
-    audio: Annotated[Path | None, typer.Option(
-        rich_help_panel="Output",
-        help="Audio to mux; the video then lasts exactly as long as it.")] = None,
+    poses: Annotated[Path | None, panel_option("Motion", "A keypoint file (.npz) to follow.")]
+    = None,
+    driving_video: Annotated[Path | None, panel_option(
+        "Motion", "A video whose person's motion to follow.")] = None,
+    audio: Annotated[Path | None, panel_option(
+        "Output", "Audio to mux; the video then lasts exactly as long as it.")] = None,
     steps: in_panel(Steps, "Model") = None,
     cfg: in_panel(Cfg, "Model") = None,
-    fps: Annotated[float | None, typer.Option(
-        rich_help_panel="Output", help="Output frame rate \\[default: the poses'].", min=1.0,
-        max=240.0)] = None,
+    fps: Annotated[float | None, panel_option(
+        "Output", "Output frame rate \\[default: the poses'].", min=1.0, max=240.0)] = None,
     size: in_panel(Size, "Output") = None,
-    attention: Annotated[str | None, typer.Option(
-        rich_help_panel="Model",
-        help="dense, or input_aware: the paper's pose-restricted joint attention \\[default: "
-        "the model's own].", show_default=False)] = None,
-    k_frames: Annotated[int | None, typer.Option(
-        rich_help_panel="Model",
-        help="With --attention input_aware: the pose-similar past frames each frame sees.",
+    attention: Annotated[str | None, panel_option(
+        "Model", "dense, or input_aware: the paper's pose-restricted joint attention "
+        "\\[default: the model's own].", show_default=False)] = None,
+    k_frames: Annotated[int | None, panel_option(
+        "Model", "With --attention input_aware: the pose-similar past frames each frame sees.",
         min=0, max=16, show_default=False)] = None,
-    recipe: Annotated[list[str] | None, typer.Option(
-        rich_help_panel="Model",
-        help="MimicMotion: a sampling setting as KEY=VALUE (window, overlap, min_guidance, "
+    recipe: Annotated[list[str] | None, panel_option(
+        "Model", "MimicMotion: a sampling setting as KEY=VALUE (window, overlap, min_guidance, "
         "max_guidance, fps, motion_bucket_id, noise_aug_strength, decode_chunk); repeatable.",
         show_default=False)] = None,
     seed: in_panel(Seed, "Model") = 0,
@@ -100,15 +93,11 @@ def teacher_command(
     check_revision(revision, model, "--model")
     require_output(output, overwrite, (".mp4",), inputs=(audio, driving_video))
     torch_device = pick_device(device)
-    clip = None
-    if audio is not None:
-        clip = load_audio(require_file(audio, "audio", AUDIO_EXTENSIONS + VIDEO_EXTENSIONS),
-                          on_warning=warn)
+    clip = None if audio is None else load_audio(audio, on_warning=warn)
     if poses is not None:  # with audio, only the frames it lasts (+ 1 s for any --fps)
         driving = Keypoints.load(poses, seconds=None if clip is None else clip.duration + 1.0)
     else:
-        driving = extract_video(require_file(driving_video, "video", VIDEO_EXTENSIONS),
-                                smooth=True, allow_missing=allow_missing)
+        driving = extract_video(driving_video, smooth=True, allow_missing=allow_missing)
     image = load_portrait(portrait)
     portrait_keypoints = extract_image(image, allow_missing=allow_missing, source=str(portrait),
                                        on_note=warn)

@@ -14,11 +14,12 @@ from posecast.cli.options import (
     Seed,
     check_revision,
     in_panel,
+    panel_option,
     parse_region_alphas,
     revision_option,
 )
 from posecast.cli.run_folder import prepare_run_folder
-from posecast.cli.ui import err_console, print_result, progress_bar
+from posecast.cli.ui import print_result, progress_bar, warn
 from posecast.errors import PosecastError, UsageError
 
 
@@ -26,53 +27,44 @@ def train_command(
     dataset: Annotated[Path, typer.Argument(help="Folder of clips (videos with audio); keypoints "
                                             "are cached in DATASET/.posecast-keypoints.",
                                             show_default=False)],
-    out: Annotated[Path, typer.Option(
-        "--out", "-o", rich_help_panel="Output",
-        help="Output model folder (also holds the checkpoint and train_log.jsonl).",
-        show_default=False)],
-    preset: Annotated[str, typer.Option(
-        rich_help_panel="Model",
-        help="Model size: tiny, mini (the bundled starter), small or base.")] = "small",
-    max_steps: Annotated[int, typer.Option(
-        rich_help_panel="Training", help="Total optimiser steps.", min=1)] = 2000,
-    batch_size: Annotated[int, typer.Option(
-        rich_help_panel="Training", help="Windows per process per step.", min=1)] = 4,
-    learning_rate: Annotated[float | None, typer.Option(
-        rich_help_panel="Training",
-        help="AdamW learning rate \\[default: 3e-4; 1e-5 when fine-tuning MimicMotion].",
+    out: Annotated[Path, panel_option(
+        "Output", "Output model folder (also holds the checkpoint and train_log.jsonl).",
+        "--out", "-o", show_default=False)],
+    preset: Annotated[str, panel_option(
+        "Model", "Model size: tiny, mini (the bundled starter), small or base.")] = "small",
+    max_steps: Annotated[int, panel_option("Training", "Total optimiser steps.", min=1)] = 2000,
+    batch_size: Annotated[int, panel_option("Training", "Windows per process per step.",
+                                            min=1)] = 4,
+    learning_rate: Annotated[float | None, panel_option(
+        "Training", "AdamW learning rate \\[default: 3e-4; 1e-5 when fine-tuning MimicMotion].",
         show_default=False)] = None,
-    frames: Annotated[int, typer.Option(
-        rich_help_panel="MimicMotion",
-        help="MimicMotion: frames per training window, the reference frame first.", min=2)]
-    = 16,
-    checkpoint_every: Annotated[int, typer.Option(
-        rich_help_panel="Output", help="Steps between checkpoints.", min=1)] = 250,
-    gradient_checkpointing: Annotated[bool, typer.Option(
-        rich_help_panel="Training",
-        help="Recompute activations in the backward pass (less memory, ~30 % slower).")] = False,
-    resume: Annotated[bool, typer.Option(
-        rich_help_panel="Output", help="Continue from OUT/checkpoint exactly.")] = False,
-    attention: Annotated[str, typer.Option(
-        rich_help_panel="Model",
-        help="dense, or input_aware (pose-guided sparse attention, METHOD.md).")] = "dense",
-    k_frames: Annotated[int, typer.Option(
-        rich_help_panel="Model",
-        help="input_aware: pose-similar past frames each frame attends to.")] = 3,
-    init_from: Annotated[str | None, typer.Option(
-        rich_help_panel="Model",
-        help="Start from a trained model (folder or repo id), e.g. to fine-tune a dense "
+    frames: Annotated[int, panel_option(
+        "MimicMotion", "MimicMotion: frames per training window, the reference frame first.",
+        min=2)] = 16,
+    checkpoint_every: Annotated[int, panel_option("Output", "Steps between checkpoints.",
+                                                  min=1)] = 250,
+    gradient_checkpointing: Annotated[bool, panel_option(
+        "Training", "Recompute activations in the backward pass (less memory, ~30 % slower).")]
+    = False,
+    resume: Annotated[bool, panel_option("Output", "Continue from OUT/checkpoint exactly.")]
+    = False,
+    attention: Annotated[str, panel_option(
+        "Model", "dense, or input_aware (pose-guided sparse attention, METHOD.md).")] = "dense",
+    k_frames: Annotated[int, panel_option(
+        "Model", "input_aware: pose-similar past frames each frame attends to.")] = 3,
+    init_from: Annotated[str | None, panel_option(
+        "Model", "Start from a trained model (folder or repo id), e.g. to fine-tune a dense "
         "teacher with --attention input_aware; a MimicMotion folder (from `posecast import "
         "mimicmotion`) is fine-tuned with SVD's objective (the paper's stage 1).")] = None,
     revision: in_panel(revision_option("--init-from"), "Model") = None,
-    region_alpha: Annotated[list[str] | None, typer.Option(
-        rich_help_panel="Training",
-        help="Weigh the loss by w = 1 + Σ α_r·m_r over the keypoints' regions, as REGION=ALPHA "
-        "(face, lips, hands, arms; unnamed regions 0); repeat for several. On small frames the "
-        "mouth is a few pixels, which an unweighted loss barely counts.", show_default=False)]
-    = None,
-    fsdp: Annotated[bool, typer.Option(
-        "--fsdp", rich_help_panel="Training", help="Under torchrun: shard the network (and a "
-        "DiT's EMA) across the processes (FSDP2) instead of copying it to each.")] = False,
+    region_alpha: Annotated[list[str] | None, panel_option(
+        "Training", "Weigh the loss by w = 1 + Σ α_r·m_r over the keypoints' regions, as "
+        "REGION=ALPHA (face, lips, hands, arms; unnamed regions 0); repeat for several. On small "
+        "frames the mouth is a few pixels, which an unweighted loss barely counts.",
+        show_default=False)] = None,
+    fsdp: Annotated[bool, panel_option(
+        "Training", "Under torchrun: shard the network (and a DiT's EMA) across the processes "
+        "(FSDP2) instead of copying it to each.", "--fsdp")] = False,
     seed: in_panel(Seed, "Training") = 0,
     device: in_panel(Device, "Training") = "auto",
     json_summary: in_panel(JsonSummary, "Output") = False,
@@ -119,9 +111,7 @@ def train_command(
                        description=f"loss {report.loss:.4f}{speed}")
 
         try:
-            training.run(dataset, out, resume, device, on_step,
-                         lambda text: err_console.print(text, markup=False, highlight=False,
-                                                        soft_wrap=True))
+            training.run(dataset, out, resume, device, on_step, warn)
         except torch.cuda.OutOfMemoryError:
             raise PosecastError(f"out of GPU memory {training.task}; "
                                 f"{training.memory_hint}") from None

@@ -9,7 +9,7 @@ import typer
 
 from posecast.cli.options import Device, JsonSummary, Overwrite, Seed
 from posecast.cli.run_folder import prepare_run_folder
-from posecast.cli.ui import err_console, print_result, progress_bar
+from posecast.cli.ui import print_result, progress_bar, warn
 from posecast.errors import ConfigError, UsageError
 
 
@@ -57,7 +57,6 @@ def train_motion_command(
                      torch_device, config=config,
                      on_step=lambda step, loss: bar.update(task, completed=step,
                                                            description=f"loss {loss:.5f}"),
-                     on_message=lambda text: err_console.print(text, markup=False,
-                                                               highlight=False, soft_wrap=True))
+                     on_message=warn)
     print_result(f"motion model written to {out} (use it with --motion {out})",
                  {"model": str(out)}, json_summary)

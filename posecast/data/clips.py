@@ -17,7 +17,7 @@ import torch
 
 from posecast.errors import InputError, UsageError
 from posecast.media import iter_video_frames, probe_video
-from posecast.pose.cache import KEYPOINT_CACHE, cached_keypoints
+from posecast.pose.cache import KEYPOINT_CACHE
 from posecast.pose.draw import render_pose_maps
 from posecast.pose.extract import extract_folder, find_clips
 from posecast.pose.framing import crop_resize, fit_box, fit_keypoints
@@ -41,19 +41,15 @@ class ClipDataset:
         folder = Path(folder)
         if not folder.is_dir():
             raise UsageError(f"{folder}: no such dataset folder")
-        paths = find_clips(folder)
-        if not paths:
+        if not find_clips(folder):
             raise UsageError(f"{folder}: no video clips found; a dataset is a folder of clips")
-        cache = folder / KEYPOINT_CACHE
-        for result in extract_folder(folder, cache, smooth=True):  # no-op for cached clips
-            if result.status == "failed" and on_clip is not None:
-                on_clip(f"skipped {result.clip}: {result.message}")
         self.clips: list[Clip] = []
-        for path in paths:
-            keypoint_file = cached_keypoints(folder, path, cache)
-            if keypoint_file is None:  # its extraction failed (reported above)
+        for result in extract_folder(folder, folder / KEYPOINT_CACHE, smooth=True):  # cached: kept
+            if result.status == "failed":
+                if on_clip is not None:
+                    on_clip(f"skipped {result.clip}: {result.message}")
                 continue
-            clip = self._load(path, Keypoints.load(keypoint_file), height, width,
+            clip = self._load(result.clip, Keypoints.load(result.output), height, width,
                               with_region_bits)
             if len(clip.keypoints) >= min_frames:
                 self.clips.append(clip)

@@ -32,34 +32,25 @@ class TeacherTiming:
     peak_memory_gb: float | None
 
 
-def random_codec(config: DenoiserConfig, device: torch.device, dtype: torch.dtype,
-                 fast_decode: bool):
-    """The configured codec with random weights (VAE: SD's AutoencoderKL layout)."""
-    from posecast.dit.codecs import PixelCodec
-
-    if config.codec.kind == "pixel":
-        return PixelCodec(config.codec), None
-    from diffusers import AutoencoderKL, AutoencoderTiny
-
-    if fast_decode:
-        decoder = AutoencoderTiny(latent_channels=config.codec.latent_channels)
-    else:
-        blocks = 4
-        decoder = AutoencoderKL(
-            in_channels=3, out_channels=3, latent_channels=config.codec.latent_channels,
-            block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-            down_block_types=("DownEncoderBlock2D",) * blocks,
-            up_block_types=("UpDecoderBlock2D",) * blocks)
-    return None, decoder.to(device, dtype).eval()
-
-
 class RandomVae:
-    """A codec with random weights in the configured VAE's shapes (timing only)."""
+    """A codec with random weights in the configured VAE's shapes (timing only): SD's
+    AutoencoderKL layout, or with `fast_decode` TAESD's AutoencoderTiny."""
 
-    def __init__(self, config, device, dtype, fast_decode: bool) -> None:
-        _, self.decoder = random_codec(config, device, dtype, fast_decode)
+    def __init__(self, config: DenoiserConfig, device: torch.device, dtype: torch.dtype,
+                 fast_decode: bool) -> None:
+        from diffusers import AutoencoderKL, AutoencoderTiny
+
+        channels = config.codec.latent_channels
+        if fast_decode:
+            decoder = AutoencoderTiny(latent_channels=channels)
+        else:
+            decoder = AutoencoderKL(
+                in_channels=3, out_channels=3, latent_channels=channels,
+                block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+                down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4)
+        self.decoder = decoder.to(device, dtype).eval()
         self.config, self.dtype = config, dtype
-        self.fast = fast_decode
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         size = (frames.shape[-2] // self.config.codec.downsample,
@@ -72,14 +63,15 @@ class RandomVae:
             return self.decoder.decode(latents.to(self.dtype)).sample.clamp(-1, 1)
 
 
-def bench_codec(model: Denoiser, device: torch.device, fast_decode: bool, random: bool):
+def bench_codec(config: DenoiserConfig, device: torch.device, fast_decode: bool, random: bool,
+                dtype: torch.dtype | None = None):
+    """The model's codec, or with `random` one of random weights (a pixel codec has none)."""
     from posecast.dit.codecs import make_codec
 
-    config = model.config
     if config.codec.kind == "pixel":
         return PixelCodec(config.codec)
     if random:
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
         return RandomVae(config, device, dtype, fast_decode)
     return make_codec(config.codec, device, fast_decode=fast_decode)
 
@@ -139,16 +131,9 @@ def time_teacher(config: DenoiserConfig, steps: int, cfg: float, device: torch.d
         model(batch_noisy, torch.full((calls,), 0.5, device=device),
               reference.expand(calls, -1, -1, -1), maps.expand(calls, -1, -1, -1, -1), keep)
 
-    pixel_codec, decoder = random_codec(config, device, dtype, fast_decode)
-
-    def decode() -> None:
-        if decoder is not None:
-            decoder.decode(noisy[0])
-        else:
-            pixel_codec.decode(noisy[0])
-
+    codec = bench_codec(config, device, fast_decode, random=True, dtype=dtype)
     step_ms = time_calls(step, device, repeats)
-    decode_ms = time_calls(decode, device, repeats) / frames
+    decode_ms = time_calls(lambda: codec.decode(noisy[0]), device, repeats) / frames
     seconds = (steps * step_ms + frames * decode_ms) / 1000
     rows, cols = config.token_grid
     peak = peak_memory_gb(device)

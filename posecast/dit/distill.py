@@ -109,11 +109,9 @@ class DitDistillation:
     """A DiT teacher, its causal student (the teacher's weights to start) and critic (a copy of
     the teacher), in fp32 on the run's device, with their optimisers."""
 
-    def __init__(self, teacher_source: str, settings: DistillConfig, env: Distributed,
-                 revision: str | None = None) -> None:
+    def __init__(self, teacher_source: str, settings: DistillConfig, env: Distributed) -> None:
         self.settings, self.source = settings, teacher_source
-        teacher = from_pretrained(teacher_source, revision,
-                                  device=env.device).requires_grad_(False)
+        teacher = from_pretrained(teacher_source, device=env.device).requires_grad_(False)
         self.config = config = student_config(teacher.config, settings)
         torch.manual_seed(settings.seed)
         student = Denoiser(config).to(env.device)
@@ -170,8 +168,6 @@ class DitDistillation:
                         state=weights)
 
 
-def dit_run(teacher_source: str, revision: str | None = None) -> StartRun:
-    """What the distillation loop (train/distill.py) starts for a DiT teacher (a folder, or
-    a Hub repo id at `revision`)."""
-    return lambda settings, env, on_message: DitDistillation(teacher_source, settings, env,
-                                                             revision)
+def dit_run(teacher_source: str) -> StartRun:
+    """What the distillation loop (train/distill.py) starts for a DiT teacher folder."""
+    return lambda settings, env, on_message: DitDistillation(teacher_source, settings, env)

@@ -145,8 +145,8 @@ class DitFamily:
         teacher_model = teacher_model.to(device, dtype if teacher is None else
                                          torch.float32).eval()
         student = DitStudent(model, student_timesteps(model, steps),
-                             bench_codec(model, device, True, folder is None))
-        teacher_codec = bench_codec(teacher_model, device, False, teacher is None)
+                             bench_codec(model.config, device, True, folder is None))
+        teacher_codec = bench_codec(teacher_model.config, device, False, teacher is None)
 
         def time_teacher(fitted, poses, reference, teacher_steps, cfg):
             pixels = torch.from_numpy(reference).permute(2, 0, 1)[None].float() / 127.5 - 1

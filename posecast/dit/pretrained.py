@@ -118,12 +118,9 @@ def _resolve_model(path_or_repo: str | os.PathLike, revision: str | None,
     return folder, config.replace(codec=_codec_inside(config.codec, folder, config_path))
 
 
-def load_config(path_or_repo: str | os.PathLike, revision: str | None = None, *,
-                cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
-                local_files_only: bool | None = None) -> DenoiserConfig:
+def load_config(path_or_repo: str | os.PathLike, revision: str | None = None) -> DenoiserConfig:
     """A model folder's config alone (no weights are read)."""
-    return _resolve_model(path_or_repo, revision, cache_dir=cache_dir, token=token,
-                          local_files_only=local_files_only)[1]
+    return _resolve_model(path_or_repo, revision)[1]
 
 
 def from_pretrained(path_or_repo: str | os.PathLike, revision: str | None = None,

@@ -27,10 +27,7 @@ from posecast.dit.denoiser import Denoiser
 from posecast.dit.pretrained import from_pretrained, save_pretrained
 from posecast.ownership import mark
 from posecast.train import distributed
-from posecast.train.checkpoint import (
-    CHECKPOINT_DIR,
-    save_checkpoint,
-)
+from posecast.train.checkpoint import CHECKPOINT_DIR, save_checkpoint
 from posecast.train.loop import (
     apply_gradients,
     full_states,

@@ -7,6 +7,7 @@ no ffprobe, so `probe_video` reads the stream header ffmpeg prints for `-i`.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 import os
@@ -68,25 +69,20 @@ def _popen(args: list[str], **kwargs) -> subprocess.Popen:
     try:
         return subprocess.Popen(args, **kwargs)
     except OSError as error:
-        raise MediaError(
-            f"cannot run ffmpeg at {args[0]} ({error}); reinstall imageio-ffmpeg or set "
-            f"{FFMPEG_ENV} to a working ffmpeg"
-        ) from None
+        raise MediaError(f"cannot run ffmpeg at {args[0]} ({error}); reinstall imageio-ffmpeg or "
+                         f"set {FFMPEG_ENV} to a working ffmpeg") from None
 
 
 class _StderrTail:
     """Drains a process's stderr on a thread (a full pipe would stall ffmpeg), keeping the end."""
 
     def __init__(self, pipe) -> None:
-        self._chunks: list[bytes] = []
+        self._chunks: collections.deque[bytes] = collections.deque(maxlen=16)
         self._thread = threading.Thread(target=self._drain, args=(pipe,), daemon=True)
         self._thread.start()
 
     def _drain(self, pipe) -> None:
-        for chunk in iter(lambda: pipe.read(4096), b""):
-            self._chunks.append(chunk)
-            if len(self._chunks) > 16:
-                del self._chunks[:-16]
+        self._chunks.extend(iter(lambda: pipe.read(4096), b""))
 
     def text(self) -> str:
         self._thread.join(timeout=5)
@@ -127,11 +123,8 @@ _ROTATION = re.compile(r"rotat\w* of (-?\d+(?:\.\d+)?) degrees|rotate\s*:\s*(-?\
 def probe_video(path: str | os.PathLike) -> VideoInfo:
     """Size (as displayed, rotation applied), frame rate, duration and audio presence."""
     path = Path(path)
-    result = subprocess.run(
-        [ffmpeg_executable(), "-hide_banner", "-nostdin", "-i", str(path)],
-        capture_output=True,
-        check=False,
-    )
+    result = subprocess.run([ffmpeg_executable(), "-hide_banner", "-nostdin", "-i", str(path)],
+                            capture_output=True, check=False)
     header = result.stderr.decode("utf-8", "replace")
     video_lines = [line for line in header.splitlines() if ": Video: " in line]
     match = _VIDEO_STREAM.search(video_lines[0]) if video_lines else None
@@ -163,10 +156,8 @@ def iter_video_frames(path: str | os.PathLike,
     """Yield a video's frames as (H, W, 3) uint8 RGB arrays, one at a time (memory stays flat)."""
     path = Path(path)
     info = info or probe_video(path)
-    args = _compile(
-        ffmpeg.input(str(path)).output("pipe:", format="rawvideo", pix_fmt="rgb24")
-        .global_args("-loglevel", "error")
-    )
+    args = _compile(ffmpeg.input(str(path)).output("pipe:", format="rawvideo", pix_fmt="rgb24")
+                    .global_args("-loglevel", "error"))
     process = _popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     stderr = _StderrTail(process.stderr)
     frame_bytes = info.width * info.height * 3
@@ -190,12 +181,9 @@ def decode_audio(path: str | os.PathLike, sample_rate: int, channels: int = 1) -
     """Decode the first audio stream of any container ffmpeg reads to float32 at
     `sample_rate`: mono (N,) when `channels` is 1 (ffmpeg mixes), else (N, channels)."""
     path = Path(path)
-    args = _compile(
-        ffmpeg.input(str(path))
-        .output("pipe:", format="f32le", acodec="pcm_f32le", ac=channels, ar=sample_rate,
-                vn=None)
-        .global_args("-loglevel", "error")
-    )
+    args = _compile(ffmpeg.input(str(path)).output(
+        "pipe:", format="f32le", acodec="pcm_f32le", ac=channels, ar=sample_rate, vn=None)
+        .global_args("-loglevel", "error"))
     result = subprocess.run(args, capture_output=True, stdin=subprocess.DEVNULL, check=False)
     if result.returncode != 0:
         stderr = result.stderr.decode("utf-8", "replace")
@@ -266,9 +254,8 @@ class Mp4Stream:
         self.fps = float(fps)
         self.frames_written = 0
         # With audio the video is ceil(audio seconds × fps) frames (at least one).
-        self.target_frames = (
+        self.target_frames = \
             max(1, math.ceil(round(audio.duration * self.fps, 6))) if audio is not None else None
-        )
         self._tmp_path, self._audio = tmp_path, audio
         self._crf, self._preset = crf, preset
         self._last_frame: np.ndarray | None = None
@@ -340,9 +327,8 @@ class Mp4Stream:
             self._process.stdin.write(frame.tobytes())
         except OSError:  # BrokenPipeError: ffmpeg died; its stderr says why
             self._process.wait()
-            raise MediaError(
-                f"{self.name}: ffmpeg stopped while encoding ({self._stderr.text()})"
-            ) from None
+            raise MediaError(f"{self.name}: ffmpeg stopped while encoding "
+                             f"({self._stderr.text()})") from None
         self.frames_written += 1
 
     def finish(self) -> None:

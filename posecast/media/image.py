@@ -50,14 +50,12 @@ def load_image(path: str | os.PathLike, kind: str = "image") -> np.ndarray:
                          f"({2 * Image.MAX_IMAGE_PIXELS // 10**6}); scale the {kind} down (a few "
                          "megapixels is plenty)") from None
     except UnidentifiedImageError:
-        raise InputError(
-            f"{path}: not a readable image (the content is not {path.suffix.lstrip('.').upper()}); "
-            "re-export it as PNG or JPEG"
-        ) from None
+        raise InputError(f"{path}: not a readable image (the content is not "
+                         f"{path.suffix.lstrip('.').upper()}); re-export it as PNG or JPEG"
+                         ) from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise InputError(
-            f"{path}: the image is damaged or truncated ({error}); re-export or re-download it"
-        ) from None
+        raise InputError(f"{path}: the image is damaged or truncated ({error}); re-export or "
+                         "re-download it") from None
 
 
 # Pillow's single-channel modes wider than 8 bits: 16-bit (byte orders), 32-bit int, float.

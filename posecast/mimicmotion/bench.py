@@ -21,16 +21,12 @@ from posecast.pose.keypoints import Keypoints
 # tiny one has diffusers' own SVD test sizes (tests and CPU smoke runs)
 UNETS = {
     "mimicmotion": {},
-    "mimicmotion-tiny": dict(block_out_channels=(32, 64), layers_per_block=2, in_channels=8,
-                             out_channels=4,
-                             down_block_types=("CrossAttnDownBlockSpatioTemporal",
-                                               "DownBlockSpatioTemporal"),
-                             up_block_types=("UpBlockSpatioTemporal",
-                                             "CrossAttnUpBlockSpatioTemporal"),
-                             cross_attention_dim=32, num_attention_heads=8,
-                             projection_class_embeddings_input_dim=96,
-                             addition_time_embed_dim=32),
-}
+    "mimicmotion-tiny": dict(
+        block_out_channels=(32, 64), layers_per_block=2, in_channels=8, out_channels=4,
+        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+        cross_attention_dim=32, num_attention_heads=8, projection_class_embeddings_input_dim=96,
+        addition_time_embed_dim=32)}
 
 
 @dataclass(frozen=True)

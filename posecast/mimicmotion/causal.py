@@ -336,9 +336,7 @@ def make_causal(network, context: CausalContext, joint: bool) -> None:
     student's, in place; `joint`: its spatial self-attentions become input-aware joint ones
     (at the levels the plans name), else they stay per frame."""
     from diffusers.models.resnet import TemporalResnetBlock
-    from diffusers.models.transformers.transformer_temporal import (
-        TransformerSpatioTemporalModel,
-    )
+    from diffusers.models.transformers.transformer_temporal import TransformerSpatioTemporalModel
 
     for name, module in list(network.unet.named_modules()):
         if isinstance(module, TemporalResnetBlock):

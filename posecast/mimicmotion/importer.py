@@ -19,17 +19,11 @@ from pathlib import Path
 
 import torch
 
-from posecast.errors import InputError, UsageError
+from posecast.errors import InputError
 from posecast.hub import resolve_file, resolve_folder
 from posecast.json_files import load_json_object
-from posecast.mimicmotion.model import (
-    COMPONENTS,
-    FAMILY,
-    MimicMotion,
-    Recipe,
-    missing_component,
-)
-from posecast.ownership import require_replaceable
+from posecast.mimicmotion.model import COMPONENTS, FAMILY, MimicMotion, Recipe, missing_component
+from posecast.ownership import require_new_folder
 from posecast.paths import atomic_folder
 from posecast.weights import load_torch_pickle
 
@@ -100,12 +94,7 @@ def import_mimicmotion(out: str | os.PathLike, svd: str = DEFAULT_SVD,
     """Write the model folder `out`; it appears whole or not at all."""
     say = on_message or (lambda text: None)
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise UsageError(f"{out}: already exists; pass --overwrite to replace it")
-    if out.exists():
-        require_replaceable(out, "MimicMotion model folder", legacy_names=("config.json",))
-    if not out.parent.is_dir():
-        raise UsageError(f"{out}: the parent folder {out.parent} does not exist")
+    require_new_folder(out, overwrite, "MimicMotion model folder", ("config.json",))
     say("fetching SVD's components (config, VAE, CLIP image encoder, scheduler)")
     svd_folder = resolve_folder(svd, revision, allow_patterns=SVD_FILES, kind="SVD model")
     missing = missing_component(svd_folder)

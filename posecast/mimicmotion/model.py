@@ -61,16 +61,14 @@ RECIPE_RULES = {
     "height": whole(64, 4096), "width": whole(64, 4096), "window": whole(2, 1024),
     "overlap": whole(0, 1022), "steps": whole(1, 1000), "min_guidance": number(0, 100),
     "max_guidance": number(0, 100), "fps": whole(1, 240), "motion_bucket_id": whole(0, 1023),
-    "noise_aug_strength": number(0, 10), "decode_chunk": whole(1, 1024),
-}
+    "noise_aug_strength": number(0, 10), "decode_chunk": whole(1, 1024)}
 # the UNet config's sizes (diffusers fills in what is absent); checked before it is built
 UNET_RULES = {
     "in_channels": whole(1, 64), "out_channels": whole(1, 64), "num_frames": whole(1, 1024),
     "block_out_channels": Rule(tuple, 1, 4096, item=int, max_items=8),
     "layers_per_block": whole(1, 16), "cross_attention_dim": whole(1, 8192),
     "addition_time_embed_dim": whole(1, 8192),
-    "projection_class_embeddings_input_dim": whole(1, 65536),
-}
+    "projection_class_embeddings_input_dim": whole(1, 65536)}
 
 
 class MimicMotion(nn.Module):

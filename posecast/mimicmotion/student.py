@@ -30,13 +30,14 @@ import torch
 from posecast.attention.plan import AttentionPlan
 from posecast.devices import autocast
 from posecast.diffusion.edm import edm_scalings, karras_levels
-from posecast.errors import InputError, UsageError
+from posecast.errors import UsageError
 from posecast.json_files import load_json_object
 from posecast.mimicmotion.causal import CausalContext, StudentCache, make_causal
 from posecast.mimicmotion.model import MimicMotionTeacher, load_teacher, read_config
 from posecast.ownership import mark
 from posecast.pose.framing import Box, fit_box
 from posecast.pose.keypoints import Keypoints
+from posecast.validation import as_tuple, build
 from posecast.weights import check_module
 
 FAST_DECODER = "fast_decoder"
@@ -77,13 +78,8 @@ class StudentSettings:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> StudentSettings:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise InputError(f"unknown student settings: {', '.join(unknown)}")
-        if "levels" in values:
-            values = {**values, "levels": tuple(values["levels"])}
-        return cls(**values)
+        """From config.json's "student"; ConfigError names an unknown field."""
+        return build(cls, values, "student.", convert={"levels": as_tuple})
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "levels": list(self.levels)}
@@ -256,35 +252,6 @@ class MimicMotionStudent:
             level = torch.tensor(sigma, device=device, dtype=torch.float32)
             self._scalings_at[key] = edm_scalings(level)
         return self._scalings_at[key]
-
-    def whole_plans(self, poses: list[Keypoints]) -> dict[int, AttentionPlan]:
-        """Block-causal input-aware plans over whole sequences (one Keypoints per batch
-        element): the masks a whole pass attends under."""
-        from posecast.attention.mask import build_mask, past_frames, window_regions
-
-        plans = {}
-        if self.settings.attention != "input_aware":
-            return plans
-        for tokens, grid in self.level_grids().items():
-            masks = [build_mask(window_regions(sequence, grid),
-                                past_frames(sequence, self.settings.k_frames),
-                                chunk=self.settings.chunk) for sequence in poses]
-            plans[tokens] = AttentionPlan.for_windows(masks, self.settings.backend, self.device,
-                                                      self.settings.block_size)
-        return plans
-
-    def whole_pass(self, x: torch.Tensor, sigma: float, conditions: Conditions,
-                   pose_maps: torch.Tensor | None, poses: list[Keypoints] | None = None
-                   ) -> torch.Tensor:
-        """D(x; σ) of whole sequences at once, block-causal (what the cached chunks equal)."""
-        context = self.context
-        context.cache, context.commit = None, False
-        context.first_frame = torch.zeros((), dtype=torch.long, device=x.device)
-        context.plans = self.whole_plans(poses) if poses is not None else {}
-        try:
-            return self.denoise(x, sigma, conditions, pose_maps)
-        finally:
-            context.plans = {}
 
 
 def is_student_folder(folder: Path) -> bool:

@@ -161,10 +161,7 @@ def fine_tune(dataset: str | os.PathLike, out: str | os.PathLike, init_from: str
     from posecast.data.clips import ClipDataset
     from posecast.hub import resolve_folder
     from posecast.train import distributed
-    from posecast.train.checkpoint import (
-        CHECKPOINT_DIR,
-        save_checkpoint,
-    )
+    from posecast.train.checkpoint import CHECKPOINT_DIR, save_checkpoint
     from posecast.train.loop import (
         apply_gradients,
         full_states,

@@ -103,11 +103,6 @@ class MelInputs:
         return sampled.reshape(last - first, -1).astype(np.float32)
 
 
-def audio_inputs(clip: AudioClip, fps: float, frames: int, config: MotionConfig) -> np.ndarray:
-    """(frames, mels × substeps) float32, normalised over the clip."""
-    return MelInputs(clip, fps, config)(0, frames)
-
-
 def stacked_points(keypoints: Keypoints) -> np.ndarray:
     """(T, 553, 3) all parts in PARTS order."""
     return np.concatenate([getattr(keypoints, part) for part in PARTS], axis=1)
@@ -213,11 +208,8 @@ class LearnedMotion:
                 * geometry.face_height  # (n, 553, 2)
             moved = np.repeat(base[None], end - start, axis=0)
             moved[:, present, :2] += pixels[:, present]
-            parts, index = {}, 0
-            for part in PARTS:
-                parts[part] = moved[:, index:index + PART_SIZES[part]].astype(np.float32)
-                index += PART_SIZES[part]
-            yield replace(portrait, **parts, fps=fps)
+            parts = np.split(moved.astype(np.float32), np.cumsum(list(PART_SIZES.values()))[:-1], 1)
+            yield replace(portrait, **dict(zip(PARTS, parts, strict=True)), fps=fps)
 
 
 @dataclass
@@ -230,22 +222,20 @@ class MotionClip:
 def load_motion_clips(folder: str | os.PathLike, config: MotionConfig,
                       on_message: Callable[[str], None] | None = None) -> list[MotionClip]:
     """Every clip of a dataset folder with its audio and a face mesh in every frame."""
-    from posecast.pose.cache import KEYPOINT_CACHE, cached_keypoints
-    from posecast.pose.extract import extract_folder, find_clips
+    from posecast.pose.cache import KEYPOINT_CACHE
+    from posecast.pose.extract import extract_folder
 
     folder = Path(folder)
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such dataset folder")
-    cache = folder / KEYPOINT_CACHE
-    for result in extract_folder(folder, cache, smooth=True):
-        if result.status == "failed" and on_message is not None:
-            on_message(f"skipped {result.clip}: {result.message}")
     clips = []
-    for path in find_clips(folder):
-        keypoint_file = cached_keypoints(folder, path, cache)
-        if keypoint_file is None:  # its extraction failed (reported above)
+    for result in extract_folder(folder, folder / KEYPOINT_CACHE, smooth=True):
+        path = result.clip
+        if result.status == "failed":
+            if on_message is not None:
+                on_message(f"skipped {path}: {result.message}")
             continue
-        keypoints = Keypoints.load(keypoint_file)
+        keypoints = Keypoints.load(result.output)
         if not (keypoints.face[:, :468, 2] > 0).all():
             if on_message is not None:
                 on_message(f"skipped {path.name}: the face is not found in every frame")
@@ -268,7 +258,7 @@ def load_motion_clips(folder: str | os.PathLike, config: MotionConfig,
         points = stacked_points(keypoints)
         valid = (points[..., 2] > 0) & (points[neutral:neutral + 1, :, 2] > 0)
         targets = to_face_frame(points[..., :2] - points[neutral:neutral + 1, :, :2], geometry)
-        clips.append(MotionClip(audio_inputs(clip, config.fps, frames, config),
+        clips.append(MotionClip(MelInputs(clip, config.fps, config)(0, frames),
                                 np.where(valid[..., None], targets, 0).astype(np.float32),
                                 valid))
     if not clips:

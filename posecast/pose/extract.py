@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,11 +27,9 @@ def _check_required(keypoints: Keypoints, path: Path, required: tuple[str, ...])
     rates = keypoints.detection_rates()
     missing = [_PART_NAMES[part] for part in required if rates[part] == 0.0]
     if missing:
-        raise DetectionError(
-            f"{path}: no {' and no '.join(missing)} found; use a photo or video where the "
-            "person's face and shoulders are clearly visible, or pass --allow-missing to "
-            "write zeros for what is missing"
-        )
+        raise DetectionError(f"{path}: no {' and no '.join(missing)} found; use a photo or video "
+                             "where the person's face and shoulders are clearly visible, or pass "
+                             "--allow-missing to write zeros for what is missing")
 
 
 def _stack(frames: list[dict[str, np.ndarray]], fps: float, width: int, height: int,
@@ -42,8 +39,7 @@ def _stack(frames: list[dict[str, np.ndarray]], fps: float, width: int, height: 
 
 
 def extract_image(image: str | os.PathLike | np.ndarray, allow_missing: bool = False,
-                  detector: HolisticDetector | None = None, source: str = "",
-                  on_note: Callable[[str], None] | None = None) -> Keypoints:
+                  source: str = "", on_note: Callable[[str], None] | None = None) -> Keypoints:
     """Keypoints (T = 1) of an image file or an (H, W, 3) uint8 RGB array.
 
     When the first pass finds no face, a second pass looks at the image framed in a gray
@@ -55,9 +51,7 @@ def extract_image(image: str | os.PathLike | np.ndarray, allow_missing: bool = F
     else:
         path = Path(image)
         rgb, source = load_image(path, kind="image"), str(path)
-    with contextlib.ExitStack() as stack:
-        if detector is None:
-            detector = stack.enter_context(HolisticDetector(video=False))
+    with HolisticDetector(video=False) as detector:
         parts = detector.detect(rgb)
         if not parts["face"][:, 2].any():
             bordered, margin = _bordered(rgb)

@@ -54,8 +54,7 @@ def transform_keypoints(keypoints: Keypoints, scale: float, offset: tuple[float,
     for part in PARTS:
         array = getattr(keypoints, part).copy()
         present = array[..., 2] > 0
-        array[..., 0] = np.where(present, array[..., 0] * scale + offset[0], 0.0)
-        array[..., 1] = np.where(present, array[..., 1] * scale + offset[1], 0.0)
+        array[..., :2] = np.where(present[..., None], array[..., :2] * scale + offset, 0.0)
         parts[part] = array
     return replace(keypoints, **parts, width=width, height=height)
 

@@ -56,9 +56,8 @@ class Keypoints:
             array = np.asarray(getattr(self, part), dtype=np.float32)
             object.__setattr__(self, part, array)
             if array.ndim != 3 or array.shape[1:] != (size, 3):
-                raise ValueError(
-                    f"keypoints part '{part}' must be (T, {size}, 3), got {array.shape}"
-                )
+                raise ValueError(f"keypoints part '{part}' must be (T, {size}, 3), got "
+                                 f"{array.shape}")
             if array.shape[0] != self.body.shape[0]:
                 raise ValueError(f"keypoints part '{part}' has {array.shape[0]} frames, "
                                  f"body has {self.body.shape[0]}")
@@ -81,8 +80,8 @@ class Keypoints:
     def __len__(self) -> int:
         return self.body.shape[0]
 
-    def __getitem__(self, index: int | slice) -> Keypoints:
-        """Frames `index` (an int keeps a frame axis of length 1)."""
+    def __getitem__(self, index: int | slice | np.ndarray) -> Keypoints:
+        """Frames `index` (an int keeps a frame axis of length 1; an array picks frames)."""
         if isinstance(index, int):
             index = slice(index, index + 1 if index != -1 else None)
         return replace(self, **{part: getattr(self, part)[index] for part in PARTS})
@@ -104,15 +103,10 @@ class Keypoints:
     def save(self, path: str | os.PathLike, **extra: str) -> None:
         """Write the `.npz` layout of DESIGN.md (no pickled objects), plus `extra` strings (a
         cache entry's clip fingerprint)."""
-        np.savez_compressed(
-            Path(path),
-            **{part: getattr(self, part) for part in PARTS},
-            fps=np.float64(self.fps),
-            width=np.int64(self.width),
-            height=np.int64(self.height),
-            source=np.str_(self.source),
-            **{name: np.str_(value) for name, value in extra.items()},
-        )
+        np.savez_compressed(Path(path), **{part: getattr(self, part) for part in PARTS},
+                            fps=np.float64(self.fps), width=np.int64(self.width),
+                            height=np.int64(self.height), source=np.str_(self.source),
+                            **{name: np.str_(value) for name, value in extra.items()})
 
     @classmethod
     def load(cls, path: str | os.PathLike, seconds: float | None = None) -> Keypoints:
@@ -191,6 +185,5 @@ def _npy_header(stream) -> tuple[tuple[int, ...], bool, np.dtype]:
 
 def resample(poses: Keypoints, fps: float, frames: int) -> Keypoints:
     """The pose nearest in time for each of `frames` frames at `fps` (last one held)."""
-    index = np.minimum(np.round(np.arange(frames) * poses.fps / fps).astype(int),
-                       len(poses) - 1)
-    return replace(poses, **{part: getattr(poses, part)[index] for part in PARTS}, fps=fps)
+    index = np.round(np.arange(frames) * poses.fps / fps).astype(int)
+    return replace(poses[np.minimum(index, len(poses) - 1)], fps=fps)

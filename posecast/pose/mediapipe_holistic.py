@@ -97,11 +97,8 @@ class HolisticDetector:
         self._quiet = contextlib.ExitStack()
         self._quiet.enter_context(quiet_stderr())  # until close(): worker threads log too
         self._holistic = mediapipe.solutions.holistic.Holistic(
-            static_image_mode=not video,
-            model_complexity=1,
-            smooth_landmarks=video,
-            refine_face_landmarks=True,
-        )
+            static_image_mode=not video, model_complexity=1, smooth_landmarks=video,
+            refine_face_landmarks=True)
 
     def __enter__(self) -> HolisticDetector:
         return self
@@ -123,12 +120,8 @@ class HolisticDetector:
         """
         height, width = rgb.shape[:2]
         result = self._holistic.process(np.ascontiguousarray(rgb))
-        found = {
-            "body": result.pose_landmarks,
-            "face": result.face_landmarks,
-            "left_hand": result.left_hand_landmarks,
-            "right_hand": result.right_hand_landmarks,
-        }
+        found = {"body": result.pose_landmarks, "face": result.face_landmarks,
+                 "left_hand": result.left_hand_landmarks, "right_hand": result.right_hand_landmarks}
         parts = {}
         for part, size in PART_SIZES.items():
             array = np.zeros((size, 3), np.float32)

@@ -4,12 +4,11 @@ of chunks, and each chunk's pose maps drawn once on the host and sent to the dev
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 
 import numpy as np
 import torch
 
-from posecast.pose.keypoints import PARTS, Keypoints
+from posecast.pose.keypoints import Keypoints
 from posecast.pose.stream import PoseStream
 
 
@@ -17,8 +16,7 @@ def hold_to_length(poses: Keypoints | PoseStream, frames: int) -> Keypoints | Po
     """Exactly `frames` frames: cut, or the last pose held."""
     if isinstance(poses, PoseStream):
         return poses.hold_to_length(frames)
-    index = np.minimum(np.arange(frames), len(poses) - 1)
-    return replace(poses, **{part: getattr(poses, part)[index] for part in PARTS})
+    return poses[np.minimum(np.arange(frames), len(poses) - 1)]
 
 
 class ChunkPoseMaps:

@@ -34,7 +34,7 @@ from torch import nn
 
 from posecast.errors import InputError, PosecastError, UsageError
 from posecast.hub import resolve_folder
-from posecast.ownership import require_replaceable
+from posecast.ownership import require_new_folder
 from posecast.paths import atomic_folder
 from posecast.pose.keypoints import Keypoints
 from posecast.pose.regions import Region, region_masks
@@ -177,12 +177,7 @@ def import_lpips(vgg_path: str | os.PathLike, lin_path: str | os.PathLike,
     from posecast.weights import load_torch_pickle
 
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise UsageError(f"{out}: already exists; pass --overwrite to replace it")
-    if out.exists():
-        require_replaceable(out, "LPIPS weights folder", legacy_names=(LPIPS_FILE,))
-    if not out.parent.is_dir():
-        raise UsageError(f"{out}: the parent folder {out.parent} does not exist")
+    require_new_folder(out, overwrite, "LPIPS weights folder", (LPIPS_FILE,))
     state = lpips_state_from_published(load_torch_pickle(Path(vgg_path)),
                                        load_torch_pickle(Path(lin_path)), str(vgg_path),
                                        str(lin_path))
