@@ -11,16 +11,18 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
-import numpy as np
 import torch
 
-from posecast.data.synthetic import synthetic_clip
 from posecast.mimicmotion.bench import random_student
 from posecast.mimicmotion.student import StudentSettings
 from posecast.pose.dwpose import draw_dwpose
 from posecast.pose.framing import fit_box, fit_keypoints
+from posecast.pose.keypoints import Keypoints
 from posecast.streaming.rollout import Rollout
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def host_costs(height: int, width: int, chunks: int, backend: str) -> tuple[float, float]:
@@ -30,8 +32,9 @@ def host_costs(height: int, width: int, chunks: int, backend: str) -> tuple[floa
     student, conditions = random_student("mimicmotion-tiny", height, width,
                                          torch.device("cpu"), settings)
     frames = chunks * settings.chunk
-    _, poses = synthetic_clip(64, frames, 25.0, np.random.default_rng(0))
-    poses = fit_keypoints(poses, fit_box(64, 64, width, height))
+    example = Keypoints.load(EXAMPLES / "astronaut_poses.npz")  # a talking person, repeated
+    poses = Keypoints.concatenate([example[i % len(example)] for i in range(frames)])
+    poses = fit_keypoints(poses, fit_box(example.width, example.height, width, height))
     rollout = Rollout(student, conditions, None, lambda start, end: [poses[start:end]])
     draws, plans = [], []
     with torch.no_grad():

@@ -78,7 +78,7 @@ def run_cli(capsys, monkeypatch):
 @pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory) -> Path:
     """Six generated 32×32 clips of 12 frames with their keypoint cache."""
-    from posecast.data.synthetic import make_synthetic_clips
+    from synthetic import make_synthetic_clips
 
     folder = tmp_path_factory.mktemp("dataset")
     make_synthetic_clips(folder, clips=6, size=32, frames=12, seed=0)

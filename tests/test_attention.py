@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from synthetic import synthetic_clip
 
 from posecast.attention.backends import (
     flex_attention,
@@ -12,7 +13,6 @@ from posecast.attention.backends import (
 from posecast.attention.mask import REGION_COUNT, InputAwareMask, build_mask, mask_for_window
 from posecast.attention.plan import AttentionPlan, block_tables
 from posecast.config import preset
-from posecast.data.synthetic import synthetic_clip
 from posecast.pose.regions import Region
 
 

@@ -89,18 +89,18 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_the_last_good_model(
         run_cli, tmp_path, monkeypatch, synthetic_dataset, trained_run):
     """The weights turn NaN after the first resumed step (as a diverging run's do): no
     checkpoint or model is written from them, the previous ones stay, exit 1 with one line."""
-    from posecast.dit import train as teacher
+    from posecast.train import loop
 
     out = _copy(trained_run, tmp_path)
     before = _snapshot(out)
-    apply_gradients = teacher.apply_gradients
+    apply_gradients = loop.apply_gradients
 
     def diverging(loss, module, optimizer, grad_clip):
         apply_gradients(loss, module, optimizer, grad_clip)
         with torch.no_grad():
             next(module.parameters()).fill_(float("nan"))
 
-    monkeypatch.setattr(teacher, "apply_gradients", diverging)
+    monkeypatch.setattr(loop, "apply_gradients", diverging)
     result = _resume(run_cli, synthetic_dataset, out)
     lines = result.stderr.strip().splitlines()
     assert result.code == 1 and len(lines) == 1, result.stderr

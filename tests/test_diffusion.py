@@ -61,8 +61,7 @@ def test_windows_cover_exactly_the_requested_frames(frames):
 
 def _conditions(frames: int, seed: int = 3):
     import numpy as np
-
-    from posecast.data.synthetic import synthetic_clip
+    from synthetic import synthetic_clip
 
     video, keypoints = synthetic_clip(32, frames, 25.0, np.random.default_rng(seed))
     return prepare_conditions(video[0], keypoints, 32, 32)

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 import toy_family
+from synthetic import synthetic_clip
 
 from posecast.bench.counters import HostWork
-from posecast.data.synthetic import synthetic_clip
 from posecast.pose.keypoints import PART_SIZES
 from posecast.streaming.rollout import Rollout, StreamState, chunk_latents
 

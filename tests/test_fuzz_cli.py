@@ -282,7 +282,7 @@ def render_tiny(audio, portrait, *extra):
 
 def clips(tmp: Path, name: str = "clips") -> Path:
     """A usable dataset: one 32×32 clip of 12 frames with its keypoints."""
-    from posecast.data.synthetic import make_synthetic_clips
+    from synthetic import make_synthetic_clips
 
     make_synthetic_clips(tmp / name, clips=1, size=32, frames=12)
     return tmp / name

@@ -424,7 +424,7 @@ def _streaming_rule_mask(poses: Keypoints, grid: tuple[int, int], dilation: int,
 
 def _wide_poses(frames: int, width: int, height: int, seed: int) -> Keypoints:
     """Moving synthetic poses squeezed into a width × height frame."""
-    from posecast.data.synthetic import synthetic_clip
+    from synthetic import synthetic_clip
 
     _, square = synthetic_clip(width, frames, 25.0, np.random.default_rng(seed))
     factor = np.array([1.0, height / width, 1.0], np.float32)

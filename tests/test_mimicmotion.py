@@ -335,7 +335,8 @@ def test_input_aware_attention_in_the_unet_equals_its_dense_oracle(k_frames):
     of the tiny UNet): the gather backend equals the dense masked oracle; with K = 0 every
     token sees only its own frame, which is the plain UNet; with K = 2 the output differs
     from it (the cross-frame attention is live)."""
-    from posecast.data.synthetic import synthetic_clip
+    from synthetic import synthetic_clip
+
     from posecast.mimicmotion.attention import InputAwareSettings, InputAwareUNet
 
     torch.manual_seed(4)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import assert_only_the_student_moved, torchrun
+from synthetic import synthetic_clip
 from test_mimicmotion import _random_state, _unet_config, _write_svd
 
-from posecast.data.synthetic import synthetic_clip
 from posecast.mimicmotion.model import MimicMotion, MimicMotionTeacher, Recipe
 from posecast.mimicmotion.student import (
     Conditions,

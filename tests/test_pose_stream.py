@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from synthetic import synthetic_clip
 
 from posecast.config import preset
-from posecast.data.synthetic import synthetic_clip
 from posecast.dit.codecs import PixelCodec
 from posecast.dit.denoiser import Denoiser
 from posecast.dit.student import DitStudent, student_timesteps

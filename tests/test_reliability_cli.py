@@ -371,8 +371,9 @@ def test_overwrite_replaces_posecast_folders_and_keeps_what_a_run_did_not_write(
                                                                                  run_cli):
     """A folder carries posecast's marker from the command that made it; --overwrite on it
     works, and for a run deletes only what a run writes (the user's notes stay)."""
+    from synthetic import make_synthetic_clips
+
     from posecast.cli.run_folder import prepare_run_folder
-    from posecast.data.synthetic import make_synthetic_clips
     from posecast.ownership import MARKER, is_marked, mark
 
     clips = tmp_path / "clips"

@@ -9,10 +9,10 @@ import contextlib
 import numpy as np
 import pytest
 import torch
+from synthetic import synthetic_clip
 
 import posecast.dit.student
 from posecast.config import preset
-from posecast.data.synthetic import synthetic_clip
 from posecast.dit.denoiser import Denoiser
 from posecast.dit.student import DitStudent, student_timesteps
 from posecast.streaming.rollout import Rollout, StreamState

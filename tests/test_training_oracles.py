@@ -592,9 +592,10 @@ def test_the_teachers_ema_follows_its_formula_through_training(tmp_path, synthet
     warm-up decay d_k = min(ema_decay, (1 + k)/(10 + k)) after step k."""
     import posecast.dit.train as teacher_module
     from posecast.dit.pretrained import from_pretrained
+    from posecast.train import loop
 
     snapshots = []
-    apply_gradients = teacher_module.apply_gradients
+    apply_gradients = loop.apply_gradients
 
     def recording(loss, module, optimizer, grad_clip):
         if not snapshots:
@@ -602,7 +603,7 @@ def test_the_teachers_ema_follows_its_formula_through_training(tmp_path, synthet
         apply_gradients(loss, module, optimizer, grad_clip)
         snapshots.append(_parameters(module))
 
-    monkeypatch.setattr(teacher_module, "apply_gradients", recording)
+    monkeypatch.setattr(loop, "apply_gradients", recording)
     out = tmp_path / "teacher"
     teacher_module.train_teacher(synthetic_dataset, out, preset("tiny"),
                                  teacher_module.TrainConfig(max_steps=3, batch_size=1,

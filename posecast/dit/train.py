@@ -26,16 +26,8 @@ from posecast.dit.codecs import make_codec
 from posecast.dit.denoiser import Denoiser
 from posecast.dit.pretrained import from_pretrained, save_pretrained
 from posecast.ownership import mark
-from posecast.train import distributed
+from posecast.train import distributed, loop
 from posecast.train.checkpoint import CHECKPOINT_DIR, save_checkpoint
-from posecast.train.loop import (
-    apply_gradients,
-    full_states,
-    restore,
-    resumed,
-    run_steps,
-    step_generator,
-)
 from posecast.train.region_loss import RegionWeights, to_latent_grid, weights_from_bits
 from posecast.validation import check_fields
 
@@ -120,7 +112,7 @@ def train_teacher(dataset: str | os.PathLike, out: str | os.PathLike, config: De
     env = distributed.setup(device)
     try:
         if resume:  # the saved settings, and where the run started (for its model card)
-            found, (config, train, init_from, init_revision) = resumed(out, lambda saved: (
+            found, (config, train, init_from, init_revision) = loop.resumed(out, lambda saved: (
                 DenoiserConfig.from_dict(saved["model_config"]),
                 dataclasses.replace(TrainConfig(**saved["train_config"]),
                                     max_steps=train.max_steps),
@@ -141,7 +133,7 @@ def train_teacher(dataset: str | os.PathLike, out: str | os.PathLike, config: De
         optimizer = torch.optim.AdamW(model.parameters(), lr=train.learning_rate,
                                       weight_decay=train.weight_decay)
         modules = {"model": model, "ema": ema}
-        step = restore(found, modules, {"model": optimizer}, owners)["step"] if resume else 0
+        step = loop.restore(found, modules, {"model": optimizer}, owners)["step"] if resume else 0
         codec = make_codec(config.codec, env.device)
         data = ClipDataset(dataset, config.height, config.width, on_clip=on_message,
                            with_region_bits=bool(train.region_alphas))
@@ -155,18 +147,18 @@ def train_teacher(dataset: str | os.PathLike, out: str | os.PathLike, config: De
 
         def take_step(step: int) -> StepReport:
             started = time.perf_counter()
-            generator = step_generator(train.seed, step, env.rank)
+            generator = loop.step_generator(train.seed, step, env.rank)
             batch = data.sample(train.batch_size, config.window, generator)
             loss = flow_matching_loss(trained, codec, batch, config, generator, env.device,
                                       train.region_alphas)
-            apply_gradients(loss, model, optimizer, train.grad_clip)
+            loop.apply_gradients(loss, model, optimizer, train.grad_clip)
             ema_update(ema, model, min(train.ema_decay, (2 + step) / (11 + step)))
             return StepReport(step + 1, train.max_steps, loss.item(),
                               train.batch_size * env.world_size
                               / (time.perf_counter() - started))
 
         def save(step: int) -> None:
-            states, optimizer_states = full_states(modules, {"model": optimizer}, owners)
+            states, optimizer_states = loop.full_states(modules, {"model": optimizer}, owners)
             if env.is_main:
                 save_checkpoint(out / CHECKPOINT_DIR, step, states, optimizer_states,
                                 {"model_config": config.to_dict(),
@@ -176,7 +168,7 @@ def train_teacher(dataset: str | os.PathLike, out: str | os.PathLike, config: De
                                  "initial_revision": init_revision})
                 save_pretrained(ema, out, state=states["ema"] if sharded else None)
 
-        run_steps(out, env, step, train.max_steps, train.checkpoint_every, take_step, save,
+        loop.run_steps(out, env, step, train.max_steps, train.checkpoint_every, take_step, save,
                   on_step)
         return out
     finally:

@@ -160,22 +160,14 @@ def fine_tune(dataset: str | os.PathLike, out: str | os.PathLike, init_from: str
     """Fine-tune the MimicMotion folder `init_from` on a clip folder into `out`."""
     from posecast.data.clips import ClipDataset
     from posecast.hub import resolve_folder
-    from posecast.train import distributed
+    from posecast.train import distributed, loop
     from posecast.train.checkpoint import CHECKPOINT_DIR, save_checkpoint
-    from posecast.train.loop import (
-        apply_gradients,
-        full_states,
-        restore,
-        resumed,
-        run_steps,
-        step_generator,
-    )
 
     out = Path(out)
     env = distributed.setup(device)
     try:
         if resume:
-            found, (settings, init_from) = resumed(out, lambda saved: (
+            found, (settings, init_from) = loop.resumed(out, lambda saved: (
                 dataclasses.replace(FineTuneConfig(**saved["settings"]),
                                     max_steps=settings.max_steps), saved["init_from"]))
         init_folder = resolve_folder(init_from)
@@ -194,7 +186,7 @@ def fine_tune(dataset: str | os.PathLike, out: str | os.PathLike, init_from: str
             shard(network)
         optimizer = torch.optim.AdamW(network.parameters(), lr=settings.learning_rate)
         owners = {"model": network} if sharded else None
-        step = restore(found, {"model": network}, {"model": optimizer}, owners)["step"] \
+        step = loop.restore(found, {"model": network}, {"model": optimizer}, owners)["step"] \
             if resume else 0
         recipe = teacher.recipe
         data = ClipDataset(dataset, recipe.height, recipe.width, on_clip=on_message,
@@ -207,23 +199,23 @@ def fine_tune(dataset: str | os.PathLike, out: str | os.PathLike, init_from: str
 
         def take_step(step: int) -> FineTuneReport:
             started = time.perf_counter()
-            generator = step_generator(settings.seed, step, env.rank)
+            generator = loop.step_generator(settings.seed, step, env.rank)
             batch = data.sample(settings.batch_size, settings.frames - 1, generator)
             loss = svd_loss(teacher, attention, batch, settings, generator)
-            apply_gradients(loss, network, optimizer, settings.grad_clip)
+            loop.apply_gradients(loss, network, optimizer, settings.grad_clip)
             return FineTuneReport(step + 1, settings.max_steps, loss.item(),
                                   settings.batch_size * env.world_size
                                   / (time.perf_counter() - started))
 
         def save(step: int) -> None:
-            modules, optimizers = full_states({"model": network}, {"model": optimizer}, owners)
+            modules, optimizers = loop.full_states({"model": network}, {"model": optimizer}, owners)
             if env.is_main:
                 save_checkpoint(out / CHECKPOINT_DIR, step, modules, optimizers,
                                 {"settings": dataclasses.asdict(settings),
                                  "init_from": str(init_from)})
                 write_model(out, init_folder, modules["model"], settings)
 
-        run_steps(out, env, step, settings.max_steps, settings.checkpoint_every, take_step,
+        loop.run_steps(out, env, step, settings.max_steps, settings.checkpoint_every, take_step,
                   save, on_step)
         return out
     finally:
