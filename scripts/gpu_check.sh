@@ -61,8 +61,10 @@ PY=${PYTHON:-python3}
 if [ "$REHEARSE" = 1 ]; then
     PY=$PWD/.venv-gpu/bin/python
     if [ ! -x "$PY" ]; then
-        PY312=$(command -v python3.12 || ls /root/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null |
-                head -1)
+        PY312=""
+        for candidate in python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python3.12; do
+            "$candidate" --version >/dev/null 2>&1 && { PY312=$candidate; break; }
+        done  # (a pyenv shim may exist and still refuse to run)
         [ -n "$PY312" ] || { echo "gpu_check.sh: --rehearse needs a python3.12"; exit 1; }
         echo "gpu_check.sh: building .venv-gpu/ with the image's versions (once, a few minutes)"
         { "$PY312" -m venv .venv-gpu && .venv-gpu/bin/pip install -q torch==2.11.0 numpy==2.5.2 \
