@@ -1,6 +1,6 @@
 """Publishing a trained model: its model files and a model card, as a folder or a Hub repo.
 
-A run folder (`posecast train` or `distill --out`) holds the model (config.json,
+A run folder (`posecast train` or `distill --output`) holds the model (config.json,
 model.safetensors, README.md) beside what only training needs: checkpoint/ (optimiser state),
 ode_pairs/, samples/ and train_log.jsonl. `export_model` copies the model files alone and
 writes the card: metadata the Hub reads (licence, library name, base model, tags) and a
@@ -47,7 +47,7 @@ def model_files(folder: Path) -> list[str]:
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (folder / name).is_file():
             raise InputError(f"{folder}: not a posecast model or run folder (no {name}); give "
-                             "the --out folder of `posecast train` or `posecast distill`")
+                             "the --output folder of `posecast train` or `posecast distill`")
     return [CONFIG_NAME, WEIGHTS_NAME, *family.model_files(folder)]
 
 

@@ -14,7 +14,7 @@ finds the face), seam ratio (the patch grid), HKC; each as `posecast eval` defin
         --method runs/student --plain-dmd runs/student_plain \
         --dense-student runs/student_dense --region-steps runs/student_region \
         --real --clips 8 --frames 75 \
-        --out runs/ablation --markdown docs/ABLATION_TABLE.md
+        --output runs/ablation --markdown docs/ABLATION_TABLE.md
 
 Any row whose model is not given is left out. The teacher rows use the teacher's own sampler
 settings (steps, CFG) unless --teacher-steps / --teacher-cfg say otherwise. `--frames N` keeps
@@ -123,7 +123,7 @@ def render_student(model_path: str, clips, out: Path) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="a make-dataset folder")
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--output", "-o", dest="out", type=Path, required=True)
     parser.add_argument("--teacher")
     parser.add_argument("--teacher-sparse", help="an input-aware teacher; default: the teacher "
                         "with input-aware attention switched on, without fine-tuning")

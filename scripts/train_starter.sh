@@ -16,11 +16,11 @@ posecast make-dataset "$RUNS/cospeech64" --clips 120 --size 64 --seed 0
 #    the plain loss (a weaker teacher), with the loss weighted towards the lips, face and hands, which at this
 #    budget gave better mouths and PSNR than the plain loss (docs/ABLATION.md)
 if [ "$DEVICE" = cpu ]; then
-    posecast train "$RUNS/cospeech64/train" --preset mini --out "$RUNS/teacher" \
+    posecast train "$RUNS/cospeech64/train" --preset mini --output "$RUNS/teacher" \
         --max-steps 1000 --batch-size 4 --learning-rate 5e-4 --checkpoint-every 250 --device cpu \
         --region-alpha lips=16 --region-alpha face=1 --region-alpha hands=2
 else
-    posecast train "$RUNS/cospeech64/train" --preset mini --out "$RUNS/teacher" \
+    posecast train "$RUNS/cospeech64/train" --preset mini --output "$RUNS/teacher" \
         --max-steps 1500 --batch-size 16 --learning-rate 5e-4 --checkpoint-every 500 \
         --device "$DEVICE"
 fi
@@ -30,8 +30,8 @@ fi
 #    (the lips weighted 16, an edge term at 16): the paper's two stages, no region steps (they
 #    draw a patch grid, docs/ABLATION.md); about 70 minutes on 2 cores beside other jobs, added
 #    up, not timed as one run (31 to the 50th DMD step, then about 10 s a DMD step)
-posecast distill "$RUNS/cospeech64/train" --teacher "$RUNS/teacher" --out "$RUNS/student" \
-    --student-steps 1 --chunk 4 --window 8 --init-steps 300 --ode-pairs 16 \
+posecast distill "$RUNS/cospeech64/train" --teacher "$RUNS/teacher" --output "$RUNS/student" \
+    --steps 1 --chunk 4 --window 8 --init-steps 300 --ode-pairs 16 \
     --config scripts/starter_distill.json --device cpu
 
 # 4. bundle them (model files and cards)

@@ -22,7 +22,7 @@ def run_ablation(*args) -> subprocess.CompletedProcess:
 def test_the_ablation_script_reproduces_its_tables(tmp_path, cospeech_dataset, trained_tiny,
                                                    tiny_student):
     out, table = tmp_path / "ablation", tmp_path / "table.md"
-    common = ["--data", cospeech_dataset, "--out", out, "--teacher", trained_tiny[0],
+    common = ["--data", cospeech_dataset, "--output", out, "--teacher", trained_tiny[0],
               "--method", tiny_student, "--region-steps", tiny_student, "--real", "--frames", 8,
               "--teacher-steps", 2, "--markdown", table]
     first = run_ablation(*common)
@@ -82,7 +82,7 @@ def test_the_ablation_script_picks_clips_by_name_and_rows(tmp_path, cospeech_dat
                                                           trained_tiny):
     name = sorted((cospeech_dataset / "heldout").glob("*.mp4"))[0].stem
     out, table = tmp_path / "teachers", tmp_path / "table.md"
-    result = run_ablation("--data", cospeech_dataset, "--out", out, "--teacher", trained_tiny[0],
+    result = run_ablation("--data", cospeech_dataset, "--output", out, "--teacher", trained_tiny[0],
                           "--no-sparse-teacher", "--names", name, "--frames", 4,
                           "--teacher-steps", 1, "--markdown", table)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -90,5 +90,5 @@ def test_the_ablation_script_picks_clips_by_name_and_rows(tmp_path, cospeech_dat
     assert "input-aware" not in table.read_text()
     assert [path.stem for path in (out / "teacher").glob("*.mp4")] == [name]
 
-    wrong = run_ablation("--data", cospeech_dataset, "--out", out, "--names", "no_such_clip")
+    wrong = run_ablation("--data", cospeech_dataset, "--output", out, "--names", "no_such_clip")
     assert wrong.returncode != 0 and "no held-out clip named no_such_clip" in wrong.stderr

@@ -37,7 +37,7 @@ def _snapshot(out) -> dict[str, bytes]:
 
 
 def _resume(run_cli, dataset, out):
-    return run_cli("train", dataset, "--out", out, "--preset", "tiny", "--resume",
+    return run_cli("train", dataset, "--output", out, "--preset", "tiny", "--resume",
                    "--max-steps", "4", "--device", "cpu")
 
 
@@ -128,7 +128,7 @@ def test_a_resumed_run_logs_every_step_once(run_cli, tmp_path, synthetic_dataset
     """A run killed after its last checkpoint has logged steps the resumed run repeats (and
     perhaps half a line): after --resume the log holds each step exactly once."""
     out = tmp_path / "teacher"
-    args = ["train", synthetic_dataset, "--preset", "tiny", "--out", out, "--batch-size", "1",
+    args = ["train", synthetic_dataset, "--preset", "tiny", "--output", out, "--batch-size", "1",
             "--checkpoint-every", "2", "--device", "cpu"]
     assert run_cli(*args, "--max-steps", "2").code == 0
     log = out / "train_log.jsonl"

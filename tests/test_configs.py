@@ -133,7 +133,7 @@ def test_a_bad_distill_config_is_one_line_naming_file_or_flag(run_cli, tmp_path,
     config = tmp_path / "distill.json"
     config.write_text(json.dumps(settings))
     out = tmp_path / "student"
-    result = run_cli("distill", tmp_path, "--teacher", tmp_path / "teacher", "--out", out,
+    result = run_cli("distill", tmp_path, "--teacher", tmp_path / "teacher", "--output", out,
                      "--config", config, *flags)
     _one_line(result, 2, message, *([] if flags else [f"{config}: "]))
     assert not out.exists()
@@ -173,7 +173,7 @@ def test_a_bad_training_setting_is_one_line_before_the_output_is_touched(run_cli
     out = tmp_path / "run"
     out.mkdir()
     (out / "train_log.jsonl").write_text("")  # a posecast run folder --overwrite may replace
-    result = run_cli("train", tmp_path, "--out", out, "--preset", "tiny", "--overwrite",
+    result = run_cli("train", tmp_path, "--output", out, "--preset", "tiny", "--overwrite",
                      "--learning-rate", "-1", "--device", "cpu")
     _one_line(result, 2, "--learning-rate: learning_rate is -1.0; allowed: a number from 0 to 1")
     assert [path.name for path in out.iterdir()] == ["train_log.jsonl"]

@@ -412,7 +412,7 @@ def test_the_cli_distils_from_a_config_file_with_flags_on_top(run_cli, tmp_path,
     settings.write_text(json.dumps({**QUICK, "max_steps": 50, "init_steps": 1,
                                     "region_weights": {"hands": 3.0}}))
     out = tmp_path / "student"
-    args = ["distill", synthetic_dataset, "--teacher", trained_tiny[0], "--out", out,
+    args = ["distill", synthetic_dataset, "--teacher", trained_tiny[0], "--output", out,
             "--config", settings, "--device", "cpu"]
     result = run_cli(*args, "--max-steps", "1", "--region-alpha", "face=0.5")
     assert result.code == 0, result.stderr
@@ -436,7 +436,7 @@ def test_the_cli_distils_from_a_config_file_with_flags_on_top(run_cli, tmp_path,
 
 
 @pytest.mark.parametrize("extra,message", [
-    (["--student-steps", "9"], "student-steps"),
+    (["--steps", "9"], "'--steps'"),
     (["--chunk", "3"], "whole number of chunks"),
     (["--region-alpha", "feet=2"], "face, lips, hands or arms"),
     (["--perceptual", "clip=x"], "name among lpips"),
@@ -445,7 +445,7 @@ def test_the_cli_distils_from_a_config_file_with_flags_on_top(run_cli, tmp_path,
 def test_bad_distill_options_are_one_line_errors(run_cli, tmp_path, synthetic_dataset,
                                                  trained_tiny, extra, message):
     out = tmp_path / "student"
-    result = run_cli("distill", synthetic_dataset, "--teacher", trained_tiny[0], "--out", out,
+    result = run_cli("distill", synthetic_dataset, "--teacher", trained_tiny[0], "--output", out,
                      "--device", "cpu", *extra)
     assert result.code == 2 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and not out.exists()
@@ -455,7 +455,7 @@ def test_a_student_is_not_accepted_as_a_teacher(run_cli, tmp_path, synthetic_dat
                                                 trained_tiny):
     student = distill(synthetic_dataset, str(trained_tiny[0]), tmp_path / "student",
                       DistillConfig(**{**QUICK, "init_steps": 0, "max_steps": 1}), device="cpu")
-    result = run_cli("distill", synthetic_dataset, "--teacher", student, "--out",
+    result = run_cli("distill", synthetic_dataset, "--teacher", student, "--output",
                      tmp_path / "again", "--device", "cpu")
     assert result.code == 2 and "itself a causal student" in result.stderr
 
@@ -464,8 +464,8 @@ def test_an_unavailable_perceptual_plugin_is_skipped_with_a_warning(run_cli, tmp
                                                                      synthetic_dataset,
                                                                      trained_tiny):
     out = tmp_path / "student"
-    result = run_cli("distill", synthetic_dataset, "--teacher", trained_tiny[0], "--out", out,
-                     "--device", "cpu", "--student-steps", "2", "--chunk", "2", "--init-steps",
+    result = run_cli("distill", synthetic_dataset, "--teacher", trained_tiny[0], "--output", out,
+                     "--device", "cpu", "--steps", "2", "--chunk", "2", "--init-steps",
                      "0", "--max-steps", "1", "--critic-updates", "1", "--perceptual",
                      "lpips=someone/lpips-weights:0.5")
     assert result.code == 0, result.stderr
@@ -546,13 +546,13 @@ def test_torchrun_with_and_without_fsdp_trains_the_same_student(tmp_path, synthe
                                                                 trained_tiny):
     """Two processes with averaged gradients, and the same with FSDP2 sharding, give the
     same student (up to float rounding); the sharded run also resumes."""
-    common = [synthetic_dataset, "--teacher", trained_tiny[0], "--student-steps", "2",
+    common = [synthetic_dataset, "--teacher", trained_tiny[0], "--steps", "2",
               "--chunk", "2", "--window", "4", "--init-steps", "1", "--ode-pairs", "2",
               "--max-steps", "2", "--critic-updates", "1", "--batch-size", "1",
               "--checkpoint-every", "2", "--device", "cpu"]
-    plain = torchrun("distill", [*common, "--out", tmp_path / "plain"], 29531)
+    plain = torchrun("distill", [*common, "--output", tmp_path / "plain"], 29531)
     assert plain.returncode == 0, plain.stderr[-3000:]
-    sharded = torchrun("distill", [*common, "--out", tmp_path / "fsdp", "--fsdp"], 29532)
+    sharded = torchrun("distill", [*common, "--output", tmp_path / "fsdp", "--fsdp"], 29532)
     assert sharded.returncode == 0, sharded.stderr[-3000:]
     a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("plain", "fsdp"))
     assert a.keys() == b.keys()
@@ -560,7 +560,7 @@ def test_torchrun_with_and_without_fsdp_trains_the_same_student(tmp_path, synthe
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
     assert len(_log(tmp_path / "fsdp")) == 3  # one process logs
     resumed = torchrun("distill", [*common[:-6], "--max-steps", "3", "--checkpoint-every", "2",
-                         "--device", "cpu", "--out", tmp_path / "fsdp", "--fsdp", "--resume"],
+                         "--device", "cpu", "--output", tmp_path / "fsdp", "--fsdp", "--resume"],
                         29533)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((tmp_path / "fsdp" / "checkpoint" / "state.json").read_text())["step"] == 4

@@ -263,16 +263,16 @@ def test_a_family_defined_in_the_tests_distils_resumes_and_renders_through_the_c
 
     torch.manual_seed(0)
     teacher = toy_family.write_folder(tmp_path / "teacher", toy_family.ToyNet())
-    flags = ["--teacher", teacher, "--student-steps", "2", "--chunk", "2", "--window", "4",
+    flags = ["--teacher", teacher, "--steps", "2", "--chunk", "2", "--window", "4",
              "--init-steps", "1", "--ode-pairs", "1", "--critic-updates", "1",
              "--batch-size", "1", "--checkpoint-every", "1", "--region-loss-weight", "0.5",
              "--device", "cpu"]
     straight, split = tmp_path / "straight", tmp_path / "split"
-    result = run_cli("distill", synthetic_dataset, "--out", straight, "--max-steps", "3", *flags)
+    result = run_cli("distill", synthetic_dataset, "--output", straight, "--max-steps", "3", *flags)
     assert result.code == 0, result.stderr
-    assert run_cli("distill", synthetic_dataset, "--out", split, "--max-steps", "1",
+    assert run_cli("distill", synthetic_dataset, "--output", split, "--max-steps", "1",
                    *flags).code == 0
-    assert run_cli("distill", synthetic_dataset, "--out", split, "--max-steps", "3",
+    assert run_cli("distill", synthetic_dataset, "--output", split, "--max-steps", "3",
                    "--resume", *flags).code == 0
     a, b = (load_file(folder / "model.safetensors") for folder in (straight, split))
     assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
@@ -289,7 +289,7 @@ def test_a_family_defined_in_the_tests_distils_resumes_and_renders_through_the_c
     assert len(frames) == frame_count(load_audio(speech_path).duration, 25.0)
     assert frames[0].shape == (32, 32, 3)
 
-    result = run_cli("distill", synthetic_dataset, "--out", tmp_path / "again", *flags,
+    result = run_cli("distill", synthetic_dataset, "--output", tmp_path / "again", *flags,
                      "--fast-decoder", tmp_path)
     assert result.code == 2 and "toy students decode" in result.stderr
     assert not (tmp_path / "again").exists()

@@ -511,79 +511,79 @@ CASES = [
     # ----------------------------------------------------------------------------------- train
     Case("train-revision-local-folder", lambda t: [
         "train", dataset_of(t), "--init-from", model(t, kind="teacher"), "--revision", "v1",
-        "--out", t / "run"], 2, "is a local folder"),
-    Case("train-dataset-missing", lambda t: ["train", t / "none", "--out", t / "run"], 2,
+        "--output", t / "run"], 2, "is a local folder"),
+    Case("train-dataset-missing", lambda t: ["train", t / "none", "--output", t / "run"], 2,
          "no such dataset"),
-    Case("train-dataset-empty", lambda t: ["train", dataset_of(t), "--out", t / "run"], 2,
+    Case("train-dataset-empty", lambda t: ["train", dataset_of(t), "--output", t / "run"], 2,
          "no video clips"),
     Case("train-dataset-noise-clips", lambda t: ["train", dataset_of(
-        t, files={"a.mp4": NOISE, "b.mp4": b""}), "--out", t / "run", "--device", "cpu"], 1,
+        t, files={"a.mp4": NOISE, "b.mp4": b""}), "--output", t / "run", "--device", "cpu"], 1,
          "no usable clips", notes=("skipped ",)),
-    Case("train-preset-bogus", lambda t: ["train", dataset_of(t), "--out", t / "run",
+    Case("train-preset-bogus", lambda t: ["train", dataset_of(t), "--output", t / "run",
                                           "--preset", "huge"], 2, "huge"),
-    Case("train-learning-rate-nan", lambda t: ["train", dataset_of(t), "--out", t / "run",
+    Case("train-learning-rate-nan", lambda t: ["train", dataset_of(t), "--output", t / "run",
                                                "--learning-rate", "nan"], 2, "learning"),
-    Case("train-learning-rate-negative", lambda t: ["train", dataset_of(t), "--out", t / "run",
+    Case("train-learning-rate-negative", lambda t: ["train", dataset_of(t), "--output", t / "run",
                                                     "--learning-rate", "-1"], 2, "learning"),
-    Case("train-region-alpha-bogus", lambda t: ["train", dataset_of(t), "--out", t / "run",
+    Case("train-region-alpha-bogus", lambda t: ["train", dataset_of(t), "--output", t / "run",
                                                 "--region-alpha", "feet=2"], 2, "feet"),
-    Case("train-resume-nothing", lambda t: ["train", clips(t), "--out", folder(t, "run"),
+    Case("train-resume-nothing", lambda t: ["train", clips(t), "--output", folder(t, "run"),
                                             "--resume"], 2, "checkpoint"),
-    Case("train-init-from-garbage", lambda t: ["train", dataset_of(t), "--out", t / "run",
+    Case("train-init-from-garbage", lambda t: ["train", dataset_of(t), "--output", t / "run",
                                                "--init-from", model(t, kind="teacher",
                                                                     config="{")], 1,
          "config.json"),
-    Case("train-out-is-file", lambda t: ["train", clips(t), "--out", text(t, "run", "x")], 2,
+    Case("train-out-is-file", lambda t: ["train", clips(t), "--output", text(t, "run", "x")], 2,
          "not a folder"),
-    Case("train-overwrite-stranger", lambda t: ["train", clips(t), "--out", dataset_of(
+    Case("train-overwrite-stranger", lambda t: ["train", clips(t), "--output", dataset_of(
         t, "mine", {"thesis.tex": b"keep"}), "--overwrite"], 2, "refusing to delete"),
     # issue 32: TensorFlow writes an index file named exactly `checkpoint`
-    Case("train-overwrite-tensorflow-run", lambda t: ["train", clips(t), "--out", dataset_of(
+    Case("train-overwrite-tensorflow-run", lambda t: ["train", clips(t), "--output", dataset_of(
         t, "tf", {"checkpoint": b'model_checkpoint_path: "ckpt-1"', "ckpt-1.index": b"x"}),
         "--overwrite"], 2, "refusing to delete"),
     # --------------------------------------------------------------------------------- distill
     Case("distill-config-not-json", lambda t: [
-        "distill", dataset_of(t), "--teacher", model(t, kind="teacher"), "--out", t / "s",
+        "distill", dataset_of(t), "--teacher", model(t, kind="teacher"), "--output", t / "s",
         "--config", text(t, "c.json", "learning_rate = 1")], 2, "c.json"),
     Case("distill-config-bad-type", lambda t: [
-        "distill", dataset_of(t), "--teacher", model(t, kind="teacher"), "--out", t / "s",
+        "distill", dataset_of(t), "--teacher", model(t, kind="teacher"), "--output", t / "s",
         "--config", text(t, "c.json", '{"learning_rate": "abc"}')], 2, "learning_rate"),
     Case("distill-config-unknown-key", lambda t: [
-        "distill", dataset_of(t), "--teacher", model(t, kind="teacher"), "--out", t / "s",
+        "distill", dataset_of(t), "--teacher", model(t, kind="teacher"), "--output", t / "s",
         "--config", text(t, "c.json", '{"speed": 11}')], 2, "speed"),
     Case("distill-config-not-utf8", lambda t: [
-        "distill", dataset_of(t), "--teacher", model(t, kind="teacher"), "--out", t / "s",
+        "distill", dataset_of(t), "--teacher", model(t, kind="teacher"), "--output", t / "s",
         "--config", text(t, "c.json", b"\xff\xfe{\x00")], 2, "c.json"),
     Case("distill-revision-local-folder", lambda t: [
-        "distill", dataset_of(t), "--teacher", model(t, kind="teacher"), "--out", t / "s",
+        "distill", dataset_of(t), "--teacher", model(t, kind="teacher"), "--output", t / "s",
         "--revision", "v1"], 2, "is a local folder"),
     Case("distill-teacher-missing", lambda t: ["distill", dataset_of(t), "--teacher",
-                                               t / "nothing", "--out", t / "s"], 2, "nothing"),
+                                               t / "nothing", "--output", t / "s"], 2, "nothing"),
     Case("distill-teacher-heads-zero", lambda t: [
         "distill", dataset_of(t), "--teacher", model(t, kind="teacher", config={"heads": 0}),
-        "--out", t / "s"], 1, "heads"),
+        "--output", t / "s"], 1, "heads"),
     Case("distill-perceptual-bogus", lambda t: [
-        "distill", clips(t), "--teacher", model(t, kind="teacher"), "--out", t / "s",
+        "distill", clips(t), "--teacher", model(t, kind="teacher"), "--output", t / "s",
         "--perceptual", "nonsense"], 2, "perceptual term 'nonsense'"),
     Case("distill-learning-rate-inf", lambda t: [
-        "distill", dataset_of(t), "--teacher", model(t, kind="teacher"), "--out", t / "s",
+        "distill", dataset_of(t), "--teacher", model(t, kind="teacher"), "--output", t / "s",
         "--learning-rate", "inf"], 2, "learning"),
     # issue 32: someone's model folder (a model.safetensors beside their own files)
     Case("distill-overwrite-stranger", lambda t: [
-        "distill", clips(t), "--teacher", model(t, kind="teacher"), "--out", dataset_of(
+        "distill", clips(t), "--teacher", model(t, kind="teacher"), "--output", dataset_of(
             t, "theirs", {"model.safetensors": b"x", "train.py": b"#"}), "--overwrite"], 2,
          "refusing to delete"),
     # ---------------------------------------------------------------------------- train-motion
-    Case("train-motion-dataset-empty", lambda t: ["train-motion", dataset_of(t), "--out",
+    Case("train-motion-dataset-empty", lambda t: ["train-motion", dataset_of(t), "--output",
                                                   t / "m"], 2, "data"),
-    Case("train-motion-dataset-missing", lambda t: ["train-motion", t / "none", "--out",
+    Case("train-motion-dataset-missing", lambda t: ["train-motion", t / "none", "--output",
                                                     t / "m"], 2, "none"),
     Case("train-motion-overwrite-stranger", lambda t: [
-        "train-motion", clips(t), "--out", dataset_of(t, "m", {"train_log.jsonl": b"{}",
+        "train-motion", clips(t), "--output", dataset_of(t, "m", {"train_log.jsonl": b"{}",
                                                                 "diary.txt": b"keep"}),
         "--overwrite"], 2, "refusing to delete"),
     Case("train-motion-learning-rate-negative", lambda t: [
-        "train-motion", clips(t), "--out", t / "m", "--learning-rate", "-0.1"], 2,
+        "train-motion", clips(t), "--output", t / "m", "--learning-rate", "-0.1"], 2,
          "learning"),
     # ------------------------------------------------------------------------------------ eval
     Case("eval-outputs-missing", lambda t: ["eval", t / "none", "--references", folder(t, "r")],

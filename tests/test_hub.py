@@ -166,7 +166,7 @@ def test_revision_on_the_command_line(run_cli, tmp_path, offline_cache, syntheti
     _two_revisions(offline_cache, "posecast/tiny-test", tmp_path)
     out = tmp_path / "run"
     result = run_cli("train", synthetic_dataset, "--init-from", "posecast/tiny-test",
-                     "--revision", "v1", "--out", out, "--max-steps", "1", "--batch-size", "1",
+                     "--revision", "v1", "--output", out, "--max-steps", "1", "--batch-size", "1",
                      "--device", "cpu")
     assert result.code == 0, result.stderr
     assert from_pretrained(out).config.depth == 1  # v1's architecture, not main's

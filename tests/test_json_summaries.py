@@ -72,16 +72,16 @@ def _cases(tmp_path, portrait_path, synthetic_dataset, tiny_teacher):
         ("make-dataset", [tmp_path / "clips", "--clips", "1", "--size", "64",
                           "--drawn-people", "0", "--held-out-people", "0"],
          {"folder", "clips"}),
-        ("train", [synthetic_dataset, "--preset", "tiny", "--out", tmp_path / "run", *steps],
+        ("train", [synthetic_dataset, "--preset", "tiny", "--output", tmp_path / "run", *steps],
          {"model", "checkpoint"}),
-        ("distill", [synthetic_dataset, "--teacher", tiny_teacher, "--out", tmp_path / "st",
-                     "--init-steps", "0", "--critic-updates", "1", "--student-steps", "1",
+        ("distill", [synthetic_dataset, "--teacher", tiny_teacher, "--output", tmp_path / "st",
+                     "--init-steps", "0", "--critic-updates", "1", "--steps", "1",
                      "--chunk", "2", "--window", "4", *steps], {"model", "checkpoint"}),
-        ("train-motion", [synthetic_dataset, "--out", tmp_path / "motion", *steps,
+        ("train-motion", [synthetic_dataset, "--output", tmp_path / "motion", *steps,
                           "--window-seconds", "0.2"], {"model"}),
         ("bench teacher", ["--preset", "tiny", "--steps", "1", "--repeats", "1", "--device",
                            "cpu"], {"preset", "timings"}),
-        ("import lpips", [tmp_path / "vgg.pth", tmp_path / "lin.pth", "--out",
+        ("import lpips", [tmp_path / "vgg.pth", tmp_path / "lin.pth", "--output",
                           tmp_path / "lpips"], {"folder"}),
     ]
 
@@ -110,7 +110,7 @@ def test_environment_variables_stand_in_for_device_and_model(run_cli, tmp_path,
     monkeypatch.setenv("POSECAST_DEVICE", "cuda:7")
     result = run_cli("render", audio, portrait_path, "-o", tmp_path / "a.mp4")
     assert result.code != 0 and "cuda:7" in result.stderr, result.stderr
-    result = run_cli("train", tmp_path, "--out", tmp_path / "run")  # every --device
+    result = run_cli("train", tmp_path, "--output", tmp_path / "run")  # every --device
     assert result.code != 0 and "cuda:7" in result.stderr, result.stderr
     monkeypatch.setenv("POSECAST_DEVICE", "cpu")
     monkeypatch.setenv("POSECAST_MODEL", str(tmp_path / "no-such-model"))

@@ -38,7 +38,7 @@ def test_the_published_weights_become_the_plugin(run_cli, tmp_path, head_prefix)
     vgg, lin = _published(tmp_path, head_prefix)
     out = tmp_path / "lpips"
     result = run_cli("import", "lpips", tmp_path / "vgg16-397923af.pth", tmp_path / "vgg.pth",
-                     "--out", out)
+                     "--output", out)
     assert result.code == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == [".posecast.json", "README.md", LPIPS_FILE]
     (term,) = load_perceptual_terms((f"lpips={out}:0.5",), torch.device("cpu"))
@@ -74,7 +74,7 @@ def test_wrong_files_are_one_line_errors_and_write_nothing(run_cli, tmp_path, da
     torch.save(vgg, tmp_path / "vgg16-397923af.pth")
     torch.save(lin, tmp_path / "vgg.pth")
     result = run_cli("import", "lpips", tmp_path / "vgg16-397923af.pth", tmp_path / "vgg.pth",
-                     "--out", tmp_path / "lpips")
+                     "--output", tmp_path / "lpips")
     assert result.code != 0 and words in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vgg.pth", "vgg16-397923af.pth"]

@@ -116,7 +116,7 @@ def test_a_malicious_pickle_is_refused_without_running(run_cli, tmp_path, svd_fo
     with open(bad, "wb") as file:
         pickle.dump({"unet.conv_in.weight": _Payload(marker)}, file)
     result = run_cli("import", "mimicmotion", "--svd", svd_folder, "--checkpoint", bad,
-                     "--out", tmp_path / "out")
+                     "--output", tmp_path / "out")
     assert result.code == 1
     assert "refused without running it" in result.stderr
     assert len(result.stderr.strip().splitlines()[-1:]) == 1
@@ -132,10 +132,10 @@ def test_a_checkpoint_that_does_not_fit_names_the_first_mismatch(run_cli, tmp_pa
     del state["pose_net.final_proj.weight"]
     torch.save(state, tmp_path / "missing.pth")
     result = run_cli("import", "mimicmotion", "--svd", svd_folder, "--checkpoint",
-                     tmp_path / "shape.pth", "--out", tmp_path / "a")
+                     tmp_path / "shape.pth", "--output", tmp_path / "a")
     assert result.code == 1 and "'pose_net.final_proj.weight' has shape" in result.stderr
     result = run_cli("import", "mimicmotion", "--svd", svd_folder, "--checkpoint",
-                     tmp_path / "missing.pth", "--out", tmp_path / "b")
+                     tmp_path / "missing.pth", "--output", tmp_path / "b")
     assert result.code == 1 and "lacks 'pose_net.final_proj.weight'" in result.stderr
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
@@ -148,7 +148,7 @@ def test_an_svd_folder_without_a_component_says_which(run_cli, tmp_path, svd_fol
     shutil.copytree(svd_folder, partial)
     shutil.rmtree(partial / "scheduler")
     result = run_cli("import", "mimicmotion", "--svd", partial, "--checkpoint", checkpoint[0],
-                     "--out", tmp_path / "out")
+                     "--output", tmp_path / "out")
     assert result.code == 1 and "lacks scheduler/scheduler_config.json" in result.stderr
 
 
@@ -423,10 +423,10 @@ def test_posecast_train_fine_tunes_a_mimicmotion_folder(run_cli, tmp_path, impor
     finds it again from the checkpoint alone."""
     out = tmp_path / "tuned"
     common = ["--batch-size", "1", "--frames", "3", "--checkpoint-every", "1", "--device", "cpu"]
-    result = run_cli("train", synthetic_dataset, "--init-from", imported_8x, "--out", out,
+    result = run_cli("train", synthetic_dataset, "--init-from", imported_8x, "--output", out,
                      "--max-steps", "1", "--attention", "input_aware", *common)
     assert result.code == 0, result.stderr
-    result = run_cli("train", synthetic_dataset, "--out", out, "--max-steps", "2", "--resume",
+    result = run_cli("train", synthetic_dataset, "--output", out, "--max-steps", "2", "--resume",
                      *common)
     assert result.code == 0, result.stderr
     steps = [json.loads(line)["step"] for line in (out / "train_log.jsonl").open()]
@@ -473,9 +473,9 @@ def test_torchrun_fine_tunes_the_same_with_and_without_fsdp(tmp_path, imported_8
     common = [synthetic_dataset, "--init-from", imported_8x, "--max-steps", "1", "--frames",
               "3", "--batch-size", "1", "--checkpoint-every", "1", "--learning-rate", "1e-3",
               "--device", "cpu"]
-    plain = torchrun("train", [*common, "--out", tmp_path / "ddp"], 29541)
+    plain = torchrun("train", [*common, "--output", tmp_path / "ddp"], 29541)
     assert plain.returncode == 0, plain.stderr[-3000:]
-    sharded = torchrun("train", [*common, "--out", tmp_path / "fsdp", "--fsdp"], 29542)
+    sharded = torchrun("train", [*common, "--output", tmp_path / "fsdp", "--fsdp"], 29542)
     assert sharded.returncode == 0, sharded.stderr[-3000:]
     a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("ddp", "fsdp"))
     original = load_file(imported_8x / "model.safetensors")
@@ -483,7 +483,7 @@ def test_torchrun_fine_tunes_the_same_with_and_without_fsdp(tmp_path, imported_8
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=5e-4, rtol=0)
     assert any(not torch.equal(a[key], original[key].float()) for key in a)
-    resumed = torchrun("train", [synthetic_dataset, "--out", tmp_path / "fsdp", "--max-steps",
+    resumed = torchrun("train", [synthetic_dataset, "--output", tmp_path / "fsdp", "--max-steps",
                                  "2", "--frames", "3", "--batch-size", "1", "--device", "cpu",
                                  "--fsdp", "--resume"], 29543)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

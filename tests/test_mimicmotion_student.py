@@ -383,17 +383,17 @@ def test_posecast_distill_makes_a_student_that_resumes_exactly_and_renders(
     from safetensors.torch import load_file
 
     teacher, taesd = teacher_8x
-    flags = ["--student-steps", "2", "--chunk", "2", "--window", "4", "--k-frames", "2",
+    flags = ["--steps", "2", "--chunk", "2", "--window", "4", "--k-frames", "2",
              "--init-steps", "1", "--ode-pairs", "1", "--critic-updates", "1",
              "--batch-size", "1", "--checkpoint-every", "1", "--region-loss-weight", "0",
              "--device", "cpu", "--fast-decoder", taesd]
     straight, split = tmp_path / "straight", tmp_path / "split"
-    result = run_cli("distill", synthetic_dataset, "--teacher", teacher, "--out", straight,
+    result = run_cli("distill", synthetic_dataset, "--teacher", teacher, "--output", straight,
                      "--max-steps", "2", *flags)
     assert result.code == 0, result.stderr
-    assert run_cli("distill", synthetic_dataset, "--teacher", teacher, "--out", split,
+    assert run_cli("distill", synthetic_dataset, "--teacher", teacher, "--output", split,
                    "--max-steps", "1", *flags).code == 0
-    result = run_cli("distill", synthetic_dataset, "--teacher", teacher, "--out", split,
+    result = run_cli("distill", synthetic_dataset, "--teacher", teacher, "--output", split,
                      "--max-steps", "2", "--resume", *flags)
     assert result.code == 0, result.stderr
     a, b = load_file(straight / "model.safetensors"), load_file(split / "model.safetensors")
@@ -403,7 +403,7 @@ def test_posecast_distill_makes_a_student_that_resumes_exactly_and_renders(
     log = [json.loads(line) for line in (straight / "train_log.jsonl").open()]
     assert [entry["phase"] for entry in log] == ["init", "dmd", "dmd"]
 
-    result = run_cli("distill", synthetic_dataset, "--teacher", straight, "--out",
+    result = run_cli("distill", synthetic_dataset, "--teacher", straight, "--output",
                      tmp_path / "again", *flags)
     assert result.code == 2 and "student folder" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "again").exists()
@@ -588,17 +588,18 @@ def test_torchrun_distils_the_same_student_with_and_without_fsdp(tmp_path, teach
     from safetensors.torch import load_file
 
     teacher, _ = teacher_8x
-    common = [synthetic_dataset, "--teacher", teacher, "--student-steps", "2", "--chunk", "2",
+    common = [synthetic_dataset, "--teacher", teacher, "--steps", "2", "--chunk", "2",
               "--window", "4", "--k-frames", "2", "--init-steps", "1", "--ode-pairs", "2",
               "--critic-updates", "1", "--batch-size", "1", "--region-loss-weight", "0",
               "--device", "cpu"]
-    plain = torchrun("distill", [*common, "--max-steps", "2", "--checkpoint-every", "2", "--out",
+    plain = torchrun("distill", [*common, "--max-steps", "2", "--checkpoint-every", "2", "--output",
                       tmp_path / "plain"], 29551)
     assert plain.returncode == 0, plain.stderr[-3000:]
     checkpointing = tmp_path / "checkpointing.json"
     checkpointing.write_text(json.dumps({"gradient_checkpointing": True}))
-    sharded = torchrun("distill", [*common, "--max-steps", "2", "--checkpoint-every", "2", "--out",
-                        tmp_path / "fsdp", "--fsdp", "--config", checkpointing], 29552)
+    sharded = torchrun("distill", [*common, "--max-steps", "2", "--checkpoint-every", "2",
+                                   "--output", tmp_path / "fsdp", "--fsdp", "--config",
+                                   checkpointing], 29552)
     assert sharded.returncode == 0, sharded.stderr[-3000:]
     a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("plain", "fsdp"))
     original = load_file(teacher / "model.safetensors")
@@ -609,7 +610,7 @@ def test_torchrun_distils_the_same_student_with_and_without_fsdp(tmp_path, teach
     assert any(not torch.equal(a[key], original[key].float()) for key in a)
     log = [json.loads(line) for line in (tmp_path / "fsdp" / "train_log.jsonl").open()]
     assert [entry["phase"] for entry in log] == ["init", "dmd", "dmd"]  # one process logs
-    resumed = torchrun("distill", [*common, "--max-steps", "3", "--out", tmp_path / "fsdp",
+    resumed = torchrun("distill", [*common, "--max-steps", "3", "--output", tmp_path / "fsdp",
                                    "--fsdp", "--resume"], 29553)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     state = json.loads((tmp_path / "fsdp" / "checkpoint" / "state.json").read_text())

@@ -82,7 +82,7 @@ def test_the_learned_model_trains_loads_and_moves_the_portrait(run_cli, tmp_path
     import json
 
     out = tmp_path / "motion"
-    result = run_cli("train-motion", cospeech_dataset / "train", "--out", out, "--max-steps",
+    result = run_cli("train-motion", cospeech_dataset / "train", "--output", out, "--max-steps",
                      "60", "--batch-size", "4", "--window-seconds", "2", "--device", "cpu")
     assert result.code == 0, result.stderr
     log = [json.loads(line)["loss"] for line in (out / "train_log.jsonl").read_text()

@@ -142,7 +142,7 @@ with write_mp4({str(out / 'talk.mp4')!r}, fps=25, audio=AudioClip(np.zeros(16000
 def test_what_a_killed_training_left_is_swept_when_it_resumes(tmp_path, run_cli,
                                                                synthetic_dataset):
     out = tmp_path / "run"
-    train = ["train", synthetic_dataset, "--out", out, "--preset", "tiny", "--max-steps", "2",
+    train = ["train", synthetic_dataset, "--output", out, "--preset", "tiny", "--max-steps", "2",
              "--checkpoint-every", "1", "--batch-size", "1", "--device", "cpu"]
     # SIGKILL while the second checkpoint is being written: its temporary folder stays.
     _killed_writer(f"""
@@ -391,7 +391,7 @@ def test_overwrite_replaces_posecast_folders_and_keeps_what_a_run_did_not_write(
     legacy = tmp_path / "legacy"
     legacy.mkdir()
     (legacy / "train_log.jsonl").write_text("{}\n")
-    result = run_cli("train", clips, "--out", legacy, "--overwrite")
+    result = run_cli("train", clips, "--output", legacy, "--overwrite")
     assert result.code == 2 and f"rm -r {legacy}" in result.stderr, result.stderr
     assert (legacy / "train_log.jsonl").exists()
 

@@ -85,7 +85,7 @@ def test_resume_continues_exactly(tmp_path, synthetic_dataset):
 
 def test_the_cli_trains_and_resumes(run_cli, tmp_path, synthetic_dataset):
     out = tmp_path / "teacher"
-    args = ["train", synthetic_dataset, "--preset", "tiny", "--out", out, "--batch-size", "2",
+    args = ["train", synthetic_dataset, "--preset", "tiny", "--output", out, "--batch-size", "2",
             "--checkpoint-every", "2", "--device", "cpu"]
     result = run_cli(*args, "--max-steps", "2", "--region-alpha", "lips=4")
     assert result.code == 0, result.stderr
@@ -101,13 +101,13 @@ def test_the_cli_trains_and_resumes(run_cli, tmp_path, synthetic_dataset):
     result = run_cli(*args, "--overwrite", "--region-alpha", "lips=-1")
     assert result.code == 2 and "≥ 0" in result.stderr
     assert (out / "checkpoint" / "state.json").exists()  # refused before anything was removed
-    result = run_cli("train", tmp_path / "nothing", "--out", tmp_path / "t2", "--device", "cpu")
+    result = run_cli("train", tmp_path / "nothing", "--output", tmp_path / "t2", "--device", "cpu")
     assert result.code == 2 and "no such dataset folder" in result.stderr
 
 
 def test_torchrun_ddp_two_processes(tmp_path, synthetic_dataset):
     out = tmp_path / "ddp"
-    result = torchrun("train", [synthetic_dataset, "--preset", "tiny", "--out", out,
+    result = torchrun("train", [synthetic_dataset, "--preset", "tiny", "--output", out,
                                 "--max-steps", "3", "--batch-size", "1", "--device", "cpu"],
                       29517, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -124,16 +124,16 @@ def test_torchrun_with_and_without_fsdp_trains_the_same_teacher(tmp_path, synthe
 
     common = [synthetic_dataset, "--preset", "tiny", "--max-steps", "2", "--batch-size", "1",
               "--checkpoint-every", "2", "--device", "cpu"]
-    plain = torchrun("train", [*common, "--out", tmp_path / "ddp"], 29518, timeout=300)
+    plain = torchrun("train", [*common, "--output", tmp_path / "ddp"], 29518, timeout=300)
     assert plain.returncode == 0, plain.stderr[-2000:]
-    sharded = torchrun("train", [*common, "--out", tmp_path / "fsdp", "--fsdp"], 29519,
+    sharded = torchrun("train", [*common, "--output", tmp_path / "fsdp", "--fsdp"], 29519,
                        timeout=300)
     assert sharded.returncode == 0, sharded.stderr[-2000:]
     a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("ddp", "fsdp"))
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
-    resumed = torchrun("train", [*common[:4], "3", *common[5:], "--out", tmp_path / "fsdp",
+    resumed = torchrun("train", [*common[:4], "3", *common[5:], "--output", tmp_path / "fsdp",
                                  "--fsdp", "--resume"], 29520, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert json.loads((tmp_path / "fsdp" / "checkpoint" / "state.json").read_text())["step"] \
@@ -148,10 +148,10 @@ def test_output_inside_the_dataset_is_refused_and_nothing_is_deleted(run_cli, tm
     shutil.copytree(synthetic_dataset, data)
     before = sorted(p.name for p in data.iterdir())
     for out in (data, data / "model"):
-        result = run_cli("train", data, "--out", out, "--overwrite", "--device", "cpu")
+        result = run_cli("train", data, "--output", out, "--overwrite", "--device", "cpu")
         assert result.code == 2 and "outside the dataset" in result.stderr
     assert sorted(p.name for p in data.iterdir()) == before
-    result = run_cli("train", data, "--out", tmp_path / "m", "--max-steps", "0")
+    result = run_cli("train", data, "--output", tmp_path / "m", "--max-steps", "0")
     assert result.code == 2
 
 
@@ -177,14 +177,14 @@ def test_resume_without_a_usable_checkpoint_gives_one_line(run_cli, tmp_path,
     an unreadable state.json each give a one-line error that says what to do."""
     out = tmp_path / "run"
     out.mkdir()
-    result = run_cli("train", synthetic_dataset, "--out", out, "--preset", "tiny", "--resume",
+    result = run_cli("train", synthetic_dataset, "--output", out, "--preset", "tiny", "--resume",
                      "--device", "cpu")
     assert result.code == 2 and "no checkpoint to resume from" in result.stderr
     (out / "checkpoint").mkdir()
     (out / "checkpoint" / "state.json").write_text("{ not json")
     for command in (["train", synthetic_dataset, "--preset", "tiny"],
                     ["distill", synthetic_dataset, "--teacher", tmp_path / "unused"]):
-        result = run_cli(*command, "--out", out, "--resume", "--device", "cpu")
+        result = run_cli(*command, "--output", out, "--resume", "--device", "cpu")
         assert result.code == 1, result.stderr
         assert "damaged checkpoint" in result.stderr and "--overwrite" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
@@ -225,7 +225,7 @@ def test_region_alphas_make_the_teacher_loss_a_weighted_mean(synthetic_dataset):
 
 def test_overwrite_checks_every_input_first_and_deletes_only_a_posecast_folder(
         run_cli, tmp_path, synthetic_dataset):
-    """`train emptyds --out victim --overwrite` used to delete victim/ and only then say the
+    """`train emptyds --output victim --overwrite` used to delete victim/ and only then say the
     dataset had no clips; and any folder at all was deleted. Now an empty dataset is refused
     first, and --overwrite removes only a folder holding a posecast run or model."""
     from posecast.assets import starter_teacher
@@ -237,16 +237,16 @@ def test_overwrite_checks_every_input_first_and_deletes_only_a_posecast_folder(
     empty.mkdir()
     for command in ("train", "distill"):
         extra = ["--teacher", starter_teacher()] if command == "distill" else []
-        result = run_cli(command, empty, "--out", victim, "--overwrite", *extra, "--device",
+        result = run_cli(command, empty, "--output", victim, "--overwrite", *extra, "--device",
                          "cpu")
         assert result.code == 2 and "no video clips" in result.stderr, result.stderr
         assert (victim / "thesis.tex").read_text() == "years of work"
-    result = run_cli("train", synthetic_dataset, "--out", victim, "--overwrite", "--preset",
+    result = run_cli("train", synthetic_dataset, "--output", victim, "--overwrite", "--preset",
                      "tiny", "--max-steps", "1", "--device", "cpu")
     assert result.code == 2 and "not made by posecast" in result.stderr
     assert (victim / "thesis.tex").exists()
     run = tmp_path / "run"
-    args = ["train", synthetic_dataset, "--out", run, "--preset", "tiny", "--max-steps", "1",
+    args = ["train", synthetic_dataset, "--output", run, "--preset", "tiny", "--max-steps", "1",
             "--batch-size", "1", "--device", "cpu"]
     assert run_cli(*args).code == 0
     result = run_cli(*args, "--overwrite")  # a posecast run: replaced

@@ -78,6 +78,26 @@ def _on_sigterm(signum, frame) -> None:
     raise Terminated
 
 
+# old option spellings, still taken for one release (CHANGELOG), and their names now
+RENAMED = {"--out": "--output", "--student-steps": "--steps"}
+
+
+def current_spelling(args: list[str]) -> list[str]:
+    """`args` with each old option name (RENAMED; also as --name=value) in its new spelling,
+    and a warning per name. An argument after `--` is a value, left alone."""
+    out, seen = [], set()
+    for position, arg in enumerate(args):
+        name, equals, value = arg.partition("=")
+        if name in RENAMED and "--" not in args[:position]:
+            if name not in seen:
+                warn(f"warning: {name} is now {RENAMED[name]} ({name} still works in this "
+                     "release)")
+                seen.add(name)
+            arg = RENAMED[name] + equals + value
+        out.append(arg)
+    return out
+
+
 def main() -> None:
     try:  # typer vendors click (0.2x); older typers use click itself
         from typer._click.exceptions import UsageError as ParseError
@@ -86,7 +106,8 @@ def main() -> None:
 
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        code = app(standalone_mode=False)  # click's errors come here, not to its own printer
+        # click's errors come here, not to its own printer
+        code = app(args=current_spelling(sys.argv[1:]), standalone_mode=False)
         if code == 130:  # typer turns Ctrl-C (KeyboardInterrupt) into Exit(130) and returns it
             warn("error: interrupted")
         if isinstance(code, int) and code:  # typer.Exit(code)

@@ -37,7 +37,7 @@ def whole_numbers(text: str, flag: str, low: int) -> list[int]:
 def bench_teacher(
     preset: Annotated[str, typer.Option(
         help="tiny, mini, small, base, or mimicmotion (the paper's teacher at real size).")]
-    = "base",
+    = "small",
     size: Annotated[str | None, typer.Option(help="WxH in pixels \\[default: the preset's].")]
     = None,
     frames: Annotated[str, typer.Option(
@@ -46,8 +46,8 @@ def bench_teacher(
         help="mimicmotion: dense and/or input_aware (masks from the bundled example's "
         "poses), comma-separated.")] = "dense,input_aware",
     steps: Annotated[int, typer.Option(help="Denoising steps per video.", min=1, max=1000)] = 25,
-    cfg: Annotated[float, typer.Option(help="Guidance scale (1 = one model call per step).")]
-    = 2.0,
+    cfg: Annotated[float, typer.Option(help="Guidance scale (1 = one model call per step).",
+                                       min=0.0, max=100.0)] = 2.0,
     fast_decode: Annotated[bool, typer.Option(
         help="Decode with the tiny fast decoder instead of the full VAE.")] = False,
     repeats: Annotated[int, typer.Option(help="Timed repetitions after one warm-up.", min=1)] = 3,
@@ -93,7 +93,7 @@ def _print_table(table: Table, summary: dict, as_json: bool) -> None:
 def bench_attention(
     poses: Annotated[str | None, typer.Option(
         help="Keypoints (.npz) the masks come from \\[default: the bundled example's].")] = None,
-    frames: Annotated[int, typer.Option(help="Frames per window.")] = 16,
+    frames: Annotated[int, typer.Option(help="Frames per window.", min=2)] = 16,
     grids: Annotated[str, typer.Option(
         help="Token grid sides, comma-separated (32 → 1,024 tokens per frame).")] = "32,48,96",
     k_frames: Annotated[str, typer.Option(help="K values, comma-separated.")] = "1,2,4,8",
@@ -186,16 +186,17 @@ def bench_render(
         "Models", "The teacher to compare \\[default: random weights of the student's "
         "architecture as a teacher].")] = None,
     preset: Annotated[str, panel_option(
-        "Models", "With random weights: tiny, mini, small or base.")] = "base",
+        "Models", "With random weights: tiny, mini, small or base.")] = "small",
     seconds: Annotated[float, panel_option("Workload", "Seconds of video.", min=0.1,
                                            max=600.0)] = 8.0,
     fps: Annotated[float, panel_option("Workload", "Frames per second.", min=1.0,
-                                       max=240.0)] = 25.0,
+                                       max=120.0)] = 25.0,
     steps: Annotated[int | None, panel_option(
         "Workload", "Student steps \\[default: the model's].", min=1, max=8)] = None,
     teacher_steps: Annotated[int, panel_option("Workload", "Teacher steps.", min=1,
                                                max=1000)] = 25,
-    cfg: Annotated[float, panel_option("Workload", "Teacher guidance scale.")] = 2.0,
+    cfg: Annotated[float, panel_option("Workload", "Teacher guidance scale.", min=0.0,
+                                       max=100.0)] = 2.0,
     skip_teacher: Annotated[bool, panel_option("Run", "Time the student only.")] = False,
     student_attention: Annotated[str, panel_option(
         "Models", "With random weights: the student's attention, input_aware or dense.")]

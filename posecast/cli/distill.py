@@ -36,14 +36,15 @@ def distill_command(
     teacher: Annotated[str, _setting("Teacher and output",
                                      "The teacher: a model folder or Hub repo id.")],
     out: Annotated[Path, _setting("Teacher and output", "Output student model folder (also "
-                                  "holds checkpoint/, ode_pairs/, train_log.jsonl).", "--out",
+                                  "holds checkpoint/, ode_pairs/, train_log.jsonl).", "--output",
                                   "-o")],
     revision: in_panel(revision_option("--teacher"), "Teacher and output") = None,
     config: Annotated[Path | None, panel_option(
         "Teacher and output",
         "JSON file of settings (DistillConfig field names); flags override it.")] = None,
     student_steps: Annotated[int | None, _setting(
-        "Student", "Denoising steps of the student, 1-8 \\[default: 4].", min=1, max=8)] = None,
+        "Student", "Denoising steps of the student, 1-8 \\[default: 4].", "--steps", min=1,
+        max=8)] = None,
     chunk: Annotated[int | None, _setting(
         "Student", "Frames generated together; attention is causal across chunks "
         "\\[default: 4].", min=1)] = None,
@@ -51,7 +52,8 @@ def distill_command(
         "Student", "Frames per training rollout = KV-cache context + one chunk; a multiple of "
         "--chunk \\[default: the teacher's window].", min=1)] = None,
     k_frames: Annotated[int | None, _setting(
-        "Student", "Pose-similar past frames each frame attends to \\[default: 3].", min=0)]
+        "Student", "Pose-similar past frames each frame attends to \\[default: 3].", min=0,
+        max=64)]
     = None,
     attention: Annotated[str | None, _setting(
         "Student", "input_aware (the method) or dense (the ablation) \\[default: "
@@ -124,11 +126,11 @@ def distill_command(
 
     The same command runs on many GPUs (gradients averaged across processes):
 
-      torchrun --nproc-per-node 8 -m posecast distill clips/ --teacher teacher/ --out student/
+      torchrun --nproc-per-node 8 -m posecast distill clips/ --teacher teacher/ --output student/
 
     [bold]Example[/bold]
 
-      posecast distill clips/ --teacher teacher/ --out student/ --student-steps 4 --chunk 4
+      posecast distill clips/ --teacher teacher/ --output student/ --steps 4 --chunk 4
     """
     from posecast.devices import pick_device
     from posecast.families import family_for

@@ -18,7 +18,7 @@ License = Annotated[str | None, typer.Option(
 
 
 def export_command(
-    run: Annotated[Path, typer.Argument(help="A run folder (the --out of `posecast train` or "
+    run: Annotated[Path, typer.Argument(help="A run folder (the --output of `posecast train` or "
                                         "`distill`) or a model folder.", show_default=False)],
     out: Annotated[Path, typer.Argument(help="The model folder to write.",
                                         show_default=False)],

@@ -16,7 +16,7 @@ import_app = typer.Typer(help="Convert public weights into posecast model folder
 
 @import_app.command("mimicmotion")
 def import_mimicmotion_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="The model folder to write.",
+    out: Annotated[Path, typer.Option("--output", "-o", help="The model folder to write.",
                                       show_default=False)],
     svd: Annotated[str, typer.Option(
         help="SVD img2vid-xt-1-1: a Hub repo id (gated: accept its licence on the Hub and set "
@@ -41,7 +41,7 @@ def import_mimicmotion_command(
 
     [bold]Example[/bold]
 
-      posecast import mimicmotion --out mimicmotion/
+      posecast import mimicmotion --output mimicmotion/
     """
     from posecast.mimicmotion.importer import LICENCES, import_mimicmotion
 
@@ -56,7 +56,7 @@ def import_lpips_command(
                                         "from download.pytorch.org).", show_default=False)],
     lin: Annotated[Path, typer.Argument(help="LPIPS v0.1's linear heads (lpips/weights/v0.1/"
                                         "vgg.pth of the lpips package).", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The folder to write (the plug-in's "
+    out: Annotated[Path, typer.Option("--output", "-o", help="The folder to write (the plug-in's "
                                       "weights and a card).", show_default=False)],
     json_summary: JsonSummary = False,
     overwrite: Overwrite = False,
@@ -73,9 +73,9 @@ def import_lpips_command(
 
       curl -L -o lpips_vgg.pth https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth
 
-      posecast import lpips vgg16-397923af.pth lpips_vgg.pth --out lpips/
+      posecast import lpips vgg16-397923af.pth lpips_vgg.pth --output lpips/
 
-      posecast distill clips/ --teacher teacher/ --out student/ --perceptual lpips=lpips/:0.1
+      posecast distill clips/ --teacher teacher/ --output student/ --perceptual lpips=lpips/:0.1
     """
     from posecast.paths import require_file
     from posecast.train.perceptual import import_lpips

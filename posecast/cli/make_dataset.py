@@ -20,7 +20,7 @@ def make_dataset_command(
     clips: Annotated[int, panel_option("Clips", "Number of clips (people take turns).", min=1)]
     = 48,
     size: Annotated[int, panel_option("Clips", "Frame side in pixels.", min=64, max=1024)] = 256,
-    fps: Annotated[float, panel_option("Clips", "Frames per second.", min=1.0, max=60.0)] = 25.0,
+    fps: Annotated[float, panel_option("Clips", "Frames per second.", min=1.0, max=120.0)] = 25.0,
     drawn_people: Annotated[int, panel_option(
         "People", "Drawn people besides the two photos.", min=0)] = 8,
     held_out_people: Annotated[int, panel_option(
@@ -38,7 +38,7 @@ def make_dataset_command(
     [bold]Example[/bold]
 
       posecast make-dataset clips/ --clips 48 --seed 0
-      posecast train clips/train --preset small --out teacher/
+      posecast train clips/train --preset small --output teacher/
     """
     from posecast.data.cospeech import espeak_program, make_cospeech_dataset
 

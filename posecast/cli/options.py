@@ -53,7 +53,7 @@ def check_revision(revision: str | None, source: str | None, option: str) -> Non
 
 
 Steps = Annotated[int | None, typer.Option(help="Denoising steps \\[default: the model's].",
-                                            min=1)]
+                                            min=1, max=1000)]
 Cfg = Annotated[float | None, typer.Option(
     help="Classifier-free guidance scale over pose + reference; 1 = off \\[default: the "
     "model's].", min=0.0, max=100.0)]

@@ -51,14 +51,14 @@ def teacher_command(
     steps: in_panel(Steps, "Model") = None,
     cfg: in_panel(Cfg, "Model") = None,
     fps: Annotated[float | None, panel_option(
-        "Output", "Output frame rate \\[default: the poses'].", min=1.0, max=240.0)] = None,
+        "Output", "Output frame rate \\[default: the poses'].", min=1.0, max=120.0)] = None,
     size: in_panel(Size, "Output") = None,
     attention: Annotated[str | None, panel_option(
         "Model", "dense, or input_aware: the paper's pose-restricted joint attention "
         "\\[default: the model's own].", show_default=False)] = None,
     k_frames: Annotated[int | None, panel_option(
         "Model", "With --attention input_aware: the pose-similar past frames each frame sees.",
-        min=0, max=16, show_default=False)] = None,
+        min=0, max=64, show_default=False)] = None,
     recipe: Annotated[list[str] | None, panel_option(
         "Model", "MimicMotion: a sampling setting as KEY=VALUE (window, overlap, min_guidance, "
         "max_guidance, fps, motion_bucket_id, noise_aug_strength, decode_chunk); repeatable.",

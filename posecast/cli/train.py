@@ -29,7 +29,7 @@ def train_command(
                                             show_default=False)],
     out: Annotated[Path, panel_option(
         "Output", "Output model folder (also holds the checkpoint and train_log.jsonl).",
-        "--out", "-o", show_default=False)],
+        "--output", "-o", show_default=False)],
     preset: Annotated[str, panel_option(
         "Model", "Model size: tiny, mini (the bundled starter), small or base.")] = "small",
     max_steps: Annotated[int, panel_option("Training", "Total optimiser steps.", min=1)] = 2000,
@@ -51,7 +51,8 @@ def train_command(
     attention: Annotated[str, panel_option(
         "Model", "dense, or input_aware (pose-guided sparse attention, METHOD.md).")] = "dense",
     k_frames: Annotated[int, panel_option(
-        "Model", "input_aware: pose-similar past frames each frame attends to.")] = 3,
+        "Model", "input_aware: pose-similar past frames each frame attends to.", min=0,
+        max=64)] = 3,
     init_from: Annotated[str | None, panel_option(
         "Model", "Start from a trained model (folder or repo id), e.g. to fine-tune a dense "
         "teacher with --attention input_aware; a MimicMotion folder (from `posecast import "
@@ -74,15 +75,15 @@ def train_command(
 
     The same command runs on many GPUs:
 
-      torchrun --nproc-per-node 8 -m posecast train clips/ --out teacher/
+      torchrun --nproc-per-node 8 -m posecast train clips/ --output teacher/
 
     [bold]Example[/bold]
 
-      posecast train clips/ --preset small --out teacher/ --max-steps 2000
+      posecast train clips/ --preset small --output teacher/ --max-steps 2000
 
-      posecast train clips/ --init-from teacher/ --attention input_aware --out teacher_sparse/
+      posecast train clips/ --init-from teacher/ --attention input_aware --output teacher_sparse/
 
-      posecast train clips/ --init-from teacher/ --region-alpha lips=16 --out teacher_lips/
+      posecast train clips/ --init-from teacher/ --region-alpha lips=16 --output teacher_lips/
     """
     import torch
 

@@ -17,7 +17,7 @@ def train_motion_command(
     dataset: Annotated[Path, typer.Argument(help="Folder of talking clips with audio; keypoints "
                                             "are cached in DATASET/.posecast-keypoints.",
                                             show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output motion model folder.",
+    out: Annotated[Path, typer.Option("--output", "-o", help="Output motion model folder.",
                                       show_default=False)],
     max_steps: Annotated[int, typer.Option(help="Optimiser steps.", min=1)] = 2000,
     batch_size: Annotated[int, typer.Option(help="Stretches of audio per step.", min=1)] = 8,
@@ -36,7 +36,7 @@ def train_motion_command(
 
     [bold]Example[/bold]
 
-      posecast train-motion clips/ --out motion/ --max-steps 2000
+      posecast train-motion clips/ --output motion/ --max-steps 2000
     """
     from posecast.config import TRAIN_RULES
     from posecast.devices import pick_device
