@@ -14,6 +14,7 @@ STARTER_TEACHER = ASSETS / "starter_teacher"
 PORTRAIT_FOLDER = ASSETS / "portraits"  # make-dataset's public-domain photos
 FACE_TEMPLATE = ASSETS / "face_template.npy"  # make-dataset's drawn faces
 MESH_TOPOLOGY = ASSETS / "mesh_topology.json"  # mediapipe's face and hand edges, for drawing
+SENTENCES_FILE = ASSETS / "sentences.txt"  # what make-dataset's people say
 
 
 def _bundled(folder: Path) -> Path:

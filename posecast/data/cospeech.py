@@ -29,7 +29,7 @@ import numpy as np
 import soundfile
 from scipy.interpolate import LinearNDInterpolator
 
-from posecast.assets import FACE_TEMPLATE, PORTRAIT_FOLDER
+from posecast.assets import FACE_TEMPLATE, PORTRAIT_FOLDER, SENTENCES_FILE
 from posecast.media import AudioClip, load_image, write_mp4
 from posecast.motion import MotionStyle, ProceduralMotion, frame_count
 from posecast.pose import face_mesh as fm
@@ -48,32 +48,7 @@ from posecast.pose.keypoints import (
     Keypoints,
 )
 
-SENTENCES = (
-    "The weather is lovely today, so we walked along the river.",
-    "Please remember to bring your notes to the meeting tomorrow.",
-    "I think the new design is simpler and much faster to build.",
-    "Could you tell me where the nearest train station is?",
-    "We measured everything twice before we wrote it down.",
-    "My grandmother grew tomatoes, beans and sunflowers in her garden.",
-    "Every morning the baker opens the shop at six o'clock.",
-    "That was the most surprising result of the whole experiment.",
-    "Open the window, it is getting rather warm in here.",
-    "Nobody expected the little boat to cross the ocean.",
-    "Reading before bed helps me fall asleep more quickly.",
-    "The orchestra played for almost two hours without a break.",
-    "How many apples do we need for the pie?",
-    "She explained the idea with a few clear examples.",
-    "Turn left at the bakery and then walk straight on.",
-    "Our team finished the project a week ahead of schedule.",
-    "The museum is closed on Mondays but open late on Fridays.",
-    "Good software is tested, measured and easy to read.",
-    "Would you like tea or coffee with your breakfast?",
-    "Thunder rolled over the hills as the rain began.",
-    "Listen carefully, because I will only say this once.",
-    "A quiet voice can be more convincing than a loud one.",
-    "Yesterday we visited an old castle on a rocky island.",
-    "Bright orange leaves covered the path through the park.",
-)
+SENTENCES = tuple(SENTENCES_FILE.read_text(encoding="utf-8").splitlines())  # one per line
 HELD_OUT_SENTENCES = 4
 VOICES = ("en-us", "en-gb", "en-us+m3", "en-us+f2", "en-gb+f4", "en-us+m7", "en+f3",
           "en-gb-x-rp")
