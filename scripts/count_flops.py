@@ -15,26 +15,26 @@ Decoding is left out of both. The ceilings use the cards' dense bf16 peaks (benc
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from posecast.bench.counters import count_flops, flop_counter
+from posecast.bench.counters import count_flops, flop_counter, fps_at_half_peak
 from posecast.pose.framing import fit_keypoints
 from posecast.pose.keypoints import Keypoints
 from posecast.streaming.pose_maps import ChunkPoseMaps
 from posecast.streaming.rollout import Rollout
 
 META = torch.device("meta")
-EXAMPLES = "examples/"
-PEAK = 989e12  # H100 SXM / H200 dense bf16
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def steady_chunk_flops(student, conditions, chunks: int = 4) -> float:
     """FLOPs per frame of the last of `chunks` chunks (k steps + its cache pass)."""
-    portrait = Keypoints.load(EXAMPLES + "astronaut_keypoints.npz")
+    portrait = Keypoints.load(EXAMPLES / "astronaut_keypoints.npz")
     blank = np.zeros((portrait.height, portrait.width, 3), np.uint8)
-    poses = Keypoints.load(EXAMPLES + "astronaut_poses.npz")
+    poses = Keypoints.load(EXAMPLES / "astronaut_poses.npz")
     fitted = fit_keypoints(poses, student.frame(blank, portrait))[:chunks * student.chunk]
     maps = ChunkPoseMaps(lambda s, e: student.draw_poses(fitted[s:e]), META, student.pose_input)
     rollout = Rollout(student, conditions, maps, lambda s, e: [fitted[s:e]], frames=len(fitted))
@@ -116,7 +116,7 @@ def main() -> None:
         print(f"| {row['model']} | {row['size']} | {row['student'] / 1e12:.3g} "
               f"({row['student steps']} + 1) | {row['teacher'] / 1e12:.3g} "
               f"({row['teacher steps']}) | {row['teacher'] / row['student']:.1f}× | "
-              f"{0.5 * PEAK / row['student']:.1f} |")
+              f"{fps_at_half_peak(row['student'], 'H200'):.1f} |")
     print(f"\n(counted in {time.perf_counter() - started:.0f} s, torch {torch.__version__})")
 
 

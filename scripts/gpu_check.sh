@@ -85,7 +85,7 @@ if [ "$REHEARSE" = 1 ]; then
 fi
 [ -d .whl ] || { echo "gpu_check.sh: .whl/ is missing: run bash scripts/gpu_wheels.sh and carry .whl"
                  exit 1; }
-SITE=$OUT/site
+SITE=${TMPDIR:-/tmp}/posecast_site  # not under $OUT: everything there is copied back
 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$SITE" .whl/*.whl >"$OUT/wheels.txt" 2>&1 ||
     { echo "gpu_check.sh: installing .whl/ failed (see $OUT/wheels.txt)"; exit 1; }
