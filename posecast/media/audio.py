@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import soundfile
 import soxr
 
 from posecast.errors import InputError
+from posecast.native_stderr import quiet_stderr
 from posecast.paths import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, require_file
 
 DEFAULT_SAMPLE_RATE = 16_000
@@ -73,7 +72,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int = DEFAULT_SAMPLE_RATE,
         raise InputError(f"{path}: the audio file is empty (0 bytes); give a real recording")
     _refuse_cut_short_wav(path)
     try:
-        with _quiet_stderr():
+        with quiet_stderr():
             info = soundfile.info(str(path))
         rate, channels, seconds = info.samplerate, info.channels, info.duration
     except (soundfile.LibsndfileError, RuntimeError):
@@ -85,7 +84,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int = DEFAULT_SAMPLE_RATE,
     soundtrack = Soundtrack(path, rate, max(channels, 1))
     if info is not None:
         try:
-            with _quiet_stderr():
+            with quiet_stderr():
                 decoded, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
         except (soundfile.LibsndfileError, RuntimeError, ValueError) as error:
             # libsndfile accepted the header but not the data
@@ -158,22 +157,3 @@ def _refuse_cut_short_wav(path: Path) -> None:
                     "s; copy or download it again (or re-export it)")
             else:
                 handle.seek(size + (size & 1), os.SEEK_CUR)  # chunks are padded to even sizes
-
-
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Silence what C code prints on the process's stderr (libsndfile's MP3 decoder prints
-    "Note: Illegal Audio-MPEG-Header …" for damaged files; the error raised says it better)."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no usable stderr: nothing to silence
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)

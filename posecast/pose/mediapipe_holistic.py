@@ -14,49 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import io
-import os
 import sys
 import types
-from collections.abc import Iterator
 
 import numpy as np
 
+from posecast.native_stderr import quiet_stderr
 from posecast.pose.keypoints import PART_SIZES
-
-
-def _writes_to_fd2(stream) -> bool:
-    try:
-        return stream.fileno() == 2
-    except (AttributeError, OSError, ValueError):  # e.g. pytest's capture buffers
-        return False
-
-
-@contextlib.contextmanager
-def quiet_stderr() -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null for the duration (C++ libraries write there),
-    keeping Python's own stderr output visible."""
-    python_stderr = sys.stderr
-    python_stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    replacement = None
-    try:
-        os.dup2(devnull, 2)
-        if _writes_to_fd2(python_stderr):
-            replacement = io.TextIOWrapper(io.FileIO(os.dup(saved), "w"), line_buffering=True,
-                                           encoding=python_stderr.encoding,
-                                           errors="backslashreplace")
-            sys.stderr = replacement
-        yield
-    finally:
-        if replacement is not None:
-            replacement.flush()
-            sys.stderr = python_stderr
-            replacement.close()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 class _ImportedOnUse(types.ModuleType):
