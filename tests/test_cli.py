@@ -217,7 +217,7 @@ def test_seed_and_size_out_of_range_are_one_line_errors(run_cli, tmp_path, args,
 @pytest.mark.parametrize("args, says", [
     (["render", "--nope"], "No such option: --nope"),
     (["render", "a.wav", "b.png", "--fps", "-3"], "'--fps'"),
-    (["distill"], "Missing argument 'dataset'"),
+    (["distill"], "Missing argument 'DATASET'"),
     (["train", "clips", "--max-steps", "abc"], "'--max-steps'"),
     (["bench", "render", "--device"], "requires an argument"),
     # issue 32: an absurd rate or length was a 60 GB allocation, zero steps a division by zero

@@ -102,8 +102,10 @@ def test_long_commands_group_every_option_under_a_heading(run_cli, monkeypatch, 
     text = _help(run_cli, monkeypatch, words, 160)
     for title in PANELS[words]:
         assert _panel_rows(text, title), title
-    # typer's own "Options" box keeps only --help: every declared option has a heading
-    assert [row.split()[0] for row in _panel_rows(text, "Options") if row.strip()] == ["--help"]
+    # every option has a heading, --help too (in the last box, not alone in an "Options" box)
+    titles = re.findall(r"^╭─ (.+?) ─", text, re.MULTILINE)
+    assert "Options" not in titles
+    assert "--help" in " ".join(_panel_rows(text, titles[-1]))
 
 
 @pytest.mark.parametrize("words", COMMANDS, ids=" ".join)
@@ -123,3 +125,33 @@ def test_short_commands_keep_one_options_box(run_cli, monkeypatch, words):
     text = _help(run_cli, monkeypatch, words, 160)
     titles = re.findall(r"^╭─ (.+?) ─", text, re.MULTILINE)
     assert set(titles) <= {"Arguments", "Options"}, titles
+
+
+def _declared(words):
+    """The click command behind `posecast WORDS…` and its shown parameters."""
+    command = typer.main.get_command(app)
+    for word in words:
+        command = command.get_command(None, word)
+    return command, [param for param in command.params if not getattr(param, "hidden", False)]
+
+
+@pytest.mark.parametrize("words", COMMANDS, ids=" ".join)
+def test_help_reads_at_80_columns(run_cli, monkeypatch, words):
+    """At 80 columns every option name is printed whole, no cell is cut short with "…" (an
+    ellipsis the help itself writes aside), on/off flags show no `<bool>` value, and the usage
+    line names the arguments in upper case, as the text does."""
+    text = _help(run_cli, monkeypatch, words, 80)
+    command, params = _declared(words)
+    written = " ".join([command.help or "", *(param.help or "" for param in params)])
+    for param in params:
+        for name in [*getattr(param, "opts", []), *getattr(param, "secondary_opts", [])]:
+            if name.startswith("--"):
+                assert re.search(rf"(^|[\s│]){re.escape(name)}([\s│]|$)", text, re.MULTILINE), \
+                    f"{name} is cut short"
+    cut = [word for word in re.findall(r"\S*…", text) if word not in written]
+    assert not cut, cut
+    assert "<bool>" not in text
+    usage = next(line for line in text.splitlines() if "Usage:" in line)
+    for param in params:
+        if param.param_type_name == "argument":
+            assert param.name.upper() in usage and param.name.lower() not in usage, usage

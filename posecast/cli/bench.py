@@ -49,7 +49,8 @@ def bench_teacher(
     cfg: Annotated[float, typer.Option(help="Guidance scale (1 = one model call per step).",
                                        min=0.0, max=100.0)] = 2.0,
     fast_decode: Annotated[bool, typer.Option(
-        help="Decode with the tiny fast decoder instead of the full VAE.")] = False,
+        "--fast-decode", help="Decode with the tiny fast decoder instead of the full VAE.")]
+    = False,
     repeats: Annotated[int, typer.Option(help="Timed repetitions after one warm-up.", min=1)] = 3,
     json_summary: JsonSummary = False,
     device: Device = "auto",
@@ -104,13 +105,14 @@ def bench_attention(
         "tiles).")] = 128,
     repeats: Annotated[int, typer.Option(help="Timed repetitions after one warm-up.", min=1)]
     = 10,
-    backward: Annotated[bool, typer.Option(help="Also time forward + backward.")] = True,
+    forward_only: Annotated[bool, typer.Option(
+        "--forward-only", help="Time the forward pass only, not forward + backward.")] = False,
     attention_backend: Annotated[str, typer.Option(
         help="The sparse backend to time: auto (flex on CUDA, gather on the CPU), gather, "
         "flex, xformers or dense.")] = "auto",
     check: Annotated[bool, typer.Option(
-        help="Instead of timing: run every backend available here (dense, gather, flex "
-        "compiled and eager, xformers when installed) on random and pose-derived masks, whole "
+        "--check", help="Instead of timing: run every backend available here (dense, gather, "
+        "flex compiled and eager, xformers when installed) on random and pose-derived masks, whole "
         "windows and cached chunks, forward and backward, against an exact float64 oracle; "
         "exit 1 if any differs beyond tolerance.")] = False,
     json_output: Annotated[bool, typer.Option(
@@ -165,7 +167,8 @@ def bench_attention(
     for grid in grid_sides:
         for k in k_values:
             t = time_attention(keypoints, frames, grid, k, heads, head_dim, torch_device,
-                               block_size, repeats, backward, attention_backend)
+                               block_size, repeats, not forward_only,
+                               attention_backend)
             table.add_row(
                 str(t.tokens), str(k), f"{t.density:.3f}", f"{t.block_density:.3f}",
                 f"{t.dense_forward_ms:.2f}", f"{t.sparse_forward_ms:.2f}",
@@ -197,7 +200,8 @@ def bench_render(
                                                max=1000)] = 25,
     cfg: Annotated[float, panel_option("Workload", "Teacher guidance scale.", min=0.0,
                                        max=100.0)] = 2.0,
-    skip_teacher: Annotated[bool, panel_option("Run", "Time the student only.")] = False,
+    skip_teacher: Annotated[bool, panel_option("Run", "Time the student only.",
+                                               "--skip-teacher")] = False,
     student_attention: Annotated[str, panel_option(
         "Models", "With random weights: the student's attention, input_aware or dense.")]
     = "input_aware",
@@ -214,8 +218,8 @@ def bench_render(
         "ffmpeg is found].", "--io/--no-io")] = None,
     portrait_keypoints_file: Annotated[Path | None, panel_option(
         "Workload", "The portrait's keypoints (.npz, one frame), extracted once with `posecast "
-        "keypoints`, so the bench needs no face detector \\[default: "
-        "examples/astronaut_keypoints.npz].", "--portrait-keypoints")] = None,
+        "keypoints`, so the bench needs no face detector \\[default: the "
+        "bundled example's].", "--portrait-keypoints")] = None,
     profile: Annotated[Path | None, panel_option(
         "Run", "Also profile one student run and write the operator table (where the time "
         "goes) to this text file.")] = None,

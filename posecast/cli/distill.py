@@ -90,8 +90,8 @@ def distill_command(
         "1, 1, 2, 0.5): the DMD gradient is scaled by 1 + Σ α_r·m_r and the region loss adds "
         "α_r × each region's mean error; repeat the option for several.")] = None,
     perceptual: Annotated[list[str] | None, _setting(
-        "Region loss", "A perceptual plug-in, NAME=FOLDER_OR_REPO[:WEIGHT] (lpips); skipped "
-        "with a warning when its weights are unavailable.")] = None,
+        "Region loss", "A perceptual plug-in, NAME=SOURCE[:WEIGHT] (NAME lpips; SOURCE its "
+        "folder or Hub repo id); skipped with a warning when its weights are unavailable.")] = None,
     fast_decoder: Annotated[Path | None, _setting(
         "MimicMotion", "MimicMotion teachers: an AutoencoderTiny folder for SD latents "
         "(diffusers layout, e.g. a download of madebyollin/taesd) the student renders with; "
@@ -103,13 +103,13 @@ def distill_command(
         "\\[default: 0].", min=0)] = None,
     gradient_checkpointing: Annotated[bool | None, _setting(
         "Optimisation", "Recompute activations in the backward pass (less memory).",
-        "--gradient-checkpointing/--no-gradient-checkpointing")] = None,
+        "--gradient-checkpointing")] = None,
     fsdp: Annotated[bool | None, _setting(
         "Optimisation", "Under torchrun: shard the teacher, student and critic across the "
-        "processes (FSDP2) for models that do not fit one GPU.", "--fsdp/--no-fsdp")] = None,
+        "processes (FSDP2) for models that do not fit one GPU.", "--fsdp")] = None,
     resume: Annotated[bool, panel_option(
         "Run", "Continue from OUT/checkpoint exactly, with the settings it was saved with; "
-        "--max-steps and --region-steps given here change the run's length.")] = False,
+        "--max-steps and --region-steps given here change the run's length.", "--resume")] = False,
     seed: Annotated[int | None, _setting("Run", "Random seed \\[default: 0].",
                                          callback=check_seed)] = None,
     device: in_panel(Device, "Run") = "auto",

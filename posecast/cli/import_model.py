@@ -20,10 +20,12 @@ def import_mimicmotion_command(
                                       show_default=False)],
     svd: Annotated[str, typer.Option(
         help="SVD img2vid-xt-1-1: a Hub repo id (gated: accept its licence on the Hub and set "
-        "HF_TOKEN) or a local folder laid out like it.")]
+        "HF_TOKEN) or a local folder laid out like it \\[default: the Hub repo named above].",
+        show_default=False)]
     = "stabilityai/stable-video-diffusion-img2vid-xt-1-1",
     checkpoint: Annotated[str, typer.Option(
-        help="MimicMotion's checkpoint: REPO:FILE on the Hub or a local .pth file.")]
+        help="MimicMotion's checkpoint: REPO:FILE on the Hub or a local .pth file "
+        "\\[default: MimicMotion_1-1.pth of tencent/MimicMotion].", show_default=False)]
     = "tencent/MimicMotion:MimicMotion_1-1.pth",
     revision: Annotated[str | None, typer.Option(
         help="A Hub revision (branch, tag or commit) of the SVD repo.", show_default=False)]
@@ -33,7 +35,8 @@ def import_mimicmotion_command(
 ) -> None:
     """Import MimicMotion (the paper's teacher): SVD's UNet with a pose network.
 
-    Downloads SVD's components and MimicMotion's checkpoint through the Hugging Face cache
+    Downloads SVD's components (stabilityai/stable-video-diffusion-img2vid-xt-1-1) and
+    MimicMotion's checkpoint (tencent/MimicMotion) through the Hugging Face cache
     (HF_TOKEN and HF_HUB_OFFLINE are honoured), reads the checkpoint's pickle with
     weights_only=True (anything else is refused without running it), checks every key and
     shape against SVD's UNet, and writes a model folder in safetensors with a card that carries

@@ -23,7 +23,8 @@ def keypoints_command(
     preview: Annotated[Path | None, typer.Option(
         help="Also draw the landmarks over the input: .png for an image, .mp4 for a video.")]
     = None,
-    smooth: Annotated[bool, typer.Option(help="One-Euro filter the tracks of a video.")] = False,
+    smooth: Annotated[bool, typer.Option("--smooth",
+                                         help="One-Euro filter the tracks of a video.")] = False,
     allow_missing: AllowMissing = False,
     json_summary: JsonSummary = False,
     overwrite: Overwrite = False,

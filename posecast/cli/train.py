@@ -44,9 +44,11 @@ def train_command(
     checkpoint_every: Annotated[int, panel_option("Output", "Steps between checkpoints.",
                                                   min=1)] = 250,
     gradient_checkpointing: Annotated[bool, panel_option(
-        "Training", "Recompute activations in the backward pass (less memory, ~30 % slower).")]
+        "Training", "Recompute activations in the backward pass (less memory, ~30 % slower).",
+        "--gradient-checkpointing")]
     = False,
-    resume: Annotated[bool, panel_option("Output", "Continue from OUT/checkpoint exactly.")]
+    resume: Annotated[bool, panel_option("Output", "Continue from OUT/checkpoint exactly.",
+                                                     "--resume")]
     = False,
     attention: Annotated[str, panel_option(
         "Model", "dense, or input_aware (pose-guided sparse attention, METHOD.md).")] = "dense",
