@@ -16,7 +16,9 @@ provides) and one line in `KNOWN`.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,8 @@ from posecast.errors import InputError, UsageError
 from posecast.json_files import load_json_object
 from posecast.model_folder import family_of
 from posecast.pose.keypoints import Keypoints
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # annotations only
     from posecast.bench.render import RenderBenchParts
@@ -190,9 +194,18 @@ def load_renderer(model: str, device: torch.device, size: tuple[int, int] | None
     from posecast.hub import resolve_folder
     from posecast.render import Renderer
 
+    started = time.perf_counter()
     folder = resolve_folder(model, revision)
-    student = family_for(folder).load_student(folder, device, size, steps)
-    return Renderer(student, str(model), compile, on_warning)
+    family = family_for(folder)
+    student = family.load_student(folder, device, size, steps)
+    log.info("loaded the %s student %s on %s in %.2f s", family.name, folder, device,
+             time.perf_counter() - started)
+    started = time.perf_counter()
+    renderer = Renderer(student, str(model), compile, on_warning)
+    compiled = hasattr(student.network, "_orig_mod")  # what torch.compile returns
+    log.info("warmed it up (%s, %d steps) in %.2f s", "compiled" if compiled else "eager",
+             renderer.steps, time.perf_counter() - started)
+    return renderer
 
 
 def size_multiple(model: str, revision: str | None = None) -> int:

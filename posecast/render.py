@@ -11,6 +11,7 @@ ceil(audio seconds × fps) frames.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +35,7 @@ from posecast.streaming.compiling import compile_failure, compile_student, compi
 from posecast.streaming.rollout import StreamState, StudentBackend, chunk_latents
 
 DEFAULT_WARN_SECONDS = 600.0
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,10 @@ def read_portrait(path: str | os.PathLike,
     started = time.perf_counter()
     image = load_portrait(path)
     keypoints = portrait_keypoints(image, Path(path), on_note)
-    return Portrait(Path(path), image, keypoints, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    log.info("read the portrait %s (%dx%d) and found its person in %.2f s", path,
+             image.shape[1], image.shape[0], seconds)
+    return Portrait(Path(path), image, keypoints, seconds)
 
 
 def portrait_keypoints(image: np.ndarray, path: Path,
@@ -164,7 +169,10 @@ class Renderer:
         `motion`, default the built-in model, or the keypoint file `poses`): what `frames` and
         `generate` take. Audio whose header declares more than `max_minutes` is refused before
         it is decoded."""
+        started = time.perf_counter()
         clip = load_audio(audio, max_minutes=max_minutes, on_warning=on_warning)
+        log.info("read %s: %.2f s of audio in %.2f s", audio, clip.duration,
+                 time.perf_counter() - started)
         if clip.duration > warn_seconds and on_warning is not None:
             on_warning(f"warning: {audio} lasts {clip.duration / 60:.1f} min (over "
                        f"{warn_seconds / 60:.0f} min); rendering it anyway")
@@ -234,5 +242,7 @@ class Renderer:
                 if on_progress is not None:
                     on_progress((index + 1) / fps, frames / fps)
         finished = time.perf_counter()
+        log.info("streamed %d frames into %s in %.2f s (first frame %.2f s after the job "
+                 "started)", frames, output, finished - loop_started, first_frame or 0.0)
         return RenderResult(output, frames, frames / fps, finished - started,
                             first_frame or 0.0, finished - loop_started)

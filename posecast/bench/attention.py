@@ -9,6 +9,7 @@ output back (the denoiser does that once per pass, not per layer, so this overst
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -150,12 +151,13 @@ def check_masks(poses: Keypoints, seed: int = 0) -> dict[tuple[str, str], InputA
             **{(kind, "cache"): m.for_queries_from(start) for kind, m in masks.items()}}
 
 
-def check_backends(poses: Keypoints, device: torch.device, tolerance: float | None = None
-                   ) -> list[CheckCase]:
+def check_backends(poses: Keypoints, device: torch.device, tolerance: float | None = None,
+                   on_variant: Callable[[int, int], None] | None = None) -> list[CheckCase]:
     """Every backend available on `device` against the float64 oracle, in fp32: the dense
     backend, gather, flex compiled and eager (FlexAttention has no backward on the CPU), and
     xformers when installed (CUDA). Masks in token order, so the kernels see unsorted groups
-    too (the harder case for the block tables)."""
+    too (the harder case for the block tables). on_variant(done, total) after each backend
+    and mask."""
     tolerance = tolerance or (1e-4 if device.type == "cpu" else 2e-3)
     # small blocks make the CPU's block tables non-trivial at these sizes; CUDA's flex
     # kernels tile by 128
@@ -163,8 +165,8 @@ def check_backends(poses: Keypoints, device: torch.device, tolerance: float | No
     variants = [("dense", "-"), ("gather", "-"), ("flex", "compiled"), ("flex", "eager")]
     if device.type == "cuda" and xformers_available():
         variants.append(("xformers", "-"))
-    cases = []
-    for (kind, queries), mask in check_masks(poses).items():
+    cases, masks, done = [], check_masks(poses), 0
+    for (kind, queries), mask in masks.items():
         g = torch.Generator().manual_seed(len(kind) + len(queries))
         nq, nk = mask.query_groups.numel(), mask.key_groups.numel()
         q = torch.randn(1, 4, nq, 16, generator=g, requires_grad=True)
@@ -190,4 +192,7 @@ def check_backends(poses: Keypoints, device: torch.device, tolerance: float | No
                             for a, b in zip(grads, expected_grads, strict=True))
                 cases.append(CheckCase(backend, mode, queries, "backward", kind, error,
                                        error <= tolerance))
+            done += 1
+            if on_variant is not None:
+                on_variant(done, len(masks) * len(variants))
     return cases

@@ -27,7 +27,7 @@ from posecast.cli import (
     train_motion,
 )
 from posecast.cli.bench import bench_app
-from posecast.cli.help_text import unwrap_command_help
+from posecast.cli.command import finish_commands
 from posecast.cli.import_model import import_app
 from posecast.cli.ui import warn
 from posecast.errors import PosecastError, Terminated
@@ -50,7 +50,7 @@ app.command(name="export")(export.export_command)
 app.command(name="upload")(export.upload_command)
 app.add_typer(bench_app, name="bench")
 app.add_typer(import_app, name="import")
-unwrap_command_help(app)  # after every registration: the sub-apps' commands too
+finish_commands(app)  # after every registration: the sub-apps' commands too
 
 _debug = {"on": os.environ.get("POSECAST_DEBUG", "") not in ("", "0")}
 

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from posecast.cli.options import Device, JsonSummary, in_panel, panel_option
-from posecast.cli.ui import console, err_console
+from posecast.cli.ui import console, err_console, progress_bar
 from posecast.config import parse_size
 from posecast.devices import pick_device
 from posecast.errors import UsageError
@@ -143,7 +143,10 @@ def bench_attention(
     keypoints = Keypoints.load(source)
     torch_device = pick_device(device)
     if check:
-        cases = check_backends(keypoints, torch_device)
+        with progress_bar("checks") as bar:
+            task = bar.add_task("checking", total=None)
+            cases = check_backends(keypoints, torch_device, on_variant=lambda done, total:
+                                   bar.update(task, completed=done, total=total))
         ok = all(case.ok for case in cases)
         if json_output:
             print(json.dumps({"ok": ok, "device": str(torch_device),

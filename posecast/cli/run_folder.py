@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from posecast.cli.ui import warn
+from posecast.cli.ui import note
 from posecast.errors import UsageError
 from posecast.ownership import clear, require_replaceable
 
@@ -50,5 +50,5 @@ def prepare_run_folder(out: Path, dataset: Path, resume: bool, overwrite: bool,
         return []
     kept = clear(out, "run folder", owned_names=RUN_ENTRIES, legacy_names=LEGACY_RUN_NAMES)
     if kept:
-        warn(f"note: {out}: kept {', '.join(kept)} (not written by a posecast run)")
+        note(f"note: {out}: kept {', '.join(kept)} (not written by a posecast run)")
     return kept

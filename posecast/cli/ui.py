@@ -1,11 +1,20 @@
-"""Console output: results on stdout, progress and messages on stderr (pipes stay clean)."""
+"""Console output: results on stdout, progress and messages on stderr (pipes stay clean).
+
+How much is said is set once per command by `--quiet` / `--verbose` (cli/command.py):
+quiet keeps warnings, errors and the result; normal adds progress and notes; verbose adds what
+the library logs on the "posecast" logger (what each step did and how long it took).
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -50,14 +59,153 @@ def print_result(text: str, summary: dict, as_json: bool) -> None:
         console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
+QUIET, NORMAL, VERBOSE = 0, 1, 2
+_verbosity = {"level": NORMAL}
+
+
+def set_verbosity(level: int) -> None:
+    """QUIET, NORMAL or VERBOSE for the rest of the command; VERBOSE prints the "posecast"
+    logger's INFO records on stderr."""
+    _verbosity["level"] = level
+    logger = logging.getLogger("posecast")
+    for handler in [h for h in logger.handlers if getattr(h, "posecast_cli", False)]:
+        logger.removeHandler(handler)
+    if level >= VERBOSE:
+        handler = logging.StreamHandler(_ErrConsoleStream())
+        handler.posecast_cli = True
+        handler.setFormatter(logging.Formatter("posecast: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    else:
+        logger.setLevel(logging.WARNING)
+
+
+class _ErrConsoleStream:
+    """sys.stderr as it is now (tests and quiet_stderr swap it), for the logging handler."""
+
+    def write(self, text: str) -> None:
+        sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def warn(text: str) -> None:
-    """A warning or notice line on stderr, printed as written (no markup)."""
+    """A warning or error line on stderr, printed as written (no markup), even with --quiet."""
     err_console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
-def progress_bar(unit: str = "") -> Progress:
-    """A progress bar on stderr; it disappears when finished. Off when stderr is not a
-    terminal (rich would still print an empty line there, before any error message)."""
+def note(text: str) -> None:
+    """An informational line on stderr (what posecast chose or kept); not with --quiet."""
+    if _verbosity["level"] >= NORMAL:
+        warn(text)
+
+
+def progress_bar(unit: str = ""):
+    """Progress on stderr: rich's bar on a terminal (it disappears when finished); elsewhere
+    (a log file, CI, SLURM) plain lines from LogProgress; nothing with --quiet."""
+    if _verbosity["level"] >= NORMAL and not err_console.is_terminal:
+        return LogProgress(unit)
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn(unit), TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=err_console, transient=True, disable=not err_console.is_terminal)
+                    console=err_console, transient=True,
+                    disable=_verbosity["level"] < NORMAL or not err_console.is_terminal)
+
+
+class LogProgress:
+    """Rich Progress's calls (add_task, update, advance) as plain lines for logs: one when a
+    task first moves, then at each 10 % of its total and at least every `every` seconds (a
+    background thread speaks up when nothing moves), e.g. `rendering a.mp4: 40 % (3.2/8 s of
+    video), 1.9 s of video/s, about 3 s left, 2 s so far`; one more when it ends. Unknown
+    totals print the count and rate."""
+
+    def __init__(self, unit: str = "", every: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 write: Callable[[str], None] = warn, heartbeat: bool = True) -> None:
+        self.unit, self.every, self.clock, self.write = unit, every, clock, write
+        self.tasks: list[dict] = []
+        self.lock, self.stopped = threading.Lock(), threading.Event()
+        self.heartbeat = threading.Thread(target=self._beat, daemon=True) if heartbeat else None
+
+    def __enter__(self) -> LogProgress:
+        if self.heartbeat is not None:
+            self.heartbeat.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self.stopped.wait(self.every / 4):
+            with self.lock:
+                for task in self.tasks:
+                    if task["visible"] and task["printed"] is not None and \
+                            self.clock() - task["printed"][2] >= self.every:
+                        self._print(task)
+
+    def __exit__(self, kind, error, traceback) -> None:
+        self.stopped.set()
+        if self.heartbeat is not None:
+            self.heartbeat.join()
+        if kind is None:
+            for task in self.tasks:
+                if task["visible"] and task["printed"] is not None and \
+                        task["printed"][0] != task["completed"]:
+                    self._print(task)
+
+    def add_task(self, description: str, total: float | None = None, visible: bool = True,
+                 completed: float = 0) -> int:
+        self.tasks.append({"description": description, "total": total, "completed": completed,
+                           "visible": visible, "started": self.clock(), "printed": None})
+        return len(self.tasks) - 1
+
+    def advance(self, task_id: int, advance: float = 1) -> None:
+        self.update(task_id, completed=self.tasks[task_id]["completed"] + advance)
+
+    def update(self, task_id: int, *, completed: float | None = None,
+               total: float | None = None, description: str | None = None,
+               visible: bool | None = None, advance: float | None = None) -> None:
+        task = self.tasks[task_id]
+        for key, value in (("completed", completed), ("total", total),
+                           ("description", description), ("visible", visible)):
+            if value is not None:
+                task[key] = value
+        if advance is not None:
+            task["completed"] += advance
+        with self.lock:
+            if task["visible"] and self._due(task):
+                self._print(task)
+
+    def _tenths(self, task: dict) -> int:
+        total = task["total"]
+        return math.floor(10 * task["completed"] / total + 1e-9) if total else -1
+
+    def _due(self, task: dict) -> bool:
+        if task["printed"] is None:
+            return True
+        completed, tenths, at = task["printed"]
+        return task["completed"] != completed and (
+            self._tenths(task) > tenths or self.clock() - at >= self.every)
+
+    def _print(self, task: dict) -> None:
+        now, done, total = self.clock(), task["completed"], task["total"]
+        unit = f" {self.unit}" if self.unit else ""
+        elapsed = now - task["started"]
+        rate = done / elapsed if elapsed > 0 else None
+        if total:
+            line = f"{task['description']}: {100 * done / total:.0f} % ({done:g}/{total:g}{unit})"
+        else:
+            line = f"{task['description']}: {done:g}{unit}"
+        if rate:
+            line += f", {rate:.3g}{unit}/s"
+            if total and done < total:
+                line += f", about {_duration((total - done) / rate)} left"
+        line += f", {_duration(elapsed)} so far"
+        self.write(line)
+        task["printed"] = (done, self._tenths(task), now)
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 120:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes} min {seconds:02d} s" if minutes < 120 else \
+        f"{minutes // 60} h {minutes % 60:02d} min"
