@@ -25,7 +25,7 @@ class _Clock:
 def test_log_lines_come_at_each_tenth_of_the_work():
     clock, lines = _Clock(), []
     with LogProgress("steps", every=10.0, clock=clock, write=lines.append,
-                     heartbeat=False) as progress:
+                     heartbeat=False, grace=0) as progress:
         task = progress.add_task("training", total=40)
         for step in range(1, 41):  # one step a second: the 10 s rule never fires first
             clock.now += 1.0
@@ -41,7 +41,7 @@ def test_log_lines_come_at_each_tenth_of_the_work():
 def test_a_slow_task_gets_a_line_every_10_seconds_and_one_at_its_end():
     clock, lines = _Clock(), []
     with LogProgress("clips", every=10.0, clock=clock, write=lines.append,
-                     heartbeat=False) as progress:
+                     heartbeat=False, grace=0) as progress:
         task = progress.add_task("scoring", total=1000)
         for clip in range(1, 31):  # 30 clips, 4 s each: 3 % of the work, no new tenth
             clock.now += 4.0
@@ -52,6 +52,25 @@ def test_a_slow_task_gets_a_line_every_10_seconds_and_one_at_its_end():
     assert printed == [1, 4, 7, 10, 13, 16, 19, 22, 25, 28, 30], lines
 
 
+def test_work_shorter_than_the_grace_prints_nothing():
+    clock, lines = _Clock(), []
+    with LogProgress("steps", clock=clock, write=lines.append, heartbeat=False,
+                     grace=3.0) as progress:
+        task = progress.add_task("quick", total=10)
+        for step in range(1, 11):  # 0.25 s a step: done in 2.5 s
+            clock.now += 0.25
+            progress.update(task, completed=step)
+    assert lines == []
+    with LogProgress("steps", clock=clock, write=lines.append, heartbeat=False,
+                     grace=3.0) as progress:
+        task = progress.add_task("slower", total=10)
+        for step in range(1, 11):  # 0.5 s a step: the first line at 3 s (step 6)
+            clock.now += 0.5
+            progress.update(task, completed=step)
+    assert [re.search(r"\((\d+)/10", line).group(1) for line in lines] == \
+        ["6", "7", "8", "9", "10"], lines
+
+
 def test_a_stalled_task_still_gets_a_line_from_the_heartbeat():
     lines, spoke = [], threading.Event()
 
@@ -60,7 +79,7 @@ def test_a_stalled_task_still_gets_a_line_from_the_heartbeat():
         if len(lines) >= 3:
             spoke.set()
 
-    with LogProgress("steps", every=0.05, write=write) as progress:
+    with LogProgress("steps", every=0.05, write=write, grace=0) as progress:
         task = progress.add_task("loading", total=10)
         progress.update(task, completed=1)  # then nothing moves
         assert spoke.wait(5.0), lines
@@ -83,7 +102,10 @@ def test_every_command_takes_quiet_and_verbose(path, command):
 
 
 def test_training_in_a_log_prints_progress_lines_quiet_prints_none_verbose_says_more(
-        run_cli, synthetic_dataset, tmp_path):
+        run_cli, synthetic_dataset, tmp_path, monkeypatch):
+    from posecast.cli import ui
+
+    monkeypatch.setattr(ui, "GRACE_SECONDS", 0.0)  # this short run prints as a long one would
     args = ("train", synthetic_dataset, "--preset", "tiny", "--max-steps", "10",
             "--batch-size", "2", "--device", "cpu")
     result = run_cli(*args, "--output", tmp_path / "a")

@@ -112,17 +112,22 @@ def progress_bar(unit: str = ""):
                     disable=_verbosity["level"] < NORMAL or not err_console.is_terminal)
 
 
+GRACE_SECONDS = 3.0  # work done sooner than this prints no progress lines
+
+
 class LogProgress:
-    """Rich Progress's calls (add_task, update, advance) as plain lines for logs: one when a
-    task first moves, then at each 10 % of its total and at least every `every` seconds (a
-    background thread speaks up when nothing moves), e.g. `rendering a.mp4: 40 % (3.2/8 s of
-    video), 1.9 s of video/s, about 3 s left, 2 s so far`; one more when it ends. Unknown
-    totals print the count and rate."""
+    """Rich Progress's calls (add_task, update, advance) as plain lines for logs: once a task
+    has run `grace` seconds, a line when it moves, then at each 10 % of its total and at least
+    every `every` seconds (a background thread speaks up when nothing moves), e.g.
+    `rendering a.mp4: 40 % (3.2/8 s of video), 1.9 s of video/s, about 3 s left, 2 s so far`;
+    one more when it ends. Unknown totals print the count and rate."""
 
     def __init__(self, unit: str = "", every: float = 10.0,
                  clock: Callable[[], float] = time.monotonic,
-                 write: Callable[[str], None] = warn, heartbeat: bool = True) -> None:
+                 write: Callable[[str], None] = warn, heartbeat: bool = True,
+                 grace: float | None = None) -> None:
         self.unit, self.every, self.clock, self.write = unit, every, clock, write
+        self.grace = GRACE_SECONDS if grace is None else grace
         self.tasks: list[dict] = []
         self.lock, self.stopped = threading.Lock(), threading.Event()
         self.heartbeat = threading.Thread(target=self._beat, daemon=True) if heartbeat else None
@@ -136,8 +141,8 @@ class LogProgress:
         while not self.stopped.wait(self.every / 4):
             with self.lock:
                 for task in self.tasks:
-                    if task["visible"] and task["printed"] is not None and \
-                            self.clock() - task["printed"][2] >= self.every:
+                    last = task["started"] if task["printed"] is None else task["printed"][2]
+                    if task["visible"] and self.clock() - last >= self.every:
                         self._print(task)
 
     def __exit__(self, kind, error, traceback) -> None:
@@ -179,7 +184,7 @@ class LogProgress:
 
     def _due(self, task: dict) -> bool:
         if task["printed"] is None:
-            return True
+            return self.clock() - task["started"] >= self.grace
         completed, tenths, at = task["printed"]
         return task["completed"] != completed and (
             self._tenths(task) > tenths or self.clock() - at >= self.every)
