@@ -193,9 +193,8 @@ def score_clip(output: Path, reference: Path | None = None, references: Path | N
                     hands_found += bool(found[part][:, 2].any())
 
     def psnr(name):
-        if pixels[name] == 0:
-            return None
-        return float(10 * np.log10(255.0**2 / max(squared_sum[name] / pixels[name], 1e-10)))
+        return None if pixels[name] == 0 else \
+            float(10 * np.log10(255.0**2 / max(squared_sum[name] / pixels[name], 1e-10)))
 
     def ssim(name):
         return None if pixels[name] == 0 else ssim_sum[name] / pixels[name]

@@ -125,9 +125,8 @@ def _moving_points(keypoints: Keypoints, frame: int) -> np.ndarray:
     """(N, 2) the points that drive the warp: face mesh, upper-body joints, hands."""
     body = keypoints.body[frame, [NOSE, LEFT_SHOULDER, RIGHT_SHOULDER, LEFT_ELBOW, RIGHT_ELBOW,
                                   LEFT_WRIST, RIGHT_WRIST]]
-    parts = [keypoints.face[frame], body, keypoints.left_hand[frame],
-             keypoints.right_hand[frame]]
-    return np.concatenate(parts)
+    return np.concatenate([keypoints.face[frame], body, keypoints.left_hand[frame],
+                           keypoints.right_hand[frame]])
 
 
 def warp_photo(image: np.ndarray, still: Keypoints, moving: Keypoints, frame: int,
@@ -245,11 +244,9 @@ def drawn_person(rng: np.random.Generator, size: int) -> tuple[DrawnStyle, Keypo
         for tip, angle in zip(finger_tips, (-0.5, 0.0, 0.6), strict=True):
             body[0, tip] = [*(body[0, wrist, :2] + 0.25 * face_height *
                               np.array([np.sin(angle), -np.cos(angle)])), 1.0]
-    hands = {}
-    for part, wrist, direction in (("left_hand", LEFT_WRIST, -1), ("right_hand", RIGHT_WRIST,
-                                                                    1)):
-        hands[part] = keypoints.left_hand.copy()
-        hands[part][0] = _hand(body[0, wrist, :2], 0.45 * face_height, direction, rng)
+    hands = {part: _hand(body[0, wrist, :2], 0.45 * face_height, direction, rng)[None]
+             for part, wrist, direction in (("left_hand", LEFT_WRIST, -1),
+                                            ("right_hand", RIGHT_WRIST, 1))}
     return style, replace(keypoints, body=body, face=face, **hands, source="drawn")
 
 

@@ -102,8 +102,7 @@ def time_teacher_render(model: Denoiser, codec, reference: torch.Tensor, poses: 
         pass
     sync(device)
     decode = time.perf_counter() - started
-    per_frame = len(window)
-    frames = len(poses)
+    per_frame, frames = len(window), len(poses)
     denoise = steps * step / per_frame * frames
     decode = decode / per_frame * frames
     flops = steps * count_flops(one_step) / per_frame

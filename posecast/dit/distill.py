@@ -68,12 +68,10 @@ class Window:
 
 def prepare_window(batch: dict, codec, teacher_config: DenoiserConfig,
                    device: torch.device) -> Window:
-    layout = None
-    if teacher_config.attention == "input_aware":
-        layout = AttentionPlan.for_windows(
-            [mask_for_window(poses, teacher_config, reference)
-             for poses, reference in zip(batch["poses"], batch["reference_poses"], strict=True)],
-            teacher_config.attention_backend, device, teacher_config.block_size)
+    layout = None if teacher_config.attention != "input_aware" else AttentionPlan.for_windows(
+        [mask_for_window(poses, teacher_config, reference)
+         for poses, reference in zip(batch["poses"], batch["reference_poses"], strict=True)],
+        teacher_config.attention_backend, device, teacher_config.block_size)
     return Window(batch["frames"].to(device), codec.encode(batch["reference"].to(device)),
                   batch["pose_maps"].to(device), batch["poses"], layout)
 

@@ -128,9 +128,6 @@ class CausalContext:
     input-aware plans of its joint attentions, by tokens per frame."""
 
     def __init__(self, chunk: int, context_frames: int) -> None:
-        if chunk < 1 or context_frames % chunk:
-            raise ValueError(f"context_frames ({context_frames}) must be a multiple of the "
-                             f"chunk ({chunk})")
         self.chunk, self.context_frames = chunk, context_frames
         self.cache: StudentCache | None = None
         self.commit = False
@@ -230,8 +227,6 @@ class CausalTemporalConv(nn.Module):
 
     def __init__(self, conv: nn.Conv3d, context: CausalContext, name: str) -> None:
         super().__init__()
-        if conv.kernel_size != (3, 1, 1):
-            raise ValueError(f"expected a (3, 1, 1) temporal kernel, not {conv.kernel_size}")
         self.weight, self.bias = conv.weight, conv.bias
         self.context, self.name = context, name
 
@@ -265,8 +260,6 @@ class CausalTemporalProcessor:
 
     def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states=None,
                  attention_mask=None, temb=None, *args, **kwargs) -> torch.Tensor:
-        if encoder_hidden_states is not None:
-            raise ValueError("the temporal self-attention takes no encoder states")
         context, cache = self.context, self.context.cache
         frames = hidden_states.shape[1]
         q, k, v = (_heads(layer(hidden_states), attn.heads)

@@ -208,9 +208,8 @@ class MimicMotionDistillation:
         if settings.gradient_checkpointing:  # the critic is not causal: diffusers' own will do
             recompute_blocks(self.student.network, self.student.context)
             critic_network.unet.enable_gradient_checkpointing()
-        critic_attention = None
-        if family.attention is not None:
-            critic_attention = InputAwareUNet(critic_network, family.attention.settings)
+        critic_attention = None if family.attention is None else \
+            InputAwareUNet(critic_network, family.attention.settings)
         self.critic = GuidedTeacher(critic_network, critic_attention)
         self.parts = parts
         if sharded:  # before the optimisers, which then hold the shards

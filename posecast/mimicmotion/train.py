@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from posecast.devices import autocast
 from posecast.diffusion.edm import edm_scalings
 from posecast.mimicmotion.attention import InputAwareSettings, InputAwareUNet
 from posecast.mimicmotion.model import COMPONENTS, load_teacher, read_config
@@ -102,8 +103,7 @@ def svd_loss(teacher, attention: InputAwareUNet | None, batch: dict,
     inputs = (conditioned.to(dtype), edm_scalings(sigma)[3].to(dtype),
               (embeddings * keep.view(-1, 1, 1)).to(dtype), time_ids.to(dtype),
               maps.to(device, dtype), keep)
-    autocast = torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda")
-    with autocast:
+    with autocast(device):
         if attention is None:
             output = network(*inputs)
         else:
@@ -175,10 +175,8 @@ def fine_tune(dataset: str | os.PathLike, out: str | os.PathLike, init_from: str
         network = teacher.network.train().requires_grad_(True)
         if settings.gradient_checkpointing:
             network.unet.enable_gradient_checkpointing()
-        attention = None
-        if settings.attention == "input_aware":
-            attention = InputAwareUNet(network, InputAwareSettings(
-                k_frames=settings.k_frames, levels=tuple(settings.levels)))
+        attention = None if settings.attention != "input_aware" else InputAwareUNet(
+            network, InputAwareSettings(k_frames=settings.k_frames, levels=tuple(settings.levels)))
         sharded = settings.fsdp and env.world_size > 1
         if sharded:  # each UNet block, then the rest (conv_in, pose network, embeddings)
             from posecast.train.sharding import shard

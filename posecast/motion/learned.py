@@ -225,6 +225,7 @@ def load_motion_clips(folder: str | os.PathLike, config: MotionConfig,
     from posecast.pose.cache import KEYPOINT_CACHE
     from posecast.pose.extract import extract_folder
 
+    say = on_message or (lambda text: None)
     folder = Path(folder)
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such dataset folder")
@@ -232,26 +233,21 @@ def load_motion_clips(folder: str | os.PathLike, config: MotionConfig,
     for result in extract_folder(folder, folder / KEYPOINT_CACHE, smooth=True):
         path = result.clip
         if result.status == "failed":
-            if on_message is not None:
-                on_message(f"skipped {path}: {result.message}")
+            say(f"skipped {path}: {result.message}")
             continue
         keypoints = Keypoints.load(result.output)
         if not (keypoints.face[:, :468, 2] > 0).all():
-            if on_message is not None:
-                on_message(f"skipped {path.name}: the face is not found in every frame")
+            say(f"skipped {path.name}: the face is not found in every frame")
             continue
         try:
             clip = load_audio(path)
         except InputError as error:
-            if on_message is not None:
-                on_message(f"skipped {path.name}: {error}")
+            say(f"skipped {path.name}: {error}")
             continue
-        frames = min(len(keypoints), int(clip.duration * keypoints.fps))
         if keypoints.fps != config.fps:
-
             keypoints = resample(keypoints, config.fps,
                                  int(len(keypoints) * config.fps / keypoints.fps))
-            frames = min(len(keypoints), int(clip.duration * config.fps))
+        frames = min(len(keypoints), int(clip.duration * keypoints.fps))
         keypoints = keypoints[:frames]
         neutral = int(np.argmin([mouth_opening(face) for face in keypoints.face]))
         geometry = FaceFrame.of(keypoints.face[neutral])

@@ -144,8 +144,6 @@ class Keypoints:
                 return cls(**parts, fps=fps, width=int(small["width"]),
                            height=int(small["height"]),
                            source=str(small["source"]) if "source" in small else "")
-        except InputError:
-            raise
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             raise InputError(f"{path}: not a readable keypoint file ({error or 'empty'})"
                              ) from None

@@ -125,11 +125,8 @@ def read_checkpoint(folder: str | os.PathLike, modules: list[str], optimizers: l
         tensors = load_file(folder / TENSORS)
     except SafetensorError as error:
         raise ValueError(f"{TENSORS}: {error}") from None
-    module_states = {}
-    for name in modules:
-        prefix = f"{name}."
-        module_states[name] = {key[len(prefix):]: value for key, value in tensors.items()
-                               if key.startswith(prefix)}
+    module_states = {name: {key[len(name) + 1:]: value for key, value in tensors.items()
+                            if key.startswith(f"{name}.")} for name in modules}
     optimizer_states = {}
     for name in optimizers:
         prefix = f"optim.{name}."

@@ -154,13 +154,12 @@ def lpips_state_from_published(vgg: dict[str, torch.Tensor], lin: dict[str, torc
             tap = key.split(".")[1]
             source, names = lin, [f"lin{tap}.model.1.weight", f"lin{tap}.model.0.weight"]
         found = next((name for name in names if name in source), None)
+        where = vgg_name if source is vgg else lin_name
         if found is None:
-            where = vgg_name if source is vgg else lin_name
             raise InputError(f"{where}: lacks '{names[0]}'; is it "
                              + ("torchvision's vgg16?" if source is vgg
                                 else "LPIPS v0.1's vgg.pth (its linear heads)?"))
         if source[found].shape != target.shape:
-            where = vgg_name if source is vgg else lin_name
             raise InputError(f"{where}: '{found}' has shape {tuple(source[found].shape)} where "
                              f"LPIPS' VGG16 has {tuple(target.shape)}")
         state[key] = source[found].float().contiguous()
@@ -171,7 +170,6 @@ def import_lpips(vgg_path: str | os.PathLike, lin_path: str | os.PathLike,
                  out: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write the plug-in's folder `out` (LPIPS_FILE and a card) from the published .pth files,
     read with torch.load(weights_only=True); `out` appears whole or not at all."""
-
     from safetensors.torch import save_file
 
     from posecast.weights import load_torch_pickle
