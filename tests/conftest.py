@@ -56,6 +56,32 @@ class CliResult:
         self.code, self.stdout, self.stderr = code, stdout, stderr
 
 
+# issue 35: the one --json shape of every command (README, "Scripting")
+RENDER_KEYS = {"model", "revision", "seed", "size", "steps"}
+
+
+def cli_json(stdout: str, command: str) -> dict:
+    """A command's --json stdout, checked against the common shape: exactly one JSON object
+    with "command" (its words), "ok" (a bool), "outputs" (a list of paths as text) and
+    "posecast_version"; a render's (and each job's of a batch) also says what makes it again."""
+    import json
+
+    from posecast.version import __version__
+
+    summary = json.loads(stdout)  # one object, nothing else on stdout
+    assert isinstance(summary, dict), summary
+    assert summary["command"] == command, summary["command"]
+    assert isinstance(summary["ok"], bool), summary["ok"]
+    assert isinstance(summary["outputs"], list) and \
+        all(isinstance(path, str) for path in summary["outputs"]), summary["outputs"]
+    assert summary["posecast_version"] == __version__
+    if command in ("render", "teacher"):
+        for record in summary.get("jobs", [summary]):
+            if record.get("status", "ok") == "ok":
+                assert set(record) >= RENDER_KEYS, record
+    return summary
+
+
 @pytest.fixture
 def run_cli(capsys, monkeypatch):
     """Run `posecast ARGS…` in this process through the real entry point (`main`)."""

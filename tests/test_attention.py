@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import cli_json
 from synthetic import synthetic_clip
 
 from posecast.attention.backends import (
@@ -418,11 +419,10 @@ def test_bench_attention_check_covers_every_backend_and_case(run_cli):
     """`posecast bench attention --check --json` on the CPU: dense, gather and flex (compiled
     and eager) on random and pose masks, whole windows and cached chunks, forward (and
     backward where the CPU has one), all within tolerance of the float64 oracle."""
-    import json
 
     result = run_cli("bench", "attention", "--check", "--json", "--device", "cpu")
     assert result.code == 0, result.stderr
-    report = json.loads(result.stdout)
+    report = cli_json(result.stdout, "bench attention")
     assert report["ok"] and all(case["ok"] for case in report["cases"])
     seen = {(c["backend"], c["mode"], c["queries"], c["direction"]) for c in report["cases"]}
     for queries in ("all", "cache"):

@@ -9,6 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import cli_json
 
 from posecast.evaluate import (
     LAGS,
@@ -88,8 +89,10 @@ def test_scores_of_identical_and_damaged_clips(run_cli, tmp_path, cospeech_datas
     result = run_cli("eval", outputs, "--references", references, "-o",
                      tmp_path / "scores.json", "--json")
     assert result.code == 0, result.stderr
-    report = json.loads(result.stdout)  # --json: stdout is the report alone
-    assert report == json.loads((tmp_path / "scores.json").read_text())
+    summary = cli_json(result.stdout, "eval")  # --json: the report in the common shape
+    report = json.loads((tmp_path / "scores.json").read_text())
+    assert {key: summary[key] for key in report} == report
+    assert summary["outputs"] == [str(tmp_path / "scores.json")]
     scores = {clip["name"]: clip for clip in report["clips"]}
     same, worse = scores[photo[0].stem], scores[damaged.stem]
     assert same["psnr"] > 60 and same["face_psnr"] > 60 and same["ssim"] > 0.999
@@ -114,7 +117,7 @@ def test_scores_of_identical_and_damaged_clips(run_cli, tmp_path, cospeech_datas
     # is scored as above, the rest is left empty
     alone = run_cli("eval", outputs / photo[0].name, "--json")
     assert alone.code == 0, alone.stderr
-    clip = json.loads(alone.stdout)["clips"][0]
+    clip = cli_json(alone.stdout, "eval")["clips"][0]
     for field in ("lip_sync_r", "lip_sync_lag", "lip_sync_curve", "face_found", "seam_ratio",
                   "fps"):  # fps: the folder's timings.json still names the clip
         assert clip[field] == pytest.approx(same[field]), field

@@ -7,11 +7,11 @@ the audio features' frame timing on a hand-made burst (issue 31)."""
 from __future__ import annotations
 
 import colorsys
-import json
 
 import numpy as np
 import pytest
 import torch
+from conftest import cli_json
 
 from posecast.pose.keypoints import Keypoints
 from posecast.pose.regions import Region
@@ -45,7 +45,7 @@ def test_motion_writes_one_pose_per_frame_of_the_audio(run_cli, tmp_path, portra
         out = tmp_path / f"{samples}.npz"
         result = run_cli("motion", audio, portrait_path, "-o", out, "--json")
         assert result.code == 0, result.stderr
-        assert json.loads(result.stdout)["frames"] == frames
+        assert cli_json(result.stdout, "motion")["frames"] == frames
         assert len(Keypoints.load(out)) == frames
 
 

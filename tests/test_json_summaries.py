@@ -1,15 +1,14 @@
-"""`--json` means one thing on every command: stdout is one JSON object (the summary) and the
-human sentence goes to stderr; POSECAST_DEVICE and POSECAST_MODEL stand in for --device and
-render's --model."""
+"""`--json` means one thing on every command: stdout is one JSON object of one shape (issue 35:
+"command", "ok" as a bool, "outputs", the command's figures, "posecast_version"; a render's
+model, revision, seed, size and steps) and the human sentence goes to stderr;
+POSECAST_DEVICE and POSECAST_MODEL stand in for --device and render's --model."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 import torch
 import typer.main
-from conftest import syllables
+from conftest import cli_json, syllables
 
 from posecast.media import AudioClip
 
@@ -65,24 +64,29 @@ def _cases(tmp_path, portrait_path, synthetic_dataset, tiny_teacher):
                 for j, c in enumerate((64, 128, 256, 512, 512))}, tmp_path / "lin.pth")
     steps = ["--max-steps", "1", "--batch-size", "1", "--device", "cpu"]
     return [
-        ("keypoints", [portrait_path, "-o", tmp_path / "kp.npz"], {"output", "frames"}),
-        ("motion", [audio, portrait_path, "-o", poses], {"output", "frames", "fps"}),
+        ("keypoints", [portrait_path, "-o", tmp_path / "kp.npz"], [tmp_path / "kp.npz"],
+         {"frames"}),
+        ("motion", [audio, portrait_path, "-o", poses], [poses], {"frames", "fps"}),
         ("teacher", [portrait_path, "--poses", poses, "-o", tmp_path / "t.mp4", "--model",
-                     tiny_teacher, "--steps", "1", "--device", "cpu"], {"output", "frames"}),
+                     tiny_teacher, "--steps", "1", "--device", "cpu", "--seed", "7"],
+         [tmp_path / "t.mp4"], {"frames", "cfg"}),
         ("make-dataset", [tmp_path / "clips", "--clips", "1", "--size", "64",
-                          "--drawn-people", "0", "--held-out-people", "0"],
-         {"folder", "clips"}),
+                          "--drawn-people", "0", "--held-out-people", "0"], [tmp_path / "clips"],
+         {"clips"}),
         ("train", [synthetic_dataset, "--preset", "tiny", "--output", tmp_path / "run", *steps],
-         {"model", "checkpoint"}),
+         [tmp_path / "run"], {"checkpoint"}),
         ("distill", [synthetic_dataset, "--teacher", tiny_teacher, "--output", tmp_path / "st",
                      "--init-steps", "0", "--critic-updates", "1", "--steps", "1",
-                     "--chunk", "2", "--window", "4", *steps], {"model", "checkpoint"}),
+                     "--chunk", "2", "--window", "4", *steps], [tmp_path / "st"], {"checkpoint"}),
         ("train-motion", [synthetic_dataset, "--output", tmp_path / "motion", *steps,
-                          "--window-seconds", "0.2"], {"model"}),
+                          "--window-seconds", "0.2"], [tmp_path / "motion"], set()),
         ("bench teacher", ["--preset", "tiny", "--steps", "1", "--repeats", "1", "--device",
-                           "cpu"], {"preset", "timings"}),
+                           "cpu"], [], {"preset", "timings"}),
+        ("bench attention", ["--grids", "4", "--k-frames", "1", "--frames", "4", "--heads",
+                             "1", "--head-dim", "8", "--repeats", "1", "--block-size", "16",
+                             "--forward-only", "--device", "cpu"], [], {"timings", "device"}),
         ("import lpips", [tmp_path / "vgg.pth", tmp_path / "lin.pth", "--output",
-                          tmp_path / "lpips"], {"folder"}),
+                          tmp_path / "lpips"], [tmp_path / "lpips"], set()),
     ]
 
 
@@ -94,13 +98,16 @@ LAYERS = {0: (3, 64), 2: (64, 64), 5: (64, 128), 7: (128, 128), 10: (128, 256),
 def test_json_on_every_command_is_one_object_on_stdout(run_cli, tmp_path, portrait_path,
                                                        synthetic_dataset, tiny_teacher):
     cases = _cases(tmp_path, portrait_path, synthetic_dataset, tiny_teacher)
-    assert {name for name, _, _ in cases} | set(ELSEWHERE) == _commands_with_json()
-    for name, args, keys in cases:
+    assert {name for name, *_ in cases} | set(ELSEWHERE) == _commands_with_json()
+    for name, args, outputs, keys in cases:
         result = run_cli(*name.split(), *args, "--json")
         assert result.code == 0, (name, result.stderr)
-        summary = json.loads(result.stdout)  # nothing but the JSON on stdout
+        summary = cli_json(result.stdout, name)  # nothing but the JSON on stdout, one shape
+        assert summary["ok"] is True and summary["outputs"] == [str(path) for path in outputs]
         assert keys <= set(summary), (name, summary)
         assert result.stderr.strip(), name  # the sentence went to stderr
+        if name == "teacher":
+            assert summary["seed"] == 7 and summary["model"] == str(tiny_teacher)
 
 
 def test_environment_variables_stand_in_for_device_and_model(run_cli, tmp_path,

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import assert_only_the_student_moved, torchrun
+from conftest import assert_only_the_student_moved, cli_json, torchrun
 from synthetic import synthetic_clip
 from test_mimicmotion import _random_state, _unet_config, _write_svd
 
@@ -277,7 +277,8 @@ def test_render_streams_a_mimicmotion_student_at_the_audio_length(run_cli, tmp_p
                      "--device", "cpu", "--json")
     assert result.code == 0, result.stderr
     frames = frame_count(0.2, 25.0)
-    assert json.loads(result.stdout)["jobs"][0]["frames"] == frames
+    summary = cli_json(result.stdout, "render")
+    assert summary["frames"] == frames and summary["size"] == "64x64"
     video = list(iter_video_frames(out))
     assert len(video) == frames and video[0].shape == (64, 64, 3)
 
@@ -415,7 +416,7 @@ def test_bench_render_times_a_random_mimicmotion_student(run_cli):
     result = run_cli("bench", "render", "--preset", "mimicmotion-tiny", "--size", "64x64",
                      "--seconds", "0.32", "--teacher-steps", "2", "--device", "cpu", "--json")
     assert result.code == 0, result.stderr
-    summary = json.loads(result.stdout)
+    summary = cli_json(result.stdout, "bench render")
     student = summary["student"]
     assert student["frames"] == 8 and student["chunks"] == 2 and student["passes_per_chunk"] == 5
     assert student["size"] == "64x64" and student["decoder"] == "tiny"

@@ -10,7 +10,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import syllables
+from conftest import cli_json, syllables
 
 from posecast.media import AudioClip
 from posecast.ownership import MARKER
@@ -33,8 +33,9 @@ def test_export_writes_only_the_model_files_and_the_export_renders(run_cli, tmp_
     out = tmp_path / "exported"
     result = run_cli("export", run, out, "--json")
     assert result.code == 0, result.stderr
-    summary = json.loads(result.stdout)
+    summary = cli_json(result.stdout, "export")
     assert summary["files"] == MODEL_FILES == _files(out) and (out / MARKER).is_file()
+    assert summary["outputs"] == [str(out)]
     assert (out / "model.safetensors").read_bytes() == (run / "model.safetensors").read_bytes()
     metadata, body = split_card((out / "README.md").read_text())
     assert metadata["license"] == "apache-2.0" and metadata["library_name"] == "posecast"
@@ -120,7 +121,7 @@ def test_a_mimicmotion_fine_tune_exports_with_its_components_and_licence(run_cli
     result = run_cli("export", run, out, "--json")
     assert result.code == 0, result.stderr
     expected = sorted(name for name in files if not name.startswith(("checkpoint", "train_")))
-    assert json.loads(result.stdout)["files"] == expected == _files(out)
+    assert cli_json(result.stdout, "export")["files"] == expected == _files(out)
     metadata, body = split_card((out / "README.md").read_text())
     assert metadata["license"] == "other" and metadata["base_model"] == "me/mimicmotion"
     assert "research only" in body and "fine-tuned from `me/mimicmotion`" in body
@@ -231,7 +232,7 @@ def test_upload_commits_only_the_model_files_to_a_new_branch(run_cli, hub, run_f
     result = run_cli("upload", run_folder, "me/student", "--private", "--revision", "exp",
                      "--json")
     assert result.code == 0, result.stderr
-    summary = json.loads(result.stdout)
+    summary = cli_json(result.stdout, "upload")
     assert summary["repo_id"] == "me/student" and summary["revision"] == "exp"
     repo = hub.repos["me/student"]
     assert repo["private"] and repo["branches"]["main"] == {}

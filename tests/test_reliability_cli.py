@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from conftest import cli_json
 
 from posecast.ownership import MARKER
 
@@ -80,9 +81,10 @@ def test_a_stopped_render_says_so_in_one_line_and_leaves_nothing(tmp_path, speec
     assert process.returncode in (code, _SHELL_SAME.get(code))
     *progress, last = stderr.splitlines()  # stderr is a pipe here: plain progress lines
     assert last == line and all(re.match(r"rendering talk\.mp4: \d+ % ", p) for p in progress)
-    summary = json.loads(stdout)
+    summary = cli_json(stdout, "render")
     assert [job["status"] for job in summary["jobs"]] == ["stopped", "stopped"]
-    assert summary["ok"] == summary["failed"] == 0 and summary["stopped"] == 2
+    assert summary["ok"] is False and summary["outputs"] == []
+    assert summary["done"] == summary["failed"] == 0 and summary["stopped"] == 2
     assert list(out.iterdir()) == [] and list(scratch.iterdir()) == []
 
 
@@ -202,9 +204,10 @@ def test_bad_batch_rows_fail_alone_and_the_summary_is_printed(tmp_path, run_cli,
                     f"short.wav,{portrait_path},good.mp4,,\n")               # 8: fine
     result = run_cli("render", "--batch", jobs, "--json", "--overwrite", "--device", "cpu")
     assert result.code == 1 and "Traceback" not in result.stderr
-    summary = json.loads(result.stdout)
+    summary = cli_json(result.stdout, "render")
     assert [job["status"] for job in summary["jobs"]] == ["failed"] * 7 + ["ok"]
-    assert summary["ok"] == 1 and summary["failed"] == 7
+    assert summary["ok"] is False and summary["done"] == 1 and summary["failed"] == 7
+    assert summary["outputs"] == [summary["jobs"][7]["output"]]
     errors = [job.get("error", "") for job in summary["jobs"]]
     assert "no output" in errors[0]
     assert "row(s) 4 write it too" in errors[2] and "row(s) 3 write it too" in errors[3]

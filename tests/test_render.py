@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import syllables
+from conftest import cli_json, syllables
 
 from posecast.cli.render import parse_shard, read_jobs
 from posecast.errors import UsageError
@@ -134,9 +133,14 @@ def test_a_failed_batch_job_does_not_stop_the_others(run_cli, tmp_path, portrait
     result = run_cli("render", "--batch", jobs, "--model", tiny_student, "--json",
                      "--device", "cpu")
     assert result.code == 1
-    summary = json.loads(result.stdout)
+    summary = cli_json(result.stdout, "render")
     assert [job["status"] for job in summary["jobs"]] == ["ok", "failed", "ok"]
-    assert summary["ok"] == 2 and summary["failed"] == 1
+    assert summary["ok"] is False and summary["done"] == 2 and summary["failed"] == 1
+    assert summary["outputs"] == [str(tmp_path / "out" / name) for name in ("a.mp4", "c.mp4")]
+    # each rendered job says what makes it again: its model, revision, seed, size and steps
+    first, _, third = summary["jobs"]
+    assert (first["seed"], third["seed"]) == (1, 3) and first["model"] == str(tiny_student)
+    assert first["revision"] is None and first["size"] == "32x32" and first["steps"] == 2
     assert "missing.wav" in summary["jobs"][1]["error"]
     assert (tmp_path / "out" / "a.mp4").exists() and (tmp_path / "out" / "c.mp4").exists()
     assert not (tmp_path / "out" / "b.mp4").exists()
@@ -145,7 +149,7 @@ def test_a_failed_batch_job_does_not_stop_the_others(run_cli, tmp_path, portrait
     result = run_cli("render", "--batch", jobs, "--model", tiny_student, "--json", "--shard",
                      "1/2", "--overwrite", "--device", "cpu")
     assert result.code == 1  # job 2 (missing audio) is in shard 1 of 2
-    assert [job["job"] for job in json.loads(result.stdout)["jobs"]] == [2]
+    assert [job["job"] for job in cli_json(result.stdout, "render")["jobs"]] == [2]
 
 
 def test_a_render_reports_the_whole_process_as_well_as_the_job(tmp_path, portrait_path,
@@ -165,7 +169,7 @@ def test_a_render_reports_the_whole_process_as_well_as_the_job(tmp_path, portrai
                             capture_output=True, text=True, timeout=300)
     wall = time.perf_counter() - started
     assert result.returncode == 0, result.stderr
-    job = json.loads(result.stdout)["jobs"][0]
+    job = cli_json(result.stdout, "render")  # one render: its figures at the top level
     assert job["elapsed"] <= job["process_seconds"] <= wall
     assert job["process_realtime_factor"] == pytest.approx(job["seconds"] / job["process_seconds"],
                                                            rel=1e-2)
@@ -211,13 +215,14 @@ def test_a_rerun_batch_skips_finished_jobs_and_does_what_is_left(run_cli, tmp_pa
     finished = (tmp_path / "a.mp4").stat().st_mtime_ns
     again = run_cli(*render)
     assert again.code == 0, again.stderr
-    summary = json.loads(again.stdout)
+    summary = cli_json(again.stdout, "render")
     assert [job["status"] for job in summary["jobs"]] == ["skipped", "ok"]
-    assert (summary["ok"], summary["failed"], summary["skipped"]) == (1, 0, 1)
+    assert (summary["ok"], summary["done"], summary["failed"], summary["skipped"]) == \
+        (True, 1, 0, 1)
     assert "skipped job 1" in again.stderr
     assert (tmp_path / "a.mp4").stat().st_mtime_ns == finished and (tmp_path / "b.mp4").is_file()
-    redo = json.loads(run_cli(*render, "--overwrite").stdout)
-    assert [job["status"] for job in redo["jobs"]] == ["ok", "ok"] and "skipped" not in redo
+    redo = cli_json(run_cli(*render, "--overwrite").stdout, "render")
+    assert [job["status"] for job in redo["jobs"]] == ["ok", "ok"] and redo["skipped"] == 0
     assert (tmp_path / "a.mp4").stat().st_mtime_ns != finished
 
 
@@ -235,7 +240,7 @@ def test_a_batch_csv_saved_by_excel_finds_the_model_beside_it(run_cli, tmp_path,
     monkeypatch.chdir(elsewhere)
     result = run_cli("render", "--batch", sheet / "jobs.csv", "--json", "--device", "cpu")
     assert result.code == 0, result.stderr
-    assert json.loads(result.stdout)["ok"] == 1 and (sheet / "a.mp4").exists()
+    assert cli_json(result.stdout, "render")["done"] == 1 and (sheet / "a.mp4").exists()
     assert list(elsewhere.iterdir()) == []
 
 
@@ -318,7 +323,7 @@ def test_bench_render_json_reports_the_streaming_counts(run_cli):
     result = run_cli("bench", "render", "--preset", "tiny", "--seconds", "0.5", "--device",
                      "cpu", "--teacher-steps", "2", "--steps", "2", "--json")
     assert result.code == 0, result.stderr
-    report = json.loads(result.stdout)
+    report = cli_json(result.stdout, "bench render")
     student = report["student"]
     for key in ("fps", "denoise_fps", "decode_fps", "first_frame_s", "chunks",
                 "passes_per_chunk", "layers", "attention_calls_per_chunk", "recompiles"):
@@ -329,7 +334,7 @@ def test_bench_render_json_reports_the_streaming_counts(run_cli):
     result = run_cli("bench", "render", "--preset", "tiny", "--seconds", "0.5", "--device",
                      "cpu", "--skip-teacher", "--student-attention", "dense", "--steps", "2",
                      "--json")
-    dense = json.loads(result.stdout)
+    dense = cli_json(result.stdout, "bench render")
     # two denoising passes of one call per layer (the tiny student's window is one chunk, so
     # it has no cache and no cache pass)
     layers = dense["layers"]
@@ -344,7 +349,7 @@ def test_bench_render_json_reports_the_streaming_counts(run_cli):
     result = run_cli("bench", "render", "--preset", "tiny", "--seconds", "0.5", "--device",
                      "cpu", "--skip-teacher", "--student-attention", "dense", "--steps", "4",
                      "--json")
-    four = json.loads(result.stdout)
+    four = cli_json(result.stdout, "bench render")
     assert four["flops_per_frame"] / dense["flops_per_frame"] == pytest.approx(2)
     assert report["flops_ratio"] == pytest.approx(report["teacher"]["flops_per_frame"]
                                                   / student["flops_per_frame"])
@@ -371,11 +376,11 @@ def test_bench_render_times_without_io_where_there_is_no_ffmpeg(run_cli, monkeyp
             "--skip-teacher", "--steps", "1", "--json")
     result = run_cli(*args, "--no-io")
     assert result.code == 0, result.stderr
-    assert json.loads(result.stdout)["fps_with_io"] is None
+    assert cli_json(result.stdout, "bench render")["fps_with_io"] is None
     monkeypatch.setenv("POSECAST_FFMPEG", "/nonexistent/ffmpeg")
     result = run_cli(*args)
     assert result.code == 0, result.stderr
-    report = json.loads(result.stdout)
+    report = cli_json(result.stdout, "bench render")
     assert report["fps_with_io"] is None and report["fps"] > 0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +10,7 @@ import typer
 from rich.table import Table
 
 from posecast.cli.options import Device, JsonSummary, in_panel, panel_option
-from posecast.cli.ui import console, err_console, progress_bar
+from posecast.cli.ui import console, err_console, print_json, progress_bar
 from posecast.config import parse_size
 from posecast.devices import pick_device
 from posecast.errors import UsageError
@@ -81,11 +80,12 @@ def bench_teacher(
     _print_table(table, result.summary, json_summary)
 
 
-def _print_table(table: Table, summary: dict, as_json: bool) -> None:
-    """The table on stdout, or with --json `summary` on stdout and the table on stderr."""
+def _print_table(table: Table, summary: dict, as_json: bool, ok: bool = True) -> None:
+    """The table on stdout, or with --json `summary` (ui.json_summary) on stdout and the table
+    on stderr."""
     if as_json:
         err_console.print(table)
-        typer.echo(json.dumps(summary, indent=2))
+        print_json(summary, ok=ok)
     else:
         console.print(table)
 
@@ -115,8 +115,7 @@ def bench_attention(
         "flex compiled and eager, xformers when installed) on random and pose-derived masks, whole "
         "windows and cached chunks, forward and backward, against an exact float64 oracle; "
         "exit 1 if any differs beyond tolerance.")] = False,
-    json_output: Annotated[bool, typer.Option(
-        "--json", help="With --check: print the result as JSON on stdout.")] = False,
+    json_output: JsonSummary = False,
     device: Device = "auto",
 ) -> None:
     """Dense SDPA against input-aware sparse attention, or (--check) each backend's accuracy.
@@ -148,17 +147,14 @@ def bench_attention(
             cases = check_backends(keypoints, torch_device, on_variant=lambda done, total:
                                    bar.update(task, completed=done, total=total))
         ok = all(case.ok for case in cases)
-        if json_output:
-            print(json.dumps({"ok": ok, "device": str(torch_device),
-                              "cases": [case.as_json() for case in cases]}))
-        else:
-            table = Table(title=f"attention backends against the oracle · {torch_device}")
-            for column in ("backend", "mode", "queries", "direction", "mask", "max err", "ok"):
-                table.add_column(column, justify="right")
-            for case in cases:
-                table.add_row(case.backend, case.mode, case.queries, case.direction, case.mask,
-                              f"{case.max_err:.1e}", "yes" if case.ok else "[red]NO[/red]")
-            console.print(table)
+        table = Table(title=f"attention backends against the oracle · {torch_device}")
+        for column in ("backend", "mode", "queries", "direction", "mask", "max err", "ok"):
+            table.add_column(column, justify="right")
+        for case in cases:
+            table.add_row(case.backend, case.mode, case.queries, case.direction, case.mask,
+                          f"{case.max_err:.1e}", "yes" if case.ok else "[red]NO[/red]")
+        _print_table(table, {"device": str(torch_device),
+                             "cases": [case.as_json() for case in cases]}, json_output, ok)
         if not ok:
             raise typer.Exit(1)
         return
@@ -167,6 +163,7 @@ def bench_attention(
     for column in ("tokens", "K", "density", "blocks kept", "dense fwd ms", "sparse fwd ms",
                    "fwd ×", "dense f+b ms", "sparse f+b ms", "f+b ×", "max err"):
         table.add_column(column, justify="right")
+    timings = []
     for grid in grid_sides:
         for k in k_values:
             t = time_attention(keypoints, frames, grid, k, heads, head_dim, torch_device,
@@ -180,7 +177,10 @@ def bench_attention(
                 "-" if t.sparse_backward_ms is None else f"{t.sparse_backward_ms:.2f}",
                 "-" if t.sparse_backward_ms is None else
                 f"{t.dense_backward_ms / t.sparse_backward_ms:.2f}", f"{t.max_error:.1e}")
-    console.print(table)
+            timings.append(dataclasses.asdict(t))
+    _print_table(table, {"device": str(torch_device), "frames": frames, "heads": heads,
+                         "head_dim": head_dim, "block_size": block_size, "timings": timings},
+                 json_output)
 
 
 @bench_app.command("render")
@@ -304,7 +304,7 @@ def bench_render(
             "teacher_fps": teacher_fps, "ratio": summary["fps"] / teacher_fps,
             "flops_ratio": teacher_row.flops_per_frame / timing.flops_per_frame}
     if json_output:
-        print(json.dumps(summary))
+        print_json(summary, outputs=[profile])
         return
     backend = f" ({parts.backend})" if attention == "input_aware" else ""
     table = Table(title=f"render · {family.name} · {size_text} · {len(fitted)} frames "

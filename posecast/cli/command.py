@@ -90,6 +90,14 @@ class Command(TyperCommand):
                 if param.callback is _set_verbosity:
                     param.rich_help_panel = self.last_panel
 
+    def invoke(self, ctx):
+        words, context = [], ctx
+        while context.parent is not None:  # the root's name is the program's, not a word
+            words.insert(0, context.info_name)
+            context = context.parent
+        ui.set_command(" ".join(words))
+        return super().invoke(ctx)
+
     def get_help_option(self, ctx):
         option = super().get_help_option(ctx)
         if option is not None:

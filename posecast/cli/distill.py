@@ -194,7 +194,7 @@ def distill_command(
                 on_message=warn)
     print_result(f"student written to {out} (render it with `posecast render --model {out}`; "
                  f"resume state in {out}/checkpoint)",
-                 {"model": str(out), "checkpoint": str(out / "checkpoint")}, json_summary)
+                 {"checkpoint": str(out / "checkpoint")}, json_summary, outputs=[out])
 
 
 def _read_config_file(path: Path) -> dict:

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from posecast.cli.options import Overwrite
-from posecast.cli.ui import console, err_console, progress_bar
+from posecast.cli.ui import console, err_console, print_json, progress_bar
 from posecast.paths import atomic_output, require_output
 
 COLUMNS = (("psnr", "PSNR", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"),
@@ -79,4 +79,4 @@ def evaluate_command(
             tmp.write_text(json.dumps(report, indent=2) + "\n")
         say.print(f"wrote {output}", highlight=False)
     if json_summary:
-        typer.echo(json.dumps(report, indent=2))
+        print_json(report, outputs=[output])

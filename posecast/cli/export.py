@@ -41,8 +41,8 @@ def export_command(
 
     export = export_model(run, out, license, overwrite)
     print_result(f"wrote {export.folder} ({', '.join(export.files)})",
-                 {"folder": str(export.folder), "family": export.family, "files": export.files},
-                 json_summary)
+                 {"family": export.family, "files": export.files}, json_summary,
+                 outputs=[export.folder])
 
 
 def upload_command(

@@ -50,7 +50,7 @@ def import_mimicmotion_command(
 
     warn(LICENCES)
     folder = import_mimicmotion(out, svd, checkpoint, revision, overwrite, on_message=warn)
-    print_result(f"wrote {folder}", {"folder": str(folder)}, json_summary)
+    print_result(f"wrote {folder}", {}, json_summary, outputs=[folder])
 
 
 @import_app.command("lpips")
@@ -85,4 +85,4 @@ def import_lpips_command(
 
     folder = import_lpips(require_file(vgg, "VGG16 weights"),
                           require_file(lin, "LPIPS weights"), out, overwrite)
-    print_result(f"wrote {folder}", {"folder": str(folder)}, json_summary)
+    print_result(f"wrote {folder}", {}, json_summary, outputs=[folder])

@@ -119,11 +119,11 @@ def _report(keypoints, output: Path, preview: Path | None, elapsed: float,
     print_result(f"{len(keypoints)} frame(s) of {keypoints.width}x{keypoints.height} in "
                  f"{elapsed:.2f} s; found {found} of frames\nwrote {output}"
                  + (f" and {preview}" if preview else ""),
-                 {"output": str(output), "preview": None if preview is None else str(preview),
-                  "frames": len(keypoints), "width": keypoints.width,
+                 {"frames": len(keypoints), "width": keypoints.width,
                   "height": keypoints.height, "seconds": round(elapsed, 3),
                   "detection_rates": {part: round(float(rate), 4)
-                                      for part, rate in rates.items()}}, as_json)
+                                      for part, rate in rates.items()}}, as_json,
+                 outputs=[output, preview])
 
 
 def _extract_folder(folder: Path, cache: Path, smooth: bool, allow_missing: bool,
@@ -156,7 +156,8 @@ def _extract_folder(folder: Path, cache: Path, smooth: bool, allow_missing: bool
                          "named above); give clips ffmpeg can decode with one person in view")
     print_result(f"{counts['done']} extracted, {counts['skipped']} already cached, "
                  f"{counts['failed']} failed in {elapsed:.1f} s → {cache}",
-                 {"cache": str(cache), "extracted": counts["done"], "cached": counts["skipped"],
-                  "failed": counts["failed"], "seconds": round(elapsed, 3)}, as_json)
+                 {"extracted": counts["done"], "cached": counts["skipped"],
+                  "failed": counts["failed"], "seconds": round(elapsed, 3)}, as_json,
+                 outputs=[cache], ok=not counts["failed"])
     if counts["failed"]:
         raise typer.Exit(1)

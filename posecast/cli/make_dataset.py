@@ -62,5 +62,5 @@ def make_dataset_command(
     seconds = sum(record.seconds for record in records)
     print_result(f"wrote {len(records)} clips ({seconds:.0f} s of speech) to {out}: "
                  f"{len(records) - held} in {out}/train, {held} in {out}/heldout",
-                 {"folder": str(out), "clips": len(records), "train": len(records) - held,
-                  "heldout": held, "seconds_of_speech": round(seconds, 3)}, json_summary)
+                 {"clips": len(records), "train": len(records) - held, "heldout": held,
+                  "seconds_of_speech": round(seconds, 3)}, json_summary, outputs=[out])

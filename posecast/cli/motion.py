@@ -65,9 +65,8 @@ def motion_command(
     print_result(f"wrote {output}" + (f" and {preview}" if preview else "") +
                  f": {len(poses)} frames at {fps:g} fps ({clip.duration:.2f} s) in "
                  f"{elapsed:.2f} s",
-                 {"output": str(output), "preview": None if preview is None else str(preview),
-                  "frames": len(poses), "fps": fps, "seconds": round(clip.duration, 3),
-                  "elapsed": round(elapsed, 3)}, json_summary)
+                 {"frames": len(poses), "fps": fps, "seconds": round(clip.duration, 3),
+                  "elapsed": round(elapsed, 3)}, json_summary, outputs=[output, preview])
 
 
 def write_preview(path: Path, image, poses, clip) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated
@@ -24,7 +23,14 @@ from posecast.cli.options import (
     panel_option,
     revision_option,
 )
-from posecast.cli.ui import console, err_console, process_seconds, progress_bar, warn
+from posecast.cli.ui import (
+    console,
+    err_console,
+    print_json,
+    process_seconds,
+    progress_bar,
+    warn,
+)
 from posecast.config import parse_size
 from posecast.devices import pick_device
 from posecast.errors import PosecastError, Terminated, UsageError
@@ -273,10 +279,11 @@ def render_command(
             try:
                 if job.problem is not None:
                     raise UsageError(job.problem)
-                renderer = renderer_for(job.model or model or str(starter_model()))
+                source = job.model or model or str(starter_model())
+                job_seed = job.seed if job.seed is not None else seed
+                renderer = renderer_for(source)
                 result = _render_one(renderer, job, ready.get(job.portrait, job.portrait),
-                                     poses, fps, job.seed if job.seed is not None else seed,
-                                     warn_minutes, max_minutes)
+                                     poses, fps, job_seed, warn_minutes, max_minutes)
             except Exception as error:
                 if batch is None or not (isinstance(error, PosecastError) or _keep_going()):
                     raise
@@ -299,6 +306,10 @@ def render_command(
                          f"{result.seconds / whole:.2f}x real time") + ")", highlight=False,
                       soft_wrap=True)
             results.append({"job": job.index, "output": str(result.output), "status": "ok",
+                            # what makes the video again: the model and its settings
+                            "model": source, "revision": revision if source == model else None,
+                            "seed": job_seed, "size": f"{renderer.width}x{renderer.height}",
+                            "steps": renderer.steps, "fps": fps,
                             "seconds": round(result.seconds, 3), "frames": result.frames,
                             "elapsed": round(result.elapsed, 3),
                             "realtime_factor": round(result.realtime_factor, 3),
@@ -311,11 +322,11 @@ def render_command(
             done = {result["job"] for result in results}
             results += [{"job": job.index, "output": job.output and str(job.output),
                          "status": "stopped"} for job in jobs if job.index not in done]
-            typer.echo(json.dumps(_summary(results), indent=2))
+            print_json(*_summary(results, batch is not None))
         raise
     failed = sum(result["status"] == "failed" for result in results)
     if json_summary:
-        typer.echo(json.dumps(_summary(results), indent=2))
+        print_json(*_summary(results, batch is not None))
     if batch is not None:
         skipped = sum(result["status"] == "skipped" for result in results)
         say.print(f"{len(results) - failed - skipped} of {len(results)} jobs done"
@@ -325,13 +336,19 @@ def render_command(
         raise typer.Exit(1)
 
 
-def _summary(results: list[dict]) -> dict:
-    """The --json summary: every job, then how many ended ok, failed and (if any) were
-    skipped (done before) or stopped."""
+def _summary(results: list[dict], batch: bool) -> tuple[dict, list[str], bool]:
+    """The --json figures, outputs and ok (ui.json_summary): one render's own figures; for a
+    batch every job (each with its model, seed, size, steps) and how many were done, failed,
+    skipped (done before) and stopped. ok: nothing failed or was stopped."""
     counts = {status: sum(result["status"] == status for result in results)
               for status in ("ok", "failed", "skipped", "stopped")}
-    return {"jobs": results, "ok": counts["ok"], "failed": counts["failed"],
-            **{status: counts[status] for status in ("skipped", "stopped") if counts[status]}}
+    outputs = [result["output"] for result in results if result["status"] == "ok"]
+    ok = counts["failed"] == counts["stopped"] == 0
+    if not batch:  # its status ("ok", or "stopped" by a signal) and figures
+        return {key: value for key, value in results[0].items()
+                if key not in ("job", "output")}, outputs, ok
+    return {"jobs": results, "done": counts["ok"], "failed": counts["failed"],
+            "skipped": counts["skipped"], "stopped": counts["stopped"]}, outputs, ok
 
 
 def _keep_going() -> bool:

@@ -145,6 +145,7 @@ def teacher_command(
     print_result(f"wrote {output}: {frames} frames ({frames / fps:.2f} s) at "
                  f"{sampler.width}x{sampler.height}, {steps} steps, CFG {cfg:g}, in "
                  f"{elapsed:.1f} s ({frames / elapsed:.2f} frames/s)",
-                 {"output": str(output), "frames": frames, "seconds": round(frames / fps, 3),
-                  "width": sampler.width, "height": sampler.height, "steps": steps, "cfg": cfg,
-                  "elapsed": round(elapsed, 3)}, json_summary)
+                 {"model": model, "revision": revision, "seed": seed,
+                  "size": f"{sampler.width}x{sampler.height}", "steps": steps, "cfg": cfg,
+                  "fps": fps, "frames": frames, "seconds": round(frames / fps, 3),
+                  "elapsed": round(elapsed, 3)}, json_summary, outputs=[output])

@@ -120,4 +120,4 @@ def train_command(
                                 f"{training.memory_hint}") from None
     print_result(f"model written to {out} ({training.result}; resume state in "
                  f"{out}/checkpoint)",
-                 {"model": str(out), "checkpoint": str(out / "checkpoint")}, json_summary)
+                 {"checkpoint": str(out / "checkpoint")}, json_summary, outputs=[out])

@@ -59,4 +59,4 @@ def train_motion_command(
                                                            description=f"loss {loss:.5f}"),
                      on_message=warn)
     print_result(f"motion model written to {out} (use it with --motion {out})",
-                 {"model": str(out)}, json_summary)
+                 {}, json_summary, outputs=[out])

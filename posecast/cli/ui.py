@@ -27,6 +27,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from posecast.version import __version__
+
 # Piped or redirected output (logs, batch jobs) gets wide lines instead of rich's 80 columns.
 # emoji=False: ":smile:" in a file name must print as typed.
 console = Console(emoji=False) if sys.stdout.isatty() else Console(width=240, emoji=False)
@@ -48,13 +50,34 @@ def process_seconds() -> float:
         return time.perf_counter() - _ENTERED
 
 
-def print_result(text: str, summary: dict, as_json: bool) -> None:
-    """A command's last word: `text` on stdout, or with --json `summary` as one JSON object on
-    stdout and `text` on stderr (so a pipe into a JSON reader gets JSON alone)."""
+_running = {"command": "posecast"}  # the command's words, e.g. "bench render" (cli/command.py)
+
+
+def set_command(words: str) -> None:
+    _running["command"] = words
+
+
+def json_summary(figures: dict, outputs=(), ok: bool = True) -> dict:
+    """The one --json shape of every command: {"command", "ok" (bool), "outputs" (the paths
+    written, as given), …the command's figures, "posecast_version"}."""
+    return {"command": _running["command"], "ok": ok,
+            "outputs": [str(path) for path in outputs if path is not None], **figures,
+            "posecast_version": __version__}
+
+
+def print_json(figures: dict, outputs=(), ok: bool = True) -> None:
+    """json_summary(…) as the one object on stdout."""
+    sys.stdout.write(json.dumps(json_summary(figures, outputs, ok), indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def print_result(text: str, figures: dict, as_json: bool, outputs=(), ok: bool = True) -> None:
+    """A command's last word: `text` on stdout, or with --json the summary (json_summary) as
+    one JSON object on stdout and `text` on stderr (so a pipe into a JSON reader gets JSON
+    alone)."""
     if as_json:
         err_console.print(text, markup=False, highlight=False, soft_wrap=True)
-        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
-        sys.stdout.flush()
+        print_json(figures, outputs, ok)
     else:
         console.print(text, markup=False, highlight=False, soft_wrap=True)
 
