@@ -1,4 +1,17 @@
-"""posecast: real-time co-speech video from one portrait and a speech recording."""
+"""posecast: a talking, gesturing video of one portrait from a speech recording, in real time
+on one GPU.
+
+From Python, `posecast.Pipeline` is the whole tool:
+
+    import posecast
+
+    pipe = posecast.Pipeline.from_pretrained()     # the bundled starter, or a folder / repo id
+    pipe.render("speech.wav", "portrait.png", "talk.mp4")
+    for frame in pipe("speech.wav", "portrait.png"):
+        frame.index, frame.time, frame.image       # (H, W, 3) uint8 RGB, as they are made
+
+From a shell: `posecast render speech.wav portrait.png` (see `posecast --help`).
+"""
 
 from posecast.version import __version__
 

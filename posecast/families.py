@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from posecast.errors import InputError, UsageError
+from posecast.extras import EXTRAS, require_extra
 from posecast.json_files import load_json_object
 from posecast.model_folder import family_of
 from posecast.pose.keypoints import Keypoints
@@ -163,19 +164,26 @@ def family_named(name: str) -> Family:
     return _families[name]
 
 
+def _installed(family: Family) -> Family:
+    """`family`, or a one-line error naming the pip extra its packages come in."""
+    if family.name in EXTRAS:
+        require_extra(family.name)  # the family's extra has its name
+    return family
+
+
 def family_with_preset(preset: str) -> Family:
     """The family whose random-weight presets include `preset` (for `bench`)."""
     for name in sorted({*KNOWN, *_families}):
         if preset in family_named(name).presets:
-            return family_named(name)
+            return _installed(family_named(name))
     every = ", ".join(p for name in sorted({*KNOWN, *_families})
                       for p in family_named(name).presets)
     raise UsageError(f"unknown preset '{preset}'; choose one of {every}")
 
 
 def family_for(folder: str | Path) -> Family:
-    """The family of a model folder (its config.json's "family")."""
-    return family_named(family_of(folder))
+    """The family of a model folder (its config.json's "family"), its packages installed."""
+    return _installed(family_named(family_of(folder)))
 
 
 def load_teacher(model: str, device: torch.device, revision: str | None = None) -> LoadedTeacher:

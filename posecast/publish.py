@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from posecast.errors import InputError, PosecastError, UsageError
-from posecast.families import family_for
+from posecast.families import family_named
 from posecast.json_files import load_json
+from posecast.model_folder import family_of
 from posecast.ownership import require_new_folder
 from posecast.paths import atomic_folder
 
@@ -43,7 +44,7 @@ class Export:
 def model_files(folder: Path) -> list[str]:
     """The files a model of this folder's family is loaded from (relative paths, no card), or a
     one-line error naming the first one missing."""
-    family = family_for(folder)
+    family = family_named(family_of(folder))  # copying files needs no diffusers
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (folder / name).is_file():
             raise InputError(f"{folder}: not a posecast model or run folder (no {name}); give "
@@ -61,7 +62,7 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, license: str | 
         raise UsageError(f"{run}: no such run or model folder")
     _check_output(run, out, overwrite)
     files = model_files(run)
-    family = family_for(run)
+    family = family_named(family_of(run))
     card = model_card(run, license or family.licence)
     with atomic_folder(out, "export") as staging:
         for name in files:

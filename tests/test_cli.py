@@ -4,6 +4,7 @@ import shutil
 import subprocess
 import sys
 import typing
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -304,3 +305,69 @@ def test_an_old_option_spelling_still_works_for_a_release_with_a_warning(run_cli
 
     assert current_spelling(["distill", "--student-steps=2", "--", "--out"]) == \
         ["distill", "--steps=2", "--", "--out"]  # after --, a value
+
+
+def test_the_library_is_found_from_help_and_its_callbacks_are_typed():
+    """Issue 35 (item 8): `help(posecast)` names Pipeline and shows how to use it, and
+    `Pipeline.render` names its callbacks and limits (it took untyped **callbacks)."""
+    import inspect
+    import pydoc
+
+    import posecast
+
+    text = pydoc.render_doc(posecast)
+    assert "posecast.Pipeline" in text and "pipe.render(" in text
+    parameters = inspect.signature(posecast.Pipeline.render).parameters
+    assert all(p.kind is not p.VAR_KEYWORD for p in parameters.values())
+    for name in ("on_progress", "on_warning", "warn_seconds", "max_minutes"):
+        assert parameters[name].kind is parameters[name].KEYWORD_ONLY
+        assert parameters[name].annotation != inspect.Parameter.empty, name
+
+
+def test_the_extras_named_in_errors_are_the_installs_extras():
+    """posecast/extras.py says which modules each pip extra brings; pyproject.toml declares
+    them: the two agree, so the error's `pip install 'posecast[EXTRA]'` installs what it
+    names."""
+    import re
+    from pathlib import Path
+
+    import tomllib
+
+    from posecast.extras import EXTRAS
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    declared = project["project"]["optional-dependencies"]
+    dependencies = {re.match(r"[A-Za-z0-9_.-]+", requirement).group()
+                    for requirement in project["project"]["dependencies"]}
+    for extra, (_, modules) in EXTRAS.items():
+        names = {re.match(r"[A-Za-z0-9_.-]+", requirement).group()
+                 for requirement in declared[extra]}
+        assert names == set(modules), extra
+        assert not names & dependencies, f"{extra}: also in the default install"
+    assert "posecast[mimicmotion]" in declared["dev"]  # the test command installs it
+
+
+@pytest.mark.parametrize("args", [
+    ("import", "mimicmotion", "--output", "{tmp}/mm"),
+    ("bench", "render", "--preset", "mimicmotion-tiny", "--device", "cpu"),
+    ("teacher", "{tmp}/p.png", "--poses", "{examples}/astronaut_poses.npz", "-o",
+     "{tmp}/t.mp4", "--model", "{tmp}/folder", "--device", "cpu"),
+], ids=["import", "bench", "teacher"])
+def test_a_missing_extra_is_named_in_one_line(run_cli, tmp_path, monkeypatch, portrait_path,
+                                              args):
+    """Issue 35 (item 9): without transformers (the `mimicmotion` extra), every way into the
+    MimicMotion family stops with one line that says what to install, before any work."""
+    import json
+    import shutil
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as if not installed
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "config.json").write_text(json.dumps({"family": "mimicmotion"}))
+    shutil.copy(portrait_path, tmp_path / "p.png")
+    examples = Path(__file__).parents[1] / "examples"
+    result = run_cli(*(arg.format(tmp=tmp_path, examples=examples) for arg in args))
+    assert result.code == 2, result.stderr
+    assert result.stderr.strip() == ("error: MimicMotion models need transformers, which the "
+                                     "default install leaves out: pip install "
+                                     "'posecast[mimicmotion]'"), result.stderr
+    assert not (tmp_path / "mm").exists() and not (tmp_path / "t.mp4").exists()

@@ -177,3 +177,52 @@ def test_revision_on_the_command_line(run_cli, tmp_path, offline_cache, syntheti
     result = run_cli("teacher", tmp_path / "me.png", "-o", tmp_path / "x.mp4", "--poses",
                      tmp_path / "p.npz", "--revision", "v1")
     assert result.code == 2 and "--revision needs --model" in result.stderr
+
+
+@pytest.fixture
+def asked(monkeypatch):
+    """Every Hub snapshot asked for, as (repo id, revision); the lookup then fails as an
+    uncached repo does offline (one line), so the command stops there."""
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    seen = []
+
+    def snapshot_download(repo_id, revision=None, **_):
+        seen.append((repo_id, revision))
+        raise errors.LocalEntryNotFoundError("not cached")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    return seen
+
+
+def test_every_hub_id_a_command_takes_has_its_revision(run_cli, tmp_path, asked,
+                                                       portrait_path, speech_path):
+    """Issue 35 (item 7): --revision was missing on `render --motion`, `motion --motion`,
+    `bench render --model/--teacher` and `distill --perceptual`; each now reaches the Hub
+    lookup, and a revision beside a local folder is refused."""
+    from posecast.train.perceptual import load_perceptual_terms
+
+    inputs = (speech_path, portrait_path)
+    cases = [
+        (("render", *inputs, "-o", tmp_path / "a.mp4", "--motion", "me/motion",
+          "--motion-revision", "v1", "--device", "cpu"), ("me/motion", "v1")),
+        (("motion", *inputs, "-o", tmp_path / "a.npz", "--motion", "me/motion",
+          "--motion-revision", "v2"), ("me/motion", "v2")),
+        (("bench", "render", "--model", "me/student", "--revision", "v3", "--device", "cpu"),
+         ("me/student", "v3")),
+        (("bench", "render", "--teacher", "me/teacher", "--teacher-revision", "v4",
+          "--preset", "tiny", "--device", "cpu"), ("me/teacher", "v4")),
+    ]
+    for args, wanted in cases:
+        result = run_cli(*args)
+        assert result.code == 1 and "not in the local Hugging Face cache" in result.stderr, \
+            (args, result.stderr)
+        assert asked[-1] == wanted, args
+    messages = []
+    assert load_perceptual_terms(("lpips=me/lpips@v5:0.5",), torch.device("cpu"),
+                                 messages.append) == []
+    assert asked[-1] == ("me/lpips", "v5") and "skipped" in messages[0]
+    result = run_cli("motion", *inputs, "-o", tmp_path / "b.npz", "--motion", tmp_path,
+                     "--motion-revision", "v1")
+    assert result.code == 2 and "is a local folder, which has no revisions" in result.stderr

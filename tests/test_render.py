@@ -429,8 +429,10 @@ def test_the_design_cards_command_writes_one_mp4_named_from_its_inputs(run_cli, 
 
 
 def test_the_pipeline_yields_the_frames_render_writes(tmp_path, speech_path, portrait_path):
-    """`Pipeline(...)(audio, portrait)` yields exactly ceil(seconds × fps) frames at the
-    model's size, and `render` writes those same frames (up to H.264's loss) into the MP4."""
+    """`Pipeline(...)(audio, portrait)` is a Video whose length, rate and size are known before
+    any frame is made (issue 35, item 8); it yields exactly ceil(seconds × fps) frames at the
+    model's size, each with its index and time, and `render` writes those same frames (up to
+    H.264's loss) into the MP4."""
     import posecast
     from posecast.media import AudioClip, iter_video_frames, load_audio
     from posecast.motion import frame_count
@@ -438,11 +440,21 @@ def test_the_pipeline_yields_the_frames_render_writes(tmp_path, speech_path, por
     clip = load_audio(speech_path)
     audio = tmp_path / "short.wav"
     AudioClip(clip.samples[:int(0.5 * clip.sample_rate)], clip.sample_rate).save_wav(audio)
-    pipe = posecast.Pipeline.from_pretrained(device="cpu")
-    frames = list(pipe(audio, portrait_path, seed=3))
-    assert len(frames) == frame_count(0.5, 25.0)
+    pipe = posecast.Pipeline.from_pretrained(device="cpu", steps=1)
+    assert repr(pipe) == (f"Pipeline(model={str(pipe.renderer.source)!r}, "
+                          f"{pipe.width}x{pipe.height}, 1 steps, device=cpu)")
+    video = pipe(audio, portrait_path, fps=20.0, seed=3)
+    count = frame_count(0.5, 20.0)
+    assert (len(video), video.fps, video.width, video.height) == \
+        (count, 20.0, pipe.width, pipe.height)
+    assert repr(video) == f"Video({count} frames at 20 fps = {count / 20:.2f} s, " \
+        f"{pipe.width}x{pipe.height})"
+    made = list(video)
+    assert [(frame.index, frame.time) for frame in made] == [(i, i / 20.0) for i in range(count)]
+    frames = [np.asarray(frame) for frame in made]
     assert frames[0].shape == (pipe.height, pipe.width, 3) and frames[0].dtype == np.uint8
-    pipe.render(audio, portrait_path, tmp_path / "talk.mp4", seed=3)
+    assert frames[0] is made[0].image
+    pipe.render(audio, portrait_path, tmp_path / "talk.mp4", fps=20.0, seed=3)
     written = list(iter_video_frames(tmp_path / "talk.mp4"))
     assert len(written) == len(frames)
     error = np.mean([np.abs(a.astype(float) - b).mean()

@@ -9,7 +9,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from posecast.cli.options import Device, JsonSummary, in_panel, panel_option
+from posecast.cli.options import (
+    Device,
+    JsonSummary,
+    check_revision,
+    in_panel,
+    panel_option,
+    revision_option,
+)
 from posecast.cli.ui import console, err_console, print_json, progress_bar
 from posecast.config import parse_size
 from posecast.devices import pick_device
@@ -191,6 +198,9 @@ def bench_render(
     teacher: Annotated[str | None, panel_option(
         "Models", "The teacher to compare \\[default: random weights of the student's "
         "architecture as a teacher].")] = None,
+    revision: in_panel(revision_option("--model"), "Models") = None,
+    teacher_revision: in_panel(revision_option("--teacher", "--teacher-revision"), "Models")
+    = None,
     preset: Annotated[str, panel_option(
         "Models", "With random weights: tiny, mini, small or base.")] = "small",
     seconds: Annotated[float, panel_option("Workload", "Seconds of video.", min=0.1,
@@ -256,15 +266,17 @@ def bench_render(
     from posecast.streaming.compiling import compiles_by_default
 
     torch_device = pick_device(device)
-    folder = None if model is None else resolve_folder(model)
+    check_revision(revision, model, "--model")
+    check_revision(teacher_revision, teacher, "--teacher")
+    folder = None if model is None else resolve_folder(model, revision)
     family = family_for(folder) if folder is not None else family_with_preset(preset)
     shape = None
     if size is not None:
         multiple = family.size_multiple(folder) if folder is not None else 64
         shape = parse_size(size, multiple)
-    parts = family.bench_parts(folder, None if teacher is None else resolve_folder(teacher),
-                               preset, shape, steps, student_attention, attention_backend,
-                               torch_device)
+    teacher_folder = None if teacher is None else resolve_folder(teacher, teacher_revision)
+    parts = family.bench_parts(folder, teacher_folder, preset, shape, steps, student_attention,
+                               attention_backend, torch_device)
     student = parts.student
     clip, image, keypoints, poses = _bench_inputs(seconds, fps, portrait_keypoints_file)
     box = student.frame(image, keypoints)

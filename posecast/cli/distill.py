@@ -91,7 +91,8 @@ def distill_command(
         "α_r × each region's mean error; repeat the option for several.")] = None,
     perceptual: Annotated[list[str] | None, _setting(
         "Region loss", "A perceptual plug-in, NAME=SOURCE[:WEIGHT] (NAME lpips; SOURCE its "
-        "folder or Hub repo id); skipped with a warning when its weights are unavailable.")] = None,
+        "folder or Hub repo id, OWNER/NAME@REVISION for a revision); skipped with a warning "
+        "when its weights are unavailable.")] = None,
     fast_decoder: Annotated[Path | None, _setting(
         "MimicMotion", "MimicMotion teachers: an AutoencoderTiny folder for SD latents "
         "(diffusers layout, e.g. a download of madebyollin/taesd) the student renders with; "

@@ -46,8 +46,10 @@ def import_mimicmotion_command(
 
       posecast import mimicmotion --output mimicmotion/
     """
+    from posecast.extras import require_extra
     from posecast.mimicmotion.importer import LICENCES, import_mimicmotion
 
+    require_extra("mimicmotion")
     warn(LICENCES)
     folder = import_mimicmotion(out, svd, checkpoint, revision, overwrite, on_message=warn)
     print_result(f"wrote {folder}", {}, json_summary, outputs=[folder])

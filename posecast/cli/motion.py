@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from posecast.cli.options import JsonSummary, Overwrite, Seed, check_speech_then_portrait
+from posecast.cli.options import (
+    JsonSummary,
+    Overwrite,
+    Seed,
+    check_revision,
+    check_speech_then_portrait,
+    revision_option,
+)
 from posecast.cli.ui import print_result, warn
 from posecast.errors import UsageError
 from posecast.paths import atomic_output, require_output
@@ -29,6 +36,7 @@ def motion_command(
     motion: Annotated[str, typer.Option(
         help="'procedural' (built in) or a model folder / repo id from `posecast "
         "train-motion`.")] = "procedural",
+    motion_revision: revision_option("--motion", "--motion-revision") = None,
     fps: Annotated[float, typer.Option(help="Frames per second.", min=1.0, max=120.0)] = 25.0,
     seed: Seed = 0,
     json_summary: JsonSummary = False,
@@ -47,6 +55,7 @@ def motion_command(
     from posecast.render import portrait_keypoints
 
     check_speech_then_portrait(audio, portrait, "motion")
+    check_revision(motion_revision, None if motion == "procedural" else motion, "--motion")
     require_output(output, overwrite, (".npz",))
     if preview is not None:
         require_output(preview, overwrite, (".mp4",), inputs=(audio, portrait))
@@ -56,7 +65,8 @@ def motion_command(
     image = load_portrait(portrait)
     keypoints = portrait_keypoints(image, portrait)
     started = time.perf_counter()
-    poses = motion_from_speech(clip, keypoints, fps, seed, load_motion(motion))
+    model = load_motion(motion, revision=motion_revision)
+    poses = motion_from_speech(clip, keypoints, fps, seed, model)
     elapsed = time.perf_counter() - started
     with atomic_output(output) as tmp:
         poses.save(tmp)

@@ -33,10 +33,10 @@ Seed = Annotated[int, typer.Option(help="Random seed (0 to 2^63 − 1); the same
                                    "same output.", callback=check_seed)]
 
 
-def revision_option(of: str):
-    """`--revision` for the repo id given with the option `of` (e.g. "--model")."""
+def revision_option(of: str, name: str = "--revision"):
+    """`--revision` (or `name`) for the repo id given with the option `of` (e.g. "--model")."""
     return Annotated[str | None, typer.Option(
-        "--revision", help=f"The Hub revision (branch, tag or commit) of the repo id given "
+        name, help=f"The Hub revision (branch, tag or commit) of the repo id given "
         f"with {of} (a local folder has none) \\[default: main].", show_default=False)]
 
 

@@ -171,6 +171,7 @@ def render_command(
     motion: Annotated[str, panel_option(
         "Motion", "Motion from speech: 'procedural' (built in, no weights) or a model folder / "
         "repo id trained with `posecast train-motion`.")] = "procedural",
+    motion_revision: in_panel(revision_option("--motion", "--motion-revision"), "Motion") = None,
     poses: Annotated[Path | None, panel_option(
         "Motion", "Follow this keypoint file (.npz) instead of motion from the speech.")] = None,
     steps: Annotated[int | None, panel_option(
@@ -244,6 +245,7 @@ def render_command(
     if shard is not None and batch is None:
         raise UsageError("--shard needs --batch")
     check_revision(revision, model, "--model")
+    check_revision(motion_revision, None if motion == "procedural" else motion, "--motion")
     if poses is not None:
         require_file(poses, "pose file", (".npz",))
     from posecast.render import read_portrait
@@ -251,7 +253,7 @@ def render_command(
     # one job: its portrait's person is found before any model loads (no face: said at once)
     ready = {} if batch is not None else {portrait: read_portrait(portrait, on_note=warn)}
     torch_device = pick_device(device)
-    motion_model = load_motion(motion, str(torch_device))
+    motion_model = load_motion(motion, str(torch_device), motion_revision)
     say = err_console if json_summary else console
     pipelines = {}  # one per model: a batch loads each model once
 

@@ -16,6 +16,7 @@ from posecast.config import DenoiserConfig
 from posecast.dit.codecs import PixelCodec
 from posecast.dit.denoiser import Denoiser
 from posecast.dit.sampling import Conditions, decode_frames, sample_latents
+from posecast.extras import require_extra
 from posecast.pose.draw import render_pose_maps
 from posecast.pose.keypoints import Keypoints
 
@@ -38,6 +39,7 @@ class RandomVae:
 
     def __init__(self, config: DenoiserConfig, device: torch.device, dtype: torch.dtype,
                  fast_decode: bool) -> None:
+        require_extra("vae")
         from diffusers import AutoencoderKL, AutoencoderTiny
 
         channels = config.codec.latent_channels

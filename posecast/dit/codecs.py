@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from posecast.config import CodecConfig
-from posecast.errors import PosecastError
+from posecast.extras import require_extra
 from posecast.hub import resolve_folder
 from posecast.weights import check_module
 
@@ -30,11 +30,9 @@ class VaeCodec:
 
     def __init__(self, config: CodecConfig, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32, fast_decode: bool = False) -> None:
-        try:
-            from diffusers import AutoencoderKL, AutoencoderTiny
-        except ImportError as error:
-            raise PosecastError(f"the VAE codec needs diffusers ({error}); "
-                                "pip install diffusers") from None
+        require_extra("vae")
+        from diffusers import AutoencoderKL, AutoencoderTiny
+
         self.config = config
         folder = resolve_folder(config.repo, config.revision, kind="VAE")
         self.vae = AutoencoderKL.from_pretrained(folder, subfolder=config.subfolder,

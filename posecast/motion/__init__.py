@@ -27,16 +27,16 @@ def frame_count(duration: float, fps: float) -> int:
     return max(1, math.ceil(round(duration * fps, 6)))
 
 
-def load_motion(spec: str | None = None, device: str = "cpu"):
+def load_motion(spec: str | None = None, device: str = "cpu", revision: str | None = None):
     """`procedural` (or None): the built-in model; otherwise a learned model's folder or
-    Hub repo id. Starts importing librosa in the background: the caller loads other models
-    meanwhile, and the features of the first audio do not wait for it."""
+    Hub repo id (at `revision`). Starts importing librosa in the background: the caller loads
+    other models meanwhile, and the features of the first audio do not wait for it."""
     preload()
     if spec is None or spec == BUILT_IN:
         return ProceduralMotion()
     from posecast.motion.learned import LearnedMotion
 
-    return LearnedMotion.from_pretrained(spec, device)
+    return LearnedMotion.from_pretrained(spec, device, revision)
 
 
 def motion_from_speech(clip: AudioClip, portrait: Keypoints, fps: float = 25.0, seed: int = 0,

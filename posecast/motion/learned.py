@@ -147,8 +147,9 @@ class LearnedMotion:
 
     @classmethod
     def from_pretrained(cls, path_or_repo: str | os.PathLike,
-                        device: str | torch.device = "cpu") -> LearnedMotion:
-        folder = resolve_folder(path_or_repo, kind="motion model")
+                        device: str | torch.device = "cpu",
+                        revision: str | None = None) -> LearnedMotion:
+        folder = resolve_folder(path_or_repo, revision, kind="motion model")
         config_path, weights = folder / "config.json", folder / "model.safetensors"
         try:
             data = load_json_object(config_path)

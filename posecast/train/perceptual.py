@@ -107,7 +107,11 @@ class PerceptualTerm:
 
 
 def _load_lpips(source: str, device: torch.device) -> nn.Module:
-    folder = resolve_folder(source, allow_patterns=[LPIPS_FILE], kind="LPIPS weights")
+    """`source`: a folder, or a Hub repo id with an optional @REVISION."""
+    repo, _, revision = source.partition("@")
+    if not revision or Path(source).expanduser().exists():
+        repo, revision = source, None
+    folder = resolve_folder(repo, revision, allow_patterns=[LPIPS_FILE], kind="LPIPS weights")
     path = folder / LPIPS_FILE
     if not path.is_file():
         raise PosecastError(f"{source}: no {LPIPS_FILE} in that folder")
@@ -186,7 +190,8 @@ def import_lpips(vgg_path: str | os.PathLike, lin_path: str | os.PathLike,
 
 
 def parse_term(spec: str) -> tuple[str, str, float]:
-    """'name=source[:weight]' → (name, source, weight); weight defaults to 1."""
+    """'name=source[:weight]' → (name, source, weight); weight defaults to 1; a Hub source
+    may name its revision, owner/name@REVISION."""
     name, _, rest = spec.partition("=")
     if name not in PLUGINS or not rest:
         raise UsageError(f"perceptual term '{spec}': write name=folder_or_repo[:weight] with a "
