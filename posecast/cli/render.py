@@ -26,6 +26,7 @@ from posecast.cli.options import (
 from posecast.cli.ui import (
     console,
     err_console,
+    note,
     print_json,
     process_seconds,
     progress_bar,
@@ -253,7 +254,7 @@ def render_command(
     # one job: its portrait's person is found before any model loads (no face: said at once)
     ready = {} if batch is not None else {portrait: read_portrait(portrait, on_note=warn)}
     torch_device = pick_device(device)
-    motion_model = load_motion(motion, str(torch_device), motion_revision)
+    motion_model = load_motion(motion, str(torch_device), motion_revision, on_note=note)
     say = err_console if json_summary else console
     pipelines = {}  # one per model: a batch loads each model once
 
@@ -284,8 +285,9 @@ def render_command(
                 source = job.model or model or str(starter_model())
                 job_seed = job.seed if job.seed is not None else seed
                 renderer = renderer_for(source)
-                result = _render_one(renderer, job, ready.get(job.portrait, job.portrait),
-                                     poses, fps, job_seed, warn_minutes, max_minutes)
+                result, first_frame_process = _render_one(
+                    renderer, job, ready.get(job.portrait, job.portrait), poses, fps, job_seed,
+                    warn_minutes, max_minutes)
             except Exception as error:
                 if batch is None or not (isinstance(error, PosecastError) or _keep_going()):
                     raise
@@ -305,7 +307,9 @@ def render_command(
                       f"{result.frames / result.streaming:.1f} FPS = "
                       f"{result.streaming_factor:.2f}x real time"
                       + ("" if whole is None else f"; whole process {whole:.2f} s = "
-                         f"{result.seconds / whole:.2f}x real time") + ")", highlight=False,
+                         f"{result.seconds / whole:.2f}x real time, first frame "
+                         f"{first_frame_process:.2f} s after the command started") + ")",
+                      highlight=False,
                       soft_wrap=True)
             results.append({"job": job.index, "output": str(result.output), "status": "ok",
                             # what makes the video again: the model and its settings
@@ -318,6 +322,7 @@ def render_command(
                             "streaming_factor": round(result.streaming_factor, 3),
                             **({} if whole is None else {
                                 "process_seconds": round(whole, 3),
+                                "process_first_frame_s": round(first_frame_process, 3),
                                 "process_realtime_factor": round(result.seconds / whole, 3)})})
     except (KeyboardInterrupt, Terminated):
         if json_summary:  # the summary still lists every job; the CLI prints the one line
@@ -367,11 +372,19 @@ def _first_line(error: Exception) -> str:
 
 def _render_one(pipeline, job: Job, portrait, poses, fps: float, seed: int,
                 warn_minutes: float, max_minutes: float):
-    """`portrait`: the job's path, or the Portrait read before the model loaded."""
+    """The job's RenderResult and when its first frame was written, in seconds since the
+    process started. `portrait`: the job's path, or the Portrait read before the model
+    loaded."""
+    first_frame = []
+
+    def on_progress(done: float, total: float) -> None:
+        if not first_frame:
+            first_frame.append(process_seconds())
+        bar.update(task, completed=done, total=total)
+
     with progress_bar("s of video") as bar:
         task = bar.add_task(f"rendering {job.output.name}", total=None)
-        return pipeline.render(
-            job.audio, portrait, job.output, poses=poses, fps=fps, seed=seed,
-            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
-            on_warning=warn,
-            warn_seconds=warn_minutes * 60, max_minutes=max_minutes)
+        result = pipeline.render(job.audio, portrait, job.output, poses=poses, fps=fps,
+                                 seed=seed, on_progress=on_progress, on_warning=warn,
+                                 warn_seconds=warn_minutes * 60, max_minutes=max_minutes)
+    return result, first_frame[0]

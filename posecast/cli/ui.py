@@ -197,6 +197,8 @@ class LogProgress:
                 task[key] = value
         if advance is not None:
             task["completed"] += advance
+        if "moved" not in task and task["completed"]:  # the rate counts from the first step,
+            task["moved"] = (self.clock(), task["completed"])  # not the set-up before it
         with self.lock:
             if task["visible"] and self._due(task):
                 self._print(task)
@@ -216,7 +218,8 @@ class LogProgress:
         now, done, total = self.clock(), task["completed"], task["total"]
         unit = f" {self.unit}" if self.unit else ""
         elapsed = now - task["started"]
-        rate = done / elapsed if elapsed > 0 else None
+        since, first = task.get("moved", (now, done))
+        rate = (done - first) / (now - since) if now > since else None
         if total:
             line = f"{task['description']}: {100 * done / total:.0f} % ({done:g}/{total:g}{unit})"
         else:

@@ -10,6 +10,7 @@ chosen by `load_motion`. Both read speech features measured with librosa (featur
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from posecast.media import AudioClip
 from posecast.motion.features import SpeechFeatures, preload, speech_features
@@ -27,11 +28,13 @@ def frame_count(duration: float, fps: float) -> int:
     return max(1, math.ceil(round(duration * fps, 6)))
 
 
-def load_motion(spec: str | None = None, device: str = "cpu", revision: str | None = None):
+def load_motion(spec: str | None = None, device: str = "cpu", revision: str | None = None,
+                on_note: Callable[[str], None] | None = None):
     """`procedural` (or None): the built-in model; otherwise a learned model's folder or
     Hub repo id (at `revision`). Starts importing librosa in the background: the caller loads
-    other models meanwhile, and the features of the first audio do not wait for it."""
-    preload()
+    other models meanwhile, and the features of the first audio do not wait for it;
+    `on_note` hears why a machine's first run waits (features.preload)."""
+    preload(on_note)
     if spec is None or spec == BUILT_IN:
         return ProceduralMotion()
     from posecast.motion.learned import LearnedMotion

@@ -27,8 +27,9 @@ very first import on a machine compiles numba functions (about 30 s here), cache
 from __future__ import annotations
 
 import os
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,11 +49,16 @@ BEAT_GAP = 0.35  # seconds between beats at least
 NOISY = 0.03  # spectral flatness above which a frame is unvoiced (noise, not a harmonic voice)
 
 
-def librosa():
-    """The librosa module. numba caches what it compiles in the user's cache folder when
-    its own cache location (next to librosa's sources) may be read-only."""
+def numba_cache() -> Path:
+    """Where numba caches what it compiles of librosa: the user's cache folder, because
+    librosa's own location (next to its sources) may be read-only."""
     cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_home / "posecast" / "numba"))
+    return Path(os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_home / "posecast" / "numba")))
+
+
+def librosa():
+    """The librosa module (its numba functions compiled, or read from numba_cache())."""
+    numba_cache()
     import librosa as module
     import librosa.feature  # noqa: F401  (lazily loaded submodules, imported here once)
     import librosa.onset  # noqa: F401
@@ -60,8 +66,15 @@ def librosa():
     return module
 
 
-def preload() -> None:
-    """Import librosa in a background thread (a render's model loads meanwhile)."""
+def preload(on_note: Callable[[str], None] | None = None) -> None:
+    """Import librosa in a background thread (a render's model loads meanwhile). Before the
+    first import on a machine, which compiles librosa's numba functions (13-15 s on an idle
+    2-core CPU; never again once cached), `on_note` is told why the first run waits."""
+    cache = numba_cache()
+    if on_note is not None and "librosa" not in sys.modules and \
+            not any(cache.glob("*/*.nbi")):
+        on_note(f"note: first run here: compiling librosa's audio functions once (about 15 s "
+                f"on 2 cores; cached in {cache})")
     threading.Thread(target=librosa, name="posecast-librosa-import", daemon=True).start()
 
 
