@@ -9,7 +9,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from conftest import torchrun
+from conftest import EXAMPLES, torchrun
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -489,3 +489,31 @@ def test_torchrun_fine_tunes_the_same_with_and_without_fsdp(tmp_path, imported_8
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((tmp_path / "fsdp" / "checkpoint" / "state.json").read_text())["step"] \
         == 2
+
+
+def test_the_teacher_decodes_with_the_reference_frame_then_drops_it(imported_8x, monkeypatch):
+    """Issue 34 (item 1): Tencent's pipeline decodes every latent, frame 0 (the reference's)
+    included, in chunks of decode_chunk, then drops frame 0; decoding without it shifted every
+    chunk of the temporal decoder by one frame. Oracle: the VAE called by hand on those chunks."""
+    from posecast.families import load_teacher
+    from posecast.mimicmotion import sampling
+    from posecast.pose.keypoints import Keypoints
+
+    teacher = load_teacher(str(imported_8x), torch.device("cpu"))
+    teacher.configure({"decode_chunk": "3"})
+    poses = Keypoints.load(EXAMPLES / "astronaut_poses.npz")[:5]
+    portrait_keypoints = Keypoints.load(EXAMPLES / "astronaut_keypoints.npz")
+    latents = torch.randn(1, 6, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(sampling, "sample_latents", lambda *args, **kwargs: latents)
+    portrait = np.full((64, 64, 3), 128, np.uint8)
+    made = list(teacher.frames(portrait, poses, portrait_keypoints, 1, 1.0, 0))
+
+    vae = teacher.teacher.vae
+    scaled = latents[0] / vae.config.scaling_factor
+    with torch.no_grad():  # chunks [0, 1, 2] and [3, 4, 5], then frame 0 dropped
+        decoded = torch.cat([vae.decode(scaled[i:i + 3], num_frames=3).sample
+                             for i in (0, 3)])
+    expected = ((decoded[1:].clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)
+    assert len(made) == 5
+    for frame, wanted in zip(made, expected.numpy(), strict=True):
+        assert np.abs(frame.astype(int) - wanted.astype(int)).max() <= 1

@@ -83,7 +83,9 @@ class MimicMotionFamilyTeacher:
 
     def frames(self, portrait, poses, portrait_keypoints, steps, cfg, seed, on_evaluation=None):
         """The reference's own pose leads as frame 0 (as MimicMotion was trained), and its
-        output frame is dropped."""
+        output frame is dropped after decoding, as Tencent's pipeline does: the temporal VAE
+        decodes chunks of recipe.decode_chunk frames counted from frame 0, so every chunk
+        holds the neighbours it holds there."""
         from posecast.mimicmotion.sampling import decode_frames, sample_latents
         from posecast.pose.dwpose import draw_dwpose
         from posecast.pose.framing import crop_resize, fit_box, fit_keypoints
@@ -100,4 +102,6 @@ class MimicMotionFamilyTeacher:
                                  torch.Generator().manual_seed(seed), recipe=recipe,
                                  on_evaluation=on_evaluation, attention=self.attention,
                                  poses=fitted)
-        yield from decode_frames(self.teacher, latents[:, 1:])
+        frames = decode_frames(self.teacher, latents)
+        next(frames)  # the reference's own frame
+        yield from frames
