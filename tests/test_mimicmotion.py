@@ -517,3 +517,27 @@ def test_the_teacher_decodes_with_the_reference_frame_then_drops_it(imported_8x,
     assert len(made) == 5
     for frame, wanted in zip(made, expected.numpy(), strict=True):
         assert np.abs(frame.astype(int) - wanted.astype(int)).max() <= 1
+
+
+def test_dwpose_maps_keep_dwposes_confidence_rules():
+    """Issue 34 (item 4): DWPose draws a body joint only above 0.3 and gives the neck
+    confidence 1 when both shoulders are above 0.3 (0 otherwise); posecast drew any joint
+    above 0 and gave the neck the lower shoulder's confidence, dimming it. Drawn at DWPose's
+    own canvas size (no resize), so the dots' pixels are their colours exactly."""
+    from posecast.pose.dwpose import COLOURS, draw_frame
+    from posecast.pose.keypoints import Keypoints
+
+    empty = Keypoints.empty(1, 2160, 2160)
+    body = empty.body[0].copy()
+    body[11] = (800, 1000, 0.5)  # left shoulder (OpenPose 5)
+    body[12] = (1400, 1000, 0.6)  # right shoulder (OpenPose 2)
+    body[0] = (1100, 300, 0.25)  # the nose, not sure enough
+    canvas = draw_frame(body, empty.face[0], empty.left_hand[0], empty.right_hand[0], 2160,
+                        2160)
+    assert tuple(canvas[1000, 1100]) == COLOURS[1]  # the neck, at full confidence
+    assert tuple(canvas[1000, 1400]) == tuple(int(c * 0.6) for c in COLOURS[2])
+    assert not canvas[280:320, 1080:1120].any()  # no nose dot, no neck-nose limb
+    body[11, 2] = 0.29  # a shoulder below the threshold: no neck, no shoulder limbs to it
+    canvas = draw_frame(body, empty.face[0], empty.left_hand[0], empty.right_hand[0], 2160,
+                        2160)
+    assert not canvas[990:1010, 1090:1110].any() and not canvas[990:1010, 790:810].any()

@@ -41,17 +41,18 @@ FACE_68 = (234, 93, 132, 58, 172, 136, 150, 176, 152, 400, 379, 365, 397, 288, 3
            61, 40, 37, 0, 267, 270, 291, 321, 314, 17, 84, 91,
            78, 81, 13, 311, 308, 402, 14, 178)
 CANVAS_SHORT_SIDE = 2160  # DWPose draws at this size, so strokes keep their thickness
-BODY_THRESHOLD = 0.3  # limbs whose ends are less sure than this are not drawn
+BODY_THRESHOLD = 0.3  # joints, and limbs whose ends, are not this sure are not drawn
 LIMB_DIMMING = 0.6  # limbs (not joints) are drawn at 60 % of their colour
 
 
 def openpose_body(body: np.ndarray) -> np.ndarray:
-    """(33, 3) mediapipe points → (18, 3) OpenPose-18 (x, y, confidence); the neck exists
-    where both shoulders do."""
+    """(33, 3) mediapipe points → (18, 3) OpenPose-18 (x, y, confidence); the neck, the
+    shoulders' midpoint, is sure (1) where both shoulders are above BODY_THRESHOLD and absent
+    (0) otherwise, as DWPose scores it."""
     out = body[[max(i, 0) for i in OPENPOSE_FROM_MEDIAPIPE]].copy()
     shoulders = body[[11, 12]]
     out[1, :2] = shoulders[:, :2].mean(axis=0)
-    out[1, 2] = shoulders[:, 2].min()
+    out[1, 2] = float((shoulders[:, 2] > BODY_THRESHOLD).all())
     return out
 
 
@@ -81,7 +82,7 @@ def draw_frame(body: np.ndarray, face: np.ndarray, left_hand: np.ndarray,
         colour = [int(int(c * strength) * LIMB_DIMMING) for c in COLOURS[index]]
         cv2.fillConvexPoly(canvas, polygon, colour)
     for index in range(18):
-        if confidence[index] <= 0:
+        if confidence[index] <= BODY_THRESHOLD:  # DWPose drops these joints altogether
             continue
         x, y = xy[index]
         cv2.circle(canvas, (int(x), int(y)), 4,
