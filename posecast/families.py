@@ -55,6 +55,10 @@ class LoadedTeacher(Protocol):
 
     def resize(self, height: int, width: int) -> None: ...
 
+    def frame_rate(self, driving_fps: float) -> float:
+        """The rate driving poses at `driving_fps` are sampled at when --fps is not given
+        (the rate the family was trained on)."""
+
     def set_attention(self, mode: str, k_frames: int | None) -> None:
         """"dense" or "input_aware" (with K past frames, or the model's K)."""
 

@@ -267,7 +267,7 @@ def test_the_teacher_command_samples_a_mimicmotion_folder(run_cli, tmp_path, imp
     frames = sum(1 for _ in iter_video_frames(out, info))
     audio_seconds = len(decode_audio(speech_path, 16000)) / 16000
     assert (info.width, info.height, info.has_audio) == (64, 64, True)
-    assert abs(frames / 25 - audio_seconds) <= 1 / 25
+    assert info.fps == 12.5 and abs(frames / info.fps - audio_seconds) <= 1 / info.fps
     result = run_cli("teacher", portrait_path, "--poses", poses, "-o", tmp_path / "x.mp4",
                      "--model", imported_8x, "--size", "100x64", "--device", "cpu")
     assert result.code == 2 and "multiples of 64" in result.stderr
@@ -276,7 +276,8 @@ def test_the_teacher_command_samples_a_mimicmotion_folder(run_cli, tmp_path, imp
                      imported_8x, "--steps", "1", "--size", "64x64", "--attention",
                      "input_aware", "--k-frames", "2", "--device", "cpu")
     assert result.code == 0, result.stderr
-    assert sum(1 for _ in iter_video_frames(out)) == 12  # one per driving pose
+    # issue 34 (item 6): every 2nd driving pose, as MimicMotion samples 25 fps video
+    assert sum(1 for _ in iter_video_frames(out)) == 6 and probe_video(out).fps == 12.5
 
 
 def test_render_refuses_a_mimicmotion_teacher(run_cli, tmp_path, imported, speech_path,
@@ -541,3 +542,17 @@ def test_dwpose_maps_keep_dwposes_confidence_rules():
     canvas = draw_frame(body, empty.face[0], empty.left_hand[0], empty.right_hand[0], 2160,
                         2160)
     assert not canvas[990:1010, 1090:1110].any() and not canvas[990:1010, 790:810].any()
+
+
+def test_driving_poses_are_sampled_near_15_fps_for_mimicmotion_only(imported_8x):
+    """Issue 34 (item 6): Tencent's inference takes every `sample_stride` (2) × max(1,
+    int(fps / 24)) driving frame, so the model sees about 15 fps of motion as in training;
+    posecast's own teacher keeps the driving rate. Rates worked out by hand from that rule."""
+    from posecast.assets import starter_teacher
+    from posecast.families import load_teacher
+
+    mimicmotion = load_teacher(str(imported_8x), torch.device("cpu"))
+    rates = {30: 15, 25: 12.5, 24: 12, 60: 15, 50: 12.5, 72: 12, 10: 5}
+    assert {fps: mimicmotion.frame_rate(fps) for fps in rates} == rates
+    own = load_teacher(str(starter_teacher()), torch.device("cpu"))
+    assert own.frame_rate(30) == 30 and own.frame_rate(25) == 25

@@ -51,7 +51,8 @@ def teacher_command(
     steps: in_panel(Steps, "Model") = None,
     cfg: in_panel(Cfg, "Model") = None,
     fps: Annotated[float | None, panel_option(
-        "Output", "Output frame rate \\[default: the poses'].", min=1.0, max=120.0)] = None,
+        "Output", "Output frame rate \\[default: the poses', sampled as the model was trained: "
+        "about 15 fps for MimicMotion].", min=1.0, max=120.0)] = None,
     size: in_panel(Size, "Output") = None,
     attention: Annotated[str | None, panel_option(
         "Model", "dense, or input_aware: the paper's pose-restricted joint attention "
@@ -122,7 +123,7 @@ def teacher_command(
     sampler.configure(changes)
     if size is not None:
         sampler.resize(*parse_size(size, sampler.size_multiple))
-    fps = fps or driving.fps
+    fps = fps or sampler.frame_rate(driving.fps)
     frames = math.ceil(round(clip.duration * fps, 6)) if clip is not None else \
         max(1, round(len(driving) * fps / driving.fps))
     driving = resample(retarget(driving, portrait_keypoints), fps, frames)

@@ -42,6 +42,9 @@ class DitTeacher:
     def resize(self, height: int, width: int) -> None:
         self.network.config = self.config.replace(height=height, width=width)
 
+    def frame_rate(self, driving_fps: float) -> float:
+        return driving_fps  # trained on clips at their own rate
+
     def set_attention(self, mode: str, k_frames: int | None) -> None:
         self.network.config = self.config.replace(
             attention=mode, k_frames=self.config.k_frames if k_frames is None else k_frames)

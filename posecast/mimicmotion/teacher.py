@@ -14,6 +14,8 @@ from posecast.errors import UsageError
 from posecast.mimicmotion.model import load_teacher, read_config
 from posecast.pose.keypoints import Keypoints
 
+SAMPLE_STRIDE = 2  # driving frames per sampled frame at up to 47 fps (Tencent's test.yaml)
+
 
 def load_family_teacher(folder: Path, device: torch.device) -> MimicMotionFamilyTeacher:
     """A MimicMotion teacher folder, bf16 on CUDA (fp32 elsewhere), with the attention it was
@@ -52,6 +54,12 @@ class MimicMotionFamilyTeacher:
 
     def resize(self, height: int, width: int) -> None:
         self.teacher.recipe = self.recipe.replace(height=height, width=width)
+
+    def frame_rate(self, driving_fps: float) -> float:
+        """Every 2nd frame, and every 4th from 48 fps (Tencent's sample_stride 2 times
+        max(1, int(fps / 24))): about 15 fps, the motion per frame MimicMotion was trained
+        on (a 30 fps video gives 15, 25 fps gives 12.5)."""
+        return driving_fps / (SAMPLE_STRIDE * max(1, int(driving_fps / 24)))
 
     def configure(self, changes: dict[str, str]) -> None:
         fields = {f.name: f.type for f in dataclasses.fields(self.recipe)
