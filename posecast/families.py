@@ -50,6 +50,7 @@ class LoadedTeacher(Protocol):
     height: int
     width: int
     size_multiple: int  # frame sides must be multiples of this
+    alignment: str  # how driving poses meet the portrait by default: upper-body or whole-video
     default_steps: int
     default_cfg: float
 

@@ -583,3 +583,69 @@ def test_the_loudness_curve_is_the_rms_of_centred_windows_read_at_frame_centres(
     assert ((expected > 0.05) & (expected < 0.95)).sum() >= 2  # the rise is sampled
     loudness = speech_features(AudioClip(samples, rate), fps, 200).loudness
     np.testing.assert_allclose(loudness, expected, atol=1e-3)
+
+
+def _standing(width: int = 576, height: int = 1024) -> np.ndarray:
+    """(33, 3) mediapipe body of a person standing, every joint sure (0.9)."""
+    body = np.zeros((33, 3), np.float32)
+    points = {0: (288, 200), 2: (275, 190), 5: (301, 190), 7: (260, 200), 8: (316, 200),
+              11: (348, 320), 12: (228, 320), 13: (370, 450), 14: (206, 450), 15: (380, 560),
+              16: (196, 560), 23: (320, 600), 24: (256, 600), 25: (322, 780), 26: (254, 780),
+              27: (324, 950), 28: (252, 950)}
+    for index, (x, y) in points.items():
+        body[index] = (x, y, 0.9)
+    return body
+
+
+def _keypoints(bodies: np.ndarray, width: int, height: int):
+    empty = Keypoints.empty(len(bodies), width, height)
+    return Keypoints(body=bodies.astype(np.float32), face=empty.face, left_hand=empty.left_hand,
+                     right_hand=empty.right_hand, width=width, height=height, fps=empty.fps)
+
+
+def test_whole_video_alignment_is_mimicmotions_least_squares_fit():
+    """Issue 34 (item 5): MimicMotion fits one scale and offset for the whole driving video: the
+    least-squares line from the driving y of the head, torso and leg joints (those the portrait
+    shows above 0.3) to the portrait's, over every frame, and the x offset that centres the x
+    residuals. Checked against that line worked out by hand (sums, not np.polyfit), on frames
+    that move, with a portrait joint below 0.3 whose driving twin is far off."""
+    from posecast.pose.dwpose import whole_video_alignment
+
+    portrait_body = _standing()
+    portrait_body[27, 2] = 0.2  # the left ankle: below 0.3, so out of the fit
+    rng = np.random.default_rng(0)
+    frames = []
+    for _ in range(4):  # the person at half size, shifted, swaying a little
+        body = _standing().copy()
+        body[:, :2] = body[:, :2] * 0.5 + (40, 30) + rng.normal(0, 3, (33, 2))
+        body[27, :2] = (5000, -900)  # far off: must not matter
+        frames.append(body)
+    driving = _keypoints(np.stack(frames), 400, 700)
+    aligned = whole_video_alignment(driving, _keypoints(portrait_body[None], 576, 1024))
+
+    # the fit by hand, over the mediapipe twins of the OpenPose joints it uses
+    joints = [0, 12, 11, 24, 26, 28, 23, 25, 5, 2, 8, 7]  # nose … ears, the left ankle left out
+    driving_xy = np.concatenate([f[joints, :2] for f in frames]).astype(float)
+    target_xy = np.tile(portrait_body[joints, :2], (len(frames), 1)).astype(float)
+    neck = lambda body: body[[11, 12], :2].mean(axis=0)  # noqa: E731 (OpenPose's neck)
+    driving_xy = np.concatenate([driving_xy, [neck(f) for f in frames]])
+    target_xy = np.concatenate([target_xy, [neck(portrait_body)] * len(frames)])
+    dy, ty = driving_xy[:, 1], target_xy[:, 1]
+    scale = ((dy - dy.mean()) * (ty - ty.mean())).sum() / ((dy - dy.mean()) ** 2).sum()
+    offset = (np.mean(target_xy[:, 0] - scale * driving_xy[:, 0]), ty.mean() - scale * dy.mean())
+    expected = frames[2][:, :2] * scale + offset
+    assert scale == pytest.approx(2.0, rel=0.02)  # it undoes the half size
+    assert np.allclose(aligned.body[2, :, :2][frames[2][:, 2] > 0],
+                       expected[frames[2][:, 2] > 0], atol=1e-2)
+    assert (aligned.width, aligned.height) == (576, 1024)
+
+
+def test_whole_video_alignment_puts_a_scaled_copy_back_exactly():
+    from posecast.pose.dwpose import whole_video_alignment
+
+    portrait = _standing()
+    copy = portrait.copy()
+    copy[:, :2] = (portrait[:, :2] - (100, 50)) / 1.6  # the same pose, smaller and shifted
+    aligned = whole_video_alignment(_keypoints(np.stack([copy, copy]), 576, 1024),
+                                    _keypoints(portrait[None], 576, 1024))
+    assert np.allclose(aligned.body[:, :, :2], portrait[None, :, :2], atol=1e-3)

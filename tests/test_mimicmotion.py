@@ -556,3 +556,5 @@ def test_driving_poses_are_sampled_near_15_fps_for_mimicmotion_only(imported_8x)
     assert {fps: mimicmotion.frame_rate(fps) for fps in rates} == rates
     own = load_teacher(str(starter_teacher()), torch.device("cpu"))
     assert own.frame_rate(30) == 30 and own.frame_rate(25) == 25
+    # item 5: and each puts driving poses on the portrait its own way by default (--align)
+    assert (mimicmotion.alignment, own.alignment) == ("whole-video", "upper-body")

@@ -66,6 +66,11 @@ def teacher_command(
         show_default=False)] = None,
     seed: in_panel(Seed, "Model") = 0,
     device: in_panel(Device, "Device") = "auto",
+    align: Annotated[str | None, panel_option(
+        "Motion", "How the driving poses meet the portrait's person: upper-body (scale and "
+        "offset from the shoulders, elbows and wrists of the first frame) or whole-video "
+        "(MimicMotion's least-squares fit of the head, torso and legs over every frame) "
+        "\\[default: the model's: whole-video for MimicMotion].", show_default=False)] = None,
     allow_missing: in_panel(AllowMissing, "Motion") = False,
     json_summary: in_panel(JsonSummary, "Output") = False,
     overwrite: in_panel(Overwrite, "Output") = False,
@@ -85,10 +90,13 @@ def teacher_command(
     import torch
 
     from posecast.media import load_audio, load_portrait, write_mp4
+    from posecast.pose.dwpose import whole_video_alignment
     from posecast.pose.extract import extract_image, extract_video
     from posecast.pose.framing import retarget
     from posecast.pose.keypoints import Keypoints, resample
 
+    if align not in (None, "upper-body", "whole-video"):
+        raise UsageError(f"--align {align}: choose upper-body or whole-video")
     if (poses is None) == (driving_video is None):
         raise UsageError("give exactly one of --poses POSES.npz or --driving-video VIDEO")
     check_revision(revision, model, "--model")
@@ -126,7 +134,11 @@ def teacher_command(
     fps = fps or sampler.frame_rate(driving.fps)
     frames = math.ceil(round(clip.duration * fps, 6)) if clip is not None else \
         max(1, round(len(driving) * fps / driving.fps))
-    driving = resample(retarget(driving, portrait_keypoints), fps, frames)
+    aligned = whole_video_alignment(driving, portrait_keypoints) \
+        if (align or sampler.alignment) == "whole-video" else None
+    if aligned is None:  # upper-body, or too few joints for the whole-video fit
+        aligned = retarget(driving, portrait_keypoints)
+    driving = resample(aligned, fps, frames)
     steps = steps or sampler.default_steps
     cfg = sampler.default_cfg if cfg is None else cfg
     started = time.perf_counter()

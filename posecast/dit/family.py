@@ -36,6 +36,7 @@ class DitTeacher:
     def size_multiple(self) -> int:
         return self.config.codec.downsample * self.config.patch_size
 
+    alignment = "upper-body"
     default_steps = property(attrgetter("config.sampler.steps"))
     default_cfg = property(attrgetter("config.sampler.cfg"))
 

@@ -34,6 +34,7 @@ class MimicMotionFamilyTeacher:
     attention: object | None = None  # posecast.mimicmotion.attention.InputAwareUNet
 
     size_multiple = 64  # the VAE's 8× and the UNet's three 2× downsamplings
+    alignment = "whole-video"  # as Tencent's preprocessing fits driving poses
 
     def set_attention(self, mode: str, k_frames: int | None,
                       levels: tuple[int, ...] | None = None) -> None:

@@ -18,6 +18,7 @@ import math
 import cv2
 import numpy as np
 
+from posecast.pose.framing import transform_keypoints
 from posecast.pose.keypoints import Keypoints
 
 # OpenPose-18 order → mediapipe body index (neck, −1, is the shoulders' midpoint)
@@ -54,6 +55,34 @@ def openpose_body(body: np.ndarray) -> np.ndarray:
     out[1, :2] = shoulders[:, :2].mean(axis=0)
     out[1, 2] = float((shoulders[:, 2] > BODY_THRESHOLD).all())
     return out
+
+
+# OpenPose joints MimicMotion fits a driving video to its portrait with: nose, neck, shoulders,
+# hips, knees, ankles, eyes and ears (not the arms, which move)
+ALIGNMENT_JOINTS = (0, 1, 2, 5, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17)
+
+
+def whole_video_alignment(driving: Keypoints, portrait: Keypoints) -> Keypoints | None:
+    """MimicMotion's way of putting driving poses on the portrait's person: one scale s and
+    offset for the whole video. s and the y offset are the least-squares line through (a
+    driving joint's y, the portrait's same joint's y) over every frame, for the
+    ALIGNMENT_JOINTS the portrait shows above BODY_THRESHOLD; the x offset is the mean of
+    portrait x − s · driving x. (Tencent fits in coordinates normalised by each image's size
+    with the x scale tied to y's by the aspect ratios, which is this same uniform scale in
+    pixels.) Driving joints that were not found are left out of the fit, where the reference
+    would fit their placeholders. None: too few joints to fit."""
+    reference = openpose_body(portrait.body[0])
+    joints = [j for j in ALIGNMENT_JOINTS if reference[j, 2] > BODY_THRESHOLD]
+    found = np.stack([openpose_body(body) for body in driving.body])[:, joints]  # (T, J, 3)
+    seen = found[..., 2] > 0
+    heights = found[..., 1][seen]
+    if len(joints) < 2 or heights.size < 2 or heights.max() == heights.min():
+        return None
+    target = np.broadcast_to(reference[joints], found.shape)[seen]
+    scale, offset_y = np.polyfit(heights, target[:, 1], 1)
+    offset_x = float(np.mean(target[:, 0] - scale * found[..., 0][seen]))
+    return transform_keypoints(driving, float(scale), (offset_x, float(offset_y)),
+                               portrait.width, portrait.height)
 
 
 def _scaled(points: np.ndarray, scale: float) -> np.ndarray:
