@@ -263,5 +263,5 @@ def training_family(init_from: str | None, preset: str, out: Path, resume: bool,
         except (OSError, ValueError):
             state = {}  # the run's resume gives the one-line error
         if "init_from" in state:  # a fine-tune: it resumes from its saved initial folder
-            return family_named(state.get("family", "mimicmotion")), None
+            return _installed(family_named(state.get("family", "mimicmotion"))), None
     return family_with_preset(preset), None

@@ -249,15 +249,20 @@ def imported_8x(tmp_path_factory, checkpoint):
 
 def test_the_teacher_command_samples_a_mimicmotion_folder(run_cli, tmp_path, imported_8x,
                                                          portrait_path, talking_video,
-                                                         speech_path):
+                                                         speech_path, monkeypatch):
     """`posecast teacher` through the family seam: DWPose maps of the portrait's pose then
     the driving poses, one window, the reference's frame dropped; exact length with audio."""
+    import posecast.pose.dwpose as dwpose
     from posecast.media import iter_video_frames, probe_video
     from posecast.media.ffmpeg import decode_audio
     from posecast.pose.extract import extract_video
 
     poses = tmp_path / "poses.npz"
     extract_video(talking_video).save(poses)
+    fitted = []  # issue 34 (item 5): the family's default alignment is MimicMotion's own
+    fit = dwpose.whole_video_alignment
+    monkeypatch.setattr(dwpose, "whole_video_alignment",
+                        lambda *args: fitted.append(1) or fit(*args))
     out = tmp_path / "mm.mp4"
     result = run_cli("teacher", portrait_path, "--poses", poses, "-o", out, "--model",
                      imported_8x, "--steps", "2", "--size", "64x64", "--audio", speech_path,
@@ -268,6 +273,7 @@ def test_the_teacher_command_samples_a_mimicmotion_folder(run_cli, tmp_path, imp
     audio_seconds = len(decode_audio(speech_path, 16000)) / 16000
     assert (info.width, info.height, info.has_audio) == (64, 64, True)
     assert info.fps == 12.5 and abs(frames / info.fps - audio_seconds) <= 1 / info.fps
+    assert fitted == [1]
     result = run_cli("teacher", portrait_path, "--poses", poses, "-o", tmp_path / "x.mp4",
                      "--model", imported_8x, "--size", "100x64", "--device", "cpu")
     assert result.code == 2 and "multiples of 64" in result.stderr

@@ -178,9 +178,9 @@ class LogProgress:
                         task["printed"][0] != task["completed"]:
                     self._print(task)
 
-    def add_task(self, description: str, total: float | None = None, visible: bool = True,
-                 completed: float = 0) -> int:
-        self.tasks.append({"description": description, "total": total, "completed": completed,
+    def add_task(self, description: str, total: float | None = None,
+                 visible: bool = True) -> int:
+        self.tasks.append({"description": description, "total": total, "completed": 0,
                            "visible": visible, "started": self.clock(), "printed": None})
         return len(self.tasks) - 1
 
@@ -189,14 +189,12 @@ class LogProgress:
 
     def update(self, task_id: int, *, completed: float | None = None,
                total: float | None = None, description: str | None = None,
-               visible: bool | None = None, advance: float | None = None) -> None:
+               visible: bool | None = None) -> None:
         task = self.tasks[task_id]
         for key, value in (("completed", completed), ("total", total),
                            ("description", description), ("visible", visible)):
             if value is not None:
                 task[key] = value
-        if advance is not None:
-            task["completed"] += advance
         if "moved" not in task and task["completed"]:  # the rate counts from the first step,
             task["moved"] = (self.clock(), task["completed"])  # not the set-up before it
         with self.lock:
