@@ -169,7 +169,7 @@ def family_named(name: str) -> Family:
     return _families[name]
 
 
-def _installed(family: Family) -> Family:
+def _with_packages(family: Family) -> Family:
     """`family`, or a one-line error naming the pip extra its packages come in."""
     if family.name in EXTRAS:
         require_extra(family.name)  # the family's extra has its name
@@ -180,7 +180,7 @@ def family_with_preset(preset: str) -> Family:
     """The family whose random-weight presets include `preset` (for `bench`)."""
     for name in sorted({*KNOWN, *_families}):
         if preset in family_named(name).presets:
-            return _installed(family_named(name))
+            return _with_packages(family_named(name))
     every = ", ".join(p for name in sorted({*KNOWN, *_families})
                       for p in family_named(name).presets)
     raise UsageError(f"unknown preset '{preset}'; choose one of {every}")
@@ -188,7 +188,7 @@ def family_with_preset(preset: str) -> Family:
 
 def family_for(folder: str | Path) -> Family:
     """The family of a model folder (its config.json's "family"), its packages installed."""
-    return _installed(family_named(family_of(folder)))
+    return _with_packages(family_named(family_of(folder)))
 
 
 def load_teacher(model: str, device: torch.device, revision: str | None = None) -> LoadedTeacher:
@@ -263,5 +263,5 @@ def training_family(init_from: str | None, preset: str, out: Path, resume: bool,
         except (OSError, ValueError):
             state = {}  # the run's resume gives the one-line error
         if "init_from" in state:  # a fine-tune: it resumes from its saved initial folder
-            return _installed(family_named(state.get("family", "mimicmotion"))), None
+            return _with_packages(family_named(state.get("family", "mimicmotion"))), None
     return family_with_preset(preset), None

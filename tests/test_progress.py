@@ -108,15 +108,15 @@ def test_training_in_a_log_prints_progress_lines_quiet_prints_none_verbose_says_
     monkeypatch.setattr(ui, "GRACE_SECONDS", 0.0)  # this short run prints as a long one would
     args = ("train", synthetic_dataset, "--preset", "tiny", "--max-steps", "10",
             "--batch-size", "2", "--device", "cpu")
-    result = run_cli(*args, "--output", tmp_path / "a")
+    quiet = run_cli(*args, "--output", tmp_path / "b", "--quiet")
+    assert quiet.code == 0 and quiet.stderr == "", quiet.stderr
+    assert "model written to" in quiet.stdout
+
+    result = run_cli(*args, "--output", tmp_path / "a")  # the next command speaks again
     assert result.code == 0, result.stderr
     steps = re.findall(r": (\d+) % \((\d+)/10 steps\)", result.stderr)
     assert [int(done) for _, done in steps] == list(range(1, 11)), result.stderr
     assert "posecast:" not in result.stderr
-
-    quiet = run_cli(*args, "--output", tmp_path / "b", "--quiet")
-    assert quiet.code == 0 and quiet.stderr == "", quiet.stderr
-    assert "model written to" in quiet.stdout
 
     verbose = run_cli(*args, "--output", tmp_path / "c", "-v")
     assert verbose.code == 0 and "posecast: device cpu: cpu (torch" in verbose.stderr, \

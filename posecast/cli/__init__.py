@@ -29,7 +29,7 @@ from posecast.cli import (
 from posecast.cli.bench import bench_app
 from posecast.cli.command import finish_commands
 from posecast.cli.import_model import import_app
-from posecast.cli.ui import warn
+from posecast.cli.ui import NORMAL, set_verbosity, warn
 from posecast.errors import PosecastError, Terminated
 from posecast.version import __version__
 
@@ -104,6 +104,7 @@ def main() -> None:
     except ImportError:
         from click.exceptions import UsageError as ParseError
 
+    set_verbosity(NORMAL)  # until --quiet or --verbose says otherwise (also a rerun in-process)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         # click's errors come here, not to its own printer

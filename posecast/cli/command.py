@@ -74,7 +74,6 @@ class Command(TyperCommand):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        ui.set_verbosity(ui.NORMAL)  # a command run in the same process starts afresh
         for template in _verbosity_options():
             option = copy.copy(template)
             option.expose_value, option.is_eager, option.callback = False, True, _set_verbosity
