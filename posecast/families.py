@@ -216,7 +216,7 @@ def load_renderer(model: str, device: torch.device, size: tuple[int, int] | None
     started = time.perf_counter()
     renderer = Renderer(student, str(model), compile, on_warning)
     compiled = hasattr(student.network, "_orig_mod")  # what torch.compile returns
-    log.info("warmed it up (%s, %d steps) in %.2f s", "compiled" if compiled else "eager",
+    log.info("ready to render (%s, %d steps) in %.2f s", "compiled" if compiled else "eager",
              renderer.steps, time.perf_counter() - started)
     return renderer
 

@@ -112,7 +112,8 @@ class Renderer:
     On CUDA the chunk step is compiled and captured as CUDA graphs by default (`compile`;
     dense attention or the flex backend), after an eager warm-up that makes the cache and plans
     at their final shapes; a second warm-up runs the compiled passes once, so the first timed
-    frame pays for neither."""
+    frame pays for neither. On the CPU, uncompiled, there is no warm-up: the first chunk makes
+    the cache and plans itself, and the first frame comes sooner (issue 35)."""
 
     def __init__(self, student: StudentBackend, source: str, compile: bool | None = None,
                  on_warning: Callable[[str], None] | None = None) -> None:
@@ -123,7 +124,8 @@ class Renderer:
             compile = compiles_by_default("input_aware" if student.grids() else "dense",
                                           student.attention_backend, self.device)
         with torch.no_grad():
-            self._warm_up()  # eager: allocations, first-call costs, the cache and plans
+            if compile or self.device.type != "cpu":
+                self._warm_up()  # eager: allocations, first-call costs, the cache and plans
             if compile:
                 if self.device.type == "cuda":
                     self.stream.mark_static()

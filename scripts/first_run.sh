@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The README example as a new user runs it: the first render after installing (no numba cache,
-# no bytecode of posecast's own) and a second one, each printing posecast's own last line (the
+# The README example as a new user runs it: the first render after installing (no bytecode of
+# posecast's own) and a second one, each printing posecast's own last line (the
 # job's and the whole process's real-time factors, first frame after the command started).
 #   bash scripts/first_run.sh
 # Compare figures only within one run of this script, on an otherwise idle machine.
@@ -8,7 +8,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-export NUMBA_CACHE_DIR="$work/numba"  # empty: as on a machine that never ran posecast
 find posecast -name __pycache__ -type d -prune -exec rm -rf {} +
 echo "$(date -u +%F) $(nproc) CPUs, $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)')"
 for run in first second; do
@@ -20,4 +19,3 @@ for run in first second; do
     echo "$run run ($took s by the clock):"
     echo "$lines" | sed 's/^/  /'
 done
-echo "numba cache written: $(du -sh "$work/numba" 2>/dev/null | cut -f1 || echo nothing)"

@@ -93,8 +93,8 @@ export PYTHONPATH=$SITE:$PWD
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 COLUMNS=160
 missing=$("$PY" - <<'PY'
 import importlib
-needed = ["torch", "numpy", "scipy", "numba", "cv2", "PIL", "yaml", "typer", "rich",
-          "safetensors", "huggingface_hub", "transformers", "diffusers", "librosa", "soundfile",
+needed = ["torch", "numpy", "scipy", "cv2", "PIL", "yaml", "typer", "rich",
+          "safetensors", "huggingface_hub", "transformers", "diffusers", "soundfile",
           "soxr", "ffmpeg", "pytest", "posecast.cli", "posecast.dit.family",
           "posecast.mimicmotion.family"]
 failed = []

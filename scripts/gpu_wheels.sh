@@ -4,8 +4,7 @@
 # scipy, numba, scikit-learn, joblib, msgpack, lazy-loader, transformers, huggingface_hub,
 # safetensors, pillow, opencv-headless, typer, rich, pyyaml, regex, requests and pytest
 # (KINDS.md); posecast needs, beyond those:
-#   librosa, soxr, soundfile (+ cffi, pycparser), audioread, pooch (+ platformdirs),
-#   decorator                   speech features and audio reading
+#   soxr, soundfile (+ cffi, pycparser)   audio reading and resampling
 #   diffusers (+ importlib_metadata)   VAEs, SVD's UNet and schedulers (MimicMotion stages)
 #   ffmpeg-python (+ future)    imported by posecast.media
 # Not carried: mediapipe (the timing stages use the bench portrait's shipped keypoints) and
@@ -19,8 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUDGET_MIB=48
-WHEELS=(librosa==0.11.0 soxr==1.1.0 soundfile==0.14.0 cffi==2.1.1 pycparser==3.12
-        audioread==3.1.0 pooch==1.9.0 platformdirs==4.14.9 decorator==5.3.2
+WHEELS=(soxr==1.1.0 soundfile==0.14.0 cffi==2.1.1 pycparser==3.12
         diffusers==0.42.1 importlib_metadata==10.2.0 ffmpeg-python==0.2.0 future==1.0.0)
 rm -rf .whl && mkdir .whl
 if ! python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \

@@ -163,17 +163,19 @@ def test_a_render_reports_the_whole_process_as_well_as_the_job(tmp_path, portrai
     import time
 
     audio, out = _speech(tmp_path / "speech.wav", 0.4), tmp_path / "talk.mp4"
-    # a machine's first run (nothing compiled of librosa yet) says why it waits (item 1)
-    environment = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
-    command = [sys.executable, "-m", "posecast", "render", audio, portrait_path, "-o", out,
-               "--model", tiny_student, "--device", "cpu", "--json", "--overwrite"]
+    # -X importtime lists every module imported: a render loads neither librosa nor numba,
+    # whose import took 1.3 s, and 14 s on a machine's first run (compiling; item 1)
+    command = [sys.executable, "-X", "importtime", "-m", "posecast", "render", audio,
+               portrait_path, "-o", out, "--model", tiny_student, "--device", "cpu", "--json",
+               "--overwrite"]
     started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                            env=environment)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     wall = time.perf_counter() - started
     assert result.returncode == 0, result.stderr
-    assert result.stderr.startswith("note: first run here: compiling librosa's audio "
-                                    "functions once"), result.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "posecast.motion.features" in imported
+    assert not {"librosa", "numba"} & imported
     job = cli_json(result.stdout, "render")  # one render: its figures at the top level
     assert job["elapsed"] <= job["process_seconds"] <= wall
     # the JSON rounds both to 3 decimals: the factor is their ratio to within that rounding
@@ -183,9 +185,6 @@ def test_a_render_reports_the_whole_process_as_well_as_the_job(tmp_path, portrai
     assert job["process_seconds"] - job["elapsed"] < job["process_first_frame_s"] \
         < job["process_seconds"]
     assert "whole process" in result.stderr and "after the command started" in result.stderr
-    again = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                           env=environment)
-    assert again.returncode == 0 and "first run here" not in again.stderr, again.stderr
 
 
 def test_a_video_portrait_renders_from_its_first_frame(run_cli, tmp_path, talking_video,

@@ -26,7 +26,6 @@ from posecast.cli.options import (
 from posecast.cli.ui import (
     console,
     err_console,
-    note,
     print_json,
     process_seconds,
     progress_bar,
@@ -254,7 +253,7 @@ def render_command(
     # one job: its portrait's person is found before any model loads (no face: said at once)
     ready = {} if batch is not None else {portrait: read_portrait(portrait, on_note=warn)}
     torch_device = pick_device(device)
-    motion_model = load_motion(motion, str(torch_device), motion_revision, on_note=note)
+    motion_model = load_motion(motion, str(torch_device), motion_revision)
     say = err_console if json_summary else console
     pipelines = {}  # one per model: a batch loads each model once
 

@@ -4,16 +4,15 @@ Two models share one interface, `generate(clip, portrait, fps, frames, seed) →
 `stream(…, chunk)` → the same poses as consecutive chunks, with memory bounded whatever the
 clip's length (what a render reads): the built-in weight-free `ProceduralMotion`
 (procedural.py) and a learned sequence model trained with `posecast train-motion` (learned.py),
-chosen by `load_motion`. Both read speech features measured with librosa (features.py).
+chosen by `load_motion`. Both read speech features (features.py).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 from posecast.media import AudioClip
-from posecast.motion.features import SpeechFeatures, preload, speech_features
+from posecast.motion.features import SpeechFeatures, speech_features
 from posecast.motion.procedural import MotionStyle, ProceduralMotion
 from posecast.pose.keypoints import Keypoints
 
@@ -28,13 +27,9 @@ def frame_count(duration: float, fps: float) -> int:
     return max(1, math.ceil(round(duration * fps, 6)))
 
 
-def load_motion(spec: str | None = None, device: str = "cpu", revision: str | None = None,
-                on_note: Callable[[str], None] | None = None):
+def load_motion(spec: str | None = None, device: str = "cpu", revision: str | None = None):
     """`procedural` (or None): the built-in model; otherwise a learned model's folder or
-    Hub repo id (at `revision`). Starts importing librosa in the background: the caller loads
-    other models meanwhile, and the features of the first audio do not wait for it;
-    `on_note` hears why a machine's first run waits (features.preload)."""
-    preload(on_note)
+    Hub repo id (at `revision`)."""
     if spec is None or spec == BUILT_IN:
         return ProceduralMotion()
     from posecast.motion.learned import LearnedMotion

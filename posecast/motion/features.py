@@ -1,81 +1,45 @@
-"""Speech features at the video's frame rate, measured with librosa in bounded blocks.
+"""Speech features at the video's frame rate, measured in bounded blocks (spectral.py's numpy
+versions of librosa's measures, checked against librosa in the tests).
 
 The audio (resampled by soxr to 16 kHz mono) is analysed in frames of 25 ms every 10 ms,
-librosa's centred framing (frame j is centred on sample j · HOP, zeros beyond the ends):
+centred framing (frame j is centred on sample j · HOP, zeros beyond the ends):
   loudness  (T,) in [0, 1]: RMS in dB mapped from [peak − 45 dB, peak − 6 dB]; silence
             (digital zero or below the floor) is 0;
   centroid  (T,) in [0, 1]: spectral centroid of 300–4000 Hz, normalised by the clip's own
             loud-frame percentiles (low = rounded vowels, high = spread vowels and fricatives);
   pitch     (T,) semitones from the clip's median voiced pitch (YIN, 70–400 Hz; 0 where
             unvoiced: quiet, or noise-like by spectral flatness);
-  beats     times (s) of stressed onsets (librosa's onset detection on the mel spectral flux
-            weighted by loudness, ≥ 0.35 s apart).
+  beats     times (s) of stressed onsets (peaks of the mel spectral flux weighted by
+            loudness, ≥ 0.35 s apart).
 Values at video frame i describe the audio around time (i + 0.5) / fps.
 
-Memory: the audio is analysed BLOCK_FRAMES frames (10 s) at a time, each block read with the
+Memory: the audio is analysed BLOCK_FRAMES frames (2.5 s) at a time, each block read with the
 context its windows need, so the spectra of a block are the largest arrays whatever the clip's
 length, and every block gives exactly what one pass over the whole clip would. What is kept for
 the whole clip is a few numbers per 10 ms (about 3 KB per second of audio), because the
 normalisations (peak loudness, percentiles, median pitch, onset threshold) are the clip's own.
-
-librosa's import costs 1.5–2 s on a quiet 2-core CPU (scipy.signal, numba's cached functions;
-3–5 s on a loaded one): `preload()` starts it in a background thread while a model loads. The
-very first import on a machine compiles numba functions (about 30 s here), cached on disk
-(NUMBA_CACHE_DIR, by default ~/.cache/posecast/numba) for every later run.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import soxr
 
 from posecast.media import AudioClip
+from posecast.motion.spectral import frames_of, mel_filters, pick_peaks, power_spectra, yin
 
 SAMPLE_RATE = 16_000
 HOP, WINDOW = 160, 400  # 10 ms, 25 ms
 FFT_SIZE = 512
 PITCH_WINDOW = 640  # 40 ms: two periods of the lowest pitch (70 Hz) and YIN's own window
-BLOCK_FRAMES = 1000  # 10 s of analysis frames per block
+BLOCK_FRAMES = 250  # 2.5 s of analysis frames per block (YIN's FFTs: about 10 MB)
 CENTROID_BAND = (300.0, 4000.0)
 ONSET_BANDS = 40
 BEAT_GAP = 0.35  # seconds between beats at least
 NOISY = 0.03  # spectral flatness above which a frame is unvoiced (noise, not a harmonic voice)
-
-
-def numba_cache() -> Path:
-    """Where numba caches what it compiles of librosa: the user's cache folder, because
-    librosa's own location (next to its sources) may be read-only."""
-    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return Path(os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_home / "posecast" / "numba")))
-
-
-def librosa():
-    """The librosa module (its numba functions compiled, or read from numba_cache())."""
-    numba_cache()
-    import librosa as module
-    import librosa.feature  # noqa: F401  (lazily loaded submodules, imported here once)
-    import librosa.onset  # noqa: F401
-
-    return module
-
-
-def preload(on_note: Callable[[str], None] | None = None) -> None:
-    """Import librosa in a background thread (a render's model loads meanwhile). Before the
-    first import on a machine, which compiles librosa's numba functions (13-15 s on an idle
-    2-core CPU; never again once cached), `on_note` is told why the first run waits."""
-    cache = numba_cache()
-    if on_note is not None and "librosa" not in sys.modules and \
-            not any(cache.glob("*/*.nbi")):
-        on_note(f"note: first run here: compiling librosa's audio functions once (about 15 s "
-                f"on 2 cores; cached in {cache})")
-    threading.Thread(target=librosa, name="posecast-librosa-import", daemon=True).start()
 
 
 @dataclass(frozen=True)
@@ -100,7 +64,7 @@ def resample_audio(clip: AudioClip) -> np.ndarray:
 
 
 def analysis_frames(samples: np.ndarray) -> int:
-    """Frames of a clip under centred framing (librosa's `center=True` count)."""
+    """Frames of a clip under centred framing: one per hop, plus the one centred on sample 0."""
     return 1 + len(samples) // HOP
 
 
@@ -122,9 +86,8 @@ def frame_blocks(samples: np.ndarray, block: int = BLOCK_FRAMES) -> Iterator[tup
 
 def power_spectrum(samples: np.ndarray, first: int, last: int) -> np.ndarray:
     """(FFT_SIZE // 2 + 1, last − first) power of Hann-windowed 25 ms frames."""
-    stft = librosa().stft(frame_segment(samples, first, last, FFT_SIZE), n_fft=FFT_SIZE,
-                          hop_length=HOP, win_length=WINDOW, window="hann", center=False)
-    return np.abs(stft) ** 2
+    return power_spectra(frames_of(frame_segment(samples, first, last, FFT_SIZE), FFT_SIZE, HOP),
+                         WINDOW)
 
 
 @dataclass
@@ -141,30 +104,28 @@ class FrameMeasures:
 
 def frame_measures(samples: np.ndarray, block: int = BLOCK_FRAMES) -> FrameMeasures:
     """Every 10 ms frame's raw measures, BLOCK_FRAMES frames at a time."""
-    lr = librosa()
-    frequencies = lr.fft_frequencies(sr=SAMPLE_RATE, n_fft=FFT_SIZE)
+    frequencies = np.fft.rfftfreq(FFT_SIZE, 1.0 / SAMPLE_RATE)
     band = (frequencies >= CENTROID_BAND[0]) & (frequencies <= CENTROID_BAND[1])
-    mel_basis = lr.filters.mel(sr=SAMPLE_RATE, n_fft=FFT_SIZE, n_mels=ONSET_BANDS)
+    mel_basis = mel_filters(SAMPLE_RATE, FFT_SIZE, ONSET_BANDS)  # Slaney's, 0-8 kHz
     parts: dict[str, list[np.ndarray]] = {name: [] for name in FrameMeasures.__annotations__}
     previous = None  # the last frame's mel dB (ONSET_BANDS, 1): the flux's reference
     for first, last in frame_blocks(samples, block):
         power = power_spectrum(samples, first, last)  # (257, n)
-        parts["rms"].append(lr.feature.rms(y=frame_segment(samples, first, last, WINDOW),
-                                           frame_length=WINDOW, hop_length=HOP,
-                                           center=False)[0])
-        parts["centroid"].append(lr.feature.spectral_centroid(
-            S=power[band], freq=frequencies[band])[0])
-        parts["flatness"].append(lr.feature.spectral_flatness(S=power, power=1.0)[0])
-        parts["f0"].append(lr.yin(frame_segment(samples, first, last, PITCH_WINDOW), fmin=70,
-                                  fmax=400, sr=SAMPLE_RATE, frame_length=PITCH_WINDOW,
-                                  hop_length=HOP, center=False))
-        mel_db = lr.power_to_db(mel_basis @ power, top_db=None)  # (40, n); no clip-wide cap
+        windows = frames_of(frame_segment(samples, first, last, WINDOW), WINDOW, HOP)
+        parts["rms"].append(np.sqrt(np.mean(windows.astype(np.float64) ** 2, axis=0)))
+        in_band = power[band]
+        parts["centroid"].append(frequencies[band] @ in_band / np.maximum(in_band.sum(0),
+                                                                          1e-30))
+        floored = np.maximum(power, 1e-10)  # flatness: geometric over arithmetic mean
+        parts["flatness"].append(np.exp(np.log(floored).mean(0)) / floored.mean(0))
+        parts["f0"].append(yin(frames_of(frame_segment(samples, first, last, PITCH_WINDOW),
+                                         PITCH_WINDOW, HOP), SAMPLE_RATE, low=70, high=400))
+        mel_db = 10 * np.log10(np.maximum(mel_basis @ power, 1e-10))  # (40, n)
         reference = mel_db[:, :1] if previous is None else previous
-        # onset strength of [reference, block]: its first value compares reference with
-        # itself (0), the rest are the block's frames against the frame before each
-        parts["flux"].append(lr.onset.onset_strength(
-            S=np.concatenate([reference, mel_db], axis=1), lag=1, max_size=1,
-            center=False)[1:])
+        # onset strength: the mean rise over bands from each frame to the next (the block's
+        # first frame against the last of the block before; the clip's first against itself)
+        parts["flux"].append(np.maximum(np.diff(np.concatenate([reference, mel_db], axis=1),
+                                                axis=1), 0).mean(0))
         previous = mel_db[:, -1:]
     return FrameMeasures(**{name: np.concatenate(values) for name, values in parts.items()})
 
@@ -173,6 +134,18 @@ def _at_frames(values: np.ndarray, fps: float, frames: int) -> np.ndarray:
     """Values every 10 ms → values at video frame centres (linear interpolation)."""
     times = (np.arange(frames) + 0.5) / fps
     return np.interp(times, np.arange(len(values)) * HOP / SAMPLE_RATE, values)
+
+
+def beat_times(strength: np.ndarray) -> np.ndarray:
+    """(n,) times (s) of the onsets in a (T,) onset strength every 10 ms: the peaks of the
+    strength scaled to [0, 1] that are 30 ms local maxima, 0.2 above their ±100 ms mean and
+    BEAT_GAP apart (librosa's onset_detect's settings, with its `wait` and `delta` set so)."""
+    if not strength.max() > 0:
+        return np.zeros(0)
+    scaled = (strength - strength.min()) / (np.ptp(strength) + np.finfo(np.float64).tiny)
+    frames_per_second = SAMPLE_RATE / HOP
+    return pick_peaks(scaled, before_max=3, after_max=1, before_mean=10, after_mean=11,
+                      delta=0.2, wait=round(BEAT_GAP * frames_per_second)) / frames_per_second
 
 
 def speech_features(clip: AudioClip, fps: float, frames: int,
@@ -201,12 +174,6 @@ def speech_features(clip: AudioClip, fps: float, frames: int,
         f0 = measures.f0[voiced]
         semitones[voiced] = 12 * np.log2(f0 / np.median(f0))
 
-    beats = np.zeros(0)
-    strength = measures.flux * loudness  # onsets in loud speech
-    if strength.max() > 0:
-        beats = librosa().onset.onset_detect(
-            onset_envelope=strength, sr=SAMPLE_RATE, hop_length=HOP, units="time",
-            wait=round(BEAT_GAP * SAMPLE_RATE / HOP), delta=0.2)
     return SpeechFeatures(fps, _at_frames(loudness, fps, frames),
                           _at_frames(centroid, fps, frames), _at_frames(semitones, fps, frames),
-                          np.asarray(beats, dtype=np.float64))
+                          beat_times(measures.flux * loudness))  # onsets in loud speech

@@ -1,6 +1,6 @@
 """A learned motion model: log-mel audio → keypoint offsets from the portrait's keypoints.
 
-Input per video frame: 40 log-mel bands (librosa; 25 ms windows every 10 ms) sampled at 4
+Input per video frame: 40 log-mel bands (25 ms windows every 10 ms) sampled at 4
 instants inside the frame, normalised per clip (mean and variance), so (T, 160). A small temporal
 convolution network (kernel 5, then dilated residual blocks reaching ±0.5 s at 25 fps) maps
 it to (T, 553 × 2) offsets of every keypoint (33 body, 478 face, 2 × 21 hand points) in the
@@ -38,11 +38,11 @@ from posecast.motion.features import (
     SAMPLE_RATE,
     analysis_frames,
     frame_blocks,
-    librosa,
     power_spectrum,
     resample_audio,
 )
 from posecast.motion.procedural import FaceFrame, has_face_mesh
+from posecast.motion.spectral import mel_filters
 from posecast.ownership import mark
 from posecast.paths import atomic_output
 from posecast.pose.face_mesh import mouth_opening
@@ -64,15 +64,15 @@ class MotionConfig:
 
 class MelInputs:
     """The network's inputs for any range of a clip's video frames: 40 log-mel bands
-    (librosa, HTK mel scale 60–7,600 Hz, unnormalised triangles, natural log of power + 1e-6)
+    (HTK mel scale 60–7,600 Hz, unnormalised triangles, natural log of power + 1e-6)
     sampled at `substeps` instants inside each frame, normalised by the whole clip's mean and
     standard deviation per band. The statistics take one pass over the audio in blocks; a
     range's spectra are computed when asked for, so memory is bounded by the range."""
 
     def __init__(self, clip: AudioClip, fps: float, config: MotionConfig) -> None:
         self.samples, self.fps, self.config = resample_audio(clip), fps, config
-        self.basis = librosa().filters.mel(sr=SAMPLE_RATE, n_fft=FFT_SIZE, n_mels=config.mels,
-                                           fmin=60, fmax=7600, htk=True, norm=None)
+        self.basis = mel_filters(SAMPLE_RATE, FFT_SIZE, config.mels, low=60, high=7600,
+                                 htk=True, equal_area=False)
         self.count = analysis_frames(self.samples)
         total, squares = np.zeros(config.mels), np.zeros(config.mels)
         for first, last in frame_blocks(self.samples):
