@@ -15,6 +15,7 @@ from posecast.media import AudioClip
 # commands whose --json is exercised by another test file (that test parses it)
 ELSEWHERE = {
     "render": "test_render.py::test_a_failed_batch_job_does_not_stop_the_others",
+    "live": "test_live.py::test_a_file_played_live_into_a_file (and with -o -, on stderr)",
     "eval": "test_evaluate.py::test_scores_of_identical_and_damaged_clips",
     "export": "test_publish.py::test_export_writes_only_the_model_files_and_the_export_renders",
     "upload": "test_publish.py::test_upload_commits_only_the_model_files_to_a_new_branch",

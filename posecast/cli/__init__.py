@@ -19,6 +19,7 @@ from posecast.cli import (
     evaluate,
     export,
     keypoints,
+    live,
     make_dataset,
     motion,
     render,
@@ -43,6 +44,7 @@ app.command(name="teacher")(teacher.teacher_command)
 app.command(name="distill")(distill.distill_command)
 app.command(name="motion")(motion.motion_command)
 app.command(name="render")(render.render_command)
+app.command(name="live")(live.live_command)
 app.command(name="train-motion")(train_motion.train_motion_command)
 app.command(name="make-dataset")(make_dataset.make_dataset_command)
 app.command(name="eval")(evaluate.evaluate_command)

@@ -102,32 +102,46 @@ class FrameMeasures:
     flux: np.ndarray  # onset strength
 
 
-def frame_measures(samples: np.ndarray, block: int = BLOCK_FRAMES) -> FrameMeasures:
-    """Every 10 ms frame's raw measures, BLOCK_FRAMES frames at a time."""
-    frequencies = np.fft.rfftfreq(FFT_SIZE, 1.0 / SAMPLE_RATE)
-    band = (frequencies >= CENTROID_BAND[0]) & (frequencies <= CENTROID_BAND[1])
-    mel_basis = mel_filters(SAMPLE_RATE, FFT_SIZE, ONSET_BANDS)  # Slaney's, 0-8 kHz
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in FrameMeasures.__annotations__}
-    previous = None  # the last frame's mel dB (ONSET_BANDS, 1): the flux's reference
-    for first, last in frame_blocks(samples, block):
+class MeasureBlocks:
+    """Raw measures of consecutive blocks of analysis frames, the flux of each block's first
+    frame taken against the last frame of the block before (so blocks of any size, in order,
+    give what one pass over the whole clip gives). A live stream measures its audio this way
+    as it arrives."""
+
+    def __init__(self) -> None:
+        self.frequencies = np.fft.rfftfreq(FFT_SIZE, 1.0 / SAMPLE_RATE)
+        self.band = (self.frequencies >= CENTROID_BAND[0]) & \
+            (self.frequencies <= CENTROID_BAND[1])
+        self.mel_basis = mel_filters(SAMPLE_RATE, FFT_SIZE, ONSET_BANDS)  # Slaney's, 0-8 kHz
+        self.previous = None  # the last frame's mel dB (ONSET_BANDS, 1): the flux's reference
+
+    def __call__(self, samples: np.ndarray, first: int, last: int) -> FrameMeasures:
+        """Frames first … last − 1 of `samples` (frame j centred on sample j · HOP)."""
         power = power_spectrum(samples, first, last)  # (257, n)
         windows = frames_of(frame_segment(samples, first, last, WINDOW), WINDOW, HOP)
-        parts["rms"].append(np.sqrt(np.mean(windows.astype(np.float64) ** 2, axis=0)))
-        in_band = power[band]
-        parts["centroid"].append(frequencies[band] @ in_band / np.maximum(in_band.sum(0),
-                                                                          1e-30))
+        in_band = power[self.band]
         floored = np.maximum(power, 1e-10)  # flatness: geometric over arithmetic mean
-        parts["flatness"].append(np.exp(np.log(floored).mean(0)) / floored.mean(0))
-        parts["f0"].append(yin(frames_of(frame_segment(samples, first, last, PITCH_WINDOW),
-                                         PITCH_WINDOW, HOP), SAMPLE_RATE, low=70, high=400))
-        mel_db = 10 * np.log10(np.maximum(mel_basis @ power, 1e-10))  # (40, n)
-        reference = mel_db[:, :1] if previous is None else previous
-        # onset strength: the mean rise over bands from each frame to the next (the block's
-        # first frame against the last of the block before; the clip's first against itself)
-        parts["flux"].append(np.maximum(np.diff(np.concatenate([reference, mel_db], axis=1),
-                                                axis=1), 0).mean(0))
-        previous = mel_db[:, -1:]
-    return FrameMeasures(**{name: np.concatenate(values) for name, values in parts.items()})
+        mel_db = 10 * np.log10(np.maximum(self.mel_basis @ power, 1e-10))  # (40, n)
+        reference = mel_db[:, :1] if self.previous is None else self.previous
+        self.previous = mel_db[:, -1:]
+        return FrameMeasures(
+            rms=np.sqrt(np.mean(windows.astype(np.float64) ** 2, axis=0)),
+            centroid=self.frequencies[self.band] @ in_band / np.maximum(in_band.sum(0), 1e-30),
+            f0=yin(frames_of(frame_segment(samples, first, last, PITCH_WINDOW), PITCH_WINDOW,
+                             HOP), SAMPLE_RATE, low=70, high=400),
+            flatness=np.exp(np.log(floored).mean(0)) / floored.mean(0),
+            # onset strength: the mean rise over bands from each frame to the next (the
+            # clip's first frame against itself)
+            flux=np.maximum(np.diff(np.concatenate([reference, mel_db], axis=1), axis=1),
+                            0).mean(0))
+
+
+def frame_measures(samples: np.ndarray, block: int = BLOCK_FRAMES) -> FrameMeasures:
+    """Every 10 ms frame's raw measures, BLOCK_FRAMES frames at a time."""
+    measure = MeasureBlocks()
+    parts = [measure(samples, first, last) for first, last in frame_blocks(samples, block)]
+    return FrameMeasures(**{name: np.concatenate([getattr(part, name) for part in parts])
+                            for name in FrameMeasures.__annotations__})
 
 
 def _at_frames(values: np.ndarray, fps: float, frames: int) -> np.ndarray:
@@ -148,32 +162,43 @@ def beat_times(strength: np.ndarray) -> np.ndarray:
                       delta=0.2, wait=round(BEAT_GAP * frames_per_second)) / frames_per_second
 
 
+def normalise(measures: FrameMeasures, reference: FrameMeasures, quietest_peak: float = -100.0
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(loudness, centroid, semitones) of `measures`, each normalised by the statistics of
+    `reference` (the whole clip; a live stream's last seconds): its peak level (at least
+    `quietest_peak` dBFS, so a live stream's room noise stays quiet), its loud frames'
+    centroid percentiles and its voiced frames' median pitch."""
+
+    def loudness_of(rms: np.ndarray) -> np.ndarray:
+        decibels = 20 * np.log10(np.maximum(rms, 1e-10))
+        peak = max(20 * np.log10(max(float(reference.rms.max(initial=0.0)), 1e-10)),
+                   quietest_peak)
+        if peak <= -100:  # digital silence
+            return np.zeros_like(rms)
+        return np.clip((decibels - (peak - 45)) / 39, 0, 1)
+
+    loudness, reference_loudness = loudness_of(measures.rms), loudness_of(reference.rms)
+    loud = reference_loudness > 0.3
+    if loud.sum() >= 5:
+        low, high = np.percentile(reference.centroid[loud], [10, 90])
+        centroid = np.clip((measures.centroid - low) / max(high - low, 1.0), 0, 1)
+    else:
+        centroid = np.full_like(measures.centroid, 0.5)
+    semitones = np.zeros(len(loudness))
+    reference_voiced = (reference.flatness < NOISY) & (reference_loudness > 0.2)
+    if reference_voiced.sum() >= 5:
+        voiced = (measures.flatness < NOISY) & (loudness > 0.2)
+        semitones[voiced] = 12 * np.log2(measures.f0[voiced]
+                                         / np.median(reference.f0[reference_voiced]))
+    return loudness, centroid, semitones
+
+
 def speech_features(clip: AudioClip, fps: float, frames: int,
                     block: int = BLOCK_FRAMES) -> SpeechFeatures:
-    """The clip's features at `frames` video frames; `block`: analysis frames per block
-    (any block size gives the same features)."""
-    samples = resample_audio(clip)
-    measures = frame_measures(samples, block)
-    if measures.rms.max() > 1e-5:  # not digital silence (-100 dB)
-        decibels = 20 * np.log10(np.maximum(measures.rms, 1e-10))
-        loudness = np.clip((decibels - (decibels.max() - 45)) / 39, 0, 1)
-    else:
-        loudness = np.zeros_like(measures.rms)
-
-    centroid = measures.centroid
-    loud = loudness > 0.3
-    if loud.sum() >= 5:
-        low, high = np.percentile(centroid[loud], [10, 90])
-        centroid = np.clip((centroid - low) / max(high - low, 1.0), 0, 1)
-    else:
-        centroid = np.full_like(centroid, 0.5)
-
-    voiced = (measures.flatness < NOISY) & (loudness > 0.2)
-    semitones = np.zeros(len(loudness))
-    if voiced.sum() >= 5:
-        f0 = measures.f0[voiced]
-        semitones[voiced] = 12 * np.log2(f0 / np.median(f0))
-
+    """The clip's features at `frames` video frames, normalised by the clip's own statistics;
+    `block`: analysis frames per block (any block size gives the same features)."""
+    measures = frame_measures(resample_audio(clip), block)
+    loudness, centroid, semitones = normalise(measures, measures)
     return SpeechFeatures(fps, _at_frames(loudness, fps, frames),
                           _at_frames(centroid, fps, frames), _at_frames(semitones, fps, frames),
                           beat_times(measures.flux * loudness))  # onsets in loud speech

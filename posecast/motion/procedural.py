@@ -76,12 +76,39 @@ def mouth_envelope(loudness: np.ndarray, fps: float) -> np.ndarray:
     return opening
 
 
-def _drift(frames: int, fps: float, rng: np.random.Generator) -> np.ndarray:
-    """Slow smooth noise in about [−1, 1]: a few sinusoids of 0.1–0.4 Hz, random phases."""
-    times = np.arange(frames) / fps
+def drift_wave(rng: np.random.Generator):
+    """Slow smooth noise in about [−1, 1] as a function of time (s): a few sinusoids of
+    0.1–0.4 Hz, random phases."""
     frequencies = rng.uniform(0.1, 0.4, 3)
     phases = rng.uniform(0, 2 * np.pi, 3)
-    return np.sin(2 * np.pi * frequencies[:, None] * times[None] + phases[:, None]).mean(0) * 1.4
+    return lambda times: np.sin(2 * np.pi * frequencies[:, None] * np.asarray(times)[None]
+                                + phases[:, None]).mean(0) * 1.4
+
+
+def _drift(frames: int, fps: float, rng: np.random.Generator) -> np.ndarray:
+    return drift_wave(rng)(np.arange(frames) / fps)
+
+
+BLINK_TIMES = np.array([0.0, 0.04, 0.08, 0.12, 0.16, 0.2])  # seconds into a blink
+BLINK_CLOSURE = np.array([0.0, 0.6, 1.0, 0.9, 0.4, 0.0])
+STROKE_PEAK = 0.15  # seconds from a beat to the lowest point of its stroke
+
+
+def stroke_pulse(since_beat: np.ndarray) -> np.ndarray:
+    """A stroke's displacement (peak 1) `since_beat` seconds after its beat: down, then back."""
+    lag = np.asarray(since_beat) / STROKE_PEAK
+    return lag * np.exp(1 - lag)
+
+
+def stroke_wrists(portrait: Keypoints) -> tuple[list[int], float]:
+    """The wrists a stroke may move (visible, with both shoulders seen) and the shoulders'
+    width (pixels); no wrists when the portrait shows no arms."""
+    body = portrait.body[0]
+    shoulders = body[[LEFT_SHOULDER, RIGHT_SHOULDER]]
+    if (shoulders[:, 2] < 0.5).any():
+        return [], 0.0
+    visible = [wrist for wrist in (LEFT_WRIST, RIGHT_WRIST) if body[wrist, 2] > 0.5]
+    return visible, float(np.linalg.norm(shoulders[0, :2] - shoulders[1, :2]))
 
 
 @dataclass(frozen=True)
@@ -203,14 +230,13 @@ class ProceduralMotion:
         closure = np.zeros(frames)
         rate = max(self.style.blinks, 1e-3)
         time = rng.uniform(0.5, 2.0)
-        profile_times = np.array([0.0, 0.04, 0.08, 0.12, 0.16, 0.2])
-        profile = np.array([0.0, 0.6, 1.0, 0.9, 0.4, 0.0])
         while self.style.blinks > 0 and time < frames / fps:
             offsets = np.arange(int(np.ceil(0.2 * fps)) + 1) / fps
             index = np.round((time + offsets) * fps).astype(int)
             keep = index < frames
             closure[index[keep]] = np.maximum(closure[index[keep]],
-                                              np.interp(offsets[keep], profile_times, profile))
+                                              np.interp(offsets[keep], BLINK_TIMES,
+                                                        BLINK_CLOSURE))
             time += rng.uniform(2.0, 6.0) / rate
         return closure
 
@@ -234,16 +260,11 @@ class ProceduralMotion:
     def _gestures(self, portrait: Keypoints, features: SpeechFeatures, rng
                   ) -> dict[int, np.ndarray]:
         """wrist → (T, 2) stroke displacement: a pulse down and back at each beat."""
-        body = portrait.body[0]
-        shoulders = body[[LEFT_SHOULDER, RIGHT_SHOULDER]]
-        visible = [wrist for wrist in (LEFT_WRIST, RIGHT_WRIST) if body[wrist, 2] > 0.5]
-        if self.style.gestures <= 0 or len(features.beats) == 0 or \
-                (shoulders[:, 2] < 0.5).any() or not visible:
+        visible, width = stroke_wrists(portrait)
+        if self.style.gestures <= 0 or len(features.beats) == 0 or not visible:
             return {}
-        width = float(np.linalg.norm(shoulders[0, :2] - shoulders[1, :2]))
         fps = features.fps
         strokes = {wrist: np.zeros((features.frames, 2)) for wrist in visible}
-        peak = 0.15  # seconds to the lowest point of a stroke
         span = int(np.ceil(STROKE_SECONDS * fps))
         for beat in features.beats:
             wrist = visible[int(rng.integers(len(visible)))]
@@ -251,8 +272,8 @@ class ProceduralMotion:
             direction = np.array([rng.uniform(-0.4, 0.4), 1.0])
             first = int(np.ceil(beat * fps - 1e-9))  # the first frame at or after the beat
             frames = np.arange(first, min(first + span, features.frames))
-            lag = (frames / fps - beat) / peak
-            strokes[wrist][frames] += amplitude * (lag * np.exp(1 - lag))[:, None] * direction
+            strokes[wrist][frames] += amplitude * stroke_pulse(frames / fps - beat)[:, None] \
+                * direction
         return strokes
 
     # ------------------------------------------------------------------ poses

@@ -1,0 +1,396 @@
+"""`posecast live` end to end: PCM on stdin to fragmented MP4 on stdout (decodable while it
+is being written), a file to a file, the page's server (its token, what a browser may send),
+and a real browser (headless Chromium) playing the page."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import cli_json, syllables
+
+from posecast.media.ffmpeg import ffmpeg_executable
+
+PORTRAIT = Path(__file__).parent.parent / "examples" / "astronaut.png"
+
+
+def _decoded_frames(mp4: bytes) -> int:
+    """Video frames ffmpeg decodes from (possibly partial) fragmented MP4 bytes."""
+    result = subprocess.run([ffmpeg_executable(), "-v", "error", "-i", "pipe:0", "-map", "0:v",
+                             "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24",
+                             "pipe:1"], input=mp4, capture_output=True)
+    return len(result.stdout) // (64 * 64 * 3)
+
+
+def _audio_seconds(mp4: bytes) -> float:
+    result = subprocess.run([ffmpeg_executable(), "-v", "error", "-i", "pipe:0", "-map", "0:a",
+                             "-f", "f32le", "-ac", "1", "-ar", "48000", "pipe:1"], input=mp4,
+                            capture_output=True)
+    return len(result.stdout) / 4 / 48000
+
+
+def test_pcm_on_stdin_becomes_a_fragmented_mp4_on_stdout():
+    """2 s of stereo s16le at 22,050 Hz, written at real-time pace: MP4 bytes come out while
+    the speech goes on and ffmpeg decodes what has come so far; at the end the video has
+    ceil(2 s × 25) = 50 frames and 2 s of audio; the summary is stderr's last line."""
+    rate = 22_050
+    mono = syllables(2.0, rate)
+    pcm = (np.stack([mono, mono], 1) * 32767).astype("<i2").tobytes()
+    process = subprocess.Popen([sys.executable, "-m", "posecast", "live", str(PORTRAIT),
+                                "--audio", "-", "--rate", str(rate), "--channels", "2", "-o", "-",
+                                "--json", "--device", "cpu"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+
+    def speak() -> None:
+        step = rate // 50 * 4  # 20 ms of stereo s16
+        for start in range(0, len(pcm), step):
+            process.stdin.write(pcm[start:start + step])
+            process.stdin.flush()
+            time.sleep(0.02)
+        process.stdin.close()
+
+    threading.Thread(target=speak, daemon=True).start()
+    received, partial = bytearray(), None
+    for data in iter(lambda: process.stdout.read1(1 << 16), b""):
+        received += data
+        if partial is None and _decoded_frames(bytes(received)) >= 10:
+            partial = (bytes(received), process.poll())  # what a player has mid-speech
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 0, stderr
+    assert partial is not None and partial[1] is None  # decodable before the process ended
+    assert _decoded_frames(bytes(received)) == 50
+    assert abs(_audio_seconds(bytes(received)) - 50 / 25) < 0.05
+    summary = cli_json(stderr.strip().splitlines()[-1], "live")
+    assert summary["frames"] == 50 and summary["outputs"] == []
+    assert 0 < summary["latency_p50_s"] <= summary["latency_p95_s"] <= summary["latency_max_s"]
+    assert summary["av_offset_s"] <= 1 / 25
+
+
+def test_a_file_played_live_into_a_file(run_cli, tmp_path):
+    import soundfile
+
+    audio, out = tmp_path / "speech.wav", tmp_path / "live.mp4"
+    soundfile.write(audio, syllables(1.5, 16_000), 16_000)
+    started = time.perf_counter()
+    result = run_cli("live", PORTRAIT, "--audio", audio, "-o", out, "--json", "--device", "cpu")
+    assert result.code == 0, result.stderr
+    assert time.perf_counter() - started >= 1.4  # played at real-time pace
+    summary = cli_json(result.stdout, "live")
+    assert summary["outputs"] == [str(out)] and summary["frames"] == 38  # ceil(1.5 × 25)
+    data = out.read_bytes()
+    # the audio lasts as long as the video (1.52 s) to within AAC's priming and last frame
+    assert _decoded_frames(data) == 38 and abs(_audio_seconds(data) - 38 / 25) < 0.05
+    assert summary["lookahead_s"] == pytest.approx(0.12)
+
+
+def test_live_refuses_what_it_cannot_do(run_cli, tmp_path):
+    result = run_cli("live", PORTRAIT, "--audio", "-")
+    assert result.code == 2 and "nothing to show the video on" in result.stderr
+    result = run_cli("live", PORTRAIT, "--mic", "-o", tmp_path / "x.mp4")
+    assert result.code == 2 and "--mic takes the browser's microphone" in result.stderr
+    result = run_cli("live", PORTRAIT, "--serve", "127.0.0.1:99999", "--audio", "-")
+    assert result.code == 2 and "HOST:PORT" in result.stderr
+
+
+# ------------------------------------------------------------------ the server
+
+
+def _get(url: str) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, ""
+
+
+def test_the_page_needs_its_token_and_the_browser_may_send_only_audio():
+    import aiohttp
+
+    from posecast.live.server import LiveServer
+
+    server = LiveServer("127.0.0.1", 0, 25.0, token="secret_token", mic=True)
+    base = server.start().split("?")[0]
+    server.send_box("ftyp", b"\0\0\0\x08ftyp")
+    server.send_box("moov", b"\0\0\0\x08moov")
+    try:
+        assert _get(base)[0] == 403 and _get(base + "page.js")[0] == 403
+        assert _get(base + "?token=wrong")[0] == 403
+        status, page = _get(base + "?token=secret_token")
+        assert status == 200 and 'src="page.js?token=secret_token"' in page
+
+        async def talk() -> None:
+            async with aiohttp.ClientSession() as session, \
+                    session.ws_connect(base.replace("http", "ws") + "ws"):
+                pytest.fail("a socket without the token was accepted")
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            asyncio.run(talk())
+
+        async def speak() -> tuple[dict, bytes]:
+            url = base.replace("http", "ws") + "ws?token=secret_token"
+            async with aiohttp.ClientSession() as session:
+                async with session.ws_connect(url) as socket:
+                    hello = json.loads((await socket.receive(timeout=10)).data)
+                    init = (await socket.receive(timeout=10)).data
+                    await socket.send_bytes(np.zeros(480, "<f4").tobytes())  # no rate yet
+                    closed = await socket.receive(timeout=10)
+                async with session.ws_connect(url) as socket:
+                    await socket.receive(timeout=10)
+                    await socket.receive(timeout=10)
+                    await socket.send_str(json.dumps({"audio_rate": 48000}))
+                    await socket.send_bytes(np.full(4800, 0.5, "<f4").tobytes())  # 0.1 s
+                    await socket.send_str(json.dumps({"report": {"frames_shown": 3}}))
+                    await asyncio.sleep(0.3)
+                return hello, init, closed.type
+
+        hello, init, closed = asyncio.run(speak())
+        assert hello == {"hello": {"codecs": 'video/mp4; codecs="avc1.42E01E, mp4a.40.2"',
+                                   "fps": 25.0, "mic": True}}
+        assert init == b"\0\0\0\x08ftyp\0\0\0\x08moov"
+        assert closed == aiohttp.WSMsgType.CLOSE  # audio before its rate: let go
+        assert server.report == {"frames_shown": 3}
+        pieces = []
+        while not server.source.pieces.empty():
+            piece = server.source.pieces.get()
+            if piece is None:
+                break
+            pieces.append(piece[1])
+        heard = np.concatenate(pieces)
+        assert 1400 <= len(heard) <= 1600  # 0.1 s at 16 kHz (the resampler holds a few)
+    finally:
+        server.stop()
+
+
+def test_a_page_without_mic_may_not_send_audio():
+    import aiohttp
+
+    from posecast.live.server import LiveServer
+
+    server = LiveServer("127.0.0.1", 0, 25.0)
+    url = server.start().replace("http", "ws") + "ws"
+    server.send_box("ftyp", b"\0\0\0\x08ftyp")  # the moov comes after the page connects
+    threading.Timer(0.3, server.send_box, ("moov", b"\0\0\0\x08moov")).start()
+
+    async def speak():
+        async with aiohttp.ClientSession() as session, session.ws_connect(url) as socket:
+            await socket.receive(timeout=10)
+            init = (await socket.receive(timeout=10)).data
+            await socket.send_str(json.dumps({"audio_rate": 48000}))
+            await socket.send_bytes(np.zeros(480, "<f4").tobytes())
+            return init, (await socket.receive(timeout=10)).type
+
+    try:
+        init, closed = asyncio.run(speak())
+        assert init == b"\0\0\0\x08ftyp\0\0\0\x08moov"  # never the ftyp alone
+        assert closed == aiohttp.WSMsgType.CLOSE
+        assert server.source is None
+    finally:
+        server.stop()
+
+
+def test_mp4_boxes_come_out_whole_whatever_the_reads():
+    from posecast.live.fmp4 import Mp4Boxes
+
+    boxes = [b"\0\0\0\x0cftypabcd", b"\0\0\0\x08moov",
+             b"\0\0\0\x01mdat" + (24).to_bytes(8, "big") + b"12345678"]
+    stream = b"".join(boxes)
+    for cut in range(1, len(stream)):
+        splitter = Mp4Boxes()
+        out = splitter.feed(stream[:cut]) + splitter.feed(stream[cut:])
+        assert [box for _, box in out] == boxes
+        assert [kind for kind, _ in out] == ["ftyp", "moov", "mdat"]
+
+
+# ------------------------------------------------------------------ a real browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian's `chromium`; .ci/run "
+                    "installs it)")
+def test_a_browser_plays_the_live_page(tmp_path, speech_path):
+    """Headless Chromium opens the page that `posecast live --audio FILE --serve` serves and
+    plays it; its own report (frames shown, latency from audio due to frame shown) reaches
+    the summary. A screenshot mid-speech goes to $POSECAST_SCREENSHOT when set (the README's)."""
+    import soundfile
+
+    samples, rate = soundfile.read(speech_path, dtype="float32")
+    audio = tmp_path / "speech.wav"
+    soundfile.write(audio, samples[:int(4.0 * rate)], rate)  # 4 s of the bundled speech
+    live = subprocess.Popen([sys.executable, "-m", "posecast", "live", str(PORTRAIT),
+                             "--audio", str(audio), "--serve", "127.0.0.1:0", "--json",
+                             "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        line = live.stderr.readline()
+        assert line.startswith("open http://127.0.0.1:"), line
+        page = line.split()[1]
+        browser = _Browser(tmp_path / "chromium")
+        try:
+            browser.open(page)
+            time.sleep(2.5)
+            screenshot = browser.screenshot()
+            (tmp_path / "page.png").write_bytes(screenshot)
+            if os.environ.get("POSECAST_SCREENSHOT"):
+                Path(os.environ["POSECAST_SCREENSHOT"]).write_bytes(screenshot)
+            stdout, stderr = live.communicate(timeout=60)
+        finally:
+            browser.close()
+    finally:
+        if live.poll() is None:
+            live.kill()
+    assert live.returncode == 0, stderr
+    summary = cli_json(stdout, "live")
+    report = summary["page"]
+    assert summary["frames"] == 100
+    assert report["frames_shown"] >= 0.8 * summary["frames"], report
+    assert report["frames_timed"] >= 0.5 * summary["frames"], report
+    assert 0 < report["latency_p50_s"] <= report["latency_p95_s"] < 5, report
+    assert screenshot.startswith(b"\x89PNG")
+
+
+class _Browser:
+    """Headless Chromium driven over the DevTools protocol (its WebSocket, with aiohttp)."""
+
+    def __init__(self, profile: Path) -> None:
+        profile.mkdir()
+        self.process = subprocess.Popen(
+            [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--autoplay-policy=no-user-gesture-required",
+             f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        port_file = profile / "DevToolsActivePort"
+        for _ in range(300):
+            if port_file.exists() and len(port_file.read_text().splitlines()) >= 2:
+                break
+            time.sleep(0.1)
+        self.port = int(port_file.read_text().split()[0])
+        self.loop = asyncio.new_event_loop()
+        self.socket = self.loop.run_until_complete(self._connect())
+        self.next_id = 0
+
+    async def _connect(self):
+        import aiohttp
+
+        self.session = aiohttp.ClientSession()
+        async with self.session.get(f"http://127.0.0.1:{self.port}/json/list") as response:
+            targets = await response.json(content_type=None)
+        page = next(target for target in targets if target["type"] == "page")
+        return await self.session.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0)
+
+    def call(self, method: str, **params) -> dict:
+        async def exchange():
+            self.next_id += 1
+            await self.socket.send_json({"id": self.next_id, "method": method,
+                                         "params": params})
+            while True:
+                message = await self.socket.receive_json(timeout=30)
+                if message.get("id") == self.next_id:
+                    return message.get("result", {})
+        return self.loop.run_until_complete(exchange())
+
+    def open(self, url: str) -> None:
+        self.call("Page.navigate", url=url)
+
+    def screenshot(self) -> bytes:
+        import base64
+
+        return base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])
+
+    def close(self) -> None:
+        async def shut():
+            await self.socket.close()
+            await self.session.close()
+        self.loop.run_until_complete(shut())
+        self.loop.close()
+        self.process.kill()
+        self.process.wait()
+
+
+# ------------------------------------------------------------------ the loop on its clock
+
+
+@pytest.fixture(scope="module")
+def starter_renderer():
+    import torch
+
+    from posecast.assets import starter_model
+    from posecast.families import load_renderer
+
+    return load_renderer(str(starter_model()), torch.device("cpu"))
+
+
+def _session(renderer, source, **settings):
+    from posecast.live.session import LiveSession
+    from posecast.render import read_portrait
+
+    session = LiveSession(renderer, read_portrait(PORTRAIT), source, 25.0, **settings)
+    written = []
+    figures = session.run(lambda frame, samples, index, due: written.append(
+        (index, len(samples), time.perf_counter())))
+    return session, figures, written
+
+
+def test_a_slow_machine_drops_frames_but_keeps_time(starter_renderer, monkeypatch):
+    """A student 2.5× slower than real time: frames are dropped to stay within the latency
+    bound (plus the chunk that noticed), and still every frame of the audio is written, each
+    with its own 1/25 s of audio."""
+    from posecast.live.sources import FileSource
+    from posecast.motion.features import SAMPLE_RATE
+
+    chunks = starter_renderer.chunks
+
+    def slow(*args, **kwargs):
+        for chunk in chunks(*args, **kwargs):
+            time.sleep(0.4)  # a chunk of 4 frames is 0.16 s of video
+            yield chunk
+
+    monkeypatch.setattr(starter_renderer, "chunks", slow)
+    source = FileSource(PORTRAIT.parent / "speech.wav")
+    source.samples = source.samples[:3 * SAMPLE_RATE]
+    session, figures, written = _session(starter_renderer, source, max_latency=0.6)
+    assert figures["frames"] == len(written) == 75
+    assert [index for index, _, _ in written] == list(range(75))
+    assert all(count == 640 for _, count, _ in written)
+    assert figures["frames_dropped"] > 20
+    assert figures["latency_max_s"] < 0.6 + 0.4 + 0.2
+    assert figures["av_offset_s"] <= 1 / 25
+
+
+def test_a_pause_in_live_audio_is_silence_and_the_video_goes_on(starter_renderer):
+    """A live source that stops for 1 s: silence stands in after FILL_AFTER, frames keep
+    coming through the pause, and the video covers speech and pause."""
+    from posecast.live.session import FILL_AFTER
+    from posecast.live.sources import PushSource
+
+    source = PushSource()
+    speech = syllables(1.0, 16_000)
+
+    def speak() -> None:
+        for half in (speech, speech):
+            for start in range(0, len(half), 320):
+                source.push(half[start:start + 320], 16_000)
+                time.sleep(0.02)
+            time.sleep(1.0)  # the pause (after the second half: the end comes late)
+        source.end()
+
+    threading.Thread(target=speak, daemon=True).start()
+    session, figures, written = _session(starter_renderer, source)
+    assert 0.5 <= session.silence <= 2.0 + 0.1
+    assert figures["frames"] == int(np.ceil((2.0 + session.silence) * 25 - 1e-6))
+    times = np.array([at for _, _, at in written])
+    pause = times[(times > times[0] + 1.0 + FILL_AFTER + 0.3) & (times < times[0] + 1.9)]
+    assert len(pause) >= 10  # frames went on during the pause
