@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -215,7 +214,7 @@ def test_mp4_boxes_come_out_whole_whatever_the_reads():
 
 # ------------------------------------------------------------------ a real browser
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+from browser import CHROMIUM, Browser  # noqa: E402  (the tests' own Chromium driver)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian's `chromium`; .ci/run "
@@ -237,7 +236,7 @@ def test_a_browser_plays_the_live_page(tmp_path, speech_path):
         line = live.stderr.readline()
         assert line.startswith("open http://127.0.0.1:"), line
         page = line.split()[1]
-        browser = _Browser(tmp_path / "chromium")
+        browser = Browser(tmp_path / "chromium")
         try:
             browser.open(page)
             time.sleep(2.5)
@@ -259,65 +258,6 @@ def test_a_browser_plays_the_live_page(tmp_path, speech_path):
     assert report["frames_timed"] >= 0.5 * summary["frames"], report
     assert 0 < report["latency_p50_s"] <= report["latency_p95_s"] < 5, report
     assert screenshot.startswith(b"\x89PNG")
-
-
-class _Browser:
-    """Headless Chromium driven over the DevTools protocol (its WebSocket, with aiohttp)."""
-
-    def __init__(self, profile: Path) -> None:
-        profile.mkdir()
-        self.process = subprocess.Popen(
-            [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--autoplay-policy=no-user-gesture-required",
-             f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        port_file = profile / "DevToolsActivePort"
-        for _ in range(300):
-            if port_file.exists() and len(port_file.read_text().splitlines()) >= 2:
-                break
-            time.sleep(0.1)
-        self.port = int(port_file.read_text().split()[0])
-        self.loop = asyncio.new_event_loop()
-        self.socket = self.loop.run_until_complete(self._connect())
-        self.next_id = 0
-
-    async def _connect(self):
-        import aiohttp
-
-        self.session = aiohttp.ClientSession()
-        async with self.session.get(f"http://127.0.0.1:{self.port}/json/list") as response:
-            targets = await response.json(content_type=None)
-        page = next(target for target in targets if target["type"] == "page")
-        return await self.session.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0)
-
-    def call(self, method: str, **params) -> dict:
-        async def exchange():
-            self.next_id += 1
-            await self.socket.send_json({"id": self.next_id, "method": method,
-                                         "params": params})
-            while True:
-                message = await self.socket.receive_json(timeout=30)
-                if message.get("id") == self.next_id:
-                    return message.get("result", {})
-        return self.loop.run_until_complete(exchange())
-
-    def open(self, url: str) -> None:
-        self.call("Page.navigate", url=url)
-
-    def screenshot(self) -> bytes:
-        import base64
-
-        return base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])
-
-    def close(self) -> None:
-        async def shut():
-            await self.socket.close()
-            await self.session.close()
-        self.loop.run_until_complete(shut())
-        self.loop.close()
-        self.process.kill()
-        self.process.wait()
 
 
 # ------------------------------------------------------------------ the loop on its clock
@@ -394,3 +334,35 @@ def test_a_pause_in_live_audio_is_silence_and_the_video_goes_on(starter_renderer
     times = np.array([at for _, _, at in written])
     pause = times[(times > times[0] + 1.0 + FILL_AFTER + 0.3) & (times < times[0] + 1.9)]
     assert len(pause) >= 10  # frames went on during the pause
+
+
+@pytest.mark.soak
+def test_ten_minutes_live_keep_time_and_memory_flat(starter_renderer):
+    """A 10-minute soak (`pytest -m soak`, not in the default run: it takes 10 minutes): speech
+    and pauses pushed at real-time pace; every frame is sent, memory (resident) grows by less
+    than 50 MB between the first minute and the tenth, and latency stays bounded."""
+    import resource
+
+    from posecast.live.sources import PushSource
+
+    minutes = float(os.environ.get("POSECAST_SOAK_MINUTES", "10"))
+    source, speech = PushSource(), syllables(4.0, 16_000)
+    resident = {}
+
+    def speak() -> None:
+        started = time.perf_counter()
+        for piece in range(int(minutes * 60 / 0.02)):
+            if piece % 500 < 400:  # 8 s of speech, then 2 s of pause
+                start = (piece % 200) * 320
+                source.push(speech[start:start + 320], 16_000)
+            if piece == int(60 / 0.02):
+                resident["first minute"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            time.sleep(max(0.0, started + (piece + 1) * 0.02 - time.perf_counter()))
+        source.end()
+
+    threading.Thread(target=speak, daemon=True).start()
+    session, figures, written = _session(starter_renderer, source)
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - resident["first minute"]) / 1024
+    assert figures["frames"] == len(written) >= minutes * 60 * 25 - 25
+    assert grown < 50, f"{grown:.0f} MB"
+    assert figures["latency_p95_s"] < 1.0

@@ -9,7 +9,7 @@ import pytest
 
 from posecast.motion import ProceduralMotion, frame_count
 from posecast.motion.features import SAMPLE_RATE, beat_times, frame_measures, resample_audio
-from posecast.motion.live import LOOKAHEAD, LiveMotion
+from posecast.motion.live import BEAT_LOOKAHEAD, LOOKAHEAD, LiveMotion
 from posecast.pose.face_mesh import mouth_opening
 from posecast.pose.keypoints import Keypoints
 
@@ -84,6 +84,8 @@ def test_no_pose_depends_on_audio_past_its_lookahead(speech, portrait_keypoints)
     second.feed(other[:cut])
     ready = first.ready()
     assert ready == second.ready()
+    # a beat is decided only once the 100 ms after it are measured (its mean's window)
+    assert first.beats_decided - 1 + BEAT_LOOKAHEAD <= first.measured - 1
     assert (3.0 - LOOKAHEAD) * 25 - 2 <= ready <= (3.0 - LOOKAHEAD) * 25
     early = first.take(ready)
     first.feed(samples[cut:])

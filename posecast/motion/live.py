@@ -33,6 +33,7 @@ from posecast.motion.procedural import (
     ProceduralMotion,
     drift_wave,
     has_face_mesh,
+    mouth_envelope,
     stroke_pulse,
     stroke_wrists,
 )
@@ -184,11 +185,7 @@ class LiveMotion:
     def _tracks(self, times: np.ndarray, loudness: np.ndarray, centroid: np.ndarray,
                 pitch: np.ndarray) -> MotionTracks:
         """Every movement at frames starting at `times` (s), continuing the state."""
-        attack, release = (1 - np.exp(-1 / (self.fps * seconds)) for seconds in (0.03, 0.08))
-        opening = np.zeros(len(times))
-        for index, target in enumerate(np.clip((loudness - 0.15) / 0.7, 0, 1)):
-            self.level += (attack if target > self.level else release) * (target - self.level)
-            opening[index] = self.level if target > 0 or self.level > 0.02 else 0.0
+        opening, self.level = mouth_envelope(loudness, self.fps, self.level)
         opening *= self.style.mouth
         round_ = opening * np.clip((0.4 - centroid) / 0.4, 0, 1)
         wide = opening * np.clip((centroid - 0.6) / 0.4, 0, 1)

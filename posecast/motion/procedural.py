@@ -65,15 +65,16 @@ def _smooth(values: np.ndarray, fps: float, seconds: float) -> np.ndarray:
     return out
 
 
-def mouth_envelope(loudness: np.ndarray, fps: float) -> np.ndarray:
-    """Opening in [0, 1]: opens within ~30 ms, closes within ~80 ms, 0 in silence."""
+def mouth_envelope(loudness: np.ndarray, fps: float, level: float = 0.0
+                   ) -> tuple[np.ndarray, float]:
+    """Opening in [0, 1]: opens within ~30 ms, closes within ~80 ms, 0 in silence; from the
+    follower's `level` (a stream's last), with the level it ends at."""
     attack, release = 1 - np.exp(-1 / (fps * 0.03)), 1 - np.exp(-1 / (fps * 0.08))
     opening = np.zeros(len(loudness))
-    level = 0.0
     for i, target in enumerate(np.clip((loudness - 0.15) / 0.7, 0, 1)):
         level += (attack if target > level else release) * (target - level)
         opening[i] = level if target > 0 or level > 0.02 else 0.0
-    return opening
+    return opening, level
 
 
 def drift_wave(rng: np.random.Generator):
@@ -199,7 +200,7 @@ class ProceduralMotion:
         """Every movement's amount per frame, deterministic for `seed`."""
         frames, fps = features.frames, features.fps
         rng = np.random.default_rng(seed)
-        opening = mouth_envelope(features.loudness, fps) * self.style.mouth
+        opening = mouth_envelope(features.loudness, fps)[0] * self.style.mouth
         round_ = opening * np.clip((0.4 - features.centroid) / 0.4, 0, 1)
         wide = opening * np.clip((features.centroid - 0.6) / 0.4, 0, 1)
         closure = self._blinks(frames, fps, rng)
