@@ -17,13 +17,13 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 class Browser:
     """Headless Chromium driven over the DevTools protocol (its WebSocket, with aiohttp)."""
 
-    def __init__(self, profile: Path) -> None:
+    def __init__(self, profile: Path, flags: tuple[str, ...] = ()) -> None:
         profile.mkdir()
         self.process = subprocess.Popen(
             [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
              "--no-first-run", "--disable-background-networking", "--disable-component-update",
              "--disable-sync", "--autoplay-policy=no-user-gesture-required",
-             f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
+             f"--user-data-dir={profile}", "--remote-debugging-port=0", *flags, "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         port_file = profile / "DevToolsActivePort"
         for _ in range(300):

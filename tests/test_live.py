@@ -92,6 +92,24 @@ def test_a_file_played_live_into_a_file(run_cli, tmp_path):
     assert summary["lookahead_s"] == pytest.approx(0.12)
 
 
+def test_ctrl_c_ends_a_live_session_cleanly(tmp_path, speech_path):
+    """SIGINT mid-speech: exit 0, the summary, and an MP4 of what was made so far."""
+    import signal
+
+    out = tmp_path / "live.mp4"
+    process = subprocess.Popen([sys.executable, "-m", "posecast", "live", str(PORTRAIT),
+                                "--audio", str(speech_path), "-o", str(out), "--json",
+                                "--device", "cpu"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    time.sleep(4.0)  # start-up, then about 2 s of speech
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    summary = cli_json(stdout, "live")
+    assert 10 <= summary["frames"] < 199
+    assert _decoded_frames(out.read_bytes()) == summary["frames"]
+
+
 def test_live_refuses_what_it_cannot_do(run_cli, tmp_path):
     result = run_cli("live", PORTRAIT, "--audio", "-")
     assert result.code == 2 and "nothing to show the video on" in result.stderr
@@ -258,6 +276,35 @@ def test_a_browser_plays_the_live_page(tmp_path, speech_path):
     assert report["frames_timed"] >= 0.5 * summary["frames"], report
     assert 0 < report["latency_p50_s"] <= report["latency_p95_s"] < 5, report
     assert screenshot.startswith(b"\x89PNG")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian's `chromium`; .ci/run "
+                    "installs it)")
+def test_a_browser_microphone_drives_the_portrait(tmp_path, speech_path):
+    """`--mic`: Chromium's fake microphone plays the bundled speech into the page, the page
+    sends it, the portrait talks back in the same page; closing the page ends the session."""
+    live = subprocess.Popen([sys.executable, "-m", "posecast", "live", str(PORTRAIT), "--mic",
+                             "--serve", "127.0.0.1:0", "--json", "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        page = live.stderr.readline().split()[1]
+        browser = Browser(tmp_path / "chromium", (
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={speech_path}"))
+        try:
+            browser.open(page + "?mic=auto")
+            time.sleep(5.0)
+        finally:
+            browser.close()  # the speaking page goes: the audio is over
+        stdout, stderr = live.communicate(timeout=60)
+    finally:
+        if live.poll() is None:
+            live.kill()
+    assert live.returncode == 0, stderr
+    summary = cli_json(stdout, "live")
+    assert summary["frames"] >= 50, summary  # 2 s or more of the 5 s spoken
+    assert summary["page"]["mic_seconds_sent"] >= 2.0, summary["page"]
+    assert summary["page"]["frames_shown"] >= 25, summary["page"]
 
 
 # ------------------------------------------------------------------ the loop on its clock

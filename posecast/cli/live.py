@@ -14,7 +14,14 @@ from typing import Annotated
 import typer
 
 from posecast.assets import starter_model
-from posecast.cli.options import Device, JsonSummary, Overwrite, Seed, revision_option
+from posecast.cli.options import (
+    Device,
+    JsonSummary,
+    Overwrite,
+    Seed,
+    in_panel,
+    revision_option,
+)
 from posecast.cli.ui import json_summary as summary
 from posecast.cli.ui import note, print_result, warn
 from posecast.errors import UsageError
@@ -41,39 +48,47 @@ def live_command(
     portrait: Annotated[Path, typer.Argument(help="The person (PNG, JPEG, WebP, TIFF, or a "
                                              "video: its first frame).", show_default=False)],
     audio: Annotated[str | None, typer.Option(
-        "--audio", help="Speech: a file, played at real-time pace, or - for raw PCM on stdin "
+        "--audio", rich_help_panel="Speech",
+        help="Speech: a file, played at real-time pace, or - for raw PCM on stdin "
         "(see --rate, --channels, --format).", show_default=False)] = None,
     mic: Annotated[bool, typer.Option(
-        "--mic", help="Speech from the microphone of the browser that opens the page "
+        "--mic", rich_help_panel="Speech",
+        help="Speech from the microphone of the browser that opens the page "
         "(needs --serve).")] = False,
     serve: Annotated[str | None, typer.Option(
-        "--serve", help="Serve the page at HOST:PORT (e.g. 127.0.0.1:8765; 0 as the port "
+        "--serve", rich_help_panel="Output",
+        help="Serve the page at HOST:PORT (e.g. 127.0.0.1:8765; 0 as the port "
         "picks a free one).", show_default=False)] = None,
     output: Annotated[str | None, typer.Option(
-        "--output", "-o", help="Also write the fragmented MP4 here, or to stdout with -.",
+        "--output", "-o", rich_help_panel="Output",
+        help="Also write the fragmented MP4 here, or to stdout with -.",
         show_default=False)] = None,
     model: Annotated[str | None, typer.Option(
+        rich_help_panel="Model",
         help="Student model folder or Hub repo id \\[default: the bundled starter].",
         show_default=False)] = None,
-    revision: revision_option("--model") = None,
+    revision: in_panel(revision_option("--model"), "Model") = None,
     rate: Annotated[int, typer.Option(help="Sample rate of PCM on stdin.", min=8000,
-                                      max=192000)] = 16000,
-    channels: Annotated[int, typer.Option(help="Channels of PCM on stdin.", min=1,
-                                          max=8)] = 1,
+                                      max=192000, rich_help_panel="Speech")] = 16000,
+    channels: Annotated[int, typer.Option(help="Channels of PCM on stdin.", min=1, max=8,
+                                          rich_help_panel="Speech")] = 1,
     sample_format: Annotated[str, typer.Option(
-        "--format", help="PCM on stdin: s16le or f32le.")] = "s16le",
+        "--format", rich_help_panel="Speech",
+        help="PCM on stdin: s16le or f32le.")] = "s16le",
     token: Annotated[str | None, typer.Option(
+        rich_help_panel="Output",
         help="Require ?token=TOKEN on every request (made for you when --serve is not on "
         "loopback).", show_default=False)] = None,
     max_latency: Annotated[float, typer.Option(
+        rich_help_panel="Model",
         help="Seconds a frame may be late before frames are dropped to catch up.", min=0.2,
         max=60.0)] = 1.0,
-    fps: Annotated[float, typer.Option(help="Frames per second.", min=1.0,
-                                       max=120.0)] = 25.0,
-    seed: Seed = 0,
-    device: Device = "auto",
-    json_summary: JsonSummary = False,
-    overwrite: Overwrite = False,
+    fps: Annotated[float, typer.Option(help="Frames per second.", min=1.0, max=120.0,
+                                       rich_help_panel="Model")] = 25.0,
+    seed: in_panel(Seed, "Model") = 0,
+    device: in_panel(Device, "Device") = "auto",
+    json_summary: in_panel(JsonSummary, "Output") = False,
+    overwrite: in_panel(Overwrite, "Output") = False,
 ) -> None:
     """Talk, and PORTRAIT talks back as you speak: lips, head, blinks and hand beats made
     chunk by chunk as the audio arrives, shown in a browser and/or written as a fragmented
@@ -87,9 +102,9 @@ def live_command(
 
       posecast live portrait.png --audio speech.wav --serve 127.0.0.1:8765
 
-      posecast live portrait.png --mic --serve 127.0.0.1:8765    (open the page, speak)
+      posecast live portrait.png --mic --serve 127.0.0.1:8765
 
-      tts-engine | posecast live portrait.png --audio - --rate 22050 -o - | ffplay -
+      tts | posecast live portrait.png --audio - --rate 22050 -o - | ffplay -
     """
     from posecast.devices import pick_device
     from posecast.families import load_renderer
@@ -152,10 +167,16 @@ def live_command(
                               f"{status['latency_s']} s, {status['frames_dropped']} dropped"))
 
     def run(sink) -> dict:
+        gone = []  # the sink's reader went away (a closed pipe)
+
         def on_box(kind: str, box: bytes) -> None:
-            if sink is not None:
-                sink.write(box)
-                sink.flush()
+            if sink is not None and not gone:
+                try:
+                    sink.write(box)
+                    sink.flush()
+                except OSError:  # e.g. `| head -c`: the session ends as on Ctrl-C
+                    gone.append(True)
+                    session.stop.set()
             if server is not None:
                 server.send_box(kind, box)
 

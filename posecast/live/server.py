@@ -163,9 +163,6 @@ class LiveServer:
                                                     "mic": self.source is not None}}))
         self.clients.add(queue)  # fragments queue up behind the init segment
         self.viewer.set()
-        while not self.init_segment:  # the encoder writes it with the first frame
-            await asyncio.sleep(0.02)
-        await socket.send_bytes(self.init_segment)
         sender = asyncio.ensure_future(self._send(socket, queue))
         try:
             await self._receive(socket)
@@ -177,6 +174,11 @@ class LiveServer:
         return socket
 
     async def _send(self, socket: web.WebSocketResponse, queue: asyncio.Queue) -> None:
+        """The init segment (once the encoder has written it: with the first frame, which
+        may wait for this page's microphone), then every message queued."""
+        while not self.init_segment:
+            await asyncio.sleep(0.02)
+        await socket.send_bytes(self.init_segment)
         while (message := await queue.get()) is not None:
             if isinstance(message, bytes):
                 await socket.send_bytes(message)

@@ -14,7 +14,7 @@ const TARGET_AHEAD_S = 0.2;  // buffered video kept ahead of the playhead: one c
 const JUMP_BEHIND_S = 1.0;   // further behind than this, jump to the live edge
 const dues = new Map();     // frame index -> when its audio was due (ms since 1970)
 const latencies = [];       // ms, every shown frame's
-let fps = 25, framesShown = 0, lastReport = null;
+let fps = 25, framesShown = 0, lastReport = null, micSeconds = 0;
 let sourceBuffer = null, segments = [], socket = null;
 
 function percentile(values, share) {
@@ -68,6 +68,7 @@ function report() {
     latency_p95_s: round(percentile(latencies, 0.95)),
     latency_max_s: round(latencies.length ? Math.max(...latencies) : null),
     frames_dropped: quality.droppedVideoFrames,
+    mic_seconds_sent: Math.round(micSeconds * 100) / 100,
     buffered_ahead_s: video.buffered.length ?
       Math.round(1000 * (video.buffered.end(video.buffered.length - 1) - video.currentTime)) / 1000 : null,
   };
@@ -97,9 +98,12 @@ async function startMic() {
     while (pending.length >= piece && socket.readyState === WebSocket.OPEN) {
       socket.send(pending.slice(0, piece).buffer);
       pending = pending.slice(piece);
+      micSeconds += 0.02;
     }
   };
   context.createMediaStreamSource(stream).connect(tap);
+  tap.connect(context.destination);  // pulled by the graph only when connected; it outputs silence
+  await context.resume();
   micButton.textContent = "Listening";
 }
 
