@@ -387,7 +387,8 @@ def test_a_pause_in_live_audio_is_silence_and_the_video_goes_on(starter_renderer
 def test_ten_minutes_live_keep_time_and_memory_flat(starter_renderer):
     """A 10-minute soak (`pytest -m soak`, not in the default run: it takes 10 minutes): speech
     and pauses pushed at real-time pace; every frame is sent, memory (resident) grows by less
-    than 50 MB between the first minute and the tenth, and latency stays bounded."""
+    than 50 MB between the first minute and the tenth, and latency stays bounded (on an idle
+    machine: what else runs takes the student's CPU)."""
     import resource
 
     from posecast.live.sources import PushSource
@@ -410,6 +411,7 @@ def test_ten_minutes_live_keep_time_and_memory_flat(starter_renderer):
     threading.Thread(target=speak, daemon=True).start()
     session, figures, written = _session(starter_renderer, source)
     grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - resident["first minute"]) / 1024
+    print(f"soak: {minutes:g} min, {figures}, peak resident grew {grown:.1f} MB after minute 1")
     assert figures["frames"] == len(written) >= minutes * 60 * 25 - 25
     assert grown < 50, f"{grown:.0f} MB"
     assert figures["latency_p95_s"] < 1.0
