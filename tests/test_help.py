@@ -32,6 +32,7 @@ PANELS = {
     ("teacher",): ["Output", "Model", "Motion", "Device"],
     ("make-dataset",): ["Clips", "People", "Output"],
     ("bench", "render"): ["Models", "Workload", "Run"],
+    ("live",): ["Speech", "Output", "Model", "Device"],
 }
 
 

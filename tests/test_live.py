@@ -358,8 +358,10 @@ def test_a_slow_machine_drops_frames_but_keeps_time(starter_renderer, monkeypatc
 
 
 def test_a_pause_in_live_audio_is_silence_and_the_video_goes_on(starter_renderer):
-    """A live source that stops for 1 s: silence stands in after FILL_AFTER, frames keep
-    coming through the pause, and the video covers speech and pause."""
+    """1 s of speech, 1 s with nothing pushed, 1 s of speech: silence stands in FILL_AFTER
+    into the pause, so the pause's frames are sent in its time (without the silence they
+    would wait for the speech after it, 0.5 s later or more), and the video covers speech and
+    pause."""
     from posecast.live.session import FILL_AFTER
     from posecast.live.sources import PushSource
 
@@ -367,20 +369,21 @@ def test_a_pause_in_live_audio_is_silence_and_the_video_goes_on(starter_renderer
     speech = syllables(1.0, 16_000)
 
     def speak() -> None:
-        for half in (speech, speech):
-            for start in range(0, len(half), 320):
-                source.push(half[start:start + 320], 16_000)
-                time.sleep(0.02)
-            time.sleep(1.0)  # the pause (after the second half: the end comes late)
+        started = time.perf_counter()
+        for second in (0, 2):  # speech in seconds 0-1 and 2-3
+            for piece, start in enumerate(range(0, len(speech), 320)):
+                due = started + second + (piece + 1) * 0.02
+                time.sleep(max(0.0, due - time.perf_counter()))
+                source.push(speech[start:start + 320], 16_000)
         source.end()
 
     threading.Thread(target=speak, daemon=True).start()
     session, figures, written = _session(starter_renderer, source)
-    assert 0.5 <= session.silence <= 2.0 + 0.1
+    assert 1.0 - FILL_AFTER - 0.1 <= session.silence <= 1.0
     assert figures["frames"] == int(np.ceil((2.0 + session.silence) * 25 - 1e-6))
-    times = np.array([at for _, _, at in written])
-    pause = times[(times > times[0] + 1.0 + FILL_AFTER + 0.3) & (times < times[0] + 1.9)]
-    assert len(pause) >= 10  # frames went on during the pause
+    sent = {index: at - written[0][2] for index, _, at in written}
+    for index in range(30, 41):  # frames of 1.2-1.6 s: in the pause
+        assert sent[index] < index / 25 + 0.45, (index, sent[index])
 
 
 @pytest.mark.soak

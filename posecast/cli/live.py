@@ -110,13 +110,15 @@ def live_command(
     from posecast.families import load_renderer
     from posecast.live.fmp4 import FragmentedMp4
     from posecast.live.session import LiveSession
-    from posecast.live.sources import FileSource, PcmSource
+    from posecast.live.sources import PCM_FORMATS, FileSource, PcmSource
     from posecast.render import read_portrait
 
     require_file(portrait, "portrait", IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
     if (audio is not None) + mic != 1:
         raise UsageError("give the speech one way: --audio FILE, --audio - (PCM on stdin) or "
                          "--mic")
+    if sample_format not in PCM_FORMATS:
+        raise UsageError(f"--format {sample_format}: use {' or '.join(PCM_FORMATS)}")
     if mic and serve is None:
         raise UsageError("--mic takes the browser's microphone: add --serve 127.0.0.1:PORT")
     if serve is None and output is None:
