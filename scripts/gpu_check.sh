@@ -26,6 +26,8 @@
 # The rehearsal on this 2-core CPU from a fresh clone (2026-12-07, .venv-gpu/ built from the pip
 # cache): every stage ok in 167 s (student 18, ratio 8, attention 24, mm-student 19,
 # mm-teacher 6, pytest-gpu 4 (collection only), mm-compiled 88: Inductor's C++ at 64×64).
+# Again after librosa left the wheels (same day, warm caches): ok in 96 s (4, 4, 13, 18, 6, 4,
+# 47).
 #
 # What the device image lacks travels as wheels in .whl/ (git-ignored; `bash
 # scripts/gpu_wheels.sh` fetches them, 8.8 MiB), named in the device tool's `carry`:
