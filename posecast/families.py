@@ -56,6 +56,10 @@ class LoadedTeacher(Protocol):
 
     def resize(self, height: int, width: int) -> None: ...
 
+    def orient(self, height: int, width: int) -> None:
+        """Turn the frame to suit a portrait of `height` × `width` pixels (when no --size is
+        given); a family whose frame has one orientation leaves it."""
+
     def frame_rate(self, driving_fps: float) -> float:
         """The rate driving poses at `driving_fps` are sampled at when --fps is not given
         (the rate the family was trained on)."""

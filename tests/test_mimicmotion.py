@@ -550,6 +550,49 @@ def test_dwpose_maps_keep_dwposes_confidence_rules():
     assert not canvas[990:1010, 1090:1110].any() and not canvas[990:1010, 790:810].any()
 
 
+def test_mimicmotion_turns_its_frame_to_the_portrait(run_cli, tmp_path, imported_8x,
+                                                     portrait_path):
+    """Issue 34 (item 2): Tencent's inference renders a reference taller than wide at
+    576×1024 and any other (a square one too) at 1024×576; posecast's own teachers keep their
+    size. Through the CLI: a landscape portrait, no --size, a lying frame; --size wins."""
+    import shutil
+
+    import soundfile
+
+    from posecast.assets import starter_teacher
+    from posecast.families import load_teacher
+    from posecast.media import load_portrait, probe_video
+
+    teacher = load_teacher(str(imported_8x), torch.device("cpu"))
+    teacher.resize(128, 64)
+    for (height, width), frame in (((300, 200), (128, 64)), ((200, 300), (64, 128)),
+                                   ((256, 256), (64, 128)), ((301, 300), (128, 64))):
+        teacher.orient(height, width)
+        assert (teacher.height, teacher.width) == frame, (height, width)
+    own = load_teacher(str(starter_teacher()), torch.device("cpu"))
+    size = (own.height, own.width)
+    own.orient(100, 300)
+    assert (own.height, own.width) == size
+
+    folder = tmp_path / "upright"  # the tiny import with an upright 64×128 frame
+    shutil.copytree(imported_8x, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["recipe"].update(height=128, width=64)
+    (folder / "config.json").write_text(json.dumps(config))
+    landscape = tmp_path / "landscape.png"  # 512 wide, 300 tall, the face kept
+    Image.fromarray(load_portrait(portrait_path)[80:380]).save(landscape)
+    audio = tmp_path / "a.wav"
+    soundfile.write(audio, np.zeros(4000, np.float32), 16_000)  # 0.25 s: 4 frames
+    poses = EXAMPLES / "astronaut_poses.npz"
+    for extra, frame in (((), (128, 64)), (("--size", "64x128"), (64, 128))):
+        out = tmp_path / f"t{len(extra)}.mp4"
+        result = run_cli("teacher", landscape, "--poses", poses, "-o", out, "--model", folder,
+                         "--steps", "1", "--audio", audio, "--device", "cpu", *extra)
+        assert result.code == 0, result.stderr
+        info = probe_video(out)
+        assert (info.width, info.height) == frame
+
+
 def test_driving_poses_are_sampled_near_15_fps_for_mimicmotion_only(imported_8x):
     """Issue 34 (item 6): Tencent's inference takes every `sample_stride` (2) × max(1,
     int(fps / 24)) driving frame, so the model sees about 15 fps of motion as in training;

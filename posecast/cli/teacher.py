@@ -17,7 +17,6 @@ from posecast.cli.options import (
     JsonSummary,
     Overwrite,
     Seed,
-    Size,
     Steps,
     check_revision,
     in_panel,
@@ -53,7 +52,9 @@ def teacher_command(
     fps: Annotated[float | None, panel_option(
         "Output", "Output frame rate \\[default: the poses', sampled as the model was trained: "
         "about 15 fps for MimicMotion].", min=1.0, max=120.0)] = None,
-    size: in_panel(Size, "Output") = None,
+    size: Annotated[str | None, panel_option(
+        "Output", "Output WxH in pixels \\[default: the model's; MimicMotion's upright for a "
+        "portrait taller than wide, else lying, as Tencent's inference].")] = None,
     attention: Annotated[str | None, panel_option(
         "Model", "dense, or input_aware: the paper's pose-restricted joint attention "
         "\\[default: the model's own].", show_default=False)] = None,
@@ -131,6 +132,8 @@ def teacher_command(
     sampler.configure(changes)
     if size is not None:
         sampler.resize(*parse_size(size, sampler.size_multiple))
+    else:  # the frame turned to the portrait (MimicMotion's is upright or lying)
+        sampler.orient(*image.shape[:2])
     fps = fps or sampler.frame_rate(driving.fps)
     frames = math.ceil(round(clip.duration * fps, 6)) if clip is not None else \
         max(1, round(len(driving) * fps / driving.fps))

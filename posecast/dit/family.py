@@ -43,6 +43,9 @@ class DitTeacher:
     def resize(self, height: int, width: int) -> None:
         self.network.config = self.config.replace(height=height, width=width)
 
+    def orient(self, height: int, width: int) -> None:
+        """posecast's own models keep the size they were trained at."""
+
     def frame_rate(self, driving_fps: float) -> float:
         return driving_fps  # trained on clips at their own rate
 

@@ -56,6 +56,13 @@ class MimicMotionFamilyTeacher:
     def resize(self, height: int, width: int) -> None:
         self.teacher.recipe = self.recipe.replace(height=height, width=width)
 
+    def orient(self, height: int, width: int) -> None:
+        """Upright for a portrait taller than wide, lying otherwise (square included), as
+        Tencent's inference picks 576×1024 or 1024×576 per reference image; the sides are the
+        recipe's."""
+        long, short = max(self.height, self.width), min(self.height, self.width)
+        self.resize(*((long, short) if height > width else (short, long)))
+
     def frame_rate(self, driving_fps: float) -> float:
         """Every 2nd frame, and every 4th from 48 fps (Tencent's sample_stride 2 times
         max(1, int(fps / 24))): about 15 fps, the motion per frame MimicMotion was trained
