@@ -93,16 +93,17 @@ def test_a_file_played_live_into_a_file(run_cli, tmp_path):
 
 
 def test_ctrl_c_ends_a_live_session_cleanly(tmp_path, speech_path):
-    """SIGINT mid-speech: exit 0, the summary, and an MP4 of what was made so far."""
+    """Ctrl-C mid-speech, as a terminal sends it (SIGINT to the whole process group, ffmpeg
+    included): exit 0, the summary, and an MP4 of what was made so far."""
     import signal
 
     out = tmp_path / "live.mp4"
     process = subprocess.Popen([sys.executable, "-m", "posecast", "live", str(PORTRAIT),
                                 "--audio", str(speech_path), "-o", str(out), "--json",
                                 "--device", "cpu"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
     time.sleep(4.0)  # start-up, then about 2 s of speech
-    process.send_signal(signal.SIGINT)
+    os.killpg(process.pid, signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     summary = cli_json(stdout, "live")
@@ -117,6 +118,39 @@ def test_live_refuses_what_it_cannot_do(run_cli, tmp_path):
     assert result.code == 2 and "--mic takes the browser's microphone" in result.stderr
     result = run_cli("live", PORTRAIT, "--serve", "127.0.0.1:99999", "--audio", "-")
     assert result.code == 2 and "HOST:PORT" in result.stderr
+    # a chunk of 4 frames at 25 fps waits 0.12 s for its last frame's audio, 0.12 s more for
+    # the motion's look-ahead: a bound under that would hold frames in every chunk
+    result = run_cli("live", PORTRAIT, "--audio", PORTRAIT.parent / "speech.wav", "-o",
+                     tmp_path / "x.mp4", "--max-latency", "0.3", "--device", "cpu")
+    assert result.code == 2 and "needs at least 0.34 s" in result.stderr, result.stderr
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_pcm_is_made_playable_and_a_broken_stream_ends_the_audio():
+    """NaN and infinities in f32le PCM become silence, loud samples are clipped; a stream
+    that fails mid-read ends the audio and says why (the session raises it as one line)."""
+    import io
+
+    from posecast.live.sources import PcmSource
+
+    samples = np.array([0.5, np.nan, np.inf, -np.inf, 3.0, -0.25] * 200, "<f4")
+    source = PcmSource(io.BytesIO(samples.tobytes()), 16_000, 1, "f32le")
+    source.start()
+    pieces = []
+    while (piece := source.pieces.get(timeout=10)) is not None:
+        pieces.append(piece[1])
+    heard = np.concatenate(pieces)
+    np.testing.assert_array_equal(heard, np.tile([0.5, 0, 0, 0, 1.0, -0.25], 200))
+    assert source.error is None
+
+    class Broken(io.RawIOBase):
+        def readinto(self, buffer):
+            raise OSError(5, "Input/output error")
+
+    source = PcmSource(Broken(), 16_000)
+    source.start()
+    assert source.pieces.get(timeout=10) is None
+    assert "Input/output error" in source.error
 
 
 # ------------------------------------------------------------------ the server
@@ -145,6 +179,7 @@ def test_the_page_needs_its_token_and_the_browser_may_send_only_audio():
     try:
         assert _get(base)[0] == 403 and _get(base + "page.js")[0] == 403
         assert _get(base + "?token=wrong")[0] == 403
+        assert _get(base + "?token=%C3%A9")[0] == 403  # not ASCII: refused, not a crash
         status, page = _get(base + "?token=secret_token")
         assert status == 200 and 'src="page.js?token=secret_token"' in page
 

@@ -95,6 +95,21 @@ def test_no_pose_depends_on_audio_past_its_lookahead(speech, portrait_keypoints)
     np.testing.assert_array_equal(early.body, again.body)
 
 
+def test_a_student_far_behind_gets_the_same_poses(speech, portrait_keypoints):
+    """Poses taken 15 s late (all at once, after more than the 10 s of history) are the poses
+    taken as soon as they are ready: the values a frame still needs are kept."""
+    _, samples = speech
+    audio = np.concatenate([samples, samples])  # 15.8 s
+    prompt, late = LiveMotion(portrait_keypoints, 25.0), LiveMotion(portrait_keypoints, 25.0)
+    taken = []
+    for start in range(0, len(audio), 1600):
+        prompt.feed(audio[start:start + 1600])
+        taken.append(prompt.take(prompt.ready()))
+    late.feed(audio)
+    behind = late.take(late.ready())
+    np.testing.assert_allclose(behind.face, Keypoints.concatenate(taken).face, atol=1e-4)
+
+
 def test_silence_idles_with_the_mouth_shut(portrait_keypoints):
     motion = LiveMotion(portrait_keypoints, 25.0)
     motion.feed(np.zeros(3 * SAMPLE_RATE, np.float32))

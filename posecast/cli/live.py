@@ -82,7 +82,7 @@ def live_command(
     max_latency: Annotated[float, typer.Option(
         rich_help_panel="Model",
         help="Seconds a frame may be late before frames are dropped to catch up.", min=0.2,
-        max=60.0)] = 1.0,
+        max=5.0)] = 1.0,
     fps: Annotated[float, typer.Option(help="Frames per second.", min=1.0, max=120.0,
                                        rich_help_panel="Model")] = 25.0,
     seed: in_panel(Seed, "Model") = 0,
@@ -139,6 +139,8 @@ def live_command(
 
     ready = read_portrait(portrait, on_note=warn)  # its face found before the model loads
     if audio == "-":
+        if sys.stdin is None:
+            raise UsageError("--audio -: there is no stdin to read PCM from")
         source = PcmSource(sys.stdin.buffer, rate, channels, sample_format)
     elif audio is not None:
         source = FileSource(audio)

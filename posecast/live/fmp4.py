@@ -74,8 +74,11 @@ class FragmentedMp4:
                 "-f", "mp4", "-movflags", "empty_moov+default_base_moof+frag_keyframe",
                 "-flush_packets", "1", "pipe:1"]
         try:
+            # its own session: a terminal's Ctrl-C reaches posecast alone, which ends ffmpeg
+            # by closing its pipes (the fragments made so far stay whole)
             self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                            stderr=subprocess.PIPE, pass_fds=(audio_read,))
+                                            stderr=subprocess.PIPE, pass_fds=(audio_read,),
+                                            start_new_session=True)
         except OSError as error:
             os.close(audio_write)
             raise MediaError(f"cannot run ffmpeg ({error})") from None
@@ -91,9 +94,13 @@ class FragmentedMp4:
 
     def _read(self) -> None:
         boxes = Mp4Boxes()
-        for data in iter(lambda: self.process.stdout.read1(1 << 16), b""):
-            for kind, box in boxes.feed(data):
-                self.on_box(kind, box)
+        try:
+            for data in iter(lambda: self.process.stdout.read1(1 << 16), b""):
+                for kind, box in boxes.feed(data):
+                    self.on_box(kind, box)
+        except Exception:  # nobody reads ffmpeg's output now: end it, so writes fail, not stall
+            self.kill()
+            raise
 
     def _read_stderr(self) -> None:
         self.stderr = self.process.stderr.read()[-2000:]

@@ -136,8 +136,8 @@ class LiveServer:
     # ------------------------------------------------------------------ requests
 
     def _allowed(self, request: web.Request) -> bool:
-        return self.token is None or hmac.compare_digest(request.query.get("token", ""),
-                                                         self.token)
+        return self.token is None or hmac.compare_digest(  # as bytes: any text may come
+            request.query.get("token", "").encode(), self.token.encode())
 
     async def _index(self, request: web.Request) -> web.Response:
         if not self._allowed(request):

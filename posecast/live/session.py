@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from posecast.errors import InputError, UsageError
 from posecast.live.sources import AudioSource
 from posecast.motion.features import SAMPLE_RATE
 from posecast.motion.live import LOOKAHEAD, LiveMotion
@@ -100,6 +101,13 @@ class LiveSession:
                  on_status: Callable[[dict], None] | None = None) -> None:
         self.renderer, self.source, self.fps, self.seed = renderer, source, fps, seed
         self.max_latency, self.on_status = max_latency, on_status
+        # a chunk's first frame waits for its last frame's audio and the motion's look-ahead
+        shortest = (renderer.student.chunk - 1) / fps + LOOKAHEAD + 0.1
+        if max_latency < shortest:
+            raise UsageError(f"--max-latency {max_latency:g}: this model needs at least "
+                             f"{shortest:.2f} s (a chunk of {renderer.student.chunk} frames "
+                             f"waits for its last frame's audio, and the motion looks "
+                             f"{LOOKAHEAD:.2f} s ahead)")
         self.box = renderer.frame(portrait.image, portrait.keypoints)
         self.reference = crop_resize(portrait.image, self.box)
         self.motion = LiveMotion(portrait.keypoints, fps, seed)
@@ -155,8 +163,8 @@ class LiveSession:
                 self.changed.notify_all()
         elif piece is not False:
             arrived, samples = piece
-            if self.started is None:
-                self.started = arrived
+            if self.started is None:  # a piece arrives once its last sample is spoken
+                self.started = arrived - len(samples) / SAMPLE_RATE
             heard = self.timeline.heard + len(samples)
             due = self.started + heard / SAMPLE_RATE  # its last sample, at real-time pace
             # early: played when it is due, as a sound card would
@@ -206,6 +214,8 @@ class LiveSession:
             self.source.stop()
         if self.failure is not None:
             raise self.failure
+        if self.source.error is not None:
+            raise InputError(self.source.error)
         return self.figures()
 
     def _make_frames(self) -> None:

@@ -37,10 +37,12 @@ class AudioSource:
         self._resampler: soxr.ResampleStream | None = None
         self._rate: int | None = None
         self.seconds = 0.0  # of audio delivered, counted at the source's own rate
+        self.error: str | None = None  # why the audio ended early, if it did
 
     def _put(self, samples: np.ndarray, rate: int, last: bool = False) -> None:
         """Queue (N,) or (N, channels) samples at `rate`: mono, resampled to 16 kHz."""
-        samples = np.asarray(samples, np.float32)
+        samples = np.clip(np.nan_to_num(np.asarray(samples, np.float32), nan=0.0, posinf=0.0,
+                                        neginf=0.0), -1.0, 1.0)  # what a sound card could play
         if samples.ndim == 2:
             samples = samples.mean(1)
         self.seconds += len(samples) / rate
@@ -115,17 +117,21 @@ class PcmSource(AudioSource):
         frame_bytes = np.dtype(self.dtype).itemsize * self.channels
         leftover = b""
         read = getattr(self.stream, "read1", self.stream.read)
-        while True:
-            data = read(int(self.rate * PIECE_SECONDS) * frame_bytes)
-            if not data:
-                break
-            data = leftover + data
-            whole = len(data) // frame_bytes * frame_bytes
-            data, leftover = data[:whole], data[whole:]
-            samples = np.frombuffer(data, self.dtype).astype(np.float32) / self.scale
-            self._put(samples.reshape(-1, self.channels), self.rate)
-        self._put(np.zeros(0, np.float32), self.rate, last=True)
-        self.end()
+        try:
+            while True:
+                data = read(int(self.rate * PIECE_SECONDS) * frame_bytes)
+                if not data:
+                    break
+                data = leftover + data
+                whole = len(data) // frame_bytes * frame_bytes
+                data, leftover = data[:whole], data[whole:]
+                samples = np.frombuffer(data, self.dtype).astype(np.float32) / self.scale
+                self._put(samples.reshape(-1, self.channels), self.rate)
+            self._put(np.zeros(0, np.float32), self.rate, last=True)
+        except (OSError, ValueError) as error:  # the stream broke: its audio ends here
+            self.error = f"reading PCM from stdin failed ({error})"
+        finally:
+            self.end()
 
 
 class PushSource(AudioSource):

@@ -5,10 +5,11 @@ Audio comes in pieces (16 kHz mono, `feed`); a video frame's pose can be made on
 LOOKAHEAD seconds past its end has arrived (`ready`): 20 ms for the analysis windows and
 100 ms for deciding whether a beat falls in it. Everything a whole clip normalises by (peak
 level, centroid percentiles, median pitch, the onset envelope's range) comes from the last
-HISTORY seconds instead, and every smoothing runs forwards only (one-pole, with lag); blinks,
-drift and strokes are scheduled as time goes on. Silence keeps the mouth closed and the head
-drifting: a paused speaker idles. State is a few numbers and HISTORY seconds of measures, so
-memory is flat for hours.
+HISTORY seconds instead (the history before each GROUP of frames, so the values do not depend
+on how the audio was cut into pieces), and every smoothing runs forwards only (one-pole, with
+lag); blinks, drift and strokes are scheduled as time goes on. Silence keeps the mouth closed
+and the head drifting: a paused speaker idles. State is a few numbers and HISTORY seconds of
+measures, so memory is flat for hours.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ ANALYSIS_RATE = SAMPLE_RATE / HOP  # measures per second (100)
 BEAT_LOOKAHEAD = 10  # analysis frames after a candidate beat that decide it (its mean's)
 LOOKAHEAD = (PITCH_WINDOW // 2) / SAMPLE_RATE + BEAT_LOOKAHEAD / ANALYSIS_RATE  # 0.12 s
 HISTORY = 10.0  # seconds of measures the normalisations look back over
+GROUP = 10  # analysis frames (0.1 s) normalised by the same statistics
 LOUDEST_QUIET = -35.0  # dBFS: a live stream's peak counts as at least this loud
 BEAT_GAP = 0.35
 
@@ -81,6 +83,7 @@ class LiveMotion:
         self.measured = 0  # analysis frames measured so far
         keep = int(HISTORY * ANALYSIS_RATE)
         self.keep = keep  # analysis frames of history
+        self.reference: FrameMeasures | None = None  # the history before this group
         self.history = FrameMeasures(*(np.zeros(0) for _ in range(5)))  # the last `keep`
         self.loudness = np.zeros(0)  # per analysis frame, from self.first_kept on
         self.centroid = np.zeros(0)
@@ -123,16 +126,30 @@ class LiveMotion:
         self.samples, self.base = self.samples[drop:], self.base + drop
 
     def _add(self, block: FrameMeasures) -> None:
+        """Normalise new measures in groups of GROUP analysis frames, each by the HISTORY
+        before its group's first frame (so any piece sizes give the same values)."""
         names = FrameMeasures.__annotations__
-        self.history = FrameMeasures(**{name: np.concatenate([getattr(self.history, name),
-                                                              getattr(block, name)])[-self.keep:]
-                                        for name in names})
-        loudness, centroid, semitones = normalise(block, self.history, LOUDEST_QUIET)
-        for name, values in (("loudness", loudness), ("centroid", centroid),
-                             ("semitones", semitones), ("strength", block.flux * loudness)):
-            setattr(self, name, np.concatenate([getattr(self, name), values]))
+        first = self.measured - len(block.rms)  # the block's first analysis frame
+        done = 0
+        while done < len(block.rms):
+            index = first + done
+            if index % GROUP == 0 or self.reference is None:
+                self.reference = self.history
+            end = min(len(block.rms), done + GROUP - index % GROUP)
+            part = FrameMeasures(**{name: getattr(block, name)[done:end] for name in names})
+            loudness, centroid, semitones = normalise(part, self.reference, LOUDEST_QUIET)
+            for name, values in (("loudness", loudness), ("centroid", centroid),
+                                 ("semitones", semitones), ("strength", part.flux * loudness)):
+                setattr(self, name, np.concatenate([getattr(self, name), values]))
+            self.history = FrameMeasures(**{
+                name: np.concatenate([getattr(self.history, name), getattr(part, name)]
+                                     )[-self.keep:] for name in names})
+            done = end
         self._decide_beats()
-        drop = len(self.loudness) - self.keep  # HISTORY seconds of per-frame values stay
+        # HISTORY seconds of per-frame values stay, and every value a frame still to be made
+        # reads (a student far behind)
+        drop = min(len(self.loudness) - self.keep,
+                   int(self.made / self.fps * ANALYSIS_RATE) - 2 - self.first_kept)
         if drop > 0:
             for name in ("loudness", "centroid", "semitones", "strength"):
                 setattr(self, name, getattr(self, name)[drop:])
@@ -143,11 +160,12 @@ class LiveMotion:
         of the onset strength, 0.2 (of the recent range) above its ±100 ms mean, BEAT_GAP
         after the last beat (procedural.beat_times' rule, on a running range)."""
         strength, first = self.strength, self.first_kept
-        recent = strength[-self.keep:]
-        span = float(recent.max(initial=0.0) - recent.min(initial=0.0))
         while self.beats_decided + BEAT_LOOKAHEAD < self.measured:
             n = self.beats_decided - first
             self.beats_decided += 1
+            # the range of the HISTORY up to the candidate's look-ahead
+            recent = strength[max(0, n + BEAT_LOOKAHEAD + 1 - self.keep):n + BEAT_LOOKAHEAD + 1]
+            span = float(recent.max(initial=0.0) - recent.min(initial=0.0))
             if span <= 0 or n < 10:  # nothing heard yet, or the clip's first 100 ms
                 continue
             value = strength[n]
@@ -173,6 +191,8 @@ class LiveMotion:
         """The next `frames` poses (at most `ready()`)."""
         if frames > self.ready():
             raise ValueError(f"only {self.ready()} poses can be made yet, not {frames}")
+        if frames == 0:
+            return self.portrait[0:0]
         starts = np.arange(self.made, self.made + frames) / self.fps
         analysis_times = (self.first_kept + np.arange(len(self.loudness))) / ANALYSIS_RATE
         # features at frame centres, as the whole-clip model reads them

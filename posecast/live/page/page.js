@@ -15,7 +15,7 @@ const JUMP_BEHIND_S = 1.0;   // further behind than this, jump to the live edge
 const dues = new Map();     // frame index -> when its audio was due (ms since 1970)
 const latencies = [];       // ms, every shown frame's
 let fps = 25, framesShown = 0, lastReport = null, micSeconds = 0;
-let sourceBuffer = null, segments = [], socket = null;
+let sourceBuffer = null, segments = [], socket = null, micStream = null;
 
 function percentile(values, share) {
   if (!values.length) return null;
@@ -82,6 +82,7 @@ async function startMic() {
   micButton.disabled = true;
   const stream = await navigator.mediaDevices.getUserMedia(
     {audio: {echoCancellation: true, noiseSuppression: true, channelCount: 1}});
+  micStream = stream;
   const context = new AudioContext();
   const worklet = `class Tap extends AudioWorkletProcessor {
     process(inputs) { if (inputs[0][0]) this.port.postMessage(inputs[0][0].slice(0)); return true; } }
@@ -95,7 +96,8 @@ async function startMic() {
     const joined = new Float32Array(pending.length + event.data.length);
     joined.set(pending); joined.set(event.data, pending.length);
     pending = joined;
-    while (pending.length >= piece && socket.readyState === WebSocket.OPEN) {
+    if (socket.readyState !== WebSocket.OPEN) { pending = new Float32Array(0); return; }
+    while (pending.length >= piece) {
       socket.send(pending.slice(0, piece).buffer);
       pending = pending.slice(piece);
       micSeconds += 0.02;
@@ -123,18 +125,24 @@ function connect() {
         sourceBuffer.addEventListener("updateend", appendNext);
         if (message.hello.mic) {
           micButton.classList.remove("hidden");
-          if (new URLSearchParams(location.search).get("mic") === "auto") startMic();
+          if (new URLSearchParams(location.search).get("mic") === "auto") micButton.onclick();
         }
       } else if (message.dues) {
         for (const [index, due] of message.dues) dues.set(index, due);
       }
     };
-    socket.onclose = () => { figures.textContent += "\n(the stream ended)"; };
+    socket.onclose = () => {
+      figures.textContent += "\n(the stream ended)";
+      if (micStream) micStream.getTracks().forEach((track) => track.stop());
+    };
   });
 }
 
 playButton.onclick = () => { video.play(); playButton.classList.add("hidden"); };
-micButton.onclick = () => startMic();
+micButton.onclick = () => startMic().catch((error) => {
+  micButton.disabled = false;
+  figures.textContent = `the microphone could not start: ${error}`;
+});
 video.requestVideoFrameCallback(onFrame);
 setInterval(keepLive, 100);
 setInterval(report, 1000);
