@@ -593,6 +593,43 @@ def test_mimicmotion_turns_its_frame_to_the_portrait(run_cli, tmp_path, imported
         assert (info.width, info.height) == frame
 
 
+def test_split_guidance_halves_the_batch_and_keeps_the_latents(imported_8x):
+    """Issue 34 (item 8): the guidance's conditional and unconditional halves as two batch-1
+    calls (`--recipe split_guidance=1`, as Tencent's inference runs them: about half the
+    activations) give the latents of one batch of 2, with twice the calls."""
+    from posecast.families import load_teacher as load_teacher_for_cli
+    from posecast.mimicmotion.sampling import sample_latents
+
+    teacher = load_teacher(imported_8x)
+    portrait = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    maps = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    batches = []
+    hook = teacher.network.register_forward_pre_hook(
+        lambda module, args: batches.append(args[0].shape[0]))
+    runs = {}
+    try:
+        for split in (0, 1):
+            recipe = teacher.recipe.replace(window=4, overlap=1, steps=2, min_guidance=1.5,
+                                            max_guidance=2.5, split_guidance=split)
+            batches.clear()
+            latents = sample_latents(teacher, portrait, maps, torch.Generator().manual_seed(7),
+                                     recipe=recipe)
+            runs[split] = (latents, list(batches))
+    finally:
+        hook.remove()
+    # the same sums in another order (batch-1 or batch-2 kernels): float32 rounding, which
+    # the first step scales by SVD's largest sigma (700) into the latents (5e-5 seen)
+    difference = (runs[1][0] - runs[0][0]).abs().max() / runs[0][0].abs().max()
+    assert difference < 5e-4, float(difference)
+    assert set(runs[0][1]) == {2} and set(runs[1][1]) == {1}
+    assert len(runs[1][1]) == 2 * len(runs[0][1])
+    # out of memory, `posecast teacher` names the split first, while it is not on
+    sampler = load_teacher_for_cli(str(imported_8x), torch.device("cpu"))
+    assert "--recipe split_guidance=1" in sampler.memory_hint()
+    sampler.configure({"split_guidance": "1"})
+    assert "split_guidance" not in sampler.memory_hint()
+
+
 def test_driving_poses_are_sampled_near_15_fps_for_mimicmotion_only(imported_8x):
     """Issue 34 (item 6): Tencent's inference takes every `sample_stride` (2) × max(1,
     int(fps / 24)) driving frame, so the model sees about 15 fps of motion as in training;

@@ -49,6 +49,9 @@ class Recipe:
     motion_bucket_id: int = 127
     noise_aug_strength: float = 0.0  # noise added to the reference before the VAE encodes it
     decode_chunk: int = 8  # frames the temporal VAE decoder takes at a time
+    # 1: the guidance's conditional and unconditional halves as two batch-1 calls, as
+    # Tencent's inference runs them (about half the activations); 0: one batch of 2 (faster)
+    split_guidance: int = 0
 
     def __post_init__(self) -> None:
         check_fields(vars(self), RECIPE_RULES)
@@ -61,7 +64,8 @@ RECIPE_RULES = {
     "height": whole(64, 4096), "width": whole(64, 4096), "window": whole(2, 1024),
     "overlap": whole(0, 1022), "steps": whole(1, 1000), "min_guidance": number(0, 100),
     "max_guidance": number(0, 100), "fps": whole(1, 240), "motion_bucket_id": whole(0, 1023),
-    "noise_aug_strength": number(0, 10), "decode_chunk": whole(1, 1024)}
+    "noise_aug_strength": number(0, 10), "decode_chunk": whole(1, 1024),
+    "split_guidance": whole(0, 1)}
 # the UNet config's sizes (diffusers fills in what is absent); checked before it is built
 UNET_RULES = {
     "in_channels": whole(1, 64), "out_channels": whole(1, 64), "num_frames": whole(1, 1024),

@@ -131,7 +131,15 @@ def sample_latents(teacher: MimicMotionTeacher, reference: np.ndarray,
             def predict_window(index: list[int], scaled, t) -> torch.Tensor:
                 x = torch.cat([scaled[:, index], reference_latents[:, index]], dim=2)
                 pose = None if maps is None else maps[:, index]
-                if guided:  # (conditional, unconditional) as one batch of 2
+                if guided and recipe.split_guidance:  # two batch-1 calls: half the activations
+                    unconditional = torch.cat([scaled[:, index],
+                                               torch.zeros_like(reference_latents[:, index])], 2)
+                    out = torch.cat([
+                        network(x, t, embeddings, time_ids, pose,
+                                torch.tensor([True], device=device)),
+                        network(unconditional, t, torch.zeros_like(embeddings), time_ids, pose,
+                                torch.tensor([False], device=device))])
+                elif guided:  # (conditional, unconditional) as one batch of 2
                     x = torch.cat([x, torch.cat([scaled[:, index],
                                                  torch.zeros_like(reference_latents[:, index])],
                                                 dim=2)])

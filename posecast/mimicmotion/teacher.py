@@ -88,7 +88,9 @@ class MimicMotionFamilyTeacher:
         self.teacher.recipe = recipe
 
     def memory_hint(self) -> str:
-        return (f"lower --size (now {self.width}x{self.height}) or the window (--recipe "
+        split = "" if self.recipe.split_guidance else \
+            "run the guidance's halves apart (--recipe split_guidance=1), "
+        return (f"{split}lower --size (now {self.width}x{self.height}) or the window (--recipe "
                 f"window=16, now {self.recipe.window} frames)")
 
     def model_calls(self, frames: int, steps: int, cfg: float) -> int:
