@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = shutil.which("chromium")  # Debian's, which .ci/run installs
 
 
 class Browser:

@@ -253,6 +253,7 @@ def test_a_page_without_mic_may_not_send_audio():
 
 
 def test_mp4_boxes_come_out_whole_whatever_the_reads():
+    from posecast.errors import MediaError
     from posecast.live.fmp4 import Mp4Boxes
 
     boxes = [b"\0\0\0\x0cftypabcd", b"\0\0\0\x08moov",
@@ -263,6 +264,9 @@ def test_mp4_boxes_come_out_whole_whatever_the_reads():
         out = splitter.feed(stream[:cut]) + splitter.feed(stream[cut:])
         assert [box for _, box in out] == boxes
         assert [kind for kind, _ in out] == ["ftyp", "moov", "mdat"]
+    # a 64-bit size smaller than its own 16-byte header is ffmpeg's error, said in one line
+    with pytest.raises(MediaError, match="malformed"):
+        Mp4Boxes().feed(b"\0\0\0\x01mdat" + (12).to_bytes(8, "big") + b"1234")
 
 
 # ------------------------------------------------------------------ a real browser

@@ -110,15 +110,13 @@ def live_command(
     from posecast.families import load_renderer
     from posecast.live.fmp4 import FragmentedMp4
     from posecast.live.session import LiveSession
-    from posecast.live.sources import PCM_FORMATS, FileSource, PcmSource
+    from posecast.live.sources import FileSource, PcmSource
     from posecast.render import read_portrait
 
     require_file(portrait, "portrait", IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
     if (audio is not None) + mic != 1:
         raise UsageError("give the speech one way: --audio FILE, --audio - (PCM on stdin) or "
                          "--mic")
-    if sample_format not in PCM_FORMATS:
-        raise UsageError(f"--format {sample_format}: use {' or '.join(PCM_FORMATS)}")
     if mic and serve is None:
         raise UsageError("--mic takes the browser's microphone: add --serve 127.0.0.1:PORT")
     if serve is None and output is None:
@@ -137,13 +135,13 @@ def live_command(
             raise UsageError("--token: at least 8 letters, digits, _ or -")
     say = warn if to_stdout or json_summary else note  # stdout may carry the video
 
-    ready = read_portrait(portrait, on_note=warn)  # its face found before the model loads
-    if audio == "-":
+    if audio == "-":  # the audio and the portrait's face, before the model loads
         if sys.stdin is None:
             raise UsageError("--audio -: there is no stdin to read PCM from")
         source = PcmSource(sys.stdin.buffer, rate, channels, sample_format)
     elif audio is not None:
         source = FileSource(audio)
+    ready = read_portrait(portrait, on_note=warn)
     renderer = load_renderer(model or str(starter_model()), pick_device(device),
                              revision=revision, on_warning=warn)
     server = None

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import numpy as np
 
 from posecast.errors import MediaError
-from posecast.media.ffmpeg import ffmpeg_executable
+from posecast.media.ffmpeg import StderrTail, ffmpeg_executable, popen_ffmpeg
 
 CODECS = 'video/mp4; codecs="avc1.42E01E, mp4a.40.2"'
 
@@ -76,21 +76,19 @@ class FragmentedMp4:
         try:
             # its own session: a terminal's Ctrl-C reaches posecast alone, which ends ffmpeg
             # by closing its pipes (the fragments made so far stay whole)
-            self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                            stderr=subprocess.PIPE, pass_fds=(audio_read,),
-                                            start_new_session=True)
-        except OSError as error:
+            self.process = popen_ffmpeg(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, pass_fds=(audio_read,),
+                                        start_new_session=True)
+        except BaseException:
             os.close(audio_write)
-            raise MediaError(f"cannot run ffmpeg ({error})") from None
+            raise
         finally:
             os.close(audio_read)  # ffmpeg holds its own copy
         self.audio = open(audio_write, "wb", buffering=0)  # noqa: SIM115 (closed in close())
         self.on_box = on_box
-        self.stderr = b""
+        self.stderr = StderrTail(self.process.stderr)
         self.reader = threading.Thread(target=self._read, name="posecast-fmp4", daemon=True)
         self.reader.start()
-        self.errors = threading.Thread(target=self._read_stderr, daemon=True)
-        self.errors.start()
 
     def _read(self) -> None:
         boxes = Mp4Boxes()
@@ -102,9 +100,6 @@ class FragmentedMp4:
             self.kill()
             raise
 
-    def _read_stderr(self) -> None:
-        self.stderr = self.process.stderr.read()[-2000:]
-
     def write(self, frame: np.ndarray, samples: np.ndarray) -> None:
         try:
             self.process.stdin.write(np.ascontiguousarray(frame, np.uint8).tobytes())
@@ -112,10 +107,8 @@ class FragmentedMp4:
             self.audio.write(np.clip(samples, -1, 1).astype("<f4").tobytes())
         except OSError:  # ffmpeg stopped: its stderr says why
             self.process.wait()
-            self.errors.join(timeout=5)
-            raise MediaError("ffmpeg stopped while encoding the live video ("
-                             f"{self.stderr.decode('utf-8', 'replace').strip()[-200:]})"
-                             ) from None
+            raise MediaError(f"ffmpeg stopped while encoding the live video "
+                             f"({self.stderr.text()})") from None
 
     def close(self) -> None:
         """Flush what is encoded and wait for ffmpeg and the last boxes."""
@@ -124,10 +117,8 @@ class FragmentedMp4:
                 pipe.close()
         status = self.process.wait()
         self.reader.join()
-        self.errors.join(timeout=5)
         if status != 0:
-            raise MediaError("ffmpeg failed to finish the live video ("
-                             f"{self.stderr.decode('utf-8', 'replace').strip()[-200:]})")
+            raise MediaError(f"ffmpeg failed to finish the live video ({self.stderr.text()})")
 
     def kill(self) -> None:
         if self.process.poll() is None:

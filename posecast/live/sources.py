@@ -19,7 +19,7 @@ from typing import BinaryIO
 import numpy as np
 import soxr
 
-from posecast.errors import InputError
+from posecast.errors import UsageError
 from posecast.media import load_audio
 from posecast.motion.features import SAMPLE_RATE, resample_audio
 
@@ -105,8 +105,7 @@ class PcmSource(AudioSource):
                  sample_format: str = "s16le") -> None:
         super().__init__()
         if sample_format not in PCM_FORMATS:
-            raise InputError(f"unknown PCM format {sample_format!r}; use "
-                             f"{' or '.join(PCM_FORMATS)}")
+            raise UsageError(f"--format {sample_format}: use {' or '.join(PCM_FORMATS)}")
         self.stream, self.rate, self.channels = stream, rate, channels
         self.dtype, self.scale = PCM_FORMATS[sample_format]
 

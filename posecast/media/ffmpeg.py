@@ -65,7 +65,7 @@ def _compile(stream) -> list[str]:
     return stream.global_args("-hide_banner", "-nostdin").compile(cmd=ffmpeg_executable())
 
 
-def _popen(args: list[str], **kwargs) -> subprocess.Popen:
+def popen_ffmpeg(args: list[str], **kwargs) -> subprocess.Popen:
     try:
         return subprocess.Popen(args, **kwargs)
     except OSError as error:
@@ -73,7 +73,7 @@ def _popen(args: list[str], **kwargs) -> subprocess.Popen:
                          f"set {FFMPEG_ENV} to a working ffmpeg") from None
 
 
-class _StderrTail:
+class StderrTail:
     """Drains a process's stderr on a thread (a full pipe would stall ffmpeg), keeping the end."""
 
     def __init__(self, pipe) -> None:
@@ -158,8 +158,9 @@ def iter_video_frames(path: str | os.PathLike,
     info = info or probe_video(path)
     args = _compile(ffmpeg.input(str(path)).output("pipe:", format="rawvideo", pix_fmt="rgb24")
                     .global_args("-loglevel", "error"))
-    process = _popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    stderr = _StderrTail(process.stderr)
+    process = popen_ffmpeg(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           stdin=subprocess.DEVNULL)
+    stderr = StderrTail(process.stderr)
     frame_bytes = info.width * info.height * 3
     try:
         while True:
@@ -292,7 +293,7 @@ class Mp4Stream:
         args = _compile(ffmpeg.output(*streams, str(self._tmp_path), format="mp4", **options)
                         .global_args("-loglevel", "error", "-y"))
         try:
-            self._process = _popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            self._process = popen_ffmpeg(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE,
                                    pass_fds=() if audio_read is None else (audio_read,))
         except BaseException:
@@ -306,7 +307,7 @@ class Mp4Stream:
             self._audio_feed = threading.Thread(target=_feed, daemon=True,
                                                 args=(audio_write, self._audio.samples))
             self._audio_feed.start()
-        self._stderr = _StderrTail(self._process.stderr)
+        self._stderr = StderrTail(self._process.stderr)
         self._shape = (height, width, 3)
 
     def write(self, frame: np.ndarray) -> None:
